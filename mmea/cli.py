@@ -1,0 +1,295 @@
+"""The ``mmea`` command line.
+
+Start-up stays instant: this module imports only click and the standard
+library at top level; each command imports what it needs.  Exit codes: 0
+success, 2 bad usage or input, 1 runtime failure.  Errors print one line
+plus a hint; ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+log = logging.getLogger("mmea")
+
+EPILOG_ALIGN = """\b
+Examples:
+  mmea align                                   # the built-in demo pair
+  mmea align --src dbp_zh --tgt dbp_en --data-dir ../shared/datasets
+  mmea align --pair path/to/openea_or_tsv_pair --seed-ratio 0.2 --match hungarian
+  mmea align --src my_kg1/ --tgt my_kg2/ --links known_links.tsv --topk 5
+"""
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    root = logging.getLogger("mmea")
+    root.setLevel(logging.DEBUG)
+    if not any(getattr(h, "_mmea_console", False) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h._mmea_console = True  # type: ignore[attr-defined]
+        h.setFormatter(logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
+        root.addHandler(h)
+    for h in root.handlers:
+        if getattr(h, "_mmea_console", False):
+            h.setLevel(level)
+
+
+class MmeaGroup(click.Group):
+    """Click group that turns mmea errors into one line + hint and the right exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - the top-level handler
+            from .errors import MmeaError
+
+            verbose = (ctx.obj or {}).get("verbose", 0)
+            if verbose:
+                import traceback
+
+                traceback.print_exc()
+            if isinstance(e, MmeaError):
+                click.echo(f"error: {e.message}", err=True)
+                if e.hint:
+                    click.echo(f"hint: {e.hint}", err=True)
+                sys.exit(e.exit_code)
+            click.echo(f"error: {type(e).__name__}: {e}", err=True)
+            if not verbose:
+                click.echo("hint: run with -v for the traceback", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=MmeaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mmea")
+@click.option("-v", "--verbose", count=True, help="More log output; -v also shows tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.pass_context
+def main(ctx, verbose, quiet):
+    """mmea: multi-modal entity alignment between two knowledge graphs.
+
+    Load two KGs (benchmarks by name or your own folders), encode their
+    names, images, attributes and structure, align them, and export the
+    alignment with metrics.
+    """
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
+    _setup_logging(verbose, quiet)
+
+
+def common_run_options(f):
+    """--config/--set/--seed/--device/--out shared by every command that runs something."""
+    f = click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+                     help="Run directory (default: runs/<command>-<dataset>-<time>).")(f)
+    f = click.option("--device", default=None, help="auto | cpu | cuda[:N] (default auto).")(f)
+    f = click.option("--seed", type=int, default=None, help="Random seed (default 0).")(f)
+    f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a config value, e.g. --set search.csls_k=5 (repeatable).")(f)
+    f = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                     help="A run config TOML file (see pipelines/).")(f)
+    return f
+
+
+def data_options(f):
+    f = click.option("--use-dataset-split", is_flag=True, default=None,
+                     help="Use the train/test split files the dataset ships instead of a seeded split.")(f)
+    f = click.option("--seed-ratio", type=float, default=None,
+                     help="Fraction of gold links used as seeds (train+valid); default per dataset.")(f)
+    f = click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+                     help="Folder with the benchmark datasets (or set MMEA_DATA_DIR).")(f)
+    f = click.option("--links", default=None, type=click.Path(dir_okay=False),
+                     help="Gold links file for --src DIR1 --tgt DIR2 (TSV: src_entity<TAB>tgt_entity).")(f)
+    f = click.option("--pair", default=None, help="A pair folder in any supported layout, or a catalog pair name.")(f)
+    f = click.option("--tgt", default=None, help="Target KG: catalog name (dbp_en) or a TSV KG folder.")(f)
+    f = click.option("--src", default=None, help="Source KG: catalog name (dbp_zh) or a TSV KG folder.")(f)
+    return f
+
+
+def _base_from_options(seed, device, **sections) -> dict:
+    base: dict = {}
+    if seed is not None:
+        base["seed"] = seed
+    if device is not None:
+        base["device"] = device
+    for section, values in sections.items():
+        vals = {k: v for k, v in values.items() if v is not None}
+        if vals:
+            base[section] = vals
+    return base
+
+
+def _data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split) -> dict:
+    d = {"src": src, "tgt": tgt, "pair": pair, "links": links, "data_dir": data_dir, "seed_ratio": seed_ratio,
+         "use_dataset_split": use_dataset_split}
+    if pair and not src and not tgt:
+        d["src"] = d["tgt"] = ""
+    return d
+
+
+@main.command(epilog=EPILOG_ALIGN)
+@data_options
+@click.option("--model", default=None, help="Alignment model (mmea ls models). Default: baseline.")
+@click.option("--match", default=None, help="Final matching: none | greedy | mutual | hungarian | sinkhorn.")
+@click.option("--topk", type=int, default=None, help="Candidates written per source entity (default 1).")
+@click.option("--candidates", type=click.Choice(["test", "all"]), default=None,
+              help="Rank against the test targets (benchmark protocol) or all target entities.")
+@click.option("--name-encoder", default=None, help="auto | char-ngram | sentence-transformers.")
+@click.option("--name-model", default=None, help="Sentence-transformers model name or local folder.")
+@click.option("--name-source", default=None, help="auto | uri | name | translated.")
+@common_run_options
+@click.pass_context
+def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, model, match, topk, candidates,
+          name_encoder, name_model, name_source, config_path, overrides, seed, device, out):
+    """Align two KGs and write alignment.csv, metrics.json, config.toml and a log."""
+    from .config import load_config
+    from .pipelines.align import run_align
+
+    base = _base_from_options(
+        seed, device,
+        data=_data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split),
+        features={"name_encoder": name_encoder, "name_model": name_model, "name_source": name_source},
+        model={"name": model},
+        search={"match": match, "topk": topk, "candidates": candidates},
+    )
+    cfg = load_config(config_path, list(overrides), base)
+    result = run_align(cfg, out=Path(out) if out else None, quiet=ctx.obj["quiet"])
+    _print_align_summary(result)
+
+
+def _print_align_summary(result: dict) -> None:
+    m = result["metrics"]
+    t = m.get("test") or {}
+    if t:
+        click.echo(f"{m['dataset']} / {m['model']}: H@1 {t['hits@1']:.4f}  H@10 {t['hits@10']:.4f}  "
+                   f"MRR {t['mrr']:.4f}  ({m.get('primary', '')}, {m['split']['test']} test links)")
+    else:
+        click.echo(f"{m['dataset']} / {m['model']}: no gold test links, evaluation skipped")
+    if "matched" in m:
+        mm = m["matched"]
+        click.echo(f"matching {mm['method']}: {mm['pairs']} pairs, H@1 {mm.get('hits@1', float('nan')):.4f}")
+    click.echo(f"alignment: {result['alignment']}")
+    click.echo(f"metrics:   {result['metrics_path']}")
+    click.echo(f"time: {m['timings']['total_s']:.1f} s")
+
+
+# ---------------------------------------------------------------- datasets
+@main.group()
+def datasets():
+    """List, inspect and download benchmark datasets."""
+
+
+@datasets.command("list")
+def datasets_list():
+    """List the catalogued datasets and where each is found."""
+    from .data.catalog import candidate_roots, load_catalog, _missing
+
+    cat = load_catalog()
+    click.echo("Benchmark pairs (--src SRC --tgt TGT, or --pair NAME):")
+    for e in cat.entries.values():
+        if e.generated:
+            where = "built in (generated on first use)"
+        else:
+            where = "not found locally (mmea datasets download %s)" % e.name
+            for why, root in candidate_roots(None):
+                if not _missing(e, root):
+                    where = f"{root} ({why})"
+                    break
+        sides = f"--src {e.src} --tgt {e.tgt}" if e.kind == "pair" and not e.selectable_only_by_name else \
+            f"--pair {e.name}" if e.kind == "pair" else f"mmea linkpred --dataset {e.name}"
+        click.echo(f"  {e.name:22s} {sides:32s} {where}")
+        click.echo(f"  {'':22s} {e.description}")
+
+
+@datasets.command("info")
+@click.argument("name")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def datasets_info(name, data_dir, as_json):
+    """Counts per side (entities, relations, triples, links, attributes, images) and load time.
+
+    NAME is a catalog pair (dbp15k_zh_en), a KG name (dbp_zh: its first pair), or a folder.
+    """
+    import json
+
+    from .data.catalog import load_catalog, load_linkpred_dataset, load_pair_task
+
+    t0 = time.perf_counter()
+    if not Path(name).exists() and load_catalog().get(name).kind == "linkpred":
+        ds = load_linkpred_dataset(name, data_dir)
+        info = ds.summary()
+    else:
+        task = load_pair_task(None, None, pair=name, data_dir=data_dir)
+        info = task.summary()
+    info["load_s"] = round(time.perf_counter() - t0, 3)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    click.echo(f"{info['name']}  (loaded in {info['load_s']:.2f} s)")
+    if "source" in info:
+        keys = list(info["source"].keys())
+        click.echo(f"  {'':28s}{'source':>12s}{'target':>12s}")
+        for k in keys:
+            click.echo(f"  {k:28s}{info['source'][k]:>12,}{info['target'][k]:>12,}")
+        click.echo(f"  links {info['links']:,}: train {info['split']['train']:,}, valid {info['split']['valid']:,}, "
+                   f"test {info['split']['test']:,}")
+    else:
+        for k, v in info.items():
+            if k not in ("notes", "name"):
+                click.echo(f"  {k:28s}{v:>12,}" if isinstance(v, int) else f"  {k:28s}{v}")
+    for n in info.get("notes", []):
+        click.echo(f"  note: {n}")
+
+
+@datasets.command("download")
+@click.argument("name")
+def datasets_download(name):
+    """Download NAME's files from their public sources into the cache, checking checksums."""
+    from .data.catalog import download_entry, load_catalog, mmea_home
+
+    entry = load_catalog().get(name)
+    root = mmea_home() / "datasets"
+    got = download_entry(entry, root)
+    click.echo(f"{entry.name}: {len(got)} file(s) downloaded into {root}; all {len(entry.files)} verified")
+
+
+# ---------------------------------------------------------------- ls
+@main.command("ls")
+@click.argument("family", type=click.Choice(["models", "losses", "samplers", "encoders", "matchers", "loaders"]))
+def ls(family):
+    """List the registered components of a family with a one-line description."""
+    reg = _registry(family)
+    for name, doc in reg.describe():
+        click.echo(f"{name:24s} {doc}")
+
+
+def _registry(family: str):
+    if family == "models":
+        from .models import MODELS as reg
+    elif family == "loaders":
+        from .data.loaders import LOADERS as reg
+    elif family == "encoders":
+        from .encoders import ENCODERS as reg
+    elif family == "matchers":
+        from .search.matching import MATCHERS as reg
+    else:
+        from .errors import MmeaError
+
+        raise MmeaError(f"no {family} are registered in this version yet")
+    return reg
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

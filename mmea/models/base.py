@@ -1,0 +1,67 @@
+"""Alignment model base class and registry.
+
+A model reads an :class:`~mmea.data.AlignmentTask` (and the cached
+per-modality features) and produces one L2-normalised embedding per entity of
+each KG; everything after that — search, CSLS, matching, metrics, export —
+is shared (:mod:`mmea.search`, :mod:`mmea.evaluation`).  Each model declares
+its parameters as a frozen dataclass ``Config`` (validated from
+``[model]`` / ``--set``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..config import FeatureConfig
+from ..registry import Registry
+
+log = logging.getLogger("mmea.models")
+
+
+@dataclass
+class RunContext:
+    """What a model gets besides the task: seed, device, features, where to write."""
+
+    seed: int = 0
+    device: str = "cpu"
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    run_dir: Path | None = None
+    cache_root: Path | None = None
+    progress: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        """A note for the user, logged and recorded in ``metrics.json``."""
+        log.warning("%s", message)
+        self.notes.append(message)
+
+
+class AlignmentModel:
+    """Turns an alignment task into entity embeddings of both KGs."""
+
+    @dataclass(frozen=True)
+    class Config:
+        pass
+
+    uses_gold_for_training: ClassVar[bool] = True
+
+    def __init__(self, config: "AlignmentModel.Config", ctx: RunContext):
+        self.config = config
+        self.ctx = ctx
+        self.info: dict = {}
+
+    def fit(self, task) -> None:  # pragma: no cover - abstract
+        """Learn from ``task.train`` (and ``task.valid`` for model selection); never ``task.test``."""
+        raise NotImplementedError
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        """``(source (N, d), target (M, d))`` float32, rows L2-normalised (zero rows allowed)."""
+        raise NotImplementedError
+
+
+MODELS: Registry[AlignmentModel] = Registry("model", suffix="Model")

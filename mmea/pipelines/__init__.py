@@ -1,0 +1,1 @@
+"""Runnable jobs (align, bench) built from the library parts."""

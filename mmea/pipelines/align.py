@@ -1,0 +1,130 @@
+"""The ``mmea align`` job: load -> fit -> embed -> evaluate -> search -> match -> export.
+
+The output contract (stable for every model): ``RUN_DIR/alignment.csv``,
+``RUN_DIR/metrics.json`` with ``dataset``, ``model``, ``split`` (train / valid /
+test sizes), ``test`` (Hits@1/5/10, MR, MRR of the primary direction and
+method), ``test_by_method``, ``timings`` (``load_s``, ``total_s`` and each
+stage) and ``notes``; ``RUN_DIR/config.toml``; ``RUN_DIR/run.log``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RunConfig, to_toml
+from ..runs import RunDir, default_run_dir, resolve_device, seed_everything
+
+log = logging.getLogger("mmea.align")
+
+
+def dataset_label(cfg: RunConfig) -> str:
+    d = cfg.data
+    if d.pair:
+        return Path(d.pair).name or str(d.pair)
+    return f"{Path(d.src).name}-{Path(d.tgt).name}"
+
+
+def query_rows(task) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Source rows to align, their candidate target rows, and gold target rows (or None).
+
+    With test links: the test sources against the test targets (the benchmark
+    protocol; ``candidates="all"`` widens the targets in :func:`run_align`).
+    Without gold: every source entity not already linked by train/valid against
+    every target entity not already linked.
+    """
+    if len(task.test):
+        return task.test[:, 0], task.test[:, 1], task.test[:, 1]
+    seeds = np.concatenate([task.train, task.valid])
+    src = np.setdiff1d(np.arange(task.source.num_entities), seeds[:, 0])
+    tgt = np.setdiff1d(np.arange(task.target.num_entities), seeds[:, 1])
+    return src, tgt, None
+
+
+def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False) -> dict:
+    """Run one alignment; returns ``{"metrics", "metrics_path", "alignment", "run_dir"}``."""
+    from ..data.catalog import load_pair_task, mmea_home
+    from ..evaluation import evaluate_embeddings
+    from ..export import alignment_frame, write_alignment
+    from ..models import MODELS, RunContext
+    from ..search import csls_topk
+    from ..search.matching import MATCHERS
+
+    run = RunDir.create(out or default_run_dir("align", dataset_label(cfg)))
+    try:
+        run.write_config(to_toml(dataclasses.asdict(cfg)))
+        seed_everything(cfg.seed)
+        d = cfg.data
+        with run.stage("load"):
+            task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
+                                  seed_ratio=d.seed_ratio, seed=cfg.seed, valid_ratio=d.valid_ratio,
+                                  use_dataset_split=d.use_dataset_split, fold=d.fold)
+        notes = list(task.meta.get("notes", []))
+        for n in notes:
+            log.warning("note: %s", n)
+        device = resolve_device(cfg.device)
+        ctx = RunContext(seed=cfg.seed, device=device, features=cfg.features, run_dir=run.path,
+                         cache_root=(mmea_home() / "cache") if cfg.features.cache else None,
+                         progress=not quiet and sys.stderr.isatty())
+        model_cls = MODELS.get(cfg.model_name)
+        params = {k: v for k, v in cfg.model.items() if k != "name"}
+        model = model_cls(model_cls.Config(**params), ctx)
+        with run.stage("train"):
+            model.fit(task)
+        src_emb, tgt_emb = model.embeddings()  # (N, d), (M, d)
+
+        metrics: dict = {
+            "dataset": task.name,
+            "model": model_cls.registry_name,
+            "seed": cfg.seed,
+            "split": task.split_sizes(),
+            "split_provenance": task.provenance.get("split"),
+            "device": device,
+        }
+        s = cfg.search
+        if len(task.test):
+            with run.stage("evaluate"):
+                ev = evaluate_embeddings(src_emb, tgt_emb, task.test, candidates=s.candidates, csls_k=s.csls_k,
+                                         primary=("src->tgt", s.method))
+            metrics.update(ev)
+        else:
+            metrics["test"] = {}
+            notes.append("no gold test links: ranking metrics were not computed")
+
+        rows, cand, gold = query_rows(task)
+        if s.candidates == "all":
+            cand = np.arange(task.target.num_entities)
+        with run.stage("search"):
+            result = csls_topk(src_emb[rows], tgt_emb[cand], topk=max(s.topk, 2), csls_k=s.csls_k,
+                               index=s.index, method=s.method)
+        matched = None
+        if s.match != "none":
+            with run.stage("match"):
+                matcher = MATCHERS.make(s.match)
+                matched = matcher.match(src_emb[rows], tgt_emb[cand], result)
+            if gold is not None:
+                gold_local = {int(r): int(g) for r, g in zip(range(len(rows)), gold)}
+                cand_index = {int(c): j for j, c in enumerate(cand)}
+                hits = sum(1 for i, j, _ in matched if cand_index.get(gold_local[i]) == j)
+                metrics["matched"] = {"method": s.match, "pairs": len(matched), "hits@1": hits / len(rows),
+                                      "precision": hits / max(len(matched), 1)}
+            else:
+                metrics["matched"] = {"method": s.match, "pairs": len(matched)}
+        with run.stage("export"):
+            df = alignment_frame(task, rows, cand, result, topk=s.topk, matched=matched, gold=gold)
+            csv_path = run.path / "alignment.csv"
+            write_alignment(df, csv_path)
+        metrics["model_info"] = model.info
+        metrics["notes"] = notes + ctx.notes
+        metrics["load_report"] = {"source": task.meta.get("load_report")}
+        metrics["timings"] = {**task.meta.get("timings", {}), **run.timings, "total_s": run.total_s()}
+        metrics["timings"]["load_s"] = run.timings.get("load_s", metrics["timings"].get("load_s"))
+        mpath = run.write_metrics(metrics)
+        log.info("wrote %s and %s", csv_path, mpath)
+        return {"metrics": metrics, "metrics_path": mpath, "alignment": csv_path, "run_dir": run.path}
+    finally:
+        run.close()
