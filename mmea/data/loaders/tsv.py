@@ -1,0 +1,510 @@
+"""Plain-TSV layout (``tsv``): users' own knowledge graphs.
+
+One folder per KG (only ``triples.tsv`` is required)::
+
+    my_kg/
+      triples.tsv        head<TAB>relation<TAB>tail
+      entities.tsv       entity  or  entity<TAB>uri   (fixes the order, adds isolated entities)
+      names.tsv          entity<TAB>name
+      attributes.tsv     entity<TAB>attribute<TAB>value
+      images.tsv         entity<TAB>path              (relative to the KG folder, or absolute)
+      descriptions.tsv   entity<TAB>text
+
+A pair folder holds ``kg1/``, ``kg2/``, an optional ``links.tsv``
+(``kg1_entity<TAB>kg2_entity``) and optional ``train_links.tsv`` /
+``valid_links.tsv`` / ``test_links.tsv``.  Lines starting with ``#`` are
+comments.  docs/formats.md is the user-facing description of this layout.
+
+The split and de-duplication helpers shared by the pair loaders
+(:func:`seeded_split`, :func:`carve_valid`, :func:`split_from_parts`,
+:func:`drop_duplicate_rows`) also live here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import DataFormatError, MmeaInputError
+from ..graph import AlignmentTask, KnowledgeGraph, local_name, make_split
+from ..parsing import LoadReport, check_links, iter_lines, parse_numeric
+from .base import LOADERS, DatasetLoader, LoadOptions, log
+
+__all__ = ["TsvLoader", "load_tsv_kg", "load_tsv_pair", "seeded_split", "carve_valid", "split_from_parts",
+           "subtract_links", "union_links", "drop_duplicate_rows", "DEFAULT_SEED_RATIO"]
+
+#: seed ratio of a seeded split when the options give none (the DBP15k protocol)
+DEFAULT_SEED_RATIO = 0.3
+
+#: the optional per-KG files, in the order that fixes the entity order when
+#: ``entities.tsv`` is absent
+KG_FILES = ("entities.tsv", "triples.tsv", "names.tsv", "attributes.tsv", "images.tsv", "descriptions.tsv")
+SPLIT_PARTS = ("train", "valid", "test")
+_MAX_LISTED = 10
+
+
+# ---------------------------------------------------------------------------
+# split helpers shared by the pair loaders
+# ---------------------------------------------------------------------------
+
+def seeded_split(links: np.ndarray, seed_ratio: float, options: LoadOptions
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Seeded split of all gold links with :func:`~mmea.data.make_split`.
+
+    The links are sorted first, so the split depends only on the link set, the
+    ratio and the seed (the same as :meth:`AlignmentTask.resplit`).  Returns
+    ``(train, valid, test, provenance)``.
+    """
+    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
+    links = links[np.lexsort((links[:, 1], links[:, 0]))]
+    train, valid, test = make_split(links, seed_ratio, options.seed, options.valid_ratio)
+    prov = {"kind": "seeded", "train_ratio": seed_ratio, "valid_ratio_of_train": options.valid_ratio,
+            "seed": options.seed}
+    return train, valid, test, prov
+
+
+def carve_valid(train: np.ndarray, valid_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Carve ``round(valid_ratio * len(train))`` seeded random links off ``train`` as validation.
+
+    Returns ``(train_rest, valid)``; both keep the file order of ``train``.
+    """
+    train = np.asarray(train, dtype=np.int64).reshape(-1, 2)
+    if not 0.0 <= valid_ratio < 1.0:
+        raise MmeaInputError(f"valid ratio must be in [0, 1), got {valid_ratio}")
+    perm = np.random.default_rng(seed).permutation(len(train))
+    n_valid = int(round(valid_ratio * len(train)))
+    return train[np.sort(perm[n_valid:])], train[np.sort(perm[:n_valid])]
+
+
+def _link_keys(links: np.ndarray, width: int) -> np.ndarray:
+    return links[:, 0] * width + links[:, 1]
+
+
+def subtract_links(links: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """Rows of ``links`` that are in none of ``others`` (order kept)."""
+    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
+    rest = [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in others]
+    if not len(links) or not any(len(o) for o in rest):
+        return links
+    width = int(max([links.max()] + [o.max() for o in rest if len(o)])) + 1
+    drop = np.concatenate([_link_keys(o, width) for o in rest])
+    return links[~np.isin(_link_keys(links, width), drop)]
+
+
+def union_links(parts: list[np.ndarray], where: str) -> np.ndarray:
+    """Every distinct link of ``parts`` (first-occurrence order); an entity linked to two
+    different entities across the parts is an error naming ``where``."""
+    parts = [np.asarray(p, dtype=np.int64).reshape(-1, 2) for p in parts]
+    links = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
+    if len(links):
+        _, first = np.unique(links, axis=0, return_index=True)
+        links = links[np.sort(first)]
+    return check_links(links, where, LoadReport(), what="links across files")
+
+
+def split_from_parts(all_links: np.ndarray | None, train: np.ndarray | None, valid: np.ndarray | None,
+                     test: np.ndarray | None, options: LoadOptions, where: str
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Train / valid / test from the split files a dataset ships.
+
+    A missing ``valid`` is carved off ``train`` (``options.valid_ratio``,
+    ``options.seed``); a missing ``test`` is every link of ``all_links`` that is
+    in neither train nor valid.  A link in two parts, or an entity linked to
+    two different entities across the parts, is an error.  Returns
+    ``(train, valid, test, provenance_of_valid_and_test)``.
+    """
+    empty = np.zeros((0, 2), dtype=np.int64)
+    prov: dict = {}
+    train = empty if train is None else np.asarray(train, dtype=np.int64).reshape(-1, 2)
+    if valid is None:
+        train, valid = carve_valid(train, options.valid_ratio, options.seed)
+        prov["valid"] = {"carved_from": "train", "valid_ratio_of_train": options.valid_ratio, "seed": options.seed}
+    if test is None:
+        test = empty if all_links is None else subtract_links(all_links, train, valid)
+        prov["test"] = "all links minus train and valid" if all_links is not None else "none"
+    parts = {"train": train, "valid": np.asarray(valid).reshape(-1, 2), "test": np.asarray(test).reshape(-1, 2)}
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = len(parts[a]) - len(subtract_links(parts[a], parts[b]))
+            if both:
+                raise MmeaInputError(f"{where}: {both} link(s) are both in {a} and in {b}",
+                                     hint="the split files must be disjoint (a test link seen in training "
+                                          "would inflate the scores)")
+    check_links(np.concatenate(list(parts.values())), where, LoadReport(), what="links across the split files")
+    return parts["train"], parts["valid"], parts["test"], prov
+
+
+def _row_keys(rows: np.ndarray) -> np.ndarray:
+    """One int64 key per row of a non-negative int array (mixed radix); the rows
+    themselves as a fallback when the key would overflow."""
+    radix = rows.max(axis=0).astype(object) + 1
+    if np.prod(radix) < 2 ** 62:
+        keys = np.zeros(len(rows), dtype=np.int64)
+        for j in range(rows.shape[1]):
+            keys = keys * int(radix[j]) + rows[:, j]
+        return keys
+    return rows
+
+
+def drop_duplicate_rows(rows: np.ndarray, path: str | Path, report: LoadReport, what: str) -> np.ndarray:
+    """``rows`` without exact repeats (first kept, order kept); the repeats are counted and warned."""
+    if len(rows) < 2:
+        return rows
+    keys = _row_keys(rows)
+    _, first = np.unique(keys, axis=0 if keys.ndim > 1 else None, return_index=True)
+    ndup = len(rows) - len(first)
+    if not ndup:
+        return rows
+    report.skip(what, ndup)
+    report.warn(f"{path}: {ndup} duplicate line(s) ignored")
+    return rows[np.sort(first)]
+
+
+# ---------------------------------------------------------------------------
+# reading one KG folder
+# ---------------------------------------------------------------------------
+
+def _read_tsv(path: Path, columns: tuple[str, ...], *, min_cols: int | None = None,
+              rest_in_last: bool = False) -> list[tuple[int, list[str], str]]:
+    """``(line_no, fields, line)`` for every non-comment line, fields stripped.
+
+    Exactly ``len(columns)`` tab-separated fields (``min_cols`` allows fewer);
+    with ``rest_in_last`` the last field takes the rest of the line.  The
+    fields must not be empty, except the last one of a free-text or optional column.
+    """
+    ncols = len(columns)
+    lo = ncols if min_cols is None else min_cols
+    required = ncols - 1 if (rest_in_last or min_cols is not None) else ncols
+    rows = []
+    for ln, line in iter_lines(path):
+        if line.startswith("#"):
+            continue
+        parts = line.split("\t", ncols - 1) if rest_in_last else line.split("\t")
+        if not lo <= len(parts) <= ncols:
+            raise DataFormatError(path, ln, line, f"expected {ncols} tab-separated fields "
+                                                  f"({'<TAB>'.join(columns)}), found {len(parts)}",
+                                  hint="separate the columns with one TAB; lines starting with # are comments")
+        parts = [p.strip() for p in parts]
+        for j in range(min(required, len(parts))):
+            if not parts[j]:
+                raise DataFormatError(path, ln, line, f"empty {columns[j]} field")
+        rows.append((ln, parts, line))
+    return rows
+
+
+class _EntityTable:
+    """Entities in order of first appearance; frozen when ``entities.tsv`` lists them."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.uris: list[str] = []
+        self.fixed_by: Path | None = None
+
+    def add(self, entity: str, uri: str | None = None) -> int:
+        i = self.index.get(entity)
+        if i is None:
+            i = self.index[entity] = len(self.ids)
+            self.ids.append(entity)
+            self.uris.append(uri or entity)
+        return i
+
+    def get(self, entity: str, path: Path, ln: int, line: str) -> int:
+        """Internal id of ``entity`` (added on first sight unless the list is fixed)."""
+        i = self.index.get(entity)
+        if i is not None:
+            return i
+        if self.fixed_by is not None:
+            raise DataFormatError(path, ln, line, f"entity {entity!r} is not listed in {self.fixed_by}",
+                                  hint="add it to entities.tsv, or remove entities.tsv to list entities "
+                                       "in order of first appearance")
+        return self.add(entity)
+
+
+def _first_per_entity(rows, table: _EntityTable, path: Path, report: LoadReport, prefix: str,
+                      what: str) -> dict[int, tuple[str, int, str]]:
+    """entity id -> (value, line_no, line) of its first row; later rows are counted and warned."""
+    out: dict[int, tuple[str, int, str]] = {}
+    repeated = 0
+    for ln, parts, line in rows:
+        e = table.get(parts[0], path, ln, line)
+        if e in out:
+            repeated += 1
+            continue
+        out[e] = (parts[1], ln, line)
+    if repeated:
+        report.skip(f"{prefix}repeated entities in {path.name}", repeated)
+        report.warn(f"{path}: {repeated} line(s) give a second {what} for an entity; the first one is kept")
+    return out
+
+
+def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "") -> KnowledgeGraph:
+    """Read one TSV KG folder into a :class:`KnowledgeGraph`, filling ``report``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MmeaInputError(f"{folder}: no such directory")
+    if not (folder / "triples.tsv").is_file():
+        raise MmeaInputError(f"{folder}: no triples.tsv",
+                             hint="a TSV knowledge-graph folder needs triples.tsv "
+                                  "(head<TAB>relation<TAB>tail); see docs/formats.md")
+    files = {f: folder / f for f in KG_FILES if (folder / f).is_file()}
+    table = _EntityTable()
+
+    if "entities.tsv" in files:
+        path = files["entities.tsv"]
+        seen_line: dict[str, int] = {}
+        repeated = 0
+        for ln, parts, line in _read_tsv(path, ("entity", "uri"), min_cols=1):
+            uri = parts[1] if len(parts) > 1 and parts[1] else parts[0]
+            if parts[0] in table.index:
+                if table.uris[table.index[parts[0]]] != uri:
+                    raise DataFormatError(path, ln, line, f"entity {parts[0]!r} is already listed on line "
+                                                          f"{seen_line[parts[0]]} with another URI")
+                repeated += 1
+                continue
+            seen_line[parts[0]] = ln
+            table.add(parts[0], uri)
+        if repeated:
+            report.skip(f"{prefix}repeated lines in entities.tsv", repeated)
+            report.warn(f"{path}: {repeated} repeated entity line(s) ignored")
+        table.fixed_by = path
+        report.count(f"{prefix}entities listed", len(table.ids))
+
+    # triples: relations numbered in order of first appearance
+    path = files["triples.tsv"]
+    relations: dict[str, int] = {}
+    trip = []
+    for ln, (h, r, t), line in _read_tsv(path, ("head", "relation", "tail")):
+        trip.append((table.get(h, path, ln, line), relations.setdefault(r, len(relations)),
+                     table.get(t, path, ln, line)))
+    triples = np.asarray(trip, dtype=np.int64).reshape(-1, 3)
+    triples = drop_duplicate_rows(triples, path, report, f"{prefix}duplicate triples")
+    report.count(f"{prefix}triples", len(triples))
+
+    names_given = None
+    if "names.tsv" in files:
+        path = files["names.tsv"]
+        rows = _read_tsv(path, ("entity", "name"), rest_in_last=True)
+        names_given = _first_per_entity(rows, table, path, report, prefix, "name")
+
+    attr_index: dict[str, int] = {}
+    attr_rows: list[tuple[int, int]] = []
+    attr_values: list[str] = []
+    if "attributes.tsv" in files:
+        path = files["attributes.tsv"]
+        seen: set[tuple[int, int, str]] = set()
+        repeated = 0
+        for ln, (e, a, v), line in _read_tsv(path, ("entity", "attribute", "value"), rest_in_last=True):
+            key = (table.get(e, path, ln, line), attr_index.setdefault(a, len(attr_index)), v)
+            if key in seen:
+                repeated += 1
+                continue
+            seen.add(key)
+            attr_rows.append(key[:2])
+            attr_values.append(v)
+        if repeated:
+            report.skip(f"{prefix}duplicate attribute triples", repeated)
+            report.warn(f"{path}: {repeated} duplicate attribute line(s) ignored")
+        report.count(f"{prefix}attribute triples", len(attr_rows))
+
+    images_given = None
+    if "images.tsv" in files:
+        path = files["images.tsv"]
+        images_given = _first_per_entity(_read_tsv(path, ("entity", "path")), table, path, report, prefix,
+                                         "image")
+
+    descr_given = None
+    if "descriptions.tsv" in files:
+        path = files["descriptions.tsv"]
+        rows = _read_tsv(path, ("entity", "text"), rest_in_last=True)
+        descr_given = _first_per_entity(rows, table, path, report, prefix, "description")
+
+    n = len(table.ids)
+    report.count(f"{prefix}entities", n)
+    report.count(f"{prefix}relations", len(relations))
+    meta = {"folder": str(folder), "files": {f: str(p) for f, p in files.items()}, "notes": []}
+
+    if names_given is None:
+        names = [local_name(u) for u in table.uris]
+        meta["notes"].append("no names.tsv: display names are the local names of the entity URIs")
+    else:  # the user named entities: one without a line has no name ("")
+        names = [names_given[i][0] if i in names_given else "" for i in range(n)]
+        missing = n - len(names_given)
+        report.count(f"{prefix}names", len(names_given))
+        if missing:
+            report.skip(f"{prefix}entities without a name in names.tsv", missing)
+            report.warn(f"{files['names.tsv']}: {missing} entities have no name (left empty)")
+
+    image_paths = None
+    if images_given is not None:
+        image_paths = [""] * n
+        missing_files = []
+        for i, (p, ln, _line) in images_given.items():
+            full = Path(p) if Path(p).is_absolute() else folder / p
+            if full.is_file():
+                image_paths[i] = str(full)
+            else:
+                missing_files.append(f"{p} (line {ln})")
+        report.count(f"{prefix}images", len(images_given) - len(missing_files))
+        if missing_files:
+            report.skip(f"{prefix}missing image files", len(missing_files))
+            shown = ", ".join(missing_files[:_MAX_LISTED]) + (" ..." if len(missing_files) > _MAX_LISTED else "")
+            report.warn(f"{files['images.tsv']}: {len(missing_files)} image file(s) not found, those entities "
+                        f"count as having no image: {shown}")
+
+    descriptions = None
+    if descr_given is not None:
+        descriptions = [descr_given[i][0] if i in descr_given else "" for i in range(n)]
+        report.count(f"{prefix}descriptions", len(descr_given))
+
+    values = np.empty(len(attr_values), dtype=object)
+    values[:] = attr_values
+    return KnowledgeGraph(
+        name=name, ids=list(table.ids), uris=list(table.uris), names=names,
+        relations=list(relations), triples=triples,
+        attributes=list(attr_index), attr_triples=np.asarray(attr_rows, dtype=np.int64).reshape(-1, 2),
+        attr_values=values, attr_numeric=np.array([parse_numeric(v) for v in attr_values], dtype=np.float64),
+        image_paths=image_paths, descriptions=descriptions, meta=meta)
+
+
+def load_tsv_kg(path: str | Path, name: str | None = None) -> KnowledgeGraph:
+    """Read one TSV knowledge-graph folder (see the module docstring).
+
+    The load report is stored in ``kg.meta["load_report"]`` and logged.
+    """
+    path = Path(path)
+    report = LoadReport()
+    kg = _read_kg_folder(path, name or path.name, report)
+    kg.meta["load_report"] = report.as_dict()
+    report.log(log)
+    return kg
+
+
+# ---------------------------------------------------------------------------
+# pairs
+# ---------------------------------------------------------------------------
+
+def _entity_lookup(kg: KnowledgeGraph) -> dict[str, int]:
+    """Entity id -> internal id, with URIs accepted too (ids win on a clash)."""
+    index = dict(kg.uri_index)
+    index.update(kg.index)
+    return index
+
+
+def _read_link_file(path: Path, kg1: KnowledgeGraph, kg2: KnowledgeGraph, report: LoadReport,
+                    what: str) -> np.ndarray:
+    """``kg1_entity<TAB>kg2_entity`` lines -> validated internal links ``(n, 2)``."""
+    idx1, idx2 = _entity_lookup(kg1), _entity_lookup(kg2)
+    rows, lines = [], []
+    for ln, (a, b), line in _read_tsv(path, ("kg1_entity", "kg2_entity")):
+        i, j = idx1.get(a), idx2.get(b)
+        if i is None or j is None:
+            side, kg, e = ("first", kg1, a) if i is None else ("second", kg2, b)
+            hint = ("the columns look swapped (kg2 entity first)" if i is None and a in idx2 and b in idx1
+                    else "links name entities by the ids used in the KG files (or their URIs)")
+            raise DataFormatError(path, ln, line, f"{side} column: {e!r} is not an entity of {kg.name} "
+                                                  f"({kg.meta.get('folder', '')})", hint=hint)
+        rows.append((i, j))
+        lines.append(ln)
+    return check_links(np.asarray(rows, dtype=np.int64).reshape(-1, 2), path, report,
+                       np.asarray(lines, dtype=np.int64), what=what)
+
+
+def _tsv_split(link_dir: Path, links_path: Path | None, kg1: KnowledgeGraph, kg2: KnowledgeGraph,
+               options: LoadOptions, report: LoadReport, notes: list[str]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Gold links and their split for a TSV pair; provenance of both."""
+    if links_path is None and (link_dir / "links.tsv").is_file():
+        links_path = link_dir / "links.tsv"
+    if links_path is not None and not Path(links_path).is_file():
+        raise MmeaInputError(f"{links_path}: links file not found")
+    split_files = {p: link_dir / f"{p}_links.tsv" for p in SPLIT_PARTS if (link_dir / f"{p}_links.tsv").is_file()}
+    prov: dict = {"links": str(links_path) if links_path else None}
+    all_links = _read_link_file(Path(links_path), kg1, kg2, report, "links") if links_path else None
+
+    if options.use_dataset_split or (all_links is None and split_files):
+        if not split_files:
+            raise MmeaInputError(f"{link_dir}: the dataset split was asked for but there is no "
+                                 f"train_links.tsv / valid_links.tsv / test_links.tsv")
+        parts = {p: _read_link_file(f, kg1, kg2, report, f"{p} links") for p, f in split_files.items()}
+        train, valid, test, extra = split_from_parts(all_links, parts.get("train"), parts.get("valid"),
+                                                     parts.get("test"), options, str(link_dir))
+        prov["split"] = {"kind": "dataset", **{p: str(f) for p, f in split_files.items()}, **extra}
+        return train, valid, test, prov
+    if all_links is None:
+        empty = np.zeros((0, 2), dtype=np.int64)
+        notes.append("no gold links: evaluation will be skipped")
+        report.warn(f"{link_dir}: no links.tsv and no split files: no gold links, evaluation will be skipped")
+        prov["split"] = {"kind": "none"}
+        return empty, empty, empty, prov
+    if split_files:
+        notes.append(f"{', '.join(f.name for f in split_files.values())} not used: seeded split of "
+                     f"{Path(links_path).name} (the dataset split uses them)")
+        report.warn(f"{link_dir}: {notes[-1]}")
+    ratio = DEFAULT_SEED_RATIO if options.seed_ratio is None else options.seed_ratio
+    train, valid, test, prov["split"] = seeded_split(all_links, ratio, options)
+    return train, valid, test, prov
+
+
+def _make_pair_task(name: str, kg1: KnowledgeGraph, kg2: KnowledgeGraph, link_dir: Path,
+                    links_path: Path | None, options: LoadOptions, report: LoadReport, prov: dict
+                    ) -> AlignmentTask:
+    notes: list[str] = []
+    train, valid, test, link_prov = _tsv_split(link_dir, links_path, kg1, kg2, options, report, notes)
+    prov.update(link_prov)
+    for kg in (kg1, kg2):
+        notes.extend(f"{kg.name}: {n}" for n in kg.meta.get("notes", []))
+    if options.swap:
+        kg1, kg2 = kg2, kg1
+        train, valid, test = (p[:, ::-1].copy() for p in (train, valid, test))
+        prov["source"], prov["target"] = prov["target"], prov["source"]
+        prov["swapped"] = True
+    task = AlignmentTask(name, kg1, kg2, train, valid, test, provenance=prov,
+                         meta={"load_report": report.as_dict(), "notes": notes})
+    report.log(log)
+    return task
+
+
+def load_tsv_pair(src_dir: str | Path, tgt_dir: str | Path, links_path: str | Path | None = None,
+                  options: LoadOptions | None = None) -> AlignmentTask:
+    """Align two TSV KG folders (``--src DIR1 --tgt DIR2``).
+
+    Links default to ``DIR1/links.tsv`` when present (split files
+    ``DIR1/{train,valid,test}_links.tsv`` likewise); without any link the task has
+    empty splits and the note ``"no gold links: evaluation will be skipped"``.
+    """
+    options = options or LoadOptions()
+    src_dir, tgt_dir = Path(src_dir), Path(tgt_dir)
+    report = LoadReport()
+    kg1 = _read_kg_folder(src_dir, src_dir.name, report, "kg1 ")
+    kg2 = _read_kg_folder(tgt_dir, tgt_dir.name if tgt_dir.name != src_dir.name else f"{tgt_dir.name}_2",
+                          report, "kg2 ")
+    prov = {"loader": "tsv", "source": str(src_dir), "target": str(tgt_dir)}
+    return _make_pair_task(f"{src_dir.name}-{tgt_dir.name}", kg1, kg2, src_dir,
+                           Path(links_path) if links_path else None, options, report, prov)
+
+
+@LOADERS.register
+class TsvLoader(DatasetLoader):
+    """Plain-TSV pair folder (kg1/, kg2/, links.tsv): users' own KGs."""
+
+    description = "plain TSV: kg1/ and kg2/ folders (triples.tsv, names.tsv, ...) and links.tsv"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        path = Path(path)
+        return (path / "kg1" / "triples.tsv").is_file() and (path / "kg2" / "triples.tsv").is_file()
+
+    def load(self, path: Path, options: LoadOptions | None = None) -> AlignmentTask:
+        options = options or LoadOptions()
+        path = Path(path)
+        if not self.detect(path):
+            raise MmeaInputError(f"{path}: not a TSV pair folder (needs kg1/triples.tsv and kg2/triples.tsv)",
+                                 hint="see docs/formats.md, 'Plain TSV'")
+        report = LoadReport()
+        kg1 = _read_kg_folder(path / "kg1", "kg1", report, "kg1 ")
+        kg2 = _read_kg_folder(path / "kg2", "kg2", report, "kg2 ")
+        prov = {"loader": "tsv", "folder": str(path), "source": str(path / "kg1"), "target": str(path / "kg2")}
+        return _make_pair_task(path.name, kg1, kg2, path, None, options, report, prov)
