@@ -185,6 +185,75 @@ def _print_align_summary(result: dict) -> None:
     click.echo(f"time: {m['timings']['total_s']:.1f} s")
 
 
+@main.command(epilog="""\b
+Examples:
+  mmea evaluate --alignment runs/demo/alignment.csv --gold links.tsv
+  mmea evaluate --alignment other_tool.csv --gold ref_ent_ids
+""")
+@click.option("--alignment", "alignment", required=True, type=click.Path(dir_okay=False),
+              help="Alignment CSV (needs src_id, tgt_id; optional score, rank).")
+@click.option("--gold", required=True, type=click.Path(dir_okay=False),
+              help="Gold links: two columns src_id tgt_id (tab or space separated).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def evaluate(alignment, gold, as_json):
+    """Score any alignment CSV (also from other tools) against gold links."""
+    import json
+
+    from .export import evaluate_alignment_file
+
+    res = evaluate_alignment_file(alignment, gold)
+    if as_json:
+        click.echo(json.dumps(res, indent=2, default=str))
+        return
+    for k, v in res.items():
+        click.echo(f"{k:20s} {v:.4f}" if isinstance(v, float) else f"{k:20s} {v}")
+
+
+@main.command(epilog="""\b
+Examples:
+  mmea features                                  # the demo pair, every modality
+  mmea features --src dbp_zh --tgt dbp_en --data-dir ../shared/datasets --modalities names,relations
+""")
+@data_options
+@click.option("--modalities", default="names,images,numeric,relations,attributes", show_default=True,
+              help="Comma-separated modalities to compute.")
+@click.option("--name-encoder", default=None, help="auto | char-ngram | sentence-transformers.")
+@click.option("--name-model", default=None, help="Sentence-transformers model name or local folder.")
+@click.option("--name-source", default=None, help="auto | uri | name | translated.")
+@click.option("--image-encoder", default=None, help="resnet152 | vgg16.")
+@click.option("--image-weights", default=None, type=click.Path(dir_okay=False), help="Local weights file.")
+@click.option("--image-features", default=None, help="Precomputed image features (pickle/npy/npz/h5), comma-separated.")
+@click.option("--random-image-weights", is_flag=True, default=None,
+              help="Allow random-weight image features when no pretrained weights exist (labelled as such).")
+@common_run_options
+@click.pass_context
+def features(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, modalities, name_encoder,
+             name_model, name_source, image_encoder, image_weights, image_features, random_image_weights,
+             config_path, overrides, seed, device, out):
+    """Precompute and cache the per-modality features of a task; report sizes, coverage and time."""
+    import sys as _sys
+
+    from .config import load_config
+    from .data.catalog import load_pair_task
+    from .features import FeatureStore, compute_task_features, feature_options_from_config, parse_modalities
+    from .runs import resolve_device
+
+    base = _base_from_options(
+        seed, device, data=_data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split),
+        features={"name_encoder": name_encoder, "name_model": name_model, "name_source": name_source,
+                  "image_encoder": image_encoder, "image_weights": image_weights, "image_features": image_features,
+                  "random_image_weights": random_image_weights})
+    cfg = load_config(config_path, list(overrides), base)
+    d = cfg.data
+    task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
+                          seed_ratio=d.seed_ratio, seed=cfg.seed, use_dataset_split=d.use_dataset_split, fold=d.fold)
+    opts = feature_options_from_config(cfg.features, device=resolve_device(cfg.device), seed=cfg.seed,
+                                       progress=not ctx.obj["quiet"] and _sys.stderr.isatty())
+    store = FeatureStore(Path(out) if out else None, enabled=cfg.features.cache)
+    feats = compute_task_features(task, parse_modalities(modalities), opts, store)
+    click.echo(feats.format_summary())
+
+
 # ---------------------------------------------------------------- datasets
 @main.group()
 def datasets():

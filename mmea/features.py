@@ -107,8 +107,10 @@ class FeatureOptions:
     """Options of every feature encoder (CLI flags in brackets).
 
     Attributes:
-        name_encoder: ``sentence-transformers`` (default; errors offline without
-            weights), ``char-ngram`` (offline) or ``auto`` [--name-encoder].
+        name_encoder: ``auto`` (default: the transformer when its weights are on
+            disk, else ``char-ngram`` with a warning recorded in the run's notes),
+            ``sentence-transformers`` (errors offline without weights) or
+            ``char-ngram`` (offline) [--name-encoder].
         name_model: sentence-transformers hub name or local directory [--name-model].
         name_source: ``uri`` | ``name`` | ``translated`` | ``auto`` [--name-source].
         name_batch_size: texts per transformer batch.
@@ -133,7 +135,7 @@ class FeatureOptions:
         seed: seed of random projections / random weights.
     """
 
-    name_encoder: str = "sentence-transformers"
+    name_encoder: str = "auto"
     name_model: str = DEFAULT_NAME_MODEL
     name_source: str = "auto"
     name_batch_size: int = 64
@@ -614,3 +616,15 @@ def compute_task_features(task: AlignmentTask, modalities: Sequence[str] | str =
 def options_dict(options: FeatureOptions) -> dict:
     """The options as a JSON-serialisable dict (for metrics.json)."""
     return json.loads(json.dumps(asdict(options), default=_json_default))
+
+
+def feature_options_from_config(cfg, *, device: str = "auto", seed: int = 0, progress: bool = True,
+                                **overrides) -> FeatureOptions:
+    """Map a run's :class:`~mmea.config.FeatureConfig` onto :class:`FeatureOptions`."""
+    kw = dict(name_encoder=cfg.name_encoder, name_model=cfg.name_model, name_source=cfg.name_source,
+              name_batch_size=cfg.batch_size, image_encoder=cfg.image_encoder, image_weights=cfg.image_weights,
+              allow_random_image_weights=cfg.random_image_weights,
+              image_features=tuple(x for x in (cfg.image_features or "").split(",") if x),
+              device=device, progress=progress, seed=seed)
+    kw.update(overrides)
+    return FeatureOptions(**kw)

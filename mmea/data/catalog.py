@@ -274,6 +274,8 @@ def load_pair_task(src: str | None, tgt: str | None, *, pair: str | None = None,
         loader = LOADERS.make(entry.loader)
         task = loader.load(folder, LoadOptions(pair=entry.pair, swap=swap, data_root=data_root, **opts))
         task.provenance.setdefault("catalog", entry.name)
+        if entry.generated:
+            task.name = entry.name
     task.meta.setdefault("timings", {})["load_s"] = time.perf_counter() - t0
     return task
 

@@ -59,36 +59,32 @@ class BaselineModel(AlignmentModel):
         char_dim: int = 512
 
     def fit(self, task) -> None:
-        from ..encoders.bags import attribute_names, bag_of_attributes, shared_vocabulary
-        from ..encoders.names import resolve_name_encoder, task_texts
+        from ..features import FeatureStore, compute_task_features, feature_options_from_config
 
-        f = self.ctx.features
-        src_texts, tgt_texts = task_texts(task.source, task.target, f.name_source)
-        enc = resolve_name_encoder(f.name_encoder, model=f.name_model, batch_size=f.batch_size,
-                                   device=self.ctx.device, dim=self.config.char_dim, seed=self.ctx.seed,
-                                   progress=self.ctx.progress)
-        reason = getattr(enc, "auto_fallback_reason", None)
+        c = self.config
+        opts = feature_options_from_config(self.ctx.features, device=self.ctx.device, seed=self.ctx.seed,
+                                           progress=self.ctx.progress, name_dim=c.char_dim)
+        store = FeatureStore(self.ctx.cache_root, enabled=self.ctx.cache_root is not None)
+        mods = ["names"] + (["attributes"] if c.attribute_weight > 0 else [])
+        feats = compute_task_features(task, mods, opts, store)
+        names = feats["names"]
+        reason = names.info.get("fallback_reason")
         if reason:
             self.ctx.note(f"name encoder: {reason}")
-        names_s, names_t = enc.encode_pair(src_texts.texts, tgt_texts.texts)
-        blocks_s = [np.sqrt(self.config.name_weight) * np.asarray(names_s.matrix, dtype=np.float32)]
-        blocks_t = [np.sqrt(self.config.name_weight) * np.asarray(names_t.matrix, dtype=np.float32)]
-        self.info["name_encoder"] = names_s.info
-        self.info["name_source"] = {"source": src_texts.counts, "target": tgt_texts.counts}
-
-        has_attrs = len(task.source.attr_triples) and len(task.target.attr_triples)
-        if self.config.attribute_weight > 0 and has_attrs:
+        w = np.sqrt(c.name_weight)
+        blocks_s = [w * np.asarray(names.source, dtype=np.float32)]  # (N, d_n)
+        blocks_t = [w * np.asarray(names.target, dtype=np.float32)]  # (M, d_n)
+        self.info["features"] = feats.summary()
+        self.info["name_encoder"] = {k: names.info.get(k) for k in ("encoder", "requested", "model", "fallback_reason")}
+        if "attributes" in feats and feats["attributes"].dim > 0:
             import scipy.sparse as sp
 
-            map_s, map_t, vocab = shared_vocabulary(attribute_names(task.source), attribute_names(task.target))
-            bs = bag_of_attributes(task.source, map_s, len(vocab))
-            bt = bag_of_attributes(task.target, map_t, len(vocab))
-            both = tfidf_rows(sp.vstack([bs, bt]))
-            proj = random_projection(both, self.config.attribute_dim, self.ctx.seed)
-            w = np.sqrt(self.config.attribute_weight)
-            blocks_s.append(w * proj[: bs.shape[0]])
-            blocks_t.append(w * proj[bs.shape[0]:])
-            self.info["attribute_vocabulary"] = len(vocab)
+            a = feats["attributes"]
+            both = tfidf_rows(sp.vstack([a.source, a.target]))
+            proj = random_projection(both, c.attribute_dim, self.ctx.seed)  # (N + M, d_a)
+            n = a.source.shape[0]
+            blocks_s.append(np.sqrt(c.attribute_weight) * proj[:n])
+            blocks_t.append(np.sqrt(c.attribute_weight) * proj[n:])
         self._src = np.concatenate(blocks_s, axis=1)
         self._tgt = np.concatenate(blocks_t, axis=1)
         self.info["modalities"] = ["names"] + (["attributes"] if len(blocks_s) > 1 else [])

@@ -48,11 +48,10 @@ def query_rows(task) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False) -> dict:
     """Run one alignment; returns ``{"metrics", "metrics_path", "alignment", "run_dir"}``."""
     from ..data.catalog import load_pair_task, mmea_home
-    from ..evaluation import evaluate_embeddings
+    from ..evaluation import alignment_metrics, evaluate_embeddings
     from ..export import alignment_frame, write_alignment
     from ..models import MODELS, RunContext
-    from ..search import csls_topk
-    from ..search.matching import MATCHERS
+    from ..search.matching import align
 
     run = RunDir.create(out or default_run_dir("align", dataset_label(cfg)))
     try:
@@ -99,23 +98,17 @@ def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False) -> d
         if s.candidates == "all":
             cand = np.arange(task.target.num_entities)
         with run.stage("search"):
-            result = csls_topk(src_emb[rows], tgt_emb[cand], topk=max(s.topk, 2), csls_k=s.csls_k,
-                               index=s.index, method=s.method)
-        matched = None
-        if s.match != "none":
-            with run.stage("match"):
-                matcher = MATCHERS.make(s.match)
-                matched = matcher.match(src_emb[rows], tgt_emb[cand], result)
+            al = align(src_emb, tgt_emb, rows, cand, topk=max(s.topk, 2), method=s.method, csls_k=s.csls_k,
+                       matcher=s.match, index=s.index, device=device if device == "cpu" else "cuda",
+                       candidates=s.candidates)
+        if s.match != "none" or gold is not None:
+            pred = al.predicted_pairs()
+            m = {"method": s.match, "pairs": int(len(pred))}
             if gold is not None:
-                gold_local = {int(r): int(g) for r, g in zip(range(len(rows)), gold)}
-                cand_index = {int(c): j for j, c in enumerate(cand)}
-                hits = sum(1 for i, j, _ in matched if cand_index.get(gold_local[i]) == j)
-                metrics["matched"] = {"method": s.match, "pairs": len(matched), "hits@1": hits / len(rows),
-                                      "precision": hits / max(len(matched), 1)}
-            else:
-                metrics["matched"] = {"method": s.match, "pairs": len(matched)}
+                m.update(alignment_metrics([tuple(x) for x in pred], [tuple(x) for x in task.test]))
+            metrics["matched"] = m
         with run.stage("export"):
-            df = alignment_frame(task, rows, cand, result, topk=s.topk, matched=matched, gold=gold)
+            df = alignment_frame(task, al, topk=s.topk, gold=task.test if gold is not None else None)
             csv_path = run.path / "alignment.csv"
             write_alignment(df, csv_path)
         metrics["model_info"] = model.info

@@ -1,0 +1,452 @@
+"""Alignment CSV export, reading, and scoring of any alignment file.
+
+``alignment.csv`` has one row per (source, candidate target), long format:
+
+==========  ===================================================================
+src_id      source entity id as in the dataset files (``src_uri``, ``src_name`` alongside)
+tgt_id      target entity id (``tgt_uri``, ``tgt_name`` alongside)
+score       the ranking score used (CSLS or cosine, see ``--similarity``)
+rank        1-based position of the target in the source's ranking (empty if
+            a matcher chose a target beyond the ranked list)
+csls        CSLS score of the pair
+margin      score minus the best score among the source's *other* candidates:
+            for the top candidate the gap to the runner-up (a confidence),
+            negative for the others
+mutual      the target's best source is this source (mutual nearest neighbours)
+gold        True/False where the source has a known gold target, empty otherwise
+matched     (only with ``--match``) the pair belongs to the one-to-one alignment
+==========  ===================================================================
+
+:func:`evaluate_alignment_file` scores an alignment CSV made by ``mmea`` or by
+any other tool (only ``src_id`` and ``tgt_id`` are required; ``rank``,
+``score`` and ``matched`` are used when present) against a gold-link file.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DataFormatError, MmeaInputError
+
+__all__ = [
+    "COLUMNS",
+    "alignment_frame",
+    "write_alignment",
+    "read_alignment",
+    "read_gold_links",
+    "evaluate_alignment_file",
+]
+
+COLUMNS = ["src_id", "src_uri", "src_name", "tgt_id", "tgt_uri", "tgt_name", "score", "rank", "csls", "margin",
+           "mutual", "gold"]
+
+_SRC_ALIASES = ("src_id", "source_id", "source", "src", "left", "ent1", "e1", "entity1")
+_TGT_ALIASES = ("tgt_id", "target_id", "target", "tgt", "right", "ent2", "e2", "entity2")
+_TRUE = {"true", "1", "yes", "t", "y"}
+_FALSE = {"false", "0", "no", "f", "n"}
+
+
+# -- export ------------------------------------------------------------------------
+
+def _display_lists(res, matching, topk: int):
+    """Per source, the targets to write, best first: the matched target (if any), then the ranking.
+
+    Returns ``(cand (n, K) int64 target positions or -1, rank (n, K) float with NaN,
+    score (n, K), csls (n, K), margin (n, K), is_matched (n, K) bool)``.
+    """
+    n, T = res.ids.shape
+    ids, scores, csls = res.ids, res.scores.astype(np.float64), res.csls.astype(np.float64)
+    j = np.full(n, -1, np.int64)  # matched target position per source, -1 = none
+    js = np.full(n, np.nan)
+    jc = np.full(n, np.nan)
+    if matching is not None:
+        j[matching.src] = matching.tgt
+        js[matching.src] = matching.score
+        if res.method == "csls":
+            jc[matching.src] = matching.score
+        else:
+            jc[matching.src] = (2 * matching.score.astype(np.float64) - res.r_src[matching.src]
+                                - res.r_tgt[matching.tgt])
+    # ext: slot 0 = matched target, slots 1..T = the ranking; drop duplicates and empty slots
+    e_ids = np.concatenate([j[:, None], ids], 1)  # (n, 1 + T)
+    e_score = np.concatenate([js[:, None], scores], 1)
+    e_csls = np.concatenate([jc[:, None], csls], 1)
+    e_rank = np.concatenate([np.full((n, 1), np.nan), np.arange(1, T + 1, dtype=np.float64)[None, :].repeat(n, 0)], 1)
+    in_list = (ids == j[:, None]) & (j[:, None] >= 0)  # (n, T)
+    e_rank[:, 0] = np.where(in_list.any(1), in_list.argmax(1) + 1, np.nan)
+    drop = np.concatenate([(j < 0)[:, None], in_list | (ids < 0)], 1)
+    e_score = np.where(drop, np.nan, e_score)
+    # margin: score minus the best other kept candidate of the same source
+    filled = np.where(drop, -np.inf, e_score)
+    best_at = np.argmax(filled, axis=1)  # first maximum
+    best = filled[np.arange(n), best_at]
+    second = filled.copy()
+    second[np.arange(n), best_at] = -np.inf
+    second = second.max(1)
+    other_best = np.where(np.arange(1 + T)[None, :] == best_at[:, None], second[:, None], best[:, None])
+    margin = np.where(np.isfinite(other_best), e_score - other_best, np.nan)
+    order = np.argsort(drop, axis=1, kind="stable")[:, :topk]  # kept slots first, in order
+
+    def take(a):
+        return np.take_along_axis(a, order, 1)
+
+    keep = ~take(drop)
+    is_matched = (order == 0) & keep
+    return (np.where(keep, take(e_ids), -1), take(e_rank), take(e_score), take(e_csls), take(margin),
+            is_matched)
+
+
+def _gold_column(src: np.ndarray, tgt: np.ndarray, src_pos: np.ndarray, gold: Any, n_rows: int):
+    """True/False where the source's gold target is known, NA elsewhere (nullable boolean)."""
+    import pandas as pd
+
+    if gold is None:
+        return pd.array([pd.NA] * len(src), dtype="boolean")
+    gold = np.asarray(gold, dtype=np.int64)
+    if gold.ndim == 1:  # one gold target per source row, -1 = unknown
+        if len(gold) != n_rows:
+            raise MmeaInputError(f"gold has {len(gold)} targets for {n_rows} source rows")
+        g = gold[src_pos]
+        return pd.array([None if x < 0 else bool(x == t) for x, t in zip(g.tolist(), tgt.tolist())],
+                        dtype="boolean")
+    gold = gold.reshape(-1, 2)
+    gold_of: dict[int, set] = {}
+    for a, b in gold.tolist():
+        gold_of.setdefault(a, set()).add(b)
+    return pd.array([(b in gold_of[a]) if a in gold_of else None for a, b in zip(src.tolist(), tgt.tolist())],
+                    dtype="boolean")
+
+
+def alignment_frame(task, src_rows: Any, tgt_rows: Any = None, result=None, *, topk: int | None = None,
+                    matched=None, gold: Any = None, reverse_best: Any = None):
+    """The alignment as a ``pandas.DataFrame`` with :data:`COLUMNS` (+ ``matched`` with a matcher).
+
+    Call as ``alignment_frame(task, src_rows, tgt_rows, result, ...)`` or
+    ``alignment_frame(task, alignment, ...)`` with an
+    :class:`~mmea.search.matching.Alignment` from :func:`~mmea.search.matching.align`.
+
+    Args:
+        task: the :class:`~mmea.data.graph.AlignmentTask` (ids, URIs, names).
+        src_rows: ``(n,)`` internal source ids, one per row of ``result``.
+        tgt_rows: ``(m,)`` internal target ids that ``result.ids`` index.
+        result: the :class:`~mmea.search.csls.SearchResult` (at least 2 candidates for the margin).
+        topk: rows per source (default: all the search kept); a matched pair comes first.
+        matched: a :class:`~mmea.search.matching.Matching` (positions into the rows) or ``None``.
+        gold: ``(n,)`` gold target internal id per source row (``-1`` unknown), or
+            ``(g, 2)`` internal gold links (e.g. ``task.test``); ``None`` leaves ``gold`` empty.
+        reverse_best: ``(m,)`` best source position of each target (default
+            ``result.reverse_best``); without it ``mutual`` is empty.
+    """
+    import pandas as pd
+
+    if tgt_rows is None and result is None and hasattr(src_rows, "result"):
+        al = src_rows
+        src_rows, tgt_rows, result = al.src_rows, al.tgt_rows, al.result
+        matched = al.matching if matched is None else matched
+        reverse_best = al.reverse_best if reverse_best is None else reverse_best
+    if result is None or tgt_rows is None:
+        raise MmeaInputError("alignment_frame needs (src_rows, tgt_rows, result) or an Alignment")
+    res = result
+    src_rows = np.asarray(src_rows, dtype=np.int64).reshape(-1)
+    tgt_rows = np.asarray(tgt_rows, dtype=np.int64).reshape(-1)
+    if len(src_rows) != len(res) or len(tgt_rows) != len(res.r_tgt):
+        raise MmeaInputError(f"{len(src_rows)} source rows / {len(tgt_rows)} target rows do not fit a search "
+                             f"result of {len(res)} x {len(res.r_tgt)}")
+    if reverse_best is None:
+        reverse_best = res.reverse_best
+    topk = res.topk if topk is None else int(topk)
+    if topk < 1:
+        raise MmeaInputError(f"--topk must be >= 1, got {topk}")
+    cand, rank, score, csls, margin, is_matched = _display_lists(res, matched, topk)
+    n, K = cand.shape
+    keep = (cand >= 0).reshape(-1)
+    src_pos = np.repeat(np.arange(n), K)[keep]
+    tgt_pos = cand.reshape(-1)[keep]
+    src = src_rows[src_pos]
+    tgt = tgt_rows[tgt_pos]
+    S, T = task.source, task.target
+    if reverse_best is not None:
+        # mutual nearest neighbours: the target is the source's best and the source is the target's best
+        reverse_best = np.asarray(reverse_best, dtype=np.int64)
+        mutual = pd.array((reverse_best[tgt_pos] == src_pos) & (res.ids[src_pos, 0] == tgt_pos), dtype="boolean")
+    else:
+        mutual = pd.array([pd.NA] * len(src), dtype="boolean")
+    frame = {
+        "src_id": [S.ids[i] for i in src],
+        "src_uri": [S.uris[i] for i in src],
+        "src_name": [S.names[i] for i in src],
+        "tgt_id": [T.ids[i] for i in tgt],
+        "tgt_uri": [T.uris[i] for i in tgt],
+        "tgt_name": [T.names[i] for i in tgt],
+        "score": score.reshape(-1)[keep].astype(np.float32),
+        "rank": pd.array([None if math.isnan(r) else int(r) for r in rank.reshape(-1)[keep]], dtype="Int64"),
+        "csls": csls.reshape(-1)[keep].astype(np.float32),
+        "margin": margin.reshape(-1)[keep].astype(np.float32),
+        "mutual": mutual,
+        "gold": _gold_column(src, tgt, src_pos, gold, n),
+    }
+    if matched is not None:
+        frame["matched"] = is_matched.reshape(-1)[keep]
+    return pd.DataFrame(frame)
+
+
+def write_alignment(df, path: str | Path) -> Path:
+    """Write the frame as CSV (``gold`` empty where unknown); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return path
+
+
+# -- reading ----------------------------------------------------------------------
+
+def _parse_bool(path, line_no, text, value: str, col: str):
+    v = value.strip().lower()
+    if v == "":
+        return None
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise DataFormatError(path, line_no, text, f"column {col!r}: {value!r} is not a boolean")
+
+
+def read_alignment(path: str | Path):
+    """Read and validate an alignment CSV (comma or tab separated) into a ``pandas.DataFrame``.
+
+    Requires ``src_id`` and ``tgt_id`` columns (aliases such as ``source`` /
+    ``target`` are accepted), or no header and 2-3 fields per line
+    (``src_id, tgt_id[, score]``).  Optional ``score`` (number), ``rank``
+    (integer >= 1) and ``matched`` (boolean) are checked.  The frame keeps every
+    column as read plus ``_line`` (the line number of each row).  Any malformed
+    row raises :class:`DataFormatError` naming the file, line and text.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, None, None, "file not found")
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, None, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    lines = text.splitlines()
+    first = next((ln for ln in lines if ln.strip()), None)
+    if first is None:
+        raise DataFormatError(path, None, None, "empty alignment file")
+    delim = "\t" if ("\t" in first and "," not in first) else ","
+    reader = csv.reader(text.splitlines(keepends=True), delimiter=delim)
+
+    def raw(line_no: int) -> str:
+        return lines[line_no - 1] if 0 < line_no <= len(lines) else ""
+
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    line_nos: list[int] = []
+    try:
+        for fields in reader:
+            ln = reader.line_num
+            if not any(f.strip() for f in fields):
+                continue
+            if header is None:
+                names = [f.strip().lower() for f in fields]
+                src_col = next((a for a in _SRC_ALIASES if a in names), None)
+                tgt_col = next((a for a in _TGT_ALIASES if a in names), None)
+                if src_col and tgt_col:
+                    header = [f.strip() for f in fields]
+                    header[names.index(src_col)] = "src_id"
+                    header[names.index(tgt_col)] = "tgt_id"
+                    header = [h.lower() if h.lower() in ("score", "rank", "matched", "csls", "margin") else h
+                              for h in header]
+                    if len(set(header)) != len(header):
+                        raise DataFormatError(path, ln, raw(ln), "duplicate column names in the header")
+                    continue
+                if len(fields) in (2, 3):
+                    header = ["src_id", "tgt_id", "score"][: len(fields)]
+                else:
+                    raise DataFormatError(path, ln, raw(ln), "no src_id and tgt_id columns in the header",
+                                          hint="the first line must name the columns, e.g. src_id,tgt_id,score")
+            if len(fields) != len(header):
+                raise DataFormatError(path, ln, raw(ln), f"expected {len(header)} fields, found {len(fields)}")
+            rows.append(fields)
+            line_nos.append(ln)
+    except csv.Error as e:
+        raise DataFormatError(path, reader.line_num, raw(reader.line_num), f"malformed CSV ({e})") from None
+    if header is None:
+        raise DataFormatError(path, None, None, "empty alignment file")
+
+    df = pd.DataFrame(rows, columns=header, dtype=object)
+    df["_line"] = line_nos
+    si, ti = header.index("src_id"), header.index("tgt_id")
+    for r, ln in zip(rows, line_nos):
+        if not r[si].strip() or not r[ti].strip():
+            raise DataFormatError(path, ln, raw(ln), "empty src_id or tgt_id")
+    df["src_id"] = [r[si].strip() for r in rows]
+    df["tgt_id"] = [r[ti].strip() for r in rows]
+    if "score" in header:
+        vals = []
+        for v, ln in zip(df["score"], line_nos):
+            try:
+                f = float(v) if str(v).strip() else math.nan
+            except ValueError:
+                raise DataFormatError(path, ln, raw(ln), f"score {v!r} is not a number") from None
+            if math.isinf(f):
+                raise DataFormatError(path, ln, raw(ln), f"score {v!r} is not finite")
+            vals.append(f)
+        df["score"] = np.asarray(vals, dtype=np.float64)
+    if "rank" in header:
+        vals = []
+        for v, ln in zip(df["rank"], line_nos):
+            s = str(v).strip()
+            if not s:
+                vals.append(None)
+                continue
+            try:
+                f = float(s)
+            except ValueError:
+                f = math.nan
+            if not (math.isfinite(f) and f == int(f) and f >= 1):
+                raise DataFormatError(path, ln, raw(ln), f"rank {v!r} is not an integer >= 1")
+            vals.append(int(f))
+        df["rank"] = pd.array(vals, dtype="Int64")
+    if "matched" in header:
+        df["matched"] = pd.array([_parse_bool(path, ln, raw(ln), str(v), "matched")
+                                  for v, ln in zip(df["matched"], line_nos)], dtype="boolean")
+    return df
+
+
+def read_gold_links(path: str | Path) -> list[tuple[int, str, str]]:
+    """``(line_no, src_id, tgt_id)`` from a file of ``src_id<whitespace>tgt_id`` lines.
+
+    Tabs or spaces separate the two ids; an optional header ``src_id tgt_id``
+    is skipped; a line with another number of fields is a :class:`DataFormatError`.
+    """
+    from .data.parsing import read_columns
+
+    out = []
+    for ln, parts in read_columns(path, 2, sep=None, max_split=False):
+        if not out and [p.lower() for p in parts] == ["src_id", "tgt_id"]:
+            continue
+        out.append((ln, parts[0], parts[1]))
+    if not out:
+        raise DataFormatError(path, None, None, "no gold links in the file")
+    return out
+
+
+def _resolver(index: Any):
+    """id -> key: a KnowledgeGraph (id or URI -> internal id), a mapping, or identity."""
+    if index is None:
+        return lambda k: k
+    if hasattr(index, "index") and hasattr(index, "uri_index"):
+        ids, uris = index.index, index.uri_index
+        return lambda k: ids.get(k, uris.get(k))
+    return lambda k: index.get(k)
+
+
+def _resolve_all(keys: Sequence[str], lines: Sequence[int], index: Any, what: str, path) -> list:
+    res = _resolver(index)
+    out, bad = [], []
+    for k, ln in zip(keys, lines):
+        v = res(k)
+        if v is None:
+            bad.append((k, ln))
+        out.append(v)
+    if bad:
+        shown = ", ".join(f"{k!r} (line {ln})" for k, ln in bad[:5])
+        raise MmeaInputError(f"{path}: {len(bad)} unknown {what} id{'s' if len(bad) > 1 else ''}: {shown}"
+                             + (", ..." if len(bad) > 5 else ""),
+                             hint="check that the alignment and the gold links use this dataset's entity ids")
+    return out
+
+
+def evaluate_alignment_file(alignment_csv: str | Path, gold_links_path: str | Path, *,
+                            src_index: Any = None, tgt_index: Any = None,
+                            ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Score an alignment CSV against gold links (backs ``mmea evaluate --alignment FILE --gold LINKS``).
+
+    Args:
+        alignment_csv: see :func:`read_alignment`.
+        gold_links_path: ``src_id tgt_id`` per line (see :func:`read_gold_links`).
+        src_index, tgt_index: optional :class:`~mmea.data.graph.KnowledgeGraph`
+            (ids or URIs accepted) or ``{id: key}`` mappings; every id in both
+            files must resolve, else :class:`MmeaInputError` lists the first few.
+            Without them ids are compared as strings, and an alignment sharing no
+            source id with the gold links is an error.
+
+    Returns:
+        ``hits@1``, ``precision``, ``recall``, ``f1``, ``coverage`` of each
+        source's prediction (its ``matched`` row if that column exists, else its
+        best-ranked row: by ``rank``, then ``score``, then file order), counts,
+        and ``ranking`` (``hits@k``, ``mr``, ``mrr``) when some source has several
+        candidates; a gold target missing from a list counts as rank ``K + 1``
+        (``K`` = the longest list), so ``mr`` is then a lower bound.
+    """
+    from .evaluation import alignment_metrics
+
+    df = read_alignment(alignment_csv)
+    gold_rows = read_gold_links(gold_links_path)
+    lines = df["_line"].tolist()
+    a_src = _resolve_all(df["src_id"].tolist(), lines, src_index, "source",
+                         alignment_csv) if src_index is not None else df["src_id"].tolist()
+    a_tgt = _resolve_all(df["tgt_id"].tolist(), lines, tgt_index, "target",
+                         alignment_csv) if tgt_index is not None else df["tgt_id"].tolist()
+    g_lines = [g[0] for g in gold_rows]
+    g_src = _resolve_all([g[1] for g in gold_rows], g_lines, src_index, "source",
+                         gold_links_path) if src_index is not None else [g[1] for g in gold_rows]
+    g_tgt = _resolve_all([g[2] for g in gold_rows], g_lines, tgt_index, "target",
+                         gold_links_path) if tgt_index is not None else [g[2] for g in gold_rows]
+    gold_src = set(g_src)
+    if not gold_src.intersection(a_src):
+        example = ", ".join(repr(x) for x in list(dict.fromkeys(df["src_id"]))[:3])
+        raise MmeaInputError(
+            f"{alignment_csv}: none of its {len(set(a_src))} source ids appears in the gold links "
+            f"{gold_links_path} (e.g. {example})",
+            hint="are both files using the same entity ids (or URIs)?")
+
+    # ranked candidate list per source: by rank, then score desc, then file order
+    rank = df["rank"].to_numpy(dtype=float, na_value=np.inf) if "rank" in df else np.full(len(df), np.inf)
+    score = df["score"].to_numpy(dtype=float, na_value=np.nan) if "score" in df else np.zeros(len(df))
+    score = np.where(np.isnan(score), -np.inf, score)
+    order = np.lexsort((np.arange(len(df)), -score, rank))
+    lists: dict[Any, list] = {}
+    for i in order.tolist():
+        lst = lists.setdefault(a_src[i], [])
+        if a_tgt[i] not in lst:
+            lst.append(a_tgt[i])
+    if "matched" in df:
+        matched = df["matched"].fillna(False).to_numpy(dtype=bool)
+        pred = list(dict((a_src[i], a_tgt[i]) for i in order.tolist()[::-1] if matched[i]).items())
+    else:
+        pred = [(s, lst[0]) for s, lst in lists.items()]
+    gold_pairs = list(zip(g_src, g_tgt))
+    out = {
+        "alignment": str(alignment_csv),
+        "gold": str(gold_links_path),
+        "num_rows": int(len(df)),
+        "num_sources": len(lists),
+        "num_gold_links": len(set(gold_pairs)),
+        **alignment_metrics(pred, gold_pairs),
+    }
+    longest = max(len(v) for v in lists.values())
+    if longest > 1:
+        ranks, found = [], 0
+        for s, t in dict.fromkeys(gold_pairs):
+            lst = lists.get(s, [])
+            if t in lst:
+                ranks.append(lst.index(t) + 1)
+                found += 1
+            else:
+                ranks.append(longest + 1)
+        from .evaluation import ranking_metrics
+
+        rm = ranking_metrics(ranks, ks)
+        rm["mrr"] = float(np.mean([1.0 / r if r <= longest else 0.0 for r in ranks]))
+        out["ranking"] = {**rm, "gold_in_candidates": found / len(ranks), "max_candidates": longest,
+                          "mr_is_lower_bound": found < len(ranks)}
+    return out

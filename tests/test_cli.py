@@ -1,0 +1,138 @@
+"""The `mmea` command line end to end: start-up time, the demo alignment, exit codes, datasets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import tomllib
+
+import pytest
+from click.testing import CliRunner
+
+from mmea.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_is_instant_and_imports_no_torch():
+    code = "import sys, mmea.cli; assert 'torch' not in sys.modules and 'faiss' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "mmea.cli", "--help"], capture_output=True, text=True, check=True)
+    assert time.perf_counter() - t < 2.0
+    assert "align" in out.stdout and "datasets" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "demo"
+    r = run("-q", "align", "--out", str(out), "--topk", "3", "--set", "search.csls_k=5")
+    assert r.exit_code == 0, r.output
+    return out, r.output
+
+
+def test_demo_alignment_writes_the_run_contract(demo_run):
+    out, stdout = demo_run
+    assert "H@1" in stdout and str(out / "alignment.csv") in stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"] == "demo" and m["model"] == "baseline"
+    assert set(m["split"]) == {"train", "valid", "test"} and m["split"]["test"] == 1400
+    assert set(m["test"]) >= {"hits@1", "hits@5", "hits@10", "mr", "mrr"}
+    assert set(m["test_by_method"]) == {"src->tgt/cos", "src->tgt/csls", "tgt->src/cos", "tgt->src/csls"}
+    assert 0.0 <= m["test"]["hits@1"] <= m["test"]["hits@5"] <= m["test"]["hits@10"] <= 1.0
+    # names alone cannot solve the demo, but the baseline must be far above chance (1/1400)
+    assert m["test"]["hits@1"] > 0.5
+    assert m["timings"]["load_s"] > 0 and m["timings"]["total_s"] >= m["timings"]["load_s"]
+    assert isinstance(m["notes"], list)
+    assert m["model_info"]["name_encoder"]["encoder"] == "char-ngram"  # LaBSE is not available offline
+    cfg = tomllib.loads((out / "config.toml").read_text())
+    assert cfg["search"]["csls_k"] == 5 and cfg["model"]["name"] == "baseline"
+    assert (out / "run.log").stat().st_size > 0
+    env = json.loads((out / "env.json").read_text())
+    assert "numpy" in env["versions"]
+
+
+def test_demo_alignment_csv_and_evaluate_round_trip(demo_run, tmp_path):
+    import pandas as pd
+
+    out, _ = demo_run
+    df = pd.read_csv(out / "alignment.csv")
+    assert list(df.columns[:8]) == ["src_id", "src_uri", "src_name", "tgt_id", "tgt_uri", "tgt_name", "score", "rank"]
+    assert len(df) == 3 * 1400 and set(df["rank"]) == {1, 2, 3}
+    m = json.loads((out / "metrics.json").read_text())
+    top = df[df["rank"] == 1]
+    assert top["gold"].mean() == pytest.approx(m["test"]["hits@1"], abs=1e-9)
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("".join(f"{s}\t{t}\n" for s, t in zip(top["src_id"][top["gold"]], top["tgt_id"][top["gold"]])))
+    r = run("evaluate", "--alignment", str(out / "alignment.csv"), "--gold", str(gold), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["hits@1"] == pytest.approx(1.0)
+
+
+def test_same_seed_reproduces_metrics(demo_run, tmp_path):
+    out, _ = demo_run
+    r = run("-q", "align", "--config", str(out / "config.toml"), "--out", str(tmp_path / "again"))
+    assert r.exit_code == 0, r.output
+    a = json.loads((out / "metrics.json").read_text())["test_by_method"]
+    b = json.loads((tmp_path / "again" / "metrics.json").read_text())["test_by_method"]
+    assert a == b
+
+
+def test_bad_usage_exits_2_with_one_line_and_hint(tmp_path):
+    r = CliRunner().invoke(main, ["align", "--set", "search.cls_k=3", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "unknown key search.cls_k" in r.output and "csls_k" in r.output
+    r = CliRunner().invoke(main, ["align", "--src", "dbp_zh", "--tgt", "dbp_en", "--data-dir", str(tmp_path),
+                                  "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "ent_ids_1" in r.output and "hint:" in r.output
+    assert "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["align", "--model", "nope", "--out", str(tmp_path / "z")])
+    assert r.exit_code == 2 and "valid choices: baseline" in r.output
+
+
+def test_user_tsv_pair_without_gold_links(tmp_path):
+    for kg, names in (("a", ["Paris", "Berlin", "Rome"]), ("b", ["Pariis", "Berlinn", "Roma"])):
+        d = tmp_path / kg
+        d.mkdir()
+        (d / "triples.tsv").write_text(f"{names[0]}\tnear\t{names[1]}\n{names[1]}\tnear\t{names[2]}\n")
+        (d / "names.tsv").write_text("".join(f"{n}\t{n}\n" for n in names))
+    r = run("-q", "align", "--src", str(tmp_path / "a"), "--tgt", str(tmp_path / "b"), "--out", str(tmp_path / "run"),
+            "--match", "hungarian")
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "run" / "alignment.csv")
+    assert dict(zip(df["src_id"], df["tgt_id"])) == {"Paris": "Pariis", "Berlin": "Berlinn", "Rome": "Roma"}
+    assert "evaluation skipped" in r.output
+
+
+def test_datasets_list_and_ls():
+    r = run("datasets", "list")
+    assert r.exit_code == 0 and "dbp15k_zh_en" in r.output and "--src dbp_zh --tgt dbp_en" in r.output
+    r = run("ls", "models")
+    assert r.exit_code == 0 and "baseline" in r.output
+    r = run("ls", "matchers")
+    assert "hungarian" in r.output and "sinkhorn" in r.output
+
+
+@pytest.mark.data
+def test_datasets_info_dbp15k_counts_and_load_time(data_dir):
+    r = run("datasets", "info", "dbp_zh", "--data-dir", str(data_dir), "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["source"]["entities"] == 19388 and info["target"]["entities"] == 19572
+    assert info["source"]["triples"] == 70414 and info["target"]["triples"] == 95142
+    assert info["links"] == 15000 and info["split"] == {"train": 4050, "valid": 450, "test": 10500}
+    assert info["load_s"] < 10
+
+
+@pytest.mark.data
+def test_datasets_info_mmkg_records_fb15k237_substitution(data_dir):
+    r = run("datasets", "info", "fb15k_db15k", "--data-dir", str(data_dir), "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["links"] == 12846
+    assert any("FB15k-237" in n for n in info["notes"])
