@@ -85,8 +85,8 @@ class BaselineModel(AlignmentModel):
             n = a.source.shape[0]
             blocks_s.append(np.sqrt(c.attribute_weight) * proj[:n])
             blocks_t.append(np.sqrt(c.attribute_weight) * proj[n:])
-        self._src = np.concatenate(blocks_s, axis=1)
-        self._tgt = np.concatenate(blocks_t, axis=1)
+        self._src = np.concatenate(blocks_s, axis=1).astype(np.float32)
+        self._tgt = np.concatenate(blocks_t, axis=1).astype(np.float32)
         self.info["modalities"] = ["names"] + (["attributes"] if len(blocks_s) > 1 else [])
 
     def embeddings(self):
