@@ -155,7 +155,7 @@ def test_task_features_name_model_missing_is_actionable(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(tmp_path / "st"))
     with pytest.raises(WeightsNotFoundError, match="LaBSE"):
-        compute_task_features(toy_task(), "names", FeatureOptions(), FeatureStore(tmp_path / "c"))
+        compute_task_features(toy_task(), "names", FeatureOptions(name_encoder="sentence-transformers"), FeatureStore(tmp_path / "c"))
     with pytest.warns(RuntimeWarning, match="char-ngram"):
         feats = compute_task_features(toy_task(), "names", FeatureOptions(name_encoder="auto", name_dim=8),
                                       FeatureStore(tmp_path / "c"))
