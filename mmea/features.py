@@ -163,15 +163,10 @@ class FeatureOptions:
 # ---------------------------------------------------------------------------
 
 def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (Path, tuple)):
-        return str(o) if isinstance(o, Path) else list(o)
-    return str(o)
+    """JSON for numpy scalars / arrays, paths and tuples (shared with the run files)."""
+    from .runs import _JsonEncoder
+
+    return _JsonEncoder().default(o)
 
 
 def _is_sparse(a) -> bool:

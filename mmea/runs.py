@@ -98,7 +98,9 @@ class _JsonEncoder(json.JSONEncoder):
             return o.tolist()
         if isinstance(o, Path):
             return str(o)
-        return super().default(o)
+        if isinstance(o, tuple):
+            return list(o)
+        return str(o)
 
 
 def write_json(path: Path, data: dict) -> None:

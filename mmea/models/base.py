@@ -64,4 +64,21 @@ class AlignmentModel:
         raise NotImplementedError
 
 
+def load_features(ctx: RunContext, task, modalities, **option_overrides):
+    """The task's features from the run's feature store (computed once, cached by fingerprint).
+
+    ``option_overrides`` go to :class:`~mmea.features.FeatureOptions` (e.g. ``name_dim``).
+    A fallback of the ``auto`` name encoder is recorded as a run note.
+    """
+    from ..features import FeatureStore, compute_task_features, feature_options_from_config
+
+    opts = feature_options_from_config(ctx.features, device=ctx.device, seed=ctx.seed, progress=ctx.progress,
+                                       **option_overrides)
+    store = FeatureStore(ctx.cache_root, enabled=ctx.cache_root is not None)
+    feats = compute_task_features(task, list(modalities), opts, store)
+    if "names" in feats and feats["names"].info.get("fallback_reason"):
+        ctx.note(f"name encoder: {feats['names'].info['fallback_reason']}")
+    return feats
+
+
 MODELS: Registry[AlignmentModel] = Registry("model", suffix="Model")

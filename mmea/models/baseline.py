@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import MODELS, AlignmentModel
+from .base import MODELS, AlignmentModel, load_features
 
 log = logging.getLogger("mmea.models")
 
@@ -59,18 +59,10 @@ class BaselineModel(AlignmentModel):
         char_dim: int = 512
 
     def fit(self, task) -> None:
-        from ..features import FeatureStore, compute_task_features, feature_options_from_config
-
         c = self.config
-        opts = feature_options_from_config(self.ctx.features, device=self.ctx.device, seed=self.ctx.seed,
-                                           progress=self.ctx.progress, name_dim=c.char_dim)
-        store = FeatureStore(self.ctx.cache_root, enabled=self.ctx.cache_root is not None)
         mods = ["names"] + (["attributes"] if c.attribute_weight > 0 else [])
-        feats = compute_task_features(task, mods, opts, store)
+        feats = load_features(self.ctx, task, mods, name_dim=c.char_dim)
         names = feats["names"]
-        reason = names.info.get("fallback_reason")
-        if reason:
-            self.ctx.note(f"name encoder: {reason}")
         w = np.sqrt(c.name_weight)
         blocks_s = [w * np.asarray(names.source, dtype=np.float32)]  # (N, d_n)
         blocks_t = [w * np.asarray(names.target, dtype=np.float32)]  # (M, d_n)

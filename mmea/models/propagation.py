@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import MODELS, AlignmentModel
+from .base import MODELS, AlignmentModel, load_features
 
 log = logging.getLogger("mmea.models")
 
@@ -89,16 +89,8 @@ class PropagationModel(AlignmentModel):
 
     def fit(self, task) -> None:
         from ..encoders.structure import adjacency_matrix
-        from ..features import FeatureStore, compute_task_features, feature_options_from_config
-
         c = self.config
-        opts = feature_options_from_config(self.ctx.features, device=self.ctx.device, seed=self.ctx.seed,
-                                           progress=self.ctx.progress, name_dim=c.name_dim)
-        store = FeatureStore(self.ctx.cache_root, enabled=self.ctx.cache_root is not None)
-        names = compute_task_features(task, ["names"], opts, store)["names"]
-        reason = names.info.get("fallback_reason")
-        if reason:
-            self.ctx.note(f"name encoder: {reason}")
+        names = load_features(self.ctx, task, ["names"], name_dim=c.name_dim)["names"]
         self.info["name_encoder"] = {k: names.info.get(k) for k in ("encoder", "requested", "model")}
         xs = _normalize_rows(np.array(names.source, dtype=np.float32))  # (N, d)
         xt = _normalize_rows(np.array(names.target, dtype=np.float32))  # (M, d)
