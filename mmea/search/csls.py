@@ -156,11 +156,15 @@ def _fused_pass(src_t, tgt_t, K: int, csls_k: int, want_r_tgt: bool, bs: int):
     r_src = torch.empty((n,), dtype=torch.float32, device=dev)
     col = None  # (<= ks, m): running top cosines of each target column, merged block by block
     tgt_T = tgt_t.T
-    for s in range(0, n, bs):
-        S = src_t[s:s + bs] @ tgt_T  # (b, m)
+    # a short first block seeds the column top-k cheaply; later blocks only merge what beats it
+    first = min(bs, max(8 * ks, 512)) if want_r_tgt else bs
+    starts = [0] + list(range(first, n, bs))
+    buf = torch.empty((min(bs, n), m), dtype=torch.float32, device=dev)  # reused: no page faults per block
+    for s, e in zip(starts, starts[1:] + [n]):
+        S = torch.mm(src_t[s:e], tgt_T, out=buf[:e - s])  # (b, m)
         v, i = topk_rows(S, K)  # (b, K)
-        cand_v[s:s + bs], cand_i[s:s + bs] = v, i
-        r_src[s:s + bs] = _mean_topk_t(v[:, :kc])
+        cand_v[s:e], cand_i[s:e] = v, i
+        r_src[s:e] = _mean_topk_t(v[:, :kc])
         if want_r_tgt:
             col = _merge_column_topk(col, S, ks)
         del S
@@ -173,8 +177,10 @@ def _merge_column_topk(col, S, k: int):
 
     Once ``col`` is full only entries above a column's current k-th value can
     change it (ties leave the multiset of top values unchanged), so a cheap
-    comparison finds them and only those are merged; a block with many such
-    entries falls back to ``topk`` along the columns.
+    comparison finds them; they are stacked into a short ``(most, m)`` block
+    (``most`` = the largest number of new entries of one column) and merged.
+    A block with many new entries in one column falls back to ``topk`` along
+    the columns.
     """
     import torch
 
@@ -183,27 +189,29 @@ def _merge_column_topk(col, S, k: int):
         if col is not None:
             cv = torch.topk(torch.cat([col, cv]), min(k, col.shape[0] + cv.shape[0]), dim=0).values
         return cv
-    m = S.shape[1]
-    hit_r, hit_c = (S > col[-1][None, :]).nonzero(as_tuple=True)  # (h,) entries that enter some top-k
+    hit_r, hit_c = (S > col[-1][None, :]).nonzero(as_tuple=True)  # (h,) entries entering a column's top-k
     if len(hit_c) == 0:
         return col
-    if len(hit_c) > 4 * k * m:  # dense update: plain merge is cheaper
+    m = S.shape[1]
+    counts = torch.bincount(hit_c, minlength=m)  # (m,)
+    most = int(counts.max())
+    if most > 8 * k:  # many new entries in some column: plain merge
         return torch.topk(torch.cat([col, torch.topk(S, min(k, S.shape[0]), dim=0).values]), k, dim=0).values
-    cols_touched = torch.unique(hit_c)  # (u,)
-    sub = col[:, cols_touched]  # (k, u)
-    hv = S[hit_r, hit_c]
-    slot = torch.searchsorted(cols_touched, hit_c)  # (h,) position among touched columns
-    # place each column's new values in a padded (max_hits, u) matrix, then merge with topk
-    order = torch.argsort(slot, stable=True)
-    slot, hv = slot[order], hv[order]
-    counts = torch.bincount(slot, minlength=len(cols_touched))
-    starts = torch.cumsum(counts, 0) - counts
-    within = torch.arange(len(slot), device=S.device) - starts[slot]
-    pad = torch.full((int(counts.max()), len(cols_touched)), -float("inf"), dtype=S.dtype, device=S.device)
-    pad[within, slot] = hv
-    col = col.clone()
-    col[:, cols_touched] = torch.topk(torch.cat([sub, pad]), k, dim=0).values
-    return col
+    order = _stable_argsort(hit_c)  # group the hits by column
+    hit_r, hit_c = hit_r[order], hit_c[order]
+    within = torch.arange(len(hit_c), device=S.device) - (torch.cumsum(counts, 0) - counts)[hit_c]
+    pad = torch.full((most, m), -float("inf"), dtype=S.dtype, device=S.device)  # (most, m)
+    pad[within, hit_c] = S[hit_r, hit_c]
+    return torch.topk(torch.cat([col, pad]), k, dim=0).values
+
+
+def _stable_argsort(x):
+    """Stable argsort of a 1-d torch tensor (numpy on the CPU, where it is much faster)."""
+    import torch
+
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.argsort(x.numpy(), kind="stable"))
+    return torch.argsort(x, stable=True)
 
 
 def _rerank(src_t, tgt_t, cand_v, cand_i, r_src, r_tgt, topk: int, method: str, check: bool,
@@ -428,8 +436,10 @@ def rank_of_targets(src: Any, tgt: Any, gold: Any, *, method: str | Sequence[str
         tgt_T = torch.from_numpy(t).to(device).T
         col = torch.arange(m, device=device)
         rt_t = torch.from_numpy(r_tgt).to(device) if "csls" in methods else None
+        buf = torch.empty((min(bs, n), m), dtype=torch.float32, device=device)
         for a in range(0, n, bs):
-            S = torch.from_numpy(s[a:a + bs]).to(device) @ tgt_T  # (b, m)
+            q = torch.from_numpy(s[a:a + bs]).to(device)
+            S = torch.mm(q, tgt_T, out=buf[:len(q)])  # (b, m)
             g = torch.from_numpy(gold[a:a + bs]).to(device)[:, None]  # (b, 1)
             before = col[None, :] < g  # (b, m)
             for mth in methods:

@@ -139,11 +139,14 @@ class Similarity:
         import torch
 
         rows = np.asarray(rows, dtype=np.int64)
+        if getattr(self, "_tgt_t", None) is None:  # targets moved to the device once
+            self._tgt_t = torch.from_numpy(self.tgt).to(self.device)
+            self._r_tgt_t = torch.from_numpy(self.r_tgt).to(self.device)
         with torch.no_grad():
-            S = torch.from_numpy(self.src[rows]).to(self.device) @ torch.from_numpy(self.tgt).to(self.device).T
+            S = torch.from_numpy(self.src[rows]).to(self.device) @ self._tgt_t.T
             if self.method == "csls":
                 S = csls_from_cos(S, torch.from_numpy(self.r_src[rows]).to(self.device)[:, None],
-                                  torch.from_numpy(self.r_tgt).to(self.device)[None, :])
+                                  self._r_tgt_t[None, :])
         return S
 
     def dense(self, max_pairs: int = DEFAULT_MAX_PAIRS, what: str = "this matcher") -> np.ndarray:
