@@ -325,12 +325,17 @@ def read_gold_links(path: str | Path) -> list[tuple[int, str, str]]:
     """``(line_no, src_id, tgt_id)`` from a file of ``src_id<whitespace>tgt_id`` lines.
 
     Tabs or spaces separate the two ids; an optional header ``src_id tgt_id``
-    is skipped; a line with another number of fields is a :class:`DataFormatError`.
+    and ``#`` comment lines are skipped; a line with another number of fields is a :class:`DataFormatError`.
     """
-    from .data.parsing import read_columns
+    from .data.parsing import iter_lines
 
     out = []
-    for ln, parts in read_columns(path, 2, sep=None, max_split=False):
+    for ln, line in iter_lines(path):
+        if line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataFormatError(path, ln, line, f"expected 2 fields (src_id tgt_id), found {len(parts)}")
         if not out and [p.lower() for p in parts] == ["src_id", "tgt_id"]:
             continue
         out.append((ln, parts[0], parts[1]))

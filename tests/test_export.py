@@ -181,3 +181,14 @@ def test_pipeline_call_style(setup):
     assert plain["mutual"].isna().all()  # no reverse search: unknown, not False
     with pytest.raises(MmeaInputError, match="do not fit"):
         alignment_frame(task, rows[:3], cand, result)
+
+
+def test_gold_links_skip_comment_lines(tmp_path):
+    from mmea.export import read_gold_links
+
+    p = tmp_path / "links.tsv"
+    p.write_text("# kg1_entity<TAB>kg2_entity\na\tb\nc d\n")
+    assert read_gold_links(p) == [(2, "a", "b"), (3, "c", "d")]
+    p.write_text("a\tb\tc\n")
+    with pytest.raises(DataFormatError, match="line 1.*expected 2 fields"):
+        read_gold_links(p)

@@ -38,7 +38,8 @@ def query_rows(task) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     every target entity not already linked.
     """
     if len(task.test):
-        return task.test[:, 0], task.test[:, 1], task.test[:, 1]
+        # unique candidates: a target linked twice (MMKG has a few one-to-many links) is one candidate
+        return task.test[:, 0], np.unique(task.test[:, 1]), task.test[:, 1]
     seeds = np.concatenate([task.train, task.valid])
     src = np.setdiff1d(np.arange(task.source.num_entities), seeds[:, 0])
     tgt = np.setdiff1d(np.arange(task.target.num_entities), seeds[:, 1])
