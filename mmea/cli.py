@@ -254,6 +254,46 @@ def features(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
     click.echo(feats.format_summary())
 
 
+@main.command(epilog="""\b
+Examples:
+  mmea linkpred --dataset fb15k237 --data-dir ../shared/datasets
+  mmea linkpred --dataset fb15k237 --model distmult --sampler bernoulli --loss softplus --epochs 50
+  mmea linkpred --dataset path/to/folder --set max_minutes=5
+""")
+@click.option("--dataset", default="fb15k237", show_default=True, help="Catalog name or a folder with train/valid/test.txt.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False))
+@click.option("--model", default="transe", show_default=True, help="transe | distmult | rotate.")
+@click.option("--sampler", default="uniform", show_default=True, help="Negative sampler (mmea ls samplers).")
+@click.option("--loss", default="self-adversarial", show_default=True, help="Loss (mmea ls losses).")
+@click.option("--dim", type=int, default=200, show_default=True)
+@click.option("--epochs", type=int, default=300, show_default=True)
+@click.option("--num-negatives", type=int, default=256, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Any other training option.")
+@click.option("--seed", type=int, default=0)
+@click.option("--device", default="auto")
+@click.option("--out", default=None, type=click.Path(file_okay=False))
+@click.pass_context
+def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides, seed, device, out):
+    """Train a link-prediction model (early stopping on valid MRR) and report filtered MR, MRR, Hits@1/3/10."""
+    from .config import parse_value
+    from .errors import MmeaInputError
+    from .linkpred import run_linkpred_cli
+    from .runs import resolve_device
+
+    extra = {}
+    for item in overrides:
+        if "=" not in item:
+            raise MmeaInputError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        extra[k.strip()] = parse_value(v.strip())
+    res = run_linkpred_cli(dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, seed,
+                           resolve_device(device), out, extra, progress=not ctx.obj["quiet"])
+    t = res["metrics"].get("test", {})
+    if t:
+        click.echo("test (filtered): " + "  ".join(f"{k} {v:.4f}" for k, v in t.items() if isinstance(v, float)))
+    click.echo(f"metrics: {res['metrics_path']}")
+
+
 # ---------------------------------------------------------------- datasets
 @main.group()
 def datasets():
@@ -353,6 +393,10 @@ def _registry(family: str):
         from .encoders import ENCODERS as reg
     elif family == "matchers":
         from .search.matching import MATCHERS as reg
+    elif family == "samplers":
+        from .sampling import SAMPLERS as reg
+    elif family == "losses":
+        from .losses import LOSSES as reg
     else:
         from .errors import MmeaError
 

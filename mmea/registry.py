@@ -38,7 +38,7 @@ class Registry(Generic[T]):
         """Decorator: ``@REGISTRY.register`` or ``@REGISTRY.register(name="x")``."""
 
         def deco(o):
-            key = name or getattr(o, "registry_name", None) or normalize_name(o.__name__, self.suffix)
+            key = name or getattr(o, "__dict__", {}).get("registry_name") or normalize_name(o.__name__, self.suffix)
             if key in self._entries and self._entries[key] is not o:
                 raise ValueError(f"{self.family} {key!r} registered twice")
             self._entries[key] = o

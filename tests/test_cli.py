@@ -136,3 +136,26 @@ def test_datasets_info_mmkg_records_fb15k237_substitution(data_dir):
     info = json.loads(r.output)
     assert info["links"] == 12846
     assert any("FB15k-237" in n for n in info["notes"])
+
+
+def test_ls_samplers_and_losses_and_linkpred_help():
+    r = run("ls", "samplers")
+    assert r.exit_code == 0 and "bernoulli" in r.output and "hard-nn" in r.output
+    r = run("ls", "losses")
+    assert "self-adversarial" in r.output and "info-nce" in r.output
+    r = run("linkpred", "--help")
+    assert r.exit_code == 0 and "--sampler" in r.output
+
+
+def test_linkpred_on_a_tiny_folder(tmp_path):
+    d = tmp_path / "lp"
+    d.mkdir()
+    tr = [f"e{i}\tr{i % 2}\te{(i + 1) % 8}\n" for i in range(8)]
+    (d / "train.txt").write_text("".join(tr))
+    (d / "valid.txt").write_text(tr[0])
+    (d / "test.txt").write_text(tr[1])
+    r = run("-q", "linkpred", "--dataset", str(d), "--dim", "8", "--epochs", "2", "--num-negatives", "4",
+            "--out", str(tmp_path / "run"), "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(m["test"]) >= {"mr", "mrr", "hits@1", "hits@3", "hits@10"}

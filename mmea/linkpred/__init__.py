@@ -1,0 +1,74 @@
+"""Link prediction (``mmea linkpred``): KG embedding models, negative sampling, filtered evaluation.
+
+* :mod:`.models` -- :data:`LP_MODELS` (``transe``, ``distmult``, ``rotate``), torch modules;
+* :mod:`.evaluation` -- the filtered MR / MRR / Hits@k protocol (:func:`filtered_metrics`);
+* :mod:`.training` -- :class:`LinkPredConfig`, :func:`train_link_prediction`;
+* :func:`run_linkpred_cli` -- what the ``mmea linkpred`` command calls.
+
+Samplers and losses live in :mod:`mmea.sampling` and :mod:`mmea.losses`.
+This package imports no torch until a function runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("mmea.linkpred")
+
+__all__ = ["run_linkpred_cli", "LinkPredConfig", "train_link_prediction", "LP_MODEL_NAMES"]
+
+#: the registered model names, without importing torch (checked against the registry in the tests)
+LP_MODEL_NAMES = ("distmult", "rotate", "transe")
+
+
+def __getattr__(name):  # lazy re-exports (PEP 562): keep `import mmea.linkpred` torch-free
+    if name in ("LinkPredConfig", "train_link_prediction", "config_from_dict"):
+        from . import training
+
+        return getattr(training, name)
+    if name in ("LP_MODELS", "make_lp_model"):
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def run_linkpred_cli(dataset: str, data_dir=None, model: str = "transe", sampler: str = "uniform",
+                     loss: str = "self-adversarial", dim: int | None = None, epochs: int | None = None,
+                     num_negatives: int | None = None, seed: int = 0, device: str = "cpu", out=None,
+                     extra: dict | None = None, progress: bool = True) -> dict:
+    """Load a dataset, train and evaluate; returns ``{"metrics", "metrics_path", "embeddings", "run_dir"}``.
+
+    ``dataset`` is a catalog name (``fb15k237``) or a folder with
+    ``train.txt`` / ``valid.txt`` / ``test.txt``.  ``None`` for ``dim``,
+    ``epochs`` or ``num_negatives`` keeps the :class:`LinkPredConfig` default;
+    ``extra`` holds any other :class:`LinkPredConfig` field (``--set`` style),
+    an unknown key being an error that lists the valid ones.
+    """
+    import time
+
+    from ..data.catalog import load_linkpred_dataset
+    from ..runs import RunDir, default_run_dir
+    from .training import config_from_dict, train_link_prediction
+
+    values = {"model": model, "sampler": sampler, "loss": loss, "seed": seed, "device": device}
+    for k, v in (("dim", dim), ("epochs", epochs), ("num_negatives", num_negatives)):
+        if v is not None:
+            values[k] = v
+    values.update(extra or {})
+    config = config_from_dict(values)
+    label = Path(dataset).name if Path(dataset).is_dir() else dataset
+    run = RunDir.create(out or default_run_dir("linkpred", f"{label}-{config.model}-{config.sampler}"))
+    try:
+        with run.stage("load"):
+            t0 = time.perf_counter()
+            ds = load_linkpred_dataset(dataset, str(data_dir) if data_dir else None)
+            ds.meta.setdefault("timings", {})["load_s"] = time.perf_counter() - t0
+        for note in ds.meta.get("notes", []):
+            log.warning("note: %s", note)
+        metrics = train_link_prediction(ds, config, run_dir=run, progress=progress)
+        return {"metrics": metrics, "metrics_path": run.path / "metrics.json",
+                "embeddings": run.path / "embeddings.npz", "run_dir": run.path}
+    finally:
+        run.close()
