@@ -205,3 +205,11 @@ def test_catalog_checksums_match_shared_copies(data_dir):
             if p.is_file() and git_blob_sha1(p.read_bytes()) != f.git_blob:
                 bad.append(f.path)
     assert not bad
+
+
+def test_check_links_can_keep_one_to_many_links():
+    rep, notes = LoadReport(), []
+    links = check_links(np.array([[0, 1], [0, 2], [3, 4]]), "links", rep, np.array([1, 2, 3]),
+                        one_to_many="keep", notes=notes)
+    assert links.tolist() == [[0, 1], [0, 2], [3, 4]]
+    assert rep.read["one-to-many links (kept)"] == 2 and "lines 1, 2" in rep.warnings[0] and len(notes) == 1

@@ -232,10 +232,18 @@ def map_ids(raw: np.ndarray, index: dict, path: str | Path, line_nos: np.ndarray
 
 
 def check_links(links: np.ndarray, path: str | Path, report: LoadReport,
-                line_nos: np.ndarray | None = None, what: str = "links") -> np.ndarray:
-    """Validate gold links (internal ids, ``(n, 2)``): drop exact duplicates with one
-    counted warning; a conflict (one entity linked to two different entities on the
-    same side) is an error naming both lines.  Returns the de-duplicated links."""
+                line_nos: np.ndarray | None = None, what: str = "links", one_to_many: str = "error",
+                notes: list[str] | None = None) -> np.ndarray:
+    """Validate gold links (internal ids, ``(n, 2)``) and return them de-duplicated.
+
+    Exact duplicates are dropped with one counted warning.  A conflict (one
+    entity linked to two different entities on the same side) is an error
+    naming both lines, unless ``one_to_many="keep"`` (some published
+    benchmarks ship such links): then they are kept, counted, warned once and
+    described in ``notes``.
+    """
+    if one_to_many not in ("error", "keep"):
+        raise ValueError(f"one_to_many must be 'error' or 'keep', got {one_to_many!r}")
     links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
     if len(links) == 0:
         return links
@@ -247,11 +255,13 @@ def check_links(links: np.ndarray, path: str | Path, report: LoadReport,
         report.warn(f"{path}: {ndup} duplicate link line(s) ignored")
     uniq = links[first]
     uniq_lines = line_nos[first] if line_nos is not None else None
+    involved = np.zeros(len(uniq), dtype=bool)
+    n_hubs = 0
     for side in (0, 1):
         col = uniq[:, side]
-        vals, counts = np.unique(col, return_counts=True)
+        vals, inv, counts = np.unique(col, return_inverse=True, return_counts=True)
         bad = vals[counts > 1]
-        if len(bad):
+        if len(bad) and one_to_many == "error":
             rows = np.nonzero(col == bad[0])[0][:2]
             lines = [int(uniq_lines[r]) if uniq_lines is not None else None for r in rows]
             raise DataFormatError(
@@ -259,5 +269,17 @@ def check_links(links: np.ndarray, path: str | Path, report: LoadReport,
                 f"conflicting {what}: entity {int(bad[0])} ({'source' if side == 0 else 'target'} side) is linked to "
                 f"two different entities (lines {lines[0]} and {lines[1]}); {len(bad)} such entities in all",
                 hint="entity alignment expects one-to-one gold links; remove the wrong lines")
+        involved |= counts[inv] > 1
+        n_hubs += len(bad)
+    n_multi = int(involved.sum())
+    if n_multi:
+        rows = np.flatnonzero(involved)[:4]
+        shown = ", ".join(str(int(uniq_lines[r])) for r in rows) if uniq_lines is not None else "?"
+        report.count(f"one-to-many {what} (kept)", n_multi)
+        report.warn(f"{path}: {n_hubs} entities are linked to more than one entity ({n_multi} links, "
+                    f"lines {shown}{', ...' if n_multi > 4 else ''}); kept as the benchmark ships them")
+        if notes is not None:
+            notes.append(f"{Path(path).name}: {n_hubs} entities are linked to more than one entity "
+                         f"({n_multi} one-to-many gold links), kept as in the published benchmark")
     report.count(what, len(uniq))
     return uniq

@@ -207,36 +207,7 @@ def _one_to_many_policy(options: LoadOptions) -> str:
 def _check_gold_links(links: np.ndarray, path: Path, report: LoadReport, line_nos: np.ndarray | None,
                       policy: str, notes: list[str], what: str = "links") -> np.ndarray:
     """De-duplicate gold links; one-to-many links are kept (counted, warned) or an error (``policy``)."""
-    if policy == "error":
-        return check_links(links, path, report, line_nos, what)
-    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
-    if len(links) == 0:
-        return links
-    _, first = np.unique(links, axis=0, return_index=True)
-    first = np.sort(first)
-    n_dup = len(links) - len(first)
-    if n_dup:
-        report.skip(f"duplicate {what}", n_dup)
-        report.warn(f"{path}: {n_dup} duplicate link line(s) ignored")
-    uniq = links[first]
-    uniq_lines = line_nos[first] if line_nos is not None else None
-    involved = np.zeros(len(uniq), dtype=bool)
-    n_hubs = 0
-    for side in (0, 1):
-        _, inv, counts = np.unique(uniq[:, side], return_inverse=True, return_counts=True)
-        involved |= counts[inv] > 1
-        n_hubs += int((counts > 1).sum())
-    n_multi = int(involved.sum())
-    if n_multi:
-        rows = np.flatnonzero(involved)[:4]
-        shown = ", ".join(str(int(uniq_lines[r])) for r in rows) if uniq_lines is not None else "?"
-        report.count(f"one-to-many {what} (kept)", n_multi)
-        report.warn(f"{path}: {n_hubs} entities are linked to more than one entity ({n_multi} links, "
-                    f"lines {shown}{', ...' if n_multi > 4 else ''}); kept as the benchmark ships them")
-        notes.append(f"{path.name}: {n_hubs} entities are linked to more than one entity ({n_multi} one-to-many "
-                     f"gold links), kept as in the published benchmark")
-    report.count(what, len(uniq))
-    return uniq
+    return check_links(links, path, report, line_nos, what, one_to_many=policy, notes=notes)
 
 
 def _sorted_links(links: np.ndarray) -> np.ndarray:
