@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import MODELS, AlignmentModel, load_features
+from .baseline import random_projection
 
 log = logging.getLogger("mmea.models")
 
@@ -61,13 +62,6 @@ def _normalize_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, norms, out=x, where=norms > 0)
     return x
-
-
-def _gaussian_projection(x, dim: int, seed: int) -> np.ndarray:
-    """``x (n, L)`` sparse -> dense ``(n, dim)``; inner products preserved in expectation."""
-    rng = np.random.default_rng(seed)
-    proj = rng.standard_normal((x.shape[1], dim)).astype(np.float32) / np.sqrt(dim)  # (L, dim)
-    return np.asarray(x @ proj, dtype=np.float32)
 
 
 @MODELS.register
@@ -118,8 +112,8 @@ class PropagationModel(AlignmentModel):
                 a_s, a_t = (ps @ a_s).tocsr(), (pt @ a_t).tocsr()
                 # the same projection for both sides keeps anchor j on the same axis
                 seed = self.ctx.seed + 1000 + len(blocks_s)
-                blocks_s.append(np.sqrt(c.anchor_weight) * _normalize_rows(_gaussian_projection(a_s, c.anchor_dim, seed)))
-                blocks_t.append(np.sqrt(c.anchor_weight) * _normalize_rows(_gaussian_projection(a_t, c.anchor_dim, seed)))
+                blocks_s.append(np.sqrt(c.anchor_weight) * random_projection(a_s, c.anchor_dim, seed))
+                blocks_t.append(np.sqrt(c.anchor_weight) * random_projection(a_t, c.anchor_dim, seed))
         self._src = np.concatenate(blocks_s, axis=1).astype(np.float32)
         self._tgt = np.concatenate(blocks_t, axis=1).astype(np.float32)
         self.info["blocks"] = len(blocks_s)
