@@ -294,6 +294,50 @@ def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_nega
     click.echo(f"metrics: {res['metrics_path']}")
 
 
+@main.command(epilog="""\b
+Examples:
+  mmea bench pipelines/demo.toml                 # 2 models x 2 seeds on the demo pair
+  mmea bench pipelines/demo.toml --dry-run       # list the cells and what would run
+  mmea bench pipelines/demo.toml --only propagation --force
+  mmea bench pipelines/negative_sampling_fb15k237.toml --data-dir ../shared/datasets
+""")
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--only", multiple=True, metavar="LABEL",
+              help="Run only this row (repeatable); the table keeps the others' finished cells.")
+@click.option("--force", is_flag=True, help="Rerun finished cells too.")
+@click.option("--dry-run", is_flag=True, help="List the cells and what would be done; run nothing.")
+@click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Where <name>.json and <name>.md are written.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Folder with the benchmark datasets, where the pipeline does not say (or set MMEA_DATA_DIR).")
+@click.pass_context
+def bench(ctx, pipeline, only, force, dry_run, results_dir, data_dir):
+    """Run a pipeline's grid (rows x datasets x seeds), skipping finished cells; write a table of mean ± std.
+
+    Each cell runs into <out>/<row>[-<dataset>]-seed<seed>/; the results go to
+    <results-dir>/<name>.json and <name>.md.  The format is in docs/bench.md.
+    Exit code 1 when a cell failed (the others still run and are tabulated).
+    """
+    from .bench import load_pipeline, run_bench
+    from .errors import MmeaError
+
+    pipe = load_pipeline(pipeline, data_dir=data_dir)
+    report = run_bench(pipe, only=only, force=force, dry_run=dry_run, results_dir=results_dir,
+                       quiet=ctx.obj["quiet"], verbose=ctx.obj["verbose"], echo=click.echo,
+                       command=f"mmea bench {pipeline}")
+    if dry_run:
+        return
+    counts = {s: sum(r.status == s for r in report.results) for s in ("done", "skipped", "failed", "not run")}
+    click.echo(f"{len(report.results)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    click.echo(f"table:   {report.md_path}")
+    click.echo(f"results: {report.json_path}")
+    if report.failed:
+        first = report.failed[0]
+        raise MmeaError(f"{len(report.failed)} of {len(report.results)} cells failed; "
+                        f"first: {first.cell.name}: {first.error}",
+                        hint=f"the errors are in {report.json_path}; each cell's log is in its run.log")
+
+
 # ---------------------------------------------------------------- datasets
 @main.group()
 def datasets():

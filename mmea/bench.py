@@ -1,0 +1,845 @@
+"""``mmea bench PIPELINE.toml``: run a declared grid and write a table of measured numbers.
+
+A pipeline file declares rows (settings), optionally datasets, and seeds; the
+grid is rows x datasets x seeds.  The flow is one-way and each step is a
+function::
+
+    load_pipeline(path)          -> Pipeline (every cell's config resolved and validated up front)
+    plan_cells(pipeline, ...)    -> what to run, skip (finished) or leave out (--only)
+    run_bench(pipeline, ...)     -> runs cells into <out>/<row>[-<dataset>]-seed<seed>/,
+                                    writes results/<name>.json and results/<name>.md
+
+Two kinds of cell (``[bench] task``): ``align`` runs
+:func:`mmea.pipelines.align.run_align` with a :class:`~mmea.config.RunConfig`
+built by :func:`mmea.config.load_config` (the path ``mmea align`` takes), and
+``linkpred`` runs :func:`mmea.linkpred.run_linkpred_cli`.  The file format is
+described in ``docs/bench.md``.  This module imports no torch: the runners
+import what they need when a cell runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import re
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from .errors import MmeaError, MmeaInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger("mmea.bench")
+
+#: keys of a ``[[rows]]`` entry that describe the row rather than configure its runs
+ROW_KEYS = ("label", "setting", "anchor", "datasets")
+#: ``[bench]`` keys every task accepts
+BENCH_KEYS = ("name", "task", "description", "out", "seeds", "metrics", "report", "datasets", "device")
+
+_SLUG = re.compile(r"[^A-Za-z0-9_.@+=-]+")
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a label (``"zh en/v2"`` -> ``"zh_en_v2"``)."""
+    return _SLUG.sub("_", str(text)).strip("_") or "_"
+
+
+# ---------------------------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of a ``datasets`` list: a label (None: no suffix in the cell name) and the keys it sets."""
+
+    label: str | None
+    values: dict
+
+
+@dataclass(frozen=True)
+class Row:
+    index: int                  # 1-based position in the file
+    label: str                  # as written
+    key: str                    # unique, file-name safe: the cell-name prefix
+    setting: str                # the declared setting, shown beside the numbers
+    anchor: Any                 # published numbers: a string or a table (or None)
+    values: dict                # the row's task keys (config), as written
+
+
+@dataclass
+class Cell:
+    row: Row
+    dataset: str | None
+    seed: int
+    out: Path
+    config: dict                # the resolved configuration, JSON-able (what is recorded and compared)
+    params: Any                 # what the runner takes (a RunConfig, or keyword arguments)
+
+    @property
+    def name(self) -> str:
+        return self.out.name
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str                 # done | skipped | failed | not run
+    metrics: dict | None = None
+    error: str | None = None
+    wall_s: float | None = None
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    name: str
+    task: "BenchTask"
+    out: Path
+    seeds: list[int]
+    metrics: list[str]          # dotted paths into metrics.json (bare names resolved under "test")
+    report: list[str]           # extra dotted paths, shown in a second table
+    description: str
+    rows: list[Row]
+    cells: list[Cell]
+
+
+@dataclass
+class BenchReport:
+    pipeline: Pipeline
+    results: list[CellResult] = field(default_factory=list)
+    json_path: Path | None = None
+    md_path: Path | None = None
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _err(path: Path, where: str, message: str, hint: str | None = None) -> MmeaInputError:
+    return MmeaInputError(f"{path}: {where}: {message}", hint=hint or "the pipeline format is in docs/bench.md")
+
+
+def _check_keys(table: dict, valid, path: Path, where: str) -> None:
+    for k in table:
+        if k not in valid:
+            raise _err(path, where, f"unknown key {k!r}; valid keys: {', '.join(sorted(valid))}")
+
+
+def _deep_merge(*tables: dict) -> dict:
+    """Later tables win; nested tables merge key by key (``[defaults] data.src`` + a row's ``data.seed_ratio``)."""
+    out: dict = {}
+    for t in tables:
+        for k, v in t.items():
+            if isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = _deep_merge(out[k], v)
+            else:
+                out[k] = dict(v) if isinstance(v, dict) else v
+    return out
+
+
+def _normalised(value: Any) -> Any:
+    """JSON round trip: tuples become lists, so stored and expected configs compare equal."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def metric_value(metrics: dict, path: str) -> Any:
+    """The value at a dotted path (``"test.hits@1"``) of a metrics dict, or None."""
+    cur: Any = metrics
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# -------------------------------------------------------------------------------------------- tasks
+class BenchTask:
+    """What differs between ``align`` and ``linkpred`` cells; :func:`load_pipeline` does the rest."""
+
+    name: ClassVar[str]
+    tables: ClassVar[tuple[str, ...]] = ("bench", "defaults", "rows")
+    bench_keys: ClassVar[tuple[str, ...]] = BENCH_KEYS
+    default_metrics: ClassVar[tuple[str, ...]]
+
+    def row_key(self, label: str, raw: dict, row: dict) -> str:
+        """The row's unique, file-name-safe name: the prefix of its cell names."""
+        return slug(label)
+
+    def datasets(self, bench: dict, row: dict, path: Path, where: str) -> list[DatasetSpec]:
+        entries = row.get("datasets", bench.get("datasets"))
+        if entries is None:
+            return [DatasetSpec(None, {})]
+        if not isinstance(entries, list) or not entries:
+            raise _err(path, where, "datasets must be a non-empty list")
+        specs = [self.dataset_spec(e, path, where) for e in entries]
+        labels = [s.label for s in specs]
+        if len(set(map(slug, labels))) != len(labels):
+            raise _err(path, where, f"dataset labels repeat: {labels}")
+        return specs
+
+    def dataset_spec(self, entry: Any, path: Path, where: str) -> DatasetSpec:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def resolve(self, raw: dict, defaults: dict, row: dict, dataset: DatasetSpec, seed: int,
+                path: Path, where: str) -> tuple[dict, Any]:  # pragma: no cover - abstract
+        """``(config, params)`` of one cell; a bad key raises :class:`MmeaInputError` naming ``where``."""
+        raise NotImplementedError
+
+    def check_defaults(self, raw: dict, path: Path) -> None:
+        """Validate ``[defaults]`` (and friends) alone, so an error there is reported as such."""
+
+    def stored_matches(self, cell: Cell) -> bool | None:  # pragma: no cover - abstract
+        """None: no finished run in ``cell.out``; True/False: its stored resolved config matches or not."""
+        raise NotImplementedError
+
+    def run(self, cell: Cell, quiet: bool) -> dict:  # pragma: no cover - abstract
+        """Run one cell into ``cell.out``; returns its metrics dict."""
+        raise NotImplementedError
+
+    def ran_label(self, metrics: dict) -> str:  # pragma: no cover - abstract
+        """What actually ran, read from metrics.json (not from the declared setting)."""
+        raise NotImplementedError
+
+
+class AlignBench(BenchTask):
+    """Each cell -> :func:`mmea.pipelines.align.run_align` (config through :func:`mmea.config.load_config`)."""
+
+    name = "align"
+    default_metrics = ("test.hits@1", "test.hits@10", "test.mrr")
+    #: keys of [defaults] / [[rows]] that configure a run: RunConfig's (but ``seed``) plus ``set``
+    config_keys = ("device", "data", "features", "model", "search", "set")
+
+    def dataset_spec(self, entry: Any, path: Path, where: str) -> DatasetSpec:
+        if isinstance(entry, str) and entry:
+            # a catalog pair name or a pair folder, as `mmea align --pair`
+            return DatasetSpec(Path(entry).name or entry, {"pair": entry, "src": "", "tgt": ""})
+        if isinstance(entry, dict):
+            values = {k: v for k, v in entry.items() if k != "label"}
+            label = entry.get("label")
+            if label is None:
+                if values.get("pair"):
+                    label = Path(str(values["pair"])).name
+                elif values.get("src") and values.get("tgt"):
+                    label = f"{Path(str(values['src'])).name}-{Path(str(values['tgt'])).name}"
+                else:
+                    raise _err(path, where, f"a datasets table needs a label, a pair or src and tgt: {entry}")
+            if values.get("pair") and not (values.get("src") or values.get("tgt")):
+                values.update(src="", tgt="")
+            return DatasetSpec(str(label), values)
+        raise _err(path, where, f"a datasets entry is a pair name / folder or a table of data.* keys, got {entry!r}")
+
+    def _check_config_keys(self, table: dict, path: Path, where: str) -> None:
+        if "seed" in table:
+            raise _err(path, where, "seed is not set here: list the seeds in [bench] seeds")
+        _check_keys(table, self.config_keys, path, where)
+        sets = table.get("set", [])
+        if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
+            raise _err(path, where, 'set must be a list of "section.key=value" strings')
+
+    def _load(self, tables: list[dict], seed: int, path: Path, where: str):
+        from .config import load_config
+
+        overrides = [s for t in tables for s in t.get("set", [])]
+        merged = _deep_merge(*({k: v for k, v in t.items() if k != "set"} for t in tables))
+        merged["seed"] = seed
+        try:
+            return load_config(None, overrides, merged)
+        except MmeaInputError as e:
+            raise _err(path, where, e.message, e.hint) from None
+
+    def _base(self, raw: dict) -> dict:
+        bench = raw["bench"]
+        return {"device": bench["device"]} if "device" in bench else {}
+
+    def check_defaults(self, raw: dict, path: Path) -> None:
+        defaults = raw.get("defaults", {})
+        self._check_config_keys(defaults, path, "[defaults]")
+        self._load([self._base(raw), defaults], 0, path, "[defaults]")
+
+    def resolve(self, raw, defaults, row, dataset, seed, path, where):
+        values = {k: v for k, v in row.items() if k not in ROW_KEYS}
+        self._check_config_keys(values, path, where)
+        cfg = self._load([self._base(raw), defaults, {"data": dataset.values}, values], seed, path, where)
+        return asdict(cfg), cfg
+
+    @staticmethod
+    def _comparable(config_toml_text: str) -> dict:
+        d = tomllib.loads(config_toml_text)
+        d.get("data", {}).pop("data_dir", None)  # a location, not a setting
+        return d
+
+    def stored_matches(self, cell: Cell) -> bool | None:
+        from .config import to_toml
+
+        if not (cell.out / "metrics.json").is_file() or not (cell.out / "config.toml").is_file():
+            return None
+        try:
+            stored = self._comparable((cell.out / "config.toml").read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            return False
+        return stored == self._comparable(to_toml(cell.config))
+
+    def run(self, cell: Cell, quiet: bool) -> dict:
+        from .pipelines import align as align_job
+
+        return align_job.run_align(cell.params, out=cell.out, quiet=quiet)["metrics"]
+
+    def ran_label(self, m: dict) -> str:
+        parts = [str(m.get("model", "?"))]
+        split = m.get("split") or {}
+        n_links = sum(int(split.get(k, 0)) for k in ("train", "valid", "test"))
+        seeds = int(split.get("train", 0)) + int(split.get("valid", 0))
+        kind = (m.get("split_provenance") or {}).get("kind")
+        if n_links:
+            parts.append(f"seed ratio {seeds / n_links:.2f}" + (" (dataset split)" if kind == "dataset" else ""))
+        info = m.get("model_info") or {}
+        used = info.get("seeds") or {}
+        if used.get("kind") and used["kind"] != "train links":
+            parts.append(f"{str(used['kind']).split(':')[0]} {used.get('count', '')}".strip())
+        enc = info.get("name_encoder")
+        if enc:
+            name = str(enc.get("encoder"))
+            if enc.get("model") and enc.get("model") != enc.get("encoder"):
+                name += f" ({enc['model']})"
+            parts.append(f"names {name}")
+        else:
+            parts.append("names: not recorded")
+        if info.get("modalities"):
+            parts.append("+".join(map(str, info["modalities"])))
+        if "iterative" in info:
+            parts.append("iterative" if info["iterative"] else "non-iterative")
+        return " · ".join(parts)
+
+
+class LinkpredBench(BenchTask):
+    """Each cell -> :func:`mmea.linkpred.run_linkpred_cli`; keys are :class:`LinkPredConfig` fields."""
+
+    name = "linkpred"
+    tables = ("bench", "budget", "defaults", "rows")
+    bench_keys = (*BENCH_KEYS, "dataset", "data_dir")
+    default_metrics = ("mrr", "hits@1", "hits@10")
+    #: run_linkpred_cli's named arguments; every other key goes to ``extra``
+    named = ("model", "sampler", "loss", "dim", "epochs", "num_negatives")
+    runner_defaults = {"model": "transe", "sampler": "uniform", "loss": "self-adversarial"}
+
+    def row_key(self, label: str, raw: dict, row: dict) -> str:
+        # labels repeat across models (uniform for TransE and DistMult): the model is part of the name
+        return slug(f"{label}-{self._values(raw, raw.get('defaults', {}), row, 0)['model']}")
+
+    def datasets(self, bench, row, path, where):
+        if "datasets" in row or "datasets" in bench:
+            if "dataset" in bench:
+                raise _err(path, "[bench]", "give either dataset or datasets, not both")
+            return super().datasets(bench, row, path, where)
+        if not isinstance(bench.get("dataset"), str):
+            raise _err(path, "[bench]", "a linkpred pipeline needs dataset = \"NAME\" (or datasets = [...])")
+        return [DatasetSpec(None, {"dataset": bench["dataset"]})]
+
+    def dataset_spec(self, entry, path, where):
+        if isinstance(entry, str) and entry:
+            return DatasetSpec(Path(entry).name or entry, {"dataset": entry})
+        if isinstance(entry, dict) and isinstance(entry.get("dataset"), str):
+            _check_keys(entry, ("label", "dataset", "data_dir"), path, f"{where} datasets")
+            return DatasetSpec(str(entry.get("label") or Path(entry["dataset"]).name),
+                               {k: v for k, v in entry.items() if k != "label"})
+        raise _err(path, where, f"a datasets entry is a dataset name / folder or {{dataset, data_dir, label}}, "
+                                f"got {entry!r}")
+
+    def _config(self, values: dict, path: Path, where: str):
+        from .linkpred.training import config_from_dict
+
+        try:
+            return config_from_dict(values)
+        except MmeaInputError as e:
+            raise _err(path, where, e.message, e.hint) from None
+        except TypeError as e:  # a wrong type caught by the dataclass itself
+            raise _err(path, where, str(e)) from None
+
+    def _values(self, raw: dict, defaults: dict, row: dict, seed: int) -> dict:
+        bench = raw["bench"]
+        values = {**self.runner_defaults, "device": bench.get("device", "auto"),
+                  **raw.get("budget", {}), **defaults, **row, "seed": seed}
+        return {k: v for k, v in values.items() if k not in ROW_KEYS}
+
+    def check_defaults(self, raw: dict, path: Path) -> None:
+        for table in ("budget", "defaults"):
+            if "seed" in raw.get(table, {}):
+                raise _err(path, f"[{table}]", "seed is not set here: list the seeds in [bench] seeds")
+            self._config(self._values({**raw, "budget": {}}, raw.get(table, {}), {}, 0), path, f"[{table}]")
+
+    def resolve(self, raw, defaults, row, dataset, seed, path, where):
+        if "seed" in row:
+            raise _err(path, where, "seed is not set here: list the seeds in [bench] seeds")
+        values = self._values(raw, defaults, row, seed)
+        cfg = self._config(values, path, where)
+        data_dir = dataset.values.get("data_dir", raw["bench"].get("data_dir"))
+        params = {"dataset": dataset.values["dataset"], "data_dir": data_dir, "seed": seed,
+                  "device": values["device"], **{k: values.get(k) for k in self.named},
+                  "extra": {k: v for k, v in values.items() if k not in (*self.named, "seed", "device")}}
+        return {"dataset": params["dataset"], "data_dir": data_dir, "linkpred": _normalised(asdict(cfg))}, params
+
+    def stored_matches(self, cell: Cell) -> bool | None:
+        p = cell.out / "metrics.json"
+        if not p.is_file():
+            return None
+        try:
+            stored = json.loads(p.read_text(encoding="utf-8")).get("config") or {}
+        except (OSError, ValueError):
+            return False
+        # None fields (margin, shared_negatives) are resolved at run time from the others
+        return all(_normalised(stored.get(k)) == v for k, v in cell.config["linkpred"].items() if v is not None)
+
+    def run(self, cell: Cell, quiet: bool) -> dict:
+        from . import linkpred
+
+        return linkpred.run_linkpred_cli(**cell.params, out=cell.out, progress=not quiet)["metrics"]
+
+    def ran_label(self, m: dict) -> str:
+        c = m.get("config") or {}
+        parts = [str(m.get("model", c.get("model", "?"))), f"sampler {m.get('sampler', c.get('sampler'))}",
+                 f"loss {m.get('loss', c.get('loss'))}"]
+        if c:
+            parts += [f"K {c.get('num_negatives')}", f"d {c.get('dim')}",
+                      "filtered" if c.get("filtered", True) else "unfiltered"]
+        return " · ".join(parts)
+
+
+TASKS: dict[str, type[BenchTask]] = {"align": AlignBench, "linkpred": LinkpredBench}
+
+
+# ------------------------------------------------------------------------------------------- loading
+def _str_list(bench: dict, key: str, path: Path, default) -> list[str]:
+    v = bench.get(key, default)
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v):
+        raise _err(path, "[bench]", f"{key} must be a list of strings, got {v!r}")
+    return list(v)
+
+
+def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
+    """Read and validate a pipeline file; every cell's config is resolved here, before anything runs.
+
+    ``data_dir`` (``mmea bench --data-dir``) is where datasets are looked for
+    when the file does not say.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MmeaInputError(f"pipeline file not found: {p}", hint="the shipped pipelines are in pipelines/")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise MmeaInputError(f"{p}: invalid TOML: {e}") from None
+    bench = raw.get("bench")
+    if not isinstance(bench, dict):
+        raise _err(p, "[bench]", "missing table (name, task, seeds, ...)")
+    if bench.get("task") not in TASKS:
+        raise _err(p, "[bench]", f"task must be one of {', '.join(TASKS)}, got {bench.get('task')!r}")
+    task = TASKS[bench["task"]]()
+    _check_keys(raw, task.tables, p, "top level")
+    _check_keys(bench, task.bench_keys, p, "[bench]")
+    for t in task.tables[1:]:
+        if t in raw and not isinstance(raw[t], (list if t == "rows" else dict)):
+            raise _err(p, f"[{t}]", "must be a table" + (" array ([[rows]])" if t == "rows" else ""))
+
+    name = bench.get("name", p.stem)
+    if not isinstance(name, str) or not name or slug(name) != name:
+        raise _err(p, "[bench]", f"name must be a file-name-safe string, got {name!r}")
+    seeds = bench.get("seeds", [0])
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise _err(p, "[bench]", f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    metrics = [m if "." in m else f"test.{m}" for m in _str_list(bench, "metrics", p, task.default_metrics)]
+    report = _str_list(bench, "report", p, [])
+    out = Path(str(bench.get("out", f"runs/bench-{name}")))
+    description = bench.get("description", "")
+    if not isinstance(description, str):
+        raise _err(p, "[bench]", "description must be a string")
+    if data_dir is not None:
+        if task.name == "align":
+            raw = _deep_merge({"defaults": {"data": {"data_dir": str(data_dir)}}}, raw)
+        else:
+            raw = _deep_merge({"bench": {"data_dir": str(data_dir)}}, raw)
+        bench = raw["bench"]
+
+    defaults = raw.get("defaults", {})
+    task.check_defaults(raw, p)
+    rows_raw = raw.get("rows") or []
+    if not rows_raw:
+        raise _err(p, "[[rows]]", "no rows: add at least one [[rows]] table with a label")
+    rows: list[Row] = []
+    cells: list[Cell] = []
+    seen: dict[str, int] = {}
+    for i, r in enumerate(rows_raw, 1):
+        label = r.get("label") if isinstance(r, dict) else None
+        if not isinstance(label, str) or not label:
+            raise _err(p, f"[[rows]] #{i}", "every row needs a label = \"...\"")
+        where = f"[[rows]] #{i} ({label!r})"
+        setting = r.get("setting", "")
+        if not isinstance(setting, str):
+            raise _err(p, where, "setting must be a string")
+        anchor = r.get("anchor")
+        if anchor is not None and not isinstance(anchor, (str, dict)):
+            raise _err(p, where, "anchor must be a string or a table of published numbers")
+        key = task.row_key(label, raw, r)
+        if key in seen:
+            raise _err(p, where, f"row name {key!r} repeats row #{seen[key]}; labels must be distinct")
+        seen[key] = i
+        row = Row(i, label, key, setting, anchor, {k: v for k, v in r.items() if k not in ROW_KEYS})
+        rows.append(row)
+        for ds in task.datasets(bench, r, p, where):
+            for seed in seeds:
+                config, params = task.resolve(raw, defaults, r, ds, seed, p, where)
+                cell_name = f"{key}{'-' + slug(ds.label) if ds.label else ''}-seed{seed}"
+                cells.append(Cell(row, ds.label, seed, out / cell_name, _normalised(config), params))
+    return Pipeline(p, name, task, out, list(seeds), metrics, report, description, rows, cells)
+
+
+# ------------------------------------------------------------------------------------------- running
+def select_rows(pipeline: Pipeline, only: tuple[str, ...] | list[str] = ()) -> set[str]:
+    """Row keys chosen by ``--only`` (a label or a row name; all rows when empty)."""
+    if not only:
+        return {r.key for r in pipeline.rows}
+    chosen = set()
+    for name in only:
+        hit = {r.key for r in pipeline.rows if name in (r.label, r.key)}
+        if not hit:
+            names = sorted({r.label for r in pipeline.rows} | {r.key for r in pipeline.rows})
+            raise MmeaInputError(f"--only {name}: no such row in {pipeline.path}; rows: {', '.join(names)}")
+        chosen |= hit
+    return chosen
+
+
+def plan_cells(pipeline: Pipeline, only=(), force: bool = False) -> list[tuple[Cell, str]]:
+    """Each cell with its action.
+
+    ``run`` (no finished run), ``rerun`` (finished with another config, or
+    ``--force``), ``skip`` (finished with this config), ``load`` (left out by
+    ``--only`` but finished: its numbers still go into the table) or ``leave``
+    (left out and not finished).
+    """
+    chosen = select_rows(pipeline, only)
+    plan = []
+    for cell in pipeline.cells:
+        stored = pipeline.task.stored_matches(cell)
+        if cell.row.key not in chosen:
+            action = "load" if stored else "leave"
+        elif stored is None:
+            action = "run"
+        elif force or not stored:
+            action = "rerun"
+        else:
+            action = "skip"
+        plan.append((cell, action))
+    return plan
+
+
+@contextmanager
+def _cell_console(verbose: int):
+    """Keep a cell's own log (it is in the cell's run.log) off the console unless -v."""
+    if verbose:
+        yield
+        return
+    handlers = [h for h in logging.getLogger("mmea").handlers if getattr(h, "_mmea_console", False)]
+    levels = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for h, lv in zip(handlers, levels):
+            h.setLevel(lv)
+
+
+def _error_text(e: BaseException) -> str:
+    return e.message if isinstance(e, MmeaError) else f"{type(e).__name__}: {e}"
+
+
+def _read_metrics(cell: Cell) -> dict | None:
+    try:
+        return json.loads((cell.out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_bench(pipeline: Pipeline, *, only=(), force: bool = False, dry_run: bool = False,
+              results_dir: str | Path = "results", quiet: bool = False, verbose: int = 0,
+              echo: Callable[[str], None] = print, command: str | None = None) -> BenchReport:
+    """Run (or skip) every cell, then write ``results_dir/<name>.json`` and ``.md``.
+
+    A failing cell is recorded with its error and the bench goes on; the
+    caller decides what to do with :attr:`BenchReport.failed`.
+    """
+    plan = plan_cells(pipeline, only, force)
+    report = BenchReport(pipeline)
+    key_metric = pipeline.metrics[0]
+    if dry_run:
+        what = {"run": "would run", "rerun": "would rerun (config changed, or --force)",
+                "skip": "finished, would skip", "load": "left out (--only), finished",
+                "leave": "left out (--only)"}
+        for i, (cell, action) in enumerate(plan, 1):
+            echo(f"[{i}/{len(plan)}] {cell.name}  {what[action]}  -> {cell.out}")
+        return report
+    say = (lambda s: None) if quiet else echo
+    active = [cell for cell, action in plan if action in ("run", "rerun", "skip")]
+    i = 0
+    for cell, action in plan:
+        if action in ("load", "leave"):
+            metrics = _read_metrics(cell) if action == "load" else None
+            report.results.append(CellResult(cell, "skipped" if metrics else "not run", metrics))
+            continue
+        i += 1
+        tag = f"[{i}/{len(active)}] {cell.name}"
+        if action == "skip":
+            metrics = _read_metrics(cell)
+            report.results.append(CellResult(cell, "skipped", metrics))
+            say(f"{tag}  skipped (finished)  {_key_text(key_metric, metrics)}")
+            continue
+        say(f"{tag}  started" + ("  (again: config changed or --force)" if action == "rerun" else ""))
+        (cell.out / "metrics.json").unlink(missing_ok=True)  # a failure must not leave an old result behind
+        t0 = time.perf_counter()
+        try:
+            with _cell_console(verbose):
+                metrics = pipeline.task.run(cell, quiet)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - a failing cell is recorded and the bench goes on
+            dt = time.perf_counter() - t0
+            if verbose:
+                log.exception("cell %s failed", cell.name)
+            report.results.append(CellResult(cell, "failed", None, _error_text(e), dt))
+            say(f"{tag}  FAILED after {dt:.1f} s: {_error_text(e)}")
+            continue
+        dt = time.perf_counter() - t0
+        report.results.append(CellResult(cell, "done", metrics, None, dt))
+        say(f"{tag}  done  {_key_text(key_metric, metrics)}  ({dt:.1f} s)")
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    command = command or f"mmea bench {pipeline.path}"
+    written = datetime.now(timezone.utc)
+    report.json_path = results_dir / f"{pipeline.name}.json"
+    report.md_path = results_dir / f"{pipeline.name}.md"
+    from .runs import write_json
+
+    write_json(report.json_path, results_json(report, command, written))
+    report.md_path.write_text(results_markdown(report, command, written), encoding="utf-8")
+    return report
+
+
+def _key_text(path: str, metrics: dict | None) -> str:
+    v = metric_value(metrics or {}, path)
+    if v is None:
+        return ""
+    return f"{path.removeprefix('test.')} {format_value(v, path)}"
+
+
+# ------------------------------------------------------------------------------------------- results
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1); std is None for a single value."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def _decimals(path: str, values: list[int | float]) -> int:
+    """Decimals shown: 1 for seconds (``*_s``), none for counts, else by magnitude (4 for rates)."""
+    biggest = max(abs(v) for v in values)
+    if path.endswith("_s"):
+        return 2 if biggest < 1 else 1
+    if all(isinstance(v, int) for v in values):
+        return 0 if len(values) == 1 else 1
+    if biggest >= 100:
+        return 1
+    if biggest >= 10:
+        return 2
+    return 4
+
+
+def format_value(v: Any, path: str = "") -> str:
+    if _is_number(v):
+        return f"{v:.{_decimals(path, [v])}f}"
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def format_mean_std(values: list[Any], path: str = "") -> str:
+    """``"0.6000 ± 0.1414"`` over seeds, the plain value for one, ``"—"`` for none.
+
+    Non-numeric values (``stopped``) are listed once each.
+    """
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "—"
+    if not all(_is_number(v) for v in vals):
+        seen = list(dict.fromkeys(format_value(v) for v in vals))
+        return " / ".join(seen)
+    mean, std = mean_std([float(v) for v in vals])
+    d = _decimals(path, vals)
+    return f"{mean:.{d}f}" if std is None else f"{mean:.{d}f} ± {std:.{d}f}"
+
+
+def format_anchor(anchor: Any, dataset: str | None) -> str:
+    """A row's published numbers as text; a table keyed by dataset label picks that dataset's entry."""
+    if anchor is None:
+        return ""
+    if isinstance(anchor, dict) and dataset is not None and isinstance(anchor.get(dataset), (dict, str)):
+        anchor = anchor[dataset]
+    if isinstance(anchor, str):
+        return anchor
+    source = anchor.get("source")
+    nums = ", ".join(f"{str(k).removeprefix('test.')} {v}" for k, v in anchor.items()
+                     if k != "source" and not isinstance(v, dict))
+    return f"{nums} ({source})" if source and nums else str(source or nums)
+
+
+@dataclass
+class RowSummary:
+    row: Row
+    dataset: str | None
+    results: list[CellResult]
+
+    @property
+    def finished(self) -> list[CellResult]:
+        return [r for r in self.results if r.metrics is not None]
+
+    def values(self, path: str) -> list[Any]:
+        return [metric_value(r.metrics, path) for r in self.finished]
+
+
+def summarise(report: BenchReport) -> list[RowSummary]:
+    """One summary per row x dataset, in file order."""
+    groups: dict[tuple[str, str | None], RowSummary] = {}
+    for r in report.results:
+        k = (r.cell.row.key, r.cell.dataset)
+        groups.setdefault(k, RowSummary(r.cell.row, r.cell.dataset, [])).results.append(r)
+    return list(groups.values())
+
+
+def _ran(report: BenchReport, s: RowSummary) -> str:
+    labels = dict.fromkeys(report.pipeline.task.ran_label(r.metrics) for r in s.finished)
+    return " | ".join(labels)
+
+
+def _env(cell: Cell) -> dict:
+    try:
+        return json.loads((cell.out / "env.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _measured_on(report: BenchReport) -> tuple[str, str]:
+    """(machines, dates) of the finished cells, from their env.json; this machine when none says."""
+    machines, dates = {}, []
+    for r in report.results:
+        if r.metrics is None:
+            continue
+        env = _env(r.cell)
+        if env.get("platform"):
+            machines[f"{env['platform']}, {env.get('cpu_count', '?')} CPUs"] = None
+        if env.get("started_utc"):
+            dates.append(str(env["started_utc"])[:10])
+    if not machines:
+        machines[f"{platform.platform()}, {os.cpu_count()} CPUs"] = None
+    devices = dict.fromkeys(str(r.metrics.get("device")) for r in report.results
+                            if r.metrics and r.metrics.get("device"))
+    text = "; ".join(machines) + (f"; device {', '.join(devices)}" if devices else "")
+    span = "" if not dates else (min(dates) if min(dates) == max(dates) else f"{min(dates)} to {max(dates)}")
+    return text, span
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def results_markdown(report: BenchReport, command: str, written: datetime) -> str:
+    p = report.pipeline
+    summaries = summarise(report)
+    machine, span = _measured_on(report)
+    with_dataset = any(s.dataset for s in summaries)
+    lines = [f"# {p.name}", ""]
+    if p.description:
+        lines += [p.description.strip(), ""]
+    lines += [f"Produced by `{command}` on {written:%Y-%m-%d %H:%M} UTC"
+              + (f" (cells run {span})" if span else "") + f", on {machine}. "
+              "Every number is measured: read from the cells' metrics.json, not typed; "
+              f"mean ± sample standard deviation over seeds ({', '.join(map(str, p.seeds))}).", ""]
+    head = ["Row"] + (["Dataset"] if with_dataset else []) + [m.removeprefix("test.") for m in p.metrics] \
+        + ["n", "Setting", "Ran (from metrics.json)", "Published"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for s in summaries:
+        n_ok, n_all = len(s.finished), len(s.results)
+        cells = [_md(s.row.key if p.task.name == "linkpred" else s.row.label)]
+        cells += [_md(s.dataset or "")] if with_dataset else []
+        cells += [format_mean_std(s.values(m), m) for m in p.metrics]
+        cells += [str(n_ok) if n_ok == n_all else f"{n_ok}/{n_all}", _md(s.row.setting or "—"),
+                  _md(_ran(report, s) or "—"), _md(format_anchor(s.row.anchor, s.dataset) or "—")]
+        lines.append("| " + " | ".join(cells) + " |")
+    if p.report:
+        lines += ["", "Details (same cells):", ""]
+        head = ["Row"] + (["Dataset"] if with_dataset else []) + list(p.report)
+        lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for s in summaries:
+            cells = [_md(s.row.key if p.task.name == "linkpred" else s.row.label)]
+            cells += [_md(s.dataset or "")] if with_dataset else []
+            cells += [_md(format_mean_std(s.values(m), m)) for m in p.report]
+            lines.append("| " + " | ".join(cells) + " |")
+    failed = report.failed
+    missing = [r for r in report.results if r.status == "not run"]
+    if failed:
+        lines += ["", "Failed cells:", ""] + [f"- `{r.cell.name}`: {_md(r.error)}" for r in failed]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(f'`{r.cell.name}`' for r in missing)}."]
+    return "\n".join(lines) + "\n"
+
+
+def results_json(report: BenchReport, command: str, written: datetime) -> dict:
+    p = report.pipeline
+    paths = [*p.metrics, *p.report]
+    cells = []
+    for r in report.results:
+        m = r.metrics or {}
+        env = _env(r.cell) if r.metrics else {}
+        cells.append({
+            "name": r.cell.name, "row": r.cell.row.label, "row_key": r.cell.row.key, "dataset": r.cell.dataset,
+            "seed": r.cell.seed, "out": str(r.cell.out), "status": r.status, "error": r.error,
+            "wall_s": r.wall_s, "config": r.cell.config,
+            "metrics": {k: metric_value(m, k) for k in paths} if r.metrics else None,
+            "timings": {k: v for k, v in (m.get("timings") or {}).items() if _is_number(v)} or None,
+            "ran": p.task.ran_label(m) if r.metrics else None,
+            "machine": {k: env.get(k) for k in ("platform", "cpu_count", "started_utc")} if env else None,
+        })
+    rows = []
+    for s in summarise(report):
+        agg = {}
+        for k in paths:
+            nums = [float(v) for v in s.values(k) if _is_number(v)]
+            if nums:
+                mean, std = mean_std(nums)
+                agg[k] = {"mean": mean, "std": std, "n": len(nums), "text": format_mean_std(s.values(k), k)}
+        rows.append({"row": s.row.label, "row_key": s.row.key, "dataset": s.dataset, "setting": s.row.setting,
+                     "ran": _ran(report, s), "anchor": s.row.anchor,
+                     "seeds": [r.cell.seed for r in s.finished],
+                     "failed_seeds": [r.cell.seed for r in s.results if r.status == "failed"], "metrics": agg})
+    machine, span = _measured_on(report)
+    return {"name": p.name, "task": p.task.name, "pipeline": str(p.path), "command": command,
+            "written_utc": written.isoformat(timespec="seconds"), "measured_on": machine, "cells_run": span,
+            "seeds": p.seeds, "metrics": p.metrics, "report": p.report,
+            "counts": {s: sum(r.status == s for r in report.results)
+                       for s in ("done", "skipped", "failed", "not run")},
+            "rows": rows, "cells": cells}

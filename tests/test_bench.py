@@ -1,0 +1,422 @@
+"""`mmea bench`: grid expansion, skipping finished cells, --only, failures, the table, linkpred cells, errors.
+
+The shipped demo pipeline runs for real (4 cells on the demo pair); everything
+else uses fake runners that write what the real ones write (config.toml,
+metrics.json), so the bench logic is tested without training anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mmea.bench import format_anchor, format_mean_std, load_pipeline, mean_std, plan_cells
+from mmea.cli import main
+from mmea.errors import MmeaInputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------ the shipped demo pipeline
+@pytest.fixture(scope="module")
+def demo_bench(tmp_path_factory):
+    """`mmea bench pipelines/demo.toml` once, from a scratch working directory."""
+    work = tmp_path_factory.mktemp("bench-demo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        r = run("bench", REPO / "pipelines" / "demo.toml")
+    assert r.exit_code == 0, r.output
+    return work, r.output
+
+
+def test_demo_pipeline_runs_every_cell_and_tabulates_measured_numbers(demo_bench):
+    work, out = demo_bench
+    names = ["baseline-seed0", "baseline-seed1", "propagation-seed0", "propagation-seed1"]
+    for n in names:
+        assert (work / "runs" / "bench-demo" / n / "metrics.json").is_file()
+        assert re.search(rf"\[\d/4\] {n}  done  hits@1 0\.\d{{4}}  \(\d+\.\d s\)", out), out
+    assert "4 cells: 4 done" in out
+    res = json.loads((work / "results" / "demo.json").read_text())
+    assert res["counts"]["done"] == 4 and [c["name"] for c in res["cells"]] == names
+    md = (work / "results" / "demo.md").read_text()
+    assert "mmea bench" in md and "demo.toml" in md and "not typed" in md and "CPUs" in md
+    # each row's number is the mean ± std of its cells' metrics.json, and the "ran" label comes from there too
+    for row in ("baseline", "propagation"):
+        h1 = [json.loads((work / "runs" / "bench-demo" / f"{row}-seed{s}" / "metrics.json").read_text())["test"]
+              ["hits@1"] for s in (0, 1)]
+        mean, std = mean_std(h1)
+        line = next(x for x in md.splitlines() if x.startswith(f"| {row} |"))
+        assert f"| {mean:.4f} ± {std:.4f} |" in line
+        assert f"{row} · seed ratio 0.30 · names char-ngram" in line and "| 2 |" in line
+    rows = {r["row"]: r for r in res["rows"]}
+    assert rows["propagation"]["metrics"]["test.hits@1"]["mean"] > rows["baseline"]["metrics"]["test.hits@1"]["mean"]
+
+
+def test_demo_pipeline_second_run_skips_finished_cells(demo_bench, monkeypatch):
+    work, _ = demo_bench
+    monkeypatch.chdir(work)
+    metrics = sorted((work / "runs" / "bench-demo").glob("*/metrics.json"))
+    before = [p.stat().st_mtime_ns for p in metrics]
+    import mmea.pipelines.align as align_job
+
+    def must_not_run(*a, **k):  # pragma: no cover - would be a failure
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(align_job, "run_align", must_not_run)
+    r = run("bench", REPO / "pipelines" / "demo.toml")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("skipped (finished)") == 4 and "4 cells: 4 skipped" in r.output
+    assert [p.stat().st_mtime_ns for p in metrics] == before
+    r = run("bench", REPO / "pipelines" / "demo.toml", "--dry-run")
+    assert r.output.count("finished, would skip") == 4
+
+
+# --------------------------------------------------------------------------------- fake runners
+class FakeAlign:
+    """Stands in for run_align: writes config.toml + metrics.json like the real one; fails on request."""
+
+    def __init__(self, hits=None, fail=lambda cfg: False):
+        self.calls: list = []
+        self.hits = hits or (lambda cfg: 0.5 + 0.1 * cfg.seed)
+        self.fail = fail
+
+    def __call__(self, cfg, out=None, quiet=False):
+        from mmea.config import to_toml
+
+        self.calls.append(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(to_toml(dataclasses.asdict(cfg)))
+        if self.fail(cfg):
+            raise RuntimeError(f"boom in {out.name}")
+        m = {"dataset": cfg.data.pair or "demo", "model": cfg.model_name, "seed": cfg.seed, "device": "cpu",
+             "split": {"train": 27, "valid": 3, "test": 70},
+             "test": {"hits@1": self.hits(cfg), "hits@10": 0.9, "mrr": 0.7},
+             "model_info": {"name_encoder": {"encoder": "char-ngram", "model": "tfidf-char-wb"}},
+             "timings": {"total_s": 1.0 + cfg.seed}}
+        (out / "metrics.json").write_text(json.dumps(m))
+        return {"metrics": m}
+
+
+@pytest.fixture
+def fake_align(monkeypatch):
+    import mmea.pipelines.align as align_job
+
+    fake = FakeAlign()
+    monkeypatch.setattr(align_job, "run_align", fake)
+    return fake
+
+
+GRID = """\
+    [bench]
+    name = "grid"
+    task = "align"
+    out = "{out}"
+    seeds = [0, 1, 2]
+    datasets = ["dbp15k_zh_en", {{ label = "mine", src = "kg1/", tgt = "kg2/", links = "links.tsv" }}]
+    metrics = ["test.hits@1", "mrr"]
+
+    [defaults]
+    device = "cpu"
+    data.seed_ratio = 0.3
+    search.csls_k = 5
+    set = ["search.topk=2"]
+
+    [[rows]]
+    label = "base"
+    setting = "names only"
+    anchor = "H@1 0.50 (paper)"
+    model.name = "baseline"
+
+    [[rows]]
+    label = "prop"
+    datasets = ["dbp15k_ja_en"]
+    model = {{ name = "propagation", hops = 1 }}
+    data.seed_ratio = 0.0
+    set = ["search.csls_k=3"]
+    [rows.anchor]
+    "test.hits@1" = 0.9
+    source = "Table 2"
+"""
+
+
+def test_grid_expansion_merges_defaults_datasets_and_rows(tmp_path):
+    p = load_pipeline(write(tmp_path / "grid.toml", GRID.format(out=tmp_path / "runs")))
+    assert p.name == "grid" and p.task.name == "align" and p.metrics == ["test.hits@1", "test.mrr"]
+    assert [c.name for c in p.cells] == [
+        *(f"base-dbp15k_zh_en-seed{s}" for s in (0, 1, 2)), *(f"base-mine-seed{s}" for s in (0, 1, 2)),
+        *(f"prop-dbp15k_ja_en-seed{s}" for s in (0, 1, 2))]
+    base_zh, base_mine, prop = p.cells[1], p.cells[3], p.cells[8]
+    assert base_zh.out == tmp_path / "runs" / "base-dbp15k_zh_en-seed1"
+    assert base_zh.config["seed"] == 1 and base_zh.config["device"] == "cpu"
+    assert {"pair": "dbp15k_zh_en", "src": "", "tgt": "", "seed_ratio": 0.3}.items() <= base_zh.config["data"].items()
+    assert base_zh.config["search"]["csls_k"] == 5 and base_zh.config["search"]["topk"] == 2
+    assert base_mine.config["data"]["src"] == "kg1/" and base_mine.config["data"]["links"] == "links.tsv"
+    # the row wins over [defaults]; its `set` strings apply after the tables, as --set does
+    assert prop.config["model"]["name"] == "propagation" and prop.config["model"]["hops"] == 1
+    assert prop.config["data"]["seed_ratio"] == 0.0 and prop.config["search"]["csls_k"] == 3
+    assert prop.params.seed == 2 and prop.params.model_name == "propagation"  # a real RunConfig
+    assert format_anchor(p.rows[1].anchor, "dbp15k_ja_en") == "hits@1 0.9 (Table 2)"
+
+
+def test_skip_force_and_changed_config(tmp_path, fake_align, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "p.toml", GRID.format(out="runs"))
+    assert run("bench", pipe).exit_code == 0 and len(fake_align.calls) == 9
+    r = run("bench", pipe)
+    assert r.exit_code == 0 and len(fake_align.calls) == 9 and r.output.count("skipped (finished)") == 9
+    r = run("-q", "bench", pipe, "--force", "--only", "prop")
+    assert len(fake_align.calls) == 12 and "started" not in r.output  # -q: no progress lines
+    # a changed setting makes the finished cells stale: they run again
+    pipe.write_text(pipe.read_text().replace("search.csls_k = 5", "search.csls_k = 6"))
+    r = run("bench", pipe)
+    assert len(fake_align.calls) == 18 and r.output.count("config changed") == 6
+    # --data-dir is a location, not a setting: finished cells stay finished
+    assert run("bench", pipe, "--data-dir", tmp_path).exit_code == 0 and len(fake_align.calls) == 18
+
+
+def test_only_runs_a_subset_and_keeps_the_rest_in_the_table(tmp_path, fake_align, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "p.toml", GRID.format(out="runs"))
+    r = run("bench", pipe, "--only", "prop")
+    assert r.exit_code == 0 and {c.model_name for c in fake_align.calls} == {"propagation"}
+    assert len(fake_align.calls) == 3 and "[3/3] prop-dbp15k_ja_en-seed2  done" in r.output
+    res = json.loads((tmp_path / "results" / "grid.json").read_text())
+    assert res["counts"] == {"done": 3, "skipped": 0, "failed": 0, "not run": 6}
+    md = (tmp_path / "results" / "grid.md").read_text()
+    assert "| base | dbp15k_zh_en | — | — | 0/3 |" in md and "Not run yet:" in md
+    r = run("bench", pipe, "--only", "base")
+    assert len(fake_align.calls) == 9 and "prop-dbp15k_ja_en" not in r.output  # prop is loaded, not listed
+    res = json.loads((tmp_path / "results" / "grid.json").read_text())
+    assert res["counts"] == {"done": 6, "skipped": 3, "failed": 0, "not run": 0}
+    r = run("bench", pipe, "--only", "nope")
+    assert r.exit_code == 2 and "--only nope: no such row" in r.output and "base, prop" in r.output
+
+
+def test_failed_cell_is_recorded_and_the_bench_goes_on(tmp_path, monkeypatch):
+    import mmea.pipelines.align as align_job
+
+    fake = FakeAlign(fail=lambda cfg: cfg.model_name == "propagation" and cfg.seed == 1)
+    monkeypatch.setattr(align_job, "run_align", fake)
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "p.toml", GRID.format(out="runs"))
+    r = run("bench", pipe)
+    assert r.exit_code == 1 and len(fake.calls) == 9
+    assert "prop-dbp15k_ja_en-seed1  FAILED after" in r.output and "boom in prop-dbp15k_ja_en-seed1" in r.output
+    assert "prop-dbp15k_ja_en-seed2  done" in r.output  # the cell after the failure still ran
+    assert "error: 1 of 9 cells failed" in r.output and "hint:" in r.output
+    res = json.loads((tmp_path / "results" / "grid.json").read_text())
+    bad = [c for c in res["cells"] if c["status"] == "failed"]
+    assert len(bad) == 1 and bad[0]["error"] == "RuntimeError: boom in prop-dbp15k_ja_en-seed1"
+    assert not (tmp_path / "runs" / "prop-dbp15k_ja_en-seed1" / "metrics.json").exists()
+    md = (tmp_path / "results" / "grid.md").read_text()
+    assert "| prop | dbp15k_ja_en | 0.6000 ± 0.1414 |" in md and "| 2/3 |" in md  # seeds 0 and 2
+    assert "Failed cells:" in md and "boom" in md
+    # the next run retries only the failed cell
+    monkeypatch.setattr(align_job, "run_align", FakeAlign())
+    r = run("bench", pipe)
+    assert r.exit_code == 0 and r.output.count("  done") == 1
+
+
+# ------------------------------------------------------------------------------------------- the table
+def test_mean_std_formatting_against_hand_computed_numbers():
+    assert format_mean_std([0.5, 0.7], "test.hits@1") == "0.6000 ± 0.1414"  # sample std: sqrt(0.02 / 1)
+    assert format_mean_std([0.5, 0.6, 0.8], "test.mrr") == "0.6333 ± 0.1528"  # sqrt(0.046667 / 2)
+    assert format_mean_std([0.25], "test.hits@1") == "0.2500"  # one seed: the plain value
+    assert format_mean_std([2.0, 4.0], "timings.total_s") == "3.0 ± 1.4"
+    assert format_mean_std([100.0, 110.0], "test.mr") == "105.0 ± 7.1"
+    assert format_mean_std([12.5, 13.5], "x") == "13.00 ± 0.71"
+    assert format_mean_std([10, 12], "epochs_run") == "11.0 ± 1.4" and format_mean_std([7], "epochs_run") == "7"
+    assert format_mean_std([1.0], "test.hits@10") == "1.0000"  # a rate that happens to be 1 is not a count
+    assert format_mean_std(["early stopping", "time budget", "early stopping"]) == "early stopping / time budget"
+    assert format_mean_std([]) == "—" and format_mean_std([None]) == "—"
+    assert format_anchor("H@1 0.72 (SelfMEA)", None) == "H@1 0.72 (SelfMEA)"
+    assert format_anchor({"zh_en": {"test.hits@1": 0.72}, "ja_en": "n/a"}, "ja_en") == "n/a"
+
+
+def test_table_rows_are_mean_std_of_the_cells(tmp_path, monkeypatch):
+    import mmea.pipelines.align as align_job
+
+    values = {0: 0.5, 1: 0.6, 2: 0.8}
+    monkeypatch.setattr(align_job, "run_align", FakeAlign(hits=lambda cfg: values[cfg.seed]))
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "p.toml", GRID.format(out="runs"))
+    r = run("bench", pipe, "--results-dir", "tables")
+    assert r.exit_code == 0 and "table:   tables/grid.md" in r.output
+    md = (tmp_path / "tables" / "grid.md").read_text()
+    head = next(x for x in md.splitlines() if x.startswith("| Row"))
+    assert head == "| Row | Dataset | hits@1 | mrr | n | Setting | Ran (from metrics.json) | Published |"
+    line = next(x for x in md.splitlines() if x.startswith("| base | mine |"))
+    assert line == ("| base | mine | 0.6333 ± 0.1528 | 0.7000 ± 0.0000 | 3 | names only "
+                    "| baseline · seed ratio 0.30 · names char-ngram (tfidf-char-wb) | H@1 0.50 (paper) |")
+    assert "| prop | dbp15k_ja_en | 0.6333 ± 0.1528 |" in md and "hits@1 0.9 (Table 2) |" in md
+    res = json.loads((tmp_path / "tables" / "grid.json").read_text())
+    agg = res["rows"][1]["metrics"]["test.hits@1"]
+    assert agg["n"] == 3 and agg["mean"] == pytest.approx(0.63333, abs=1e-5) and agg["text"] == "0.6333 ± 0.1528"
+    cell = res["cells"][0]
+    assert cell["metrics"] == {"test.hits@1": 0.5, "test.mrr": 0.7} and cell["config"]["search"]["csls_k"] == 5
+
+
+# ---------------------------------------------------------------------------------------------- linkpred
+class FakeLinkpred:
+    """Stands in for run_linkpred_cli: records its arguments, writes a metrics.json like the real one."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def __call__(self, dataset, data_dir=None, model="transe", sampler="uniform", loss="self-adversarial",
+                 dim=None, epochs=None, num_negatives=None, seed=0, device="cpu", out=None, extra=None,
+                 progress=True):
+        from mmea.linkpred.training import config_from_dict, resolve_margin
+
+        kw = dict(dataset=dataset, data_dir=data_dir, model=model, sampler=sampler, loss=loss, dim=dim,
+                  epochs=epochs, num_negatives=num_negatives, seed=seed, device=device, out=out, extra=extra)
+        self.calls.append(kw)
+        values = {"model": model, "sampler": sampler, "loss": loss, "seed": seed, "device": device, **extra}
+        values.update({k: v for k, v in (("dim", dim), ("epochs", epochs), ("num_negatives", num_negatives))
+                       if v is not None})
+        cfg = config_from_dict(values)
+        m = {"dataset": dataset, "task": "linkpred", "model": model, "sampler": sampler, "loss": loss,
+             "seed": seed, "device": "cpu",
+             "config": {**dataclasses.asdict(cfg), "margin": resolve_margin(cfg), "shared_negatives": True},
+             "test": {"mrr": 0.2 + 0.01 * seed, "hits@1": 0.1, "hits@3": 0.2, "hits@10": 0.4, "mr": 300.0},
+             "epochs_run": 3, "stopped": "epochs",
+             "false_negatives": {"drawn_true_rate_train": 0.01, "returned_true_rate_all_splits": 0.0},
+             "timings": {"train_s": 2.0, "epoch_s_mean": 0.5, "total_s": 3.0}}
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "metrics.json").write_text(json.dumps(m))
+        return {"metrics": m, "metrics_path": Path(out) / "metrics.json"}
+
+
+@pytest.fixture
+def fake_linkpred(monkeypatch):
+    import mmea.linkpred
+
+    fake = FakeLinkpred()
+    monkeypatch.setattr(mmea.linkpred, "run_linkpred_cli", fake)
+    return fake
+
+
+def test_linkpred_pipeline_calls_the_runner_per_row_and_seed(tmp_path, fake_linkpred, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "lp.toml", """\
+        [bench]
+        name = "lp"
+        task = "linkpred"
+        dataset = "tiny"
+        seeds = [0, 1]
+        out = "runs/lp"
+        device = "cpu"
+        metrics = ["mrr", "hits@10"]
+        report = ["epochs_run", "stopped"]
+
+        [budget]
+        max_minutes = 1.0
+        epochs = 3
+        dim = 8
+
+        [defaults]
+        lr = 0.01
+        num_negatives = 4
+        model = "rotate"                # the cell name follows the resolved model
+
+        [[rows]]
+        label = "uniform"
+        sampler = "uniform"
+        loss = "margin-ranking"
+
+        [[rows]]
+        label = "uniform"
+        model = "distmult"
+        num_negatives = 2
+        sampler_options = { k = 3 }
+        anchor = "MRR 0.2188"
+    """)
+    r = run("bench", pipe, "--data-dir", tmp_path / "data")
+    assert r.exit_code == 0, r.output
+    assert [Path(c["out"]).name for c in fake_linkpred.calls] == [
+        "uniform-rotate-seed0", "uniform-rotate-seed1", "uniform-distmult-seed0", "uniform-distmult-seed1"]
+    c = fake_linkpred.calls[2]
+    assert c["dataset"] == "tiny" and c["data_dir"] == str(tmp_path / "data") and c["seed"] == 0
+    assert (c["model"], c["sampler"], c["loss"], c["dim"], c["epochs"], c["num_negatives"]) == \
+        ("distmult", "uniform", "self-adversarial", 8, 3, 2)
+    assert c["extra"] == {"max_minutes": 1.0, "lr": 0.01, "sampler_options": {"k": 3}} and c["device"] == "cpu"
+    md = (tmp_path / "results" / "lp.md").read_text()
+    assert "| uniform-distmult | 0.2050 ± 0.0071 | 0.4000 ± 0.0000 | 2 |" in md and "MRR 0.2188" in md
+    assert "distmult · sampler uniform · loss self-adversarial · K 2 · d 8 · filtered" in md
+    assert "| uniform-rotate | 3.0 ± 0.0 | epochs |" in md  # the report table
+    r = run("bench", pipe, "--only", "uniform-distmult")
+    assert r.exit_code == 0 and len(fake_linkpred.calls) == 4 and r.output.count("skipped (finished)") == 2
+
+
+def test_shipped_negative_sampling_pipeline_resolves_as_its_header_says(tmp_path, fake_linkpred, monkeypatch):
+    p = load_pipeline(REPO / "pipelines" / "negative_sampling_fb15k237.toml")
+    assert p.name == "negative_sampling_fb15k237" and len(p.cells) == 13 and len(p.rows) == 13
+    assert p.metrics == ["test.mrr", "test.hits@1", "test.hits@3", "test.hits@10", "test.mr"]
+    assert "false_negatives.returned_true_rate_all_splits" in p.report
+    cells = {c.name: c for c in p.cells}
+    hard = cells["hard-nn-transe-seed0"].params
+    assert (hard["model"], hard["sampler"], hard["num_negatives"], hard["dim"], hard["device"]) == \
+        ("transe", "hard-nn", 32, 200, "cpu")
+    assert hard["extra"]["sampler_options"] == {"num_neighbors": 64, "refresh_every": 2}
+    assert hard["extra"]["max_minutes"] == 25.0 and hard["extra"]["normalize_entities"] is True
+    assert cells["self-adversarial-unfiltered-transe-seed0"].params["extra"]["filtered"] is False
+    assert cells["uniform-distmult-seed0"].params["extra"]["regularization"] == 0.0001
+    monkeypatch.chdir(tmp_path)
+    r = run("-q", "bench", REPO / "pipelines" / "negative_sampling_fb15k237.toml")
+    assert r.exit_code == 0 and len(fake_linkpred.calls) == 13 and "13 cells: 13 done" in r.output
+    assert (tmp_path / "runs" / "bench-negative-sampling-fb15k237" / "cache-distmult-seed0" / "metrics.json").exists()
+    assert len(plan_cells(p)) == 13 and all(a == "skip" for _, a in plan_cells(p))
+
+
+# ---------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("text, expected", [
+    ('[bench]\nname = "x"\ntask = "align"\nseedz = [0]\n', "[bench]: unknown key 'seedz'"),
+    ('[bench]\ntask = "align"\n[defaultz]\n', "top level: unknown key 'defaultz'"),
+    ('[bench]\ntask = "nope"\n', "task must be one of align, linkpred"),
+    ('[bench]\ntask = "align"\n[defaults]\nmodel.foo = 1\n[[rows]]\nlabel = "a"\n',
+     "[defaults]: unknown key model (baseline).foo"),
+    ('[bench]\ntask = "align"\n[[rows]]\nlabel = "a"\nmodle.name = "baseline"\n',
+     "[[rows]] #1 ('a'): unknown key 'modle'"),
+    ('[bench]\ntask = "align"\n[[rows]]\nlabel = "a"\nsearch.cls_k = 3\n',
+     "[[rows]] #1 ('a'): unknown key search.cls_k"),
+    ('[bench]\ntask = "align"\n[[rows]]\nlabel = "a"\nset = ["search.csls_k=x"]\n', "search.csls_k must be int"),
+    ('[bench]\ntask = "align"\n[defaults]\nseed = 3\n[[rows]]\nlabel = "a"\n', "list the seeds in [bench] seeds"),
+    ('[bench]\ntask = "align"\n[[rows]]\nlabel = "a"\n[[rows]]\nlabel = "a"\n', "row name 'a' repeats row #1"),
+    ('[bench]\ntask = "align"\n[[rows]]\nsetting = "x"\n', "[[rows]] #1: every row needs a label"),
+    ('[bench]\ntask = "align"\nseeds = 0\n[[rows]]\nlabel = "a"\n', "seeds must be a non-empty list"),
+    ('[bench]\ntask = "align"\n', "[[rows]]: no rows"),
+    ('[bench]\ntask = "linkpred"\ndataset = "d"\n[[rows]]\nlabel = "a"\nsamplr = "x"\n',
+     "[[rows]] #1 ('a'): unknown link-prediction option(s): samplr"),
+    ('[bench]\ntask = "linkpred"\ndataset = "d"\n[budget]\nepochz = 3\n[[rows]]\nlabel = "a"\n',
+     "[budget]: unknown link-prediction option(s): epochz"),
+    ('[bench]\ntask = "linkpred"\n[[rows]]\nlabel = "a"\n', "needs dataset ="),
+    ('[bench\ntask = "align"\n', "invalid TOML"),
+])
+def test_bad_pipelines_are_one_line_naming_file_and_key(tmp_path, text, expected):
+    pipe = tmp_path / "bad.toml"
+    pipe.write_text(text)
+    with pytest.raises(MmeaInputError) as e:
+        load_pipeline(pipe)
+    assert str(pipe) in e.value.message and expected in e.value.message, e.value.message
+    r = run("bench", pipe)
+    assert r.exit_code == 2 and r.output.startswith(f"error: {pipe}") and "Traceback" not in r.output
+
+
+def test_missing_pipeline_file_exits_2(tmp_path):
+    r = run("bench", tmp_path / "nope.toml")
+    assert r.exit_code == 2 and f"pipeline file not found: {tmp_path / 'nope.toml'}" in r.output
