@@ -25,6 +25,8 @@ Examples:
   mmea align --src dbp_zh --tgt dbp_en --data-dir ../shared/datasets
   mmea align --pair path/to/openea_or_tsv_pair --seed-ratio 0.2 --match hungarian
   mmea align --src my_kg1/ --tgt my_kg2/ --links known_links.tsv --topk 5
+  mmea align --src dbp_zh --tgt dbp_en --data-dir ../shared/datasets --model selfmea --seed-ratio 0
+  mmea align --model selfmea --modalities names,structure,anchors --set model.epochs=10
 """
 
 
@@ -149,10 +151,12 @@ def _data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
 @click.option("--name-encoder", default=None, help="auto | char-ngram | sentence-transformers.")
 @click.option("--name-model", default=None, help="Sentence-transformers model name or local folder.")
 @click.option("--name-source", default=None, help="auto | uri | name | translated.")
+@click.option("--modalities", default=None,
+              help="Modalities of models that take them (selfmea): structure,names,images,relations,attributes,anchors.")
 @common_run_options
 @click.pass_context
 def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, model, match, topk, candidates,
-          name_encoder, name_model, name_source, config_path, overrides, seed, device, out):
+          name_encoder, name_model, name_source, modalities, config_path, overrides, seed, device, out):
     """Align two KGs and write alignment.csv, metrics.json, config.toml and a log."""
     from .config import load_config
     from .pipelines.align import run_align
@@ -161,7 +165,7 @@ def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, m
         seed, device,
         data=_data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split),
         features={"name_encoder": name_encoder, "name_model": name_model, "name_source": name_source},
-        model={"name": model},
+        model={"name": model, "modalities": modalities},
         search={"match": match, "topk": topk, "candidates": candidates},
     )
     cfg = load_config(config_path, list(overrides), base)

@@ -10,7 +10,9 @@ the L2-normalised blocks
     X,  P X,  P^2 X,  P S,  P^2 S          (each scaled by sqrt(weight))
 
 so that the inner product of two entities is the weighted *sum of cosines*
-of the blocks; ranking then uses CSLS (Lample et al. 2018) through
+of the blocks.  The anchor blocks' weight is chosen from ``anchor_weights`` by
+Hits@1 on the validation links (held-out pseudo-seeds without train links),
+unless ``anchor_weight`` is set; ranking then uses CSLS (Lample et al. 2018) through
 :mod:`mmea.search`.  Neighbour-averaged names carry the structure of the
 graph without any training (in the spirit of the simple propagation
 baselines for entity alignment, e.g. Mao et al., "LightEA", 2022), and the
@@ -77,9 +79,11 @@ class PropagationModel(AlignmentModel):
         hops: int = 2
         name_weight: float = 1.0
         neighbor_weight: float = 1.0
-        anchor_weight: float = 1.0
+        anchor_weight: float = -1.0   # < 0: chosen from anchor_weights by Hits@1 on the selection links
+        anchor_weights: tuple = (0.25, 0.5, 1.0)
         pseudo_seeds: bool = True
         pseudo_threshold: float = 0.8
+        pseudo_valid: float = 0.1     # self-supervised: share of pseudo-seeds held out to choose the weight
 
     def fit(self, task) -> None:
         from ..encoders.structure import adjacency_matrix
@@ -89,17 +93,23 @@ class PropagationModel(AlignmentModel):
         xs = _normalize_rows(np.array(names.source, dtype=np.float32))  # (N, d)
         xt = _normalize_rows(np.array(names.target, dtype=np.float32))  # (M, d)
 
-        seeds = task.train
+        seeds, select = task.train, np.asarray(task.valid).reshape(-1, 2)
         self.info["seeds"] = {"kind": "train links", "count": int(len(seeds))}
         if len(seeds) == 0 and c.pseudo_seeds:
             seeds = mutual_nearest_pairs(xs, xt, c.pseudo_threshold)
             self.info["seeds"] = {"kind": f"pseudo-seeds: mutual nearest names, cosine > {c.pseudo_threshold}",
                                   "count": int(len(seeds))}
             log.info("propagation: %d pseudo-seeds from mutual nearest names", len(seeds))
+            if c.anchor_weight < 0 and len(seeds) >= 20:
+                # hold some pseudo-seeds out to choose the anchor weight: no gold link is used
+                perm = np.random.default_rng(self.ctx.seed).permutation(len(seeds))
+                k = int(round(c.pseudo_valid * len(seeds)))
+                select, seeds = seeds[perm[:k]], seeds[perm[k:]]
 
         ps = adjacency_matrix(task.source.triples, task.source.num_entities, self_loops=False, normalization="row")
         pt = adjacency_matrix(task.target.triples, task.target.num_entities, self_loops=False, normalization="row")
         blocks_s, blocks_t = [np.sqrt(c.name_weight) * xs], [np.sqrt(c.name_weight) * xt]
+        n_fixed = 1 + c.hops
         hs, ht = xs, xt
         for _ in range(c.hops):
             hs, ht = ps @ hs, pt @ ht  # (N, d), (M, d)
@@ -112,11 +122,39 @@ class PropagationModel(AlignmentModel):
                 a_s, a_t = (ps @ a_s).tocsr(), (pt @ a_t).tocsr()
                 # the same projection for both sides keeps anchor j on the same axis
                 seed = self.ctx.seed + 1000 + len(blocks_s)
-                blocks_s.append(np.sqrt(c.anchor_weight) * random_projection(a_s, c.anchor_dim, seed))
-                blocks_t.append(np.sqrt(c.anchor_weight) * random_projection(a_t, c.anchor_dim, seed))
+                blocks_s.append(random_projection(a_s, c.anchor_dim, seed))
+                blocks_t.append(random_projection(a_t, c.anchor_dim, seed))
+            weight = c.anchor_weight if c.anchor_weight >= 0 else \
+                self._choose_anchor_weight(blocks_s, blocks_t, n_fixed, select, seeds)
+            for k in range(n_fixed, len(blocks_s)):
+                blocks_s[k], blocks_t[k] = np.sqrt(weight) * blocks_s[k], np.sqrt(weight) * blocks_t[k]
         self._src = np.concatenate(blocks_s, axis=1).astype(np.float32)
         self._tgt = np.concatenate(blocks_t, axis=1).astype(np.float32)
         self.info["blocks"] = len(blocks_s)
+
+    def _choose_anchor_weight(self, blocks_s, blocks_t, n_fixed, select, seeds) -> float:
+        """The anchor weight of ``anchor_weights`` with the best Hits@1 (cosine) of the selection links.
+
+        Selection links are ``task.valid`` (seeded) or held-out pseudo-seeds (self-supervised); the
+        candidates are every target outside the anchors.  Ties go to the first (smallest) weight.
+        """
+        c = self.config
+        if not len(select):
+            self.info["anchor_weight"] = {"value": 1.0, "chosen_by": "default (no selection links)"}
+            return 1.0
+        cand = np.setdiff1d(np.arange(len(blocks_t[0])), seeds[:, 1])
+        # per-block cosines of the selection sources with every candidate: (V, C) each
+        fixed = sum(bs[select[:, 0]] @ bt[cand].T for bs, bt in zip(blocks_s[:n_fixed], blocks_t[:n_fixed]))
+        anchors = sum(bs[select[:, 0]] @ bt[cand].T for bs, bt in zip(blocks_s[n_fixed:], blocks_t[n_fixed:]))
+        scores = {}
+        for w in c.anchor_weights:
+            pred = cand[np.argmax(fixed + w * anchors, axis=1)]
+            scores[float(w)] = round(float(np.mean(pred == select[:, 1])), 4)
+        best = max(scores, key=lambda w: (scores[w], -w))
+        self.info["anchor_weight"] = {"value": best, "chosen_by": f"Hits@1 on {len(select)} selection links",
+                                      "scores": scores}
+        log.info("propagation: anchor weight %s (selection Hits@1 %s)", best, scores)
+        return best
 
     def embeddings(self):
         return self._src, self._tgt

@@ -1,0 +1,557 @@
+"""SelfMEA: attention-fused multi-modal alignment with NCA loss, contrastive
+structure embedding and iterative seed expansion (Liu et al., "Self-Supervised
+Entity Alignment Based on Multi-Modal Contrastive Learning", IEEE/CAA JAS 2022).
+
+Per-modality embeddings of every entity, each L2-normalised:
+
+``names``       ``F_N = x + (x U_N) V_N``: the name encoder's output ``x`` (LaBSE, or
+                character n-gram TF-IDF offline) plus a learned low-rank residual
+                (``V_N = 0`` at start, so training starts from plain name similarity).
+``structure``   the graph structure embedding (sec. III-B): name embeddings of the
+                entity's 1..H-hop neighbours aggregated by a linear graph encoder
+                (``P^h x`` with ``P = D^-1 A``, the SGC form of a GCN, Wu et al. 2019,
+                so the aggregation is precomputed once), each hop with a learned
+                low-rank residual; trained with the relative similarity metric loss
+                ``L_RSM`` of SelfKG against a queue of the other KG's embeddings
+                (:func:`~mmea.models.selfmea_math.rsm_loss`), no label needed.
+``images``      ``F_I = W_I RES(I) + b_I`` (eq. 2), masked for entities without an image.
+``relations``   ``F_R = W_R R + b_R`` over the bag of relations (eq. 3).
+``attributes``  ``F_A = W_A A + b_A`` over the bag of attributes (eq. 4).
+``anchors``     (mmea extension, not in the paper) seed anchors propagated over 1..H
+                hops, ``P^h S`` with ``S`` one-hot over the current training pool,
+                randomly projected to ``anchor_dim``; recomputed whenever iterative
+                learning adds seeds, so new seeds help their neighbours.
+
+Fusion (eq. 5): ``F_J = concat_i a_i F_i`` with ``a = softmax(w)`` over the modalities
+the entity has (:func:`~mmea.models.selfmea_math.fusion_weights`); similarity is the
+cosine of ``F_J``; the run pipeline ranks with CSLS through :mod:`mmea.search`.
+
+Loss (eq. 7): the NCA loss (eq. 6) on every modality and on ``F_J`` over batches of
+the training pool, plus ``rsm_weight * L_RSM`` on the structure embedding over
+random (unlabelled) entities of both KGs.
+
+Iterative learning (Algorithm 1): at each ``expand_every`` epochs, mutual nearest
+neighbours (CSLS) among entities not yet in the pool (and not in the validation
+links) with cosine above ``expand_min_cos`` join the pool.  Proposals never read
+``task.test``; where gold links are known their precision is computed afterwards
+for the log only.
+
+Modes: with train links (``--seed-ratio 0.3``) the pool starts from them and
+``task.valid`` selects the best epoch.  With none (``--seed-ratio 0``) the pool
+starts from pseudo-seeds, mutual nearest neighbours of name (and image)
+similarity with cosine above ``pseudo_threshold``; ``pseudo_valid`` of them are
+held out for model selection, so no gold link is used for training or selection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MmeaInputError
+from .base import MODELS, AlignmentModel, load_features
+from .selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nca_loss, propose_mutual_pairs, rsm_loss
+
+log = logging.getLogger("mmea.models")
+
+SELFMEA_MODALITIES = ("structure", "names", "images", "relations", "attributes", "anchors")
+_FEATURE_OF = {"names": "names", "structure": "names", "images": "images", "relations": "relations",
+               "attributes": "attributes"}
+
+
+def parse_selfmea_modalities(spec: str) -> tuple[str, ...]:
+    """``"structure,names"`` -> a tuple of SelfMEA modalities (``all`` for every one)."""
+    out: list[str] = []
+    for raw in spec.split(","):
+        m = raw.strip().lower()
+        if not m:
+            continue
+        if m == "all":
+            return SELFMEA_MODALITIES
+        m = {"name": "names", "image": "images", "relation": "relations", "attribute": "attributes",
+             "anchor": "anchors", "graph": "structure"}.get(m, m)
+        if m not in SELFMEA_MODALITIES:
+            raise MmeaInputError(f"unknown SelfMEA modality {raw.strip()!r}; valid choices: "
+                                 f"{', '.join(SELFMEA_MODALITIES)}, all")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise MmeaInputError(f"no modality given; valid choices: {', '.join(SELFMEA_MODALITIES)}")
+    return tuple(out)
+
+
+def _normalize_rows(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, norms, out=x, where=norms > 0)
+    return x
+
+
+def _bag_tfidf(src, tgt):
+    """TF-IDF rows of two bags over their shared vocabulary, idf from both KGs."""
+    import scipy.sparse as sp
+
+    from .baseline import tfidf_rows
+
+    both = tfidf_rows(sp.vstack([src, tgt]).tocsr())
+    n = src.shape[0]
+    return both[:n].tocsr().astype(np.float32), both[n:].tocsr().astype(np.float32)
+
+
+def propagate_anchors(adj, entities: np.ndarray, projection: np.ndarray, hops: int) -> list[np.ndarray]:
+    """``[normalize(P^h S R) for h in 1..hops]``: seed anchors ``S`` (one-hot ``(n, L)``) through ``P``.
+
+    ``S R`` puts row ``j`` of the random projection ``R (L, d)`` on the entity of
+    pool pair ``j``; the same ``R`` on both sides keeps anchor ``j`` on the same axes.
+    """
+    n = adj.shape[0]
+    h = np.zeros((n, projection.shape[1]), dtype=np.float32)  # (n, d)
+    np.add.at(h, entities, projection)
+    out = []
+    for _ in range(hops):
+        h = np.asarray(adj @ h, dtype=np.float32)  # (n, d)
+        out.append(_normalize_rows(h.copy()))
+    return out
+
+
+def _build_net():
+    import torch
+    from torch import nn
+
+    class LowRankResidual(nn.Module):
+        """``y = x + (x U) V`` with ``V = 0`` at start (identity)."""
+
+        def __init__(self, dim: int, rank: int):
+            super().__init__()
+            self.u = nn.Parameter(torch.randn(dim, rank) / math.sqrt(dim))
+            self.v = nn.Parameter(torch.zeros(rank, dim))
+
+        def forward(self, x):  # (b, d) -> (b, d)
+            return x + (x @ self.u) @ self.v
+
+    class BagLinear(nn.Module):
+        """``W X + b`` over a CSR bag of features (eqs. 3-4), via ``EmbeddingBag``."""
+
+        def __init__(self, vocab: int, dim: int):
+            super().__init__()
+            self.bag = nn.EmbeddingBag(vocab, dim, mode="sum")
+            nn.init.normal_(self.bag.weight, std=1.0)
+            self.bias = nn.Parameter(torch.zeros(dim))
+
+        def forward(self, csr, rows):  # rows (b,) -> (b, dim)
+            idx, off, val = bag_gather(*csr, rows)
+            return self.bag(idx, off, per_sample_weights=val) + self.bias
+
+    class SelfMEANet(nn.Module):
+        def __init__(self, modalities, dims: dict, cfg):
+            super().__init__()
+            self.modalities = tuple(modalities)
+            self.res = nn.ModuleDict()
+            self.lin = nn.ModuleDict()
+            if "names" in modalities:
+                self.res["names"] = LowRankResidual(dims["names"], cfg.residual_rank)
+            if "structure" in modalities:
+                self.hops = nn.ModuleList([LowRankResidual(dims["names"], cfg.residual_rank)
+                                           for _ in range(cfg.hops)])
+            for m in ("relations", "attributes"):
+                if m in modalities:
+                    self.lin[m] = BagLinear(dims[m], cfg.bag_dim)
+            if "images" in modalities:
+                self.lin["images"] = nn.Linear(dims["images"], cfg.image_dim)
+            self.w = nn.Parameter(torch.zeros(len(modalities)))  # eq. 5 modality logits
+
+        def modality(self, m: str, side: dict, rows):
+            """``(F_m (b, d) L2-normalised, mask (b,))`` of entities ``rows`` of one side."""
+            F = torch.nn.functional.normalize
+            if m == "names":
+                out = F(self.res["names"](side["names"][rows]), dim=1)
+            elif m == "structure":
+                hs = [F(layer(side["hops"][h][rows]), dim=1) for h, layer in enumerate(self.hops)]
+                out = torch.cat(hs, dim=1) / math.sqrt(len(hs))
+            elif m == "anchors":
+                out = torch.cat([a[rows] for a in side["anchors"]], dim=1) / math.sqrt(len(side["anchors"]))
+            elif m in ("relations", "attributes"):
+                out = F(self.lin[m](side[m], rows), dim=1)
+            else:  # images
+                out = F(self.lin["images"](side["images"][rows]), dim=1)
+            return out, side["mask"][m][rows]
+
+        def forward(self, side: dict, rows):
+            """``(blocks, mask (b, K))`` of every modality for ``rows``."""
+            blocks, masks = [], []
+            for m in self.modalities:
+                f, k = self.modality(m, side, rows)
+                blocks.append(f * k.unsqueeze(1).to(f.dtype))
+                masks.append(k)
+            return blocks, torch.stack(masks, dim=1)
+
+        def joint(self, side: dict, rows):
+            blocks, mask = self(side, rows)
+            return fuse(blocks, mask, self.w)  # (b, D)
+
+    return SelfMEANet
+
+
+@MODELS.register
+class SelfMEAModel(AlignmentModel):
+    """SelfMEA (Liu et al. 2022): modality encoders + attention fusion + NCA + RSM + iterative seeds."""
+
+    registry_name = "selfmea"
+    uses_gold_for_training = True
+
+    @dataclass(frozen=True)
+    class Config:
+        modalities: str = "structure,names,images,relations,attributes,anchors"
+        name_dim: int = 768           # char n-gram projection size (a transformer gives its own size)
+        hops: int = 2                 # graph encoder depth (1..H-hop neighbours)
+        residual_rank: int = 64       # rank of the learned residual of names / structure hops
+        bag_dim: int = 128            # output size of W_R, W_A (eqs. 3-4)
+        image_dim: int = 128          # output size of W_I (eq. 2)
+        anchor_dim: int = 384         # random projection size of the propagated seed anchors
+        epochs: int = 16
+        batch_size: int = 512         # pool pairs per NCA batch
+        lr: float = 1e-3
+        weight_lr: float = 0.05       # learning rate of the fusion logits w
+        alpha: float = 5.0            # NCA (eq. 6)
+        beta: float = 10.0
+        tau: float = 0.08             # RSM temperature (SelfKG default)
+        rsm_weight: float = 1.0
+        rsm_batch: int = 128
+        queue_size: int = 1024        # RSM negatives: past batches of the other KG
+        eval_every: int = 2
+        expand_every: int = 5         # epochs between seed expansions (0: never)
+        expand_rounds: int = 3
+        expand_min_cos: float = -1.0  # < 0: the expand_quantile quantile of the selection links' cosines
+        expand_quantile: float = 0.2
+        pseudo_threshold: float = 0.8  # self-supervised: initial pseudo-seeds above this name cosine
+        pseudo_valid: float = 0.1     # self-supervised: share of pseudo-seeds held out for selection
+        max_minutes: float = 0.0      # wall-clock budget of training (0: none)
+        train_threads: int = 1        # torch threads of the training steps (0: all)
+
+    def fit(self, task) -> None:
+        import torch
+
+        c = self.config
+        t_start = time.perf_counter()
+        mods = list(parse_selfmea_modalities(c.modalities))
+        rng = np.random.default_rng(self.ctx.seed)
+        torch.manual_seed(self.ctx.seed)
+        n, m_ = task.source.num_entities, task.target.num_entities
+
+        # --------------------------------------------------------------- features
+        feats = self._load_features(task, mods)
+        self.info["features"] = feats.summary()
+        names = feats["names"]
+        self.info["name_encoder"] = {k: names.info.get(k) for k in ("encoder", "requested", "model", "fallback_reason")}
+        dropped = []
+        for m in list(mods):
+            f = _FEATURE_OF.get(m)
+            if f and f != "names" and (f not in feats or feats[f].dim == 0
+                                       or not (feats[f].source_mask.any() and feats[f].target_mask.any())):
+                mods.remove(m)
+                dropped.append(m)
+        if dropped:
+            self.ctx.note(f"selfmea: no {', '.join(dropped)} features in this task; modalities used: {', '.join(mods)}")
+        if not mods:
+            raise MmeaInputError("selfmea: none of the requested modalities has features in this task")
+        self.info["modalities"] = mods
+        from ..encoders.structure import adjacency_matrix
+
+        adj = [adjacency_matrix(task.source.triples, n, self_loops=False, normalization="row"),
+               adjacency_matrix(task.target.triples, m_, self_loops=False, normalization="row")]
+        xs = [_normalize_rows(names.source), _normalize_rows(names.target)]
+        name_mask = [names.source_mask.astype(bool), names.target_mask.astype(bool)]
+        sides: list[dict] = [{"mask": {}}, {"mask": {}}]
+        dims = {"names": xs[0].shape[1]}
+        for k, side in enumerate(sides):
+            side["names"] = torch.from_numpy(xs[k])
+            side["mask"]["names"] = torch.from_numpy(name_mask[k])
+            if "structure" in mods:
+                hops, h = [], xs[k]
+                for _ in range(c.hops):
+                    h = np.asarray(adj[k] @ h, dtype=np.float32)  # (n, d): mean over neighbours
+                    hops.append(torch.from_numpy(_normalize_rows(h.copy())))
+                side["hops"] = hops
+                side["mask"]["structure"] = torch.from_numpy(np.asarray(adj[k].getnnz(axis=1) > 0))
+        for mname in ("relations", "attributes"):
+            if mname in mods:
+                bs, bt = _bag_tfidf(feats[mname].source, feats[mname].target)
+                dims[mname] = bs.shape[1]
+                for side, b in zip(sides, (bs, bt)):
+                    side[mname] = (torch.from_numpy(b.indptr.astype(np.int64)),
+                                   torch.from_numpy(b.indices.astype(np.int64)), torch.from_numpy(b.data))
+                    side["mask"][mname] = torch.from_numpy(np.diff(b.indptr) > 0)
+        if "images" in mods:
+            img = feats["images"]
+            dims["images"] = img.dim
+            for side, x, mk in ((sides[0], img.source, img.source_mask), (sides[1], img.target, img.target_mask)):
+                side["images"] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+                side["mask"]["images"] = torch.from_numpy(np.asarray(mk, dtype=bool))
+
+        # --------------------------------------------------------------- pool and selection links
+        if len(task.train):
+            pool = np.asarray(task.train, dtype=np.int64)
+            select = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
+            self.info["mode"] = "seeded"
+            self.info["seeds"] = {"kind": "train links", "count": int(len(pool)),
+                                  "selection": f"{len(select)} valid links"}
+        else:
+            pool = self._pseudo_seeds(feats, xs)
+            perm = rng.permutation(len(pool))
+            k = int(round(c.pseudo_valid * len(pool))) if len(pool) >= 20 else 0
+            select, pool = pool[perm[:k]], pool[perm[k:]]
+            self.info["mode"] = "self-supervised"
+            self.info["seeds"] = {"kind": f"pseudo-seeds: mutual nearest names/images, cosine > {c.pseudo_threshold}",
+                                  "count": int(len(pool) + len(select)),
+                                  "selection": f"{len(select)} held-out pseudo-seeds (no gold link)"}
+            self.info["seeds"]["precision_for_log"] = self._precision(task, np.concatenate([pool, select]))
+        if len(pool) < 2:
+            raise MmeaInputError("selfmea: fewer than 2 seed pairs to train on; give train links (--seed-ratio) or "
+                                 "lower pseudo_threshold")
+        log.info("selfmea: %s, %d pool pairs, modalities %s", self.info["mode"], len(pool), ",".join(mods))
+
+        anchor_proj_rng = np.random.default_rng(self.ctx.seed + 7919)
+
+        def set_anchors(pool_pairs):
+            if "anchors" not in mods:
+                return
+            R = (anchor_proj_rng.standard_normal((len(pool_pairs), c.anchor_dim)).astype(np.float32)
+                 / np.sqrt(c.anchor_dim))  # (L, d_a)
+            for k, side in enumerate(sides):
+                a = propagate_anchors(adj[k], pool_pairs[:, k], R, c.hops)
+                side["anchors"] = [torch.from_numpy(x) for x in a]
+                side["mask"]["anchors"] = torch.from_numpy(np.linalg.norm(a[-1], axis=1) > 0) | \
+                    torch.from_numpy(np.linalg.norm(a[0], axis=1) > 0)
+
+        set_anchors(pool)
+        Net = _build_net()
+        net = Net(mods, dims, c)
+        wid = id(net.w)
+        opt = torch.optim.Adam([{"params": [p for p in net.parameters() if id(p) != wid], "lr": c.lr},
+                                {"params": [net.w], "lr": c.weight_lr}])
+
+        # --------------------------------------------------------------- training
+        queues = [None, None]  # structure embeddings of past RSM batches of each side
+        history, expansions = [], []
+        best = (-1.0, None, None, None)  # (score, state, pool, epoch)
+        rounds_done = 0
+        gold_pool = len(pool)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(1, c.epochs + 1), desc="selfmea", unit="epoch", disable=not self.ctx.progress)
+        deadline = t_start + 60 * c.max_minutes if c.max_minutes > 0 else None
+        stopped = "epochs"
+        score0 = self._select_score(net, sides, select, pool)  # the untrained model is a candidate too
+        best = (score0, {k: v.detach().clone() for k, v in net.state_dict().items()}, pool.copy(), 0)
+        history.append({"epoch": 0, "loss": None, "pool": int(len(pool)), "select_hits@1": score0})
+        log.info("selfmea: before training, selection Hits@1 %.4f", score0)
+        for epoch in bar:
+            t_epoch = time.perf_counter()
+            net.train()
+            perm = rng.permutation(len(pool))
+            losses = []
+            # the training steps are many small ops: one thread avoids OpenMP barriers (10x slower on a busy
+            # 2-core machine); the big searches (selection, expansion) run with every thread
+            threads = torch.get_num_threads()
+            torch.set_num_threads(c.train_threads or threads)
+            for b0 in range(0, len(perm), c.batch_size):
+                batch = pool[perm[b0:b0 + c.batch_size]]
+                if len(batch) < 2:
+                    continue
+                rs, rt = torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1])
+                bs, ms = net(sides[0], rs)
+                bt, mt = net(sides[1], rt)
+                loss = 0.0
+                sims = [bs[i] @ bt[i].t() for i in range(len(mods))]  # K x (B, B) modality cosines
+                for i, s_i in enumerate(sims):  # eq. 7: NCA on each modality ...
+                    both = ms[:, i] & mt[:, i]
+                    if int(both.sum()) >= 2:
+                        loss = loss + nca_loss(s_i[both][:, both], c.alpha, c.beta)
+                # ... and on the joint embedding F_J (eq. 5), its cosine composed from the modality cosines
+                s_joint = fused_similarity(sims, fusion_weights(net.w, ms), fusion_weights(net.w, mt))
+                loss = loss + nca_loss(s_joint, c.alpha, c.beta)
+                if "structure" in mods and c.rsm_weight > 0:
+                    loss = loss + c.rsm_weight * self._rsm_step(net, sides, queues, rng, n, m_)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            torch.set_num_threads(threads)
+            rec = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "pool": int(len(pool)),
+                   "time_s": round(time.perf_counter() - t_epoch, 2)}
+            if epoch % c.eval_every == 0 or epoch == c.epochs:
+                rec["select_hits@1"] = self._select_score(net, sides, select, pool)
+                if rec["select_hits@1"] >= best[0]:  # ties: the later epoch, with the larger pool
+                    best = (rec["select_hits@1"], {k: v.detach().clone() for k, v in net.state_dict().items()},
+                            pool.copy(), epoch)
+                log.info("selfmea: epoch %d loss %.4f, selection Hits@1 %.4f, pool %d (%.1f s/epoch)", epoch,
+                         rec["loss"] or 0.0, rec["select_hits@1"], len(pool), rec["time_s"])
+                if self.ctx.progress:
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", valid_h1=f"{rec['select_hits@1']:.3f}")
+            if c.expand_every and epoch % c.expand_every == 0 and rounds_done < c.expand_rounds \
+                    and epoch < c.epochs:
+                new = self._expand(net, sides, pool, select, c.expand_min_cos)
+                rounds_done += 1
+                exp = {"epoch": epoch, "added": int(len(new)), "pool": int(len(pool) + len(new)),
+                       "min_cos": round(float(self._last_threshold), 4)}
+                exp["precision_for_log"] = self._precision(task, new)
+                expansions.append(exp)
+                log.info("selfmea: expansion at epoch %d added %d pairs (precision vs gold, log only: %s)",
+                         epoch, len(new), exp["precision_for_log"])
+                if len(new):
+                    pool = np.concatenate([pool, new])
+                    set_anchors(pool)
+            history.append(rec)
+            log.debug("selfmea epoch %s", rec)
+            if deadline and time.perf_counter() > deadline:
+                stopped = "time budget"
+                break
+
+        self.pool = pool  # every pair trained on by the end: seeds (or pseudo-seeds) + proposals, in order
+        self.proposals = np.concatenate([pool[gold_pool:]]) if len(pool) > gold_pool else np.zeros((0, 2), np.int64)
+        # --------------------------------------------------------------- best state -> embeddings
+        if best[1] is not None:
+            net.load_state_dict(best[1])
+            set_anchors(best[2])
+        net.eval()
+        with torch.no_grad():
+            self._src = self._embed_all(net, sides[0], n)
+            self._tgt = self._embed_all(net, sides[1], m_)
+        w = torch.softmax(net.w.detach(), 0).numpy()
+        self.info.update({
+            "fusion_weights": {m: round(float(x), 4) for m, x in zip(mods, w)},
+            "history": history, "expansions": expansions, "best_epoch": best[3],
+            "best_select_hits@1": round(best[0], 4) if best[0] >= 0 else None,
+            "pool_final": int(len(best[2]) if best[2] is not None else len(pool)),
+            "pool_added": int((len(best[2]) if best[2] is not None else len(pool)) - gold_pool),
+            "stopped": stopped, "train_s": round(time.perf_counter() - t_start, 2),
+            "dim": int(self._src.shape[1]),
+        })
+
+    # ------------------------------------------------------------------- helpers
+    def _load_features(self, task, mods):
+        """The features the modalities need; images without weights are skipped with a note."""
+        from ..encoders import WeightsNotFoundError
+
+        needed = sorted({_FEATURE_OF[m] for m in mods if m in _FEATURE_OF} | {"names"})
+        try:
+            return load_features(self.ctx, task, needed, name_dim=self.config.name_dim)
+        except WeightsNotFoundError as e:
+            if "images" not in needed:
+                raise
+            self.ctx.note(f"selfmea: images skipped, the image encoder cannot run offline ({e}); pass "
+                          "--set features.image_features=FILE or features.image_weights=FILE to use them")
+            mods.remove("images")
+            return load_features(self.ctx, task, [x for x in needed if x != "images"], name_dim=self.config.name_dim)
+
+    def _pseudo_seeds(self, feats, xs) -> np.ndarray:
+        """Mutual nearest neighbours of name (and image) similarity with cosine above the threshold."""
+        from .propagation import mutual_nearest_pairs
+
+        vs, vt = xs[0], xs[1]
+        if "images" in feats and feats["images"].dim > 0:
+            img = feats["images"]
+            # names and images averaged where an entity has an image; cosine of the concatenation
+            vs = _normalize_rows(np.concatenate([vs, _normalize_rows(img.source) * img.source_mask[:, None]], 1))
+            vt = _normalize_rows(np.concatenate([vt, _normalize_rows(img.target) * img.target_mask[:, None]], 1))
+        return mutual_nearest_pairs(vs, vt, self.config.pseudo_threshold)
+
+    @staticmethod
+    def _precision(task, pairs: np.ndarray) -> float | None:
+        """Share of ``pairs`` whose source has a gold link (any split) that names their target; log only."""
+        gold = np.concatenate([task.train, task.valid, task.test]).reshape(-1, 2)
+        if not len(gold) or not len(pairs):
+            return None
+        known = {}
+        for s, t in gold:
+            known.setdefault(int(s), set()).add(int(t))
+        judged = [(int(s) in known, int(t) in known.get(int(s), ())) for s, t in pairs]
+        n = sum(1 for k, _ in judged if k)
+        return round(sum(1 for k, ok in judged if k and ok) / n, 4) if n else None
+
+    def _rsm_step(self, net, sides, queues, rng, n, m_):
+        """RSM on structure embeddings of random entities of both KGs against the other KG's queue."""
+        import torch
+
+        c = self.config
+        out = 0.0
+        fresh = []
+        for k, size in enumerate((n, m_)):
+            rows = torch.from_numpy(rng.choice(size, min(c.rsm_batch, size), replace=False))
+            f, mask = net.modality("structure", sides[k], rows)
+            f = f[mask]
+            fresh.append(f)
+            other = queues[1 - k]
+            if other is not None and len(f):
+                out = out + rsm_loss(f, other, c.tau)
+        for k in (0, 1):
+            q = fresh[k].detach()
+            queues[k] = q if queues[k] is None else torch.cat([q, queues[k]])[:min(c.queue_size, (n, m_)[k])]
+        return out
+
+    def _embed_all(self, net, side, n, chunk: int = 8192) -> np.ndarray:
+        import torch
+
+        out = []
+        for s in range(0, n, chunk):
+            rows = torch.arange(s, min(n, s + chunk))
+            out.append(net.joint(side, rows).numpy())
+        x = np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+        return _normalize_rows(x)
+
+    def _select_score(self, net, sides, select: np.ndarray, pool: np.ndarray) -> float:
+        """Hits@1 (cosine) of the selection links against every target not in the pool."""
+        import torch
+
+        from ..search.knn import knn
+
+        if not len(select):
+            return 0.0
+        net.eval()
+        with torch.no_grad():
+            cand = np.setdiff1d(np.arange(sides[1]["names"].shape[0]), pool[:, 1])
+            q = net.joint(sides[0], torch.from_numpy(select[:, 0])).numpy()
+            base = self._embed_rows(net, sides[1], cand)
+        _, ids = knn(q, base, 1)
+        return float(np.mean(cand[ids[:, 0]] == select[:, 1]))
+
+    def _embed_rows(self, net, side, rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        import torch
+
+        return np.concatenate([net.joint(side, torch.from_numpy(rows[s:s + chunk])).numpy()
+                               for s in range(0, len(rows), chunk)]) if len(rows) else np.zeros((0, 1), np.float32)
+
+    def _expand(self, net, sides, pool: np.ndarray, select: np.ndarray, min_cos: float) -> np.ndarray:
+        """Algorithm 1: mutual CSLS nearest pairs among entities outside the pool and the selection links."""
+        import torch
+
+        from ..search.csls import csls_topk
+
+        used_s = np.concatenate([pool[:, 0], select[:, 0]]) if len(select) else pool[:, 0]
+        used_t = np.concatenate([pool[:, 1], select[:, 1]]) if len(select) else pool[:, 1]
+        free_s = np.setdiff1d(np.arange(sides[0]["names"].shape[0]), used_s)
+        free_t = np.setdiff1d(np.arange(sides[1]["names"].shape[0]), used_t)
+        if not len(free_s) or not len(free_t):
+            return np.zeros((0, 2), np.int64)
+        net.eval()
+        with torch.no_grad():
+            es, et = self._embed_rows(net, sides[0], free_s), self._embed_rows(net, sides[1], free_t)
+            if min_cos < 0:
+                # held-out true pairs set the bar: reject proposals less similar than most of them
+                if len(select):
+                    qs = net.joint(sides[0], torch.from_numpy(select[:, 0])).numpy()
+                    qt = net.joint(sides[1], torch.from_numpy(select[:, 1])).numpy()
+                    cos = (_normalize_rows(qs) * _normalize_rows(qt)).sum(1)
+                    min_cos = float(np.quantile(cos, self.config.expand_quantile))
+                else:
+                    min_cos = 0.0
+        self._last_threshold = min_cos
+        res = csls_topk(es, et, topk=1, reverse=True)
+        return propose_mutual_pairs(res, free_s, free_t, min_score=min_cos, score="cos")
+
+    def embeddings(self):
+        return self._src, self._tgt
