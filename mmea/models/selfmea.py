@@ -26,15 +26,24 @@ Fusion (eq. 5): ``F_J = concat_i a_i F_i`` with ``a = softmax(w)`` over the moda
 the entity has (:func:`~mmea.models.selfmea_math.fusion_weights`); similarity is the
 cosine of ``F_J``; the run pipeline ranks with CSLS through :mod:`mmea.search`.
 
-Loss (eq. 7): the NCA loss (eq. 6) on every modality and on ``F_J`` over batches of
-the training pool, plus ``rsm_weight * L_RSM`` on the structure embedding over
-random (unlabelled) entities of both KGs.
+Loss (eq. 7): the NCA loss (eq. 6) on every modality over batches of the training
+pool and on ``F_J`` over the initial seeds of each batch (the fusion weights ``w``
+learn from seeds only: proposals were chosen because the current fused similarity
+likes them, and fitting ``w`` to them would feed that bias back), plus
+``rsm_weight * L_RSM`` on the structure embedding over random (unlabelled)
+entities of both KGs.  The training steps run on ``train_threads`` torch threads.
 
-Iterative learning (Algorithm 1): at each ``expand_every`` epochs, mutual nearest
-neighbours (CSLS) among entities not yet in the pool (and not in the validation
-links) with cosine above ``expand_min_cos`` join the pool.  Proposals never read
-``task.test``; where gold links are known their precision is computed afterwards
-for the log only.
+Iterative learning (Algorithm 1): every ``expand_every`` epochs (``expand_rounds``
+times), mutual nearest neighbours (CSLS) among entities outside the pool and the
+selection links join the pool when their cosine exceeds ``expand_min_cos``
+(default: the ``expand_quantile`` quantile of the selection links' cosines, so a
+proposal must look like a held-out true pair).  Proposals never read ``task.test``;
+where gold links are known their precision is computed afterwards for the log only.
+The pool is the method's alignment: the final embedding appends a block in which
+both entities of each proposed pair share a random vector (weight ``pool_weight``),
+so proposed pairs rank first unless the fused similarity strongly disagrees.
+The epoch (and pool) with the best selection Hits@1 is kept; the untrained model
+(epoch 0) is a candidate too.
 
 Modes: with train links (``--seed-ratio 0.3``) the pool starts from them and
 ``task.valid`` selects the best epoch.  With none (``--seed-ratio 0``) the pool
@@ -224,12 +233,13 @@ class SelfMEAModel(AlignmentModel):
         queue_size: int = 1024        # RSM negatives: past batches of the other KG
         eval_every: int = 2
         expand_every: int = 5         # epochs between seed expansions (0: never)
-        expand_rounds: int = 3
+        expand_rounds: int = 2
         expand_min_cos: float = -1.0  # < 0: the expand_quantile quantile of the selection links' cosines
-        expand_quantile: float = 0.2
+        expand_quantile: float = 0.5
         pseudo_threshold: float = 0.8  # self-supervised: initial pseudo-seeds above this name cosine
         pseudo_valid: float = 0.1     # self-supervised: share of pseudo-seeds held out for selection
         max_minutes: float = 0.0      # wall-clock budget of training (0: none)
+        pool_weight: float = 1.0      # weight of the proposed pairs' identity block in the final embedding
         train_threads: int = 1        # torch threads of the training steps (0: all)
 
     def fit(self, task) -> None:
@@ -372,8 +382,13 @@ class SelfMEAModel(AlignmentModel):
                     if int(both.sum()) >= 2:
                         loss = loss + nca_loss(s_i[both][:, both], c.alpha, c.beta)
                 # ... and on the joint embedding F_J (eq. 5), its cosine composed from the modality cosines
-                s_joint = fused_similarity(sims, fusion_weights(net.w, ms), fusion_weights(net.w, mt))
-                loss = loss + nca_loss(s_joint, c.alpha, c.beta)
+                # the fusion weights learn from the initial seeds only: proposals were chosen *because* the
+                # current fused similarity likes them, and fitting w to them feeds that bias back
+                seed_rows = torch.from_numpy(perm[b0:b0 + c.batch_size] < gold_pool)
+                if int(seed_rows.sum()) >= 2:
+                    s_joint = fused_similarity([x[seed_rows][:, seed_rows] for x in sims],
+                                               fusion_weights(net.w, ms[seed_rows]), fusion_weights(net.w, mt[seed_rows]))
+                    loss = loss + nca_loss(s_joint, c.alpha, c.beta)
                 if "structure" in mods and c.rsm_weight > 0:
                     loss = loss + c.rsm_weight * self._rsm_step(net, sides, queues, rng, n, m_)
                 opt.zero_grad()
@@ -418,9 +433,12 @@ class SelfMEAModel(AlignmentModel):
             net.load_state_dict(best[1])
             set_anchors(best[2])
         net.eval()
+        final_pool = best[2] if best[2] is not None else pool
         with torch.no_grad():
             self._src = self._embed_all(net, sides[0], n)
             self._tgt = self._embed_all(net, sides[1], m_)
+        if c.pool_weight > 0 and len(final_pool) > gold_pool:
+            self._src, self._tgt = self._with_pool_block(final_pool[gold_pool:], c.pool_weight)
         w = torch.softmax(net.w.detach(), 0).numpy()
         self.info.update({
             "fusion_weights": {m: round(float(x), 4) for m, x in zip(mods, w)},
@@ -433,6 +451,21 @@ class SelfMEAModel(AlignmentModel):
         })
 
     # ------------------------------------------------------------------- helpers
+    def _with_pool_block(self, proposals: np.ndarray, weight: float):
+        """Append the alignment found by iterative learning: both entities of proposed pair ``j`` get
+        row ``j`` of a shared random projection, scaled so that its cosine weighs ``weight`` against the
+        fused embedding's ``1``; other entities get zeros there.  Algorithm 1's output alignment is the
+        pool, so its pairs are ranked first unless the fused similarity strongly disagrees."""
+        rng = np.random.default_rng(self.ctx.seed + 104729)
+        d = self.config.anchor_dim
+        R = _normalize_rows(rng.standard_normal((len(proposals), d)).astype(np.float32))  # (P, d)
+        out = []
+        for emb, col in ((self._src, 0), (self._tgt, 1)):
+            block = np.zeros((len(emb), d), np.float32)
+            block[proposals[:, col]] = np.sqrt(weight) * R
+            out.append(_normalize_rows(np.concatenate([emb, block], axis=1)))
+        return out[0], out[1]
+
     def _load_features(self, task, mods):
         """The features the modalities need; images without weights are skipped with a note."""
         from ..encoders import WeightsNotFoundError
