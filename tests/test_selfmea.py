@@ -228,8 +228,8 @@ def test_missing_images_are_masked_not_invented():
     assert torch.allclose(joint[1, :3], blocks[0][1])
 
 
-@pytest.mark.slow
 def test_demo_pair_reaches_high_hits_quickly(tmp_path):
+    """The issue's bar: >= 0.9 Hits@1 on the demo pair within about a minute (90 s allowed for a busy CI box)."""
     from mmea.config import load_config
     from mmea.pipelines.align import run_align
 
