@@ -37,13 +37,14 @@ Iterative learning (Algorithm 1): every ``expand_every`` epochs (``expand_rounds
 times), mutual nearest neighbours (CSLS) among entities outside the pool and the
 selection links join the pool when their cosine exceeds ``expand_min_cos``
 (default: the ``expand_quantile`` quantile of the selection links' cosines, so a
-proposal must look like a held-out true pair).  Proposals never read ``task.test``;
+proposal must look like a held-out true pair; ``pseudo_expand_quantile`` when the
+selection links are held-out pseudo-seeds, which are the easiest pairs by design).  Proposals never read ``task.test``;
 where gold links are known their precision is computed afterwards for the log only.
 The pool is the method's alignment: the final embedding appends a block in which
 both entities of each proposed pair share a random vector (weight ``pool_weight``),
 so proposed pairs rank first unless the fused similarity strongly disagrees.
-The epoch (and pool) with the best selection Hits@1 is kept; the untrained model
-(epoch 0) is a candidate too.
+The network of the epoch with the best selection Hits@1 is kept (the untrained
+model, epoch 0, is a candidate too), with the final pool.
 
 Modes: with train links (``--seed-ratio 0.3``) the pool starts from them and
 ``task.valid`` selects the best epoch.  With none (``--seed-ratio 0``) the pool
@@ -236,6 +237,7 @@ class SelfMEAModel(AlignmentModel):
         expand_rounds: int = 2
         expand_min_cos: float = -1.0  # < 0: the expand_quantile quantile of the selection links' cosines
         expand_quantile: float = 0.5
+        pseudo_expand_quantile: float = 0.05  # the same with held-out pseudo-seeds (the easiest pairs by design)
         pseudo_threshold: float = 0.8  # self-supervised: initial pseudo-seeds above this name cosine
         pseudo_valid: float = 0.1     # self-supervised: share of pseudo-seeds held out for selection
         max_minutes: float = 0.0      # wall-clock budget of training (0: none)
@@ -430,10 +432,12 @@ class SelfMEAModel(AlignmentModel):
         self.proposals = np.concatenate([pool[gold_pool:]]) if len(pool) > gold_pool else np.zeros((0, 2), np.int64)
         # --------------------------------------------------------------- best state -> embeddings
         if best[1] is not None:
+            # the network of the best epoch; the pool of the last: every proposal passed the selection-calibrated
+            # threshold, and selection links (never proposed) cannot show what the pool gained
             net.load_state_dict(best[1])
-            set_anchors(best[2])
+            set_anchors(pool)
         net.eval()
-        final_pool = best[2] if best[2] is not None else pool
+        final_pool = pool
         with torch.no_grad():
             self._src = self._embed_all(net, sides[0], n)
             self._tgt = self._embed_all(net, sides[1], m_)
@@ -444,8 +448,7 @@ class SelfMEAModel(AlignmentModel):
             "fusion_weights": {m: round(float(x), 4) for m, x in zip(mods, w)},
             "history": history, "expansions": expansions, "best_epoch": best[3],
             "best_select_hits@1": round(best[0], 4) if best[0] >= 0 else None,
-            "pool_final": int(len(best[2]) if best[2] is not None else len(pool)),
-            "pool_added": int((len(best[2]) if best[2] is not None else len(pool)) - gold_pool),
+            "pool_final": int(len(pool)), "pool_added": int(len(pool) - gold_pool),
             "stopped": stopped, "train_s": round(time.perf_counter() - t_start, 2),
             "dim": int(self._src.shape[1]),
         })
@@ -579,7 +582,9 @@ class SelfMEAModel(AlignmentModel):
                     qs = net.joint(sides[0], torch.from_numpy(select[:, 0])).numpy()
                     qt = net.joint(sides[1], torch.from_numpy(select[:, 1])).numpy()
                     cos = (_normalize_rows(qs) * _normalize_rows(qt)).sum(1)
-                    min_cos = float(np.quantile(cos, self.config.expand_quantile))
+                    q = self.config.expand_quantile if self.info.get("mode") == "seeded" \
+                        else self.config.pseudo_expand_quantile
+                    min_cos = float(np.quantile(cos, q))
                 else:
                     min_cos = 0.0
         self._last_threshold = min_cos
