@@ -213,6 +213,119 @@ def evaluate(alignment, gold, as_json):
         click.echo(f"{k:20s} {v:.4f}" if isinstance(v, float) else f"{k:20s} {v}")
 
 
+@main.command("export", epilog="""\b
+Examples:
+  mmea export runs/demo                          # every predicted pair + est_precision -> runs/demo/export.csv
+  mmea export runs/demo --min-precision 0.95     # only pairs estimated >= 95% precise
+  mmea export runs/demo --min-precision 0.9 --format jsonl --out pairs.jsonl
+  mmea export runs/demo --min-precision 0.95 --format nt --out same_as.nt
+  mmea export runs/x --format nt --src-base-iri http://example.org/kg1/ --tgt-base-iri http://example.org/kg2/
+""")
+@click.argument("run_dir", type=click.Path())
+@click.option("--min-precision", type=float, default=None, metavar="P",
+              help="Keep the pairs whose estimated precision is >= P, in (0, 1]. Default: keep every pair.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "nt"]), default="csv", show_default=True,
+              help="CSV, JSON Lines (one object per pair) or owl:sameAs N-Triples.")
+@click.option("--out", default=None, metavar="FILE",
+              help="Output file ('-' for stdout). Default: RUN_DIR/export[-pP].csv|jsonl|nt.")
+@click.option("--topk", type=int, default=1, show_default=True,
+              help="Rows per kept source: its predicted pair plus up to topk-1 alternatives from alignment.csv.")
+@click.option("--feature", type=click.Choice(["margin", "score"]), default=None,
+              help="Calibrate on this feature (refitted from valid_scores.npz). Default: the run's (margin).")
+@click.option("--src-base-iri", default=None, metavar="IRI",
+              help="N-Triples: mint IRIs for source entities without one as IRI + id (default: skip them).")
+@click.option("--tgt-base-iri", default=None, metavar="IRI", help="N-Triples: the same for target entities.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def export_cmd(run_dir, min_precision, fmt, out, topk, feature, src_base_iri, tgt_base_iri, as_json):
+    """Export a run's alignment with calibrated precision estimates, optionally only pairs meeting a target.
+
+    Reads RUN_DIR/alignment.csv and RUN_DIR/calibration.json (fitted on the
+    validation links by mmea align), adds est_precision to each source's
+    predicted pair, keeps those >= --min-precision, and reports how many pairs
+    were exported (coverage of the query sources) and, when the run has gold
+    test links, the precision measured on them.  See docs/export.md.
+    """
+    import json
+
+    from .calibration import CALIBRATION_FILE, FEW_VALID, calibrated_alignment, export_summary, select_pairs
+    from .errors import MmeaInputError
+    from .export import write_csv, write_jsonl, write_ntriples
+
+    if min_precision is not None and not (0.0 < min_precision <= 1.0):
+        raise MmeaInputError(f"--min-precision must be in (0, 1], got {min_precision}")
+    if topk < 1:
+        raise MmeaInputError(f"--topk must be >= 1, got {topk}")
+    if fmt == "nt" and topk > 1:
+        raise MmeaInputError("--format nt asserts owl:sameAs, so it takes one target per source",
+                             hint="use --topk 1 with nt, or csv/jsonl for alternatives")
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise MmeaInputError(f"{run}: run directory not found", hint="pass a directory written by mmea align")
+    cal_path = run / CALIBRATION_FILE
+    if min_precision is not None and not cal_path.is_file():
+        raise MmeaInputError(f"{cal_path}: file not found, so --min-precision cannot be applied",
+                             hint="re-run mmea align (runs made before calibration existed have none)")
+    df, cal = calibrated_alignment(run, feature=feature)
+    if min_precision is not None and not cal.available:
+        raise MmeaInputError(f"{cal_path}: no calibration ({cal.reason}), so --min-precision cannot be applied",
+                             hint="align with gold seeds (e.g. mmea align --seed-ratio 0.3) so that validation "
+                                  "links exist, or export without --min-precision")
+    selected = select_pairs(df, min_precision, topk)
+    to_stdout = out == "-"
+    echo = (lambda msg: click.echo(msg, err=True)) if to_stdout else click.echo
+    dest = click.get_text_stream("stdout") if to_stdout else \
+        Path(out) if out else run / (f"export-p{min_precision:g}.{fmt}" if min_precision else f"export.{fmt}")
+    nt = None
+    try:
+        if fmt == "csv":
+            write_csv(selected, dest)
+        elif fmt == "jsonl":
+            write_jsonl(selected, dest)
+        else:
+            what = f"est_precision >= {min_precision:g}" if min_precision else "every predicted pair"
+            nt = write_ntriples(selected, dest, src_base=src_base_iri, tgt_base=tgt_base_iri,
+                                header=f"mmea export of {run}: owl:sameAs, {what}")
+            selected = selected.loc[nt["written_rows"]]
+    except BrokenPipeError:  # `mmea export ... --out - | head`: the reader stopped; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    summary = export_summary(df, selected, cal)
+    summary.update({"run_dir": str(run), "out": "-" if to_stdout else str(dest), "format": fmt,
+                    "min_precision": min_precision, "topk": topk})
+    if nt is not None:
+        summary["nt_skipped"] = nt["skipped"]
+    if as_json:
+        echo(json.dumps(summary, indent=2, default=str))
+        return
+    if cal is not None and cal.available:
+        echo(f"calibration: isotonic on the {cal.feature}, {cal.n_valid} validation links "
+             f"(valid H@1 {cal.n_correct / cal.n_valid:.3f})")
+        if cal.n_valid < FEW_VALID:
+            echo(f"warning: only {cal.n_valid} validation links, so the precision estimates are coarse "
+                 f"(more seeds or --set data.valid_ratio=0.3 give more)")
+    else:
+        echo("warning: no calibration for this run" + (f" ({cal.reason})" if cal is not None else "")
+             + ": est_precision is empty")
+    if nt is not None and nt["skipped"]:
+        echo(f"warning: skipped {nt['skipped']} pairs whose source or target has no absolute IRI "
+             f"(e.g. {', '.join(repr(x) for x in nt['skipped_examples'])}); "
+             f"--src-base-iri / --tgt-base-iri mint IRIs for them")
+    target = f" with estimated precision >= {min_precision:g}" if min_precision else ""
+    mean = summary["mean_est_precision"]
+    echo(f"exported {summary['exported_pairs']} of {summary['sources']} sources (coverage "
+         f"{summary['coverage']:.3f}){target}" + (f", mean estimate {mean:.3f}" if mean is not None else "")
+         + f": {summary['out']}")
+    if summary["exported_pairs"] == 0 and min_precision and cal is not None and cal.available:
+        echo(f"no pair reaches {min_precision:g}: the highest estimate of this calibration is {cal.y.max():.3f}")
+    elif "test_precision" in summary:
+        echo(f"test precision of the exported pairs: {summary['test_precision']:.4f} "
+             f"({summary['test_correct']} of {summary['test_judged']} with a gold test link correct)")
+    elif summary["exported_pairs"]:
+        echo("test precision: not measured (no gold test links in alignment.csv)")
+
+
 @main.command(epilog="""\b
 Examples:
   mmea features                                  # the demo pair, every modality

@@ -25,7 +25,10 @@ any other tool (only ``src_id`` and ``tgt_id`` are required; ``rank``,
 from __future__ import annotations
 
 import csv
+import json
 import math
+import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,6 +43,11 @@ __all__ = [
     "read_alignment",
     "read_gold_links",
     "evaluate_alignment_file",
+    "write_csv",
+    "write_jsonl",
+    "write_ntriples",
+    "nt_iri",
+    "OWL_SAME_AS",
 ]
 
 COLUMNS = ["src_id", "src_uri", "src_name", "tgt_id", "tgt_uri", "tgt_name", "score", "rank", "csls", "margin",
@@ -201,6 +209,117 @@ def write_alignment(df, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return path
+
+
+# -- export formats (mmea export) --------------------------------------------------
+
+OWL_SAME_AS = "http://www.w3.org/2002/07/owl#sameAs"
+#: An absolute IRI starts with a scheme (RFC 3987): a letter, then letters, digits, + - .
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+#: Characters N-Triples forbids inside <...> (besides UCHAR escapes): controls, space, <>"{}|^`\
+_NT_FORBIDDEN = re.compile(r'[\x00-\x20<>"{}|^`\\]')
+
+
+@contextmanager
+def _text_out(dest: Any):
+    """A text stream for ``dest``: a path (parents created, UTF-8) or an open stream (left open)."""
+    if hasattr(dest, "write"):
+        yield dest
+        return
+    path = Path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        yield fh
+
+
+def _plain(v: Any) -> Any:
+    """A JSON value: NaN / NA -> None, numpy scalars -> Python."""
+    import pandas as pd
+
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if math.isnan(v) else float(v)
+    return v
+
+
+def write_csv(df, dest: Any) -> Any:
+    """The frame as CSV (empty cells where a value is missing); ``dest`` is a path or a text stream."""
+    with _text_out(dest) as fh:
+        df.to_csv(fh, index=False)
+    return dest
+
+
+def write_jsonl(df, dest: Any) -> Any:
+    """JSON Lines: one object per row with the frame's columns (missing values are ``null``)."""
+    cols = list(df.columns)
+    with _text_out(dest) as fh:
+        for row in df.itertuples(index=False, name=None):
+            fh.write(json.dumps({c: _plain(v) for c, v in zip(cols, row)}, ensure_ascii=False) + "\n")
+    return dest
+
+
+def nt_iri(value: Any, base: str | None = None) -> str | None:
+    """``value`` as an N-Triples IRI body, or ``None`` when it is not an absolute IRI and no ``base`` is given.
+
+    An absolute IRI is kept, with the characters N-Triples forbids inside
+    ``<...>`` (controls, space, ``<>"{}|^`\\``) percent-encoded as UTF-8.  A
+    relative value (a bare id such as ``Q42`` or ``/m/0abc``) becomes ``base``
+    followed by the value percent-encoded (``/``, ``:`` and the RFC 3986
+    sub-delimiters kept).
+    """
+    from urllib.parse import quote
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    v = str(value).strip()
+    if not v:
+        return None
+    if _SCHEME.match(v):
+        return _NT_FORBIDDEN.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), v)
+    if base is None:
+        return None
+    return base + quote(v, safe="/:@!$&'()*+,;=-._~")
+
+
+def write_ntriples(df, dest: Any, *, src_base: str | None = None, tgt_base: str | None = None,
+                   predicate: str = OWL_SAME_AS, header: str | None = None) -> dict:
+    """``<src> <owl:sameAs> <tgt> .`` per row, from ``src_uri`` / ``tgt_uri`` (falling back to the ids).
+
+    A side whose value is not an absolute IRI is minted under ``src_base`` /
+    ``tgt_base`` when given (see :func:`nt_iri`); otherwise the row is skipped
+    and counted.  ``header``: an optional comment (``# ...`` lines).  Returns
+    ``{"written", "skipped", "skipped_examples", "written_rows"}`` (``written_rows``:
+    ``(len(df),)`` bool, the rows that became triples).
+    """
+    for name, b in (("source", src_base), ("target", tgt_base)):
+        if b is not None and (not _SCHEME.match(b) or _NT_FORBIDDEN.search(b)):
+            raise MmeaInputError(f"{name} base IRI {b!r} is not an absolute IRI (e.g. http://example.org/kg1/)")
+    if not _SCHEME.match(predicate) or _NT_FORBIDDEN.search(predicate):
+        raise MmeaInputError(f"predicate {predicate!r} is not an absolute IRI")
+
+    def column(side: str):
+        """The side's URI per row, its id where the URI is missing."""
+        uri = df[f"{side}_uri"].tolist() if f"{side}_uri" in df else [None] * len(df)
+        return [u if _plain(u) is not None and str(u).strip() else i for u, i in zip(uri, df[f"{side}_id"])]
+
+    skipped, ok = [], np.zeros(len(df), bool)
+    with _text_out(dest) as fh:
+        if header:
+            fh.write("".join(f"# {ln}\n" for ln in header.splitlines()))
+        for r, (s, t) in enumerate(zip(column("src"), column("tgt"))):
+            a, b = nt_iri(s, src_base), nt_iri(t, tgt_base)
+            if a is None or b is None:
+                skipped.append(s if a is None else t)
+                continue
+            fh.write(f"<{a}> <{predicate}> <{b}> .\n")
+            ok[r] = True
+    return {"written": int(ok.sum()), "skipped": len(skipped), "skipped_examples": [str(x) for x in skipped[:3]],
+            "written_rows": ok}
 
 
 # -- reading ----------------------------------------------------------------------

@@ -4,7 +4,8 @@ The output contract (stable for every model): ``RUN_DIR/alignment.csv``,
 ``RUN_DIR/metrics.json`` with ``dataset``, ``model``, ``split`` (train / valid /
 test sizes), ``test`` (Hits@1/5/10, MR, MRR of the primary direction and
 method), ``test_by_method``, ``timings`` (``load_s``, ``total_s`` and each
-stage) and ``notes``; ``RUN_DIR/config.toml``; ``RUN_DIR/run.log``.
+stage), ``calibration`` and ``notes``; ``RUN_DIR/config.toml``; ``RUN_DIR/run.log``;
+``RUN_DIR/calibration.json`` and ``RUN_DIR/valid_scores.npz`` (see :mod:`mmea.calibration`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,30 @@ def query_rows(task) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     src = np.setdiff1d(np.arange(task.source.num_entities), seeds[:, 0])
     tgt = np.setdiff1d(np.arange(task.target.num_entities), seeds[:, 1])
     return src, tgt, None
+
+
+def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, al, search,
+                  device: str) -> dict:
+    """Fit the confidence calibration on the validation links; write ``calibration.json`` (+ ``valid_scores.npz``).
+
+    The validation sources are ranked like the query ``rows`` (see
+    :func:`mmea.calibration.score_valid_sources`); returns a summary for ``metrics.json``.
+    """
+    from ..calibration import CALIBRATION_FILE, score_valid_sources, write_calibration, write_no_calibration
+
+    if not len(task.valid):
+        cal = write_no_calibration(run_dir, "the run has no validation links (no gold seeds: --seed-ratio 0, "
+                                            "or no gold links at all)")
+        log.info("calibration: none (%s)", cal.reason)
+        return {"available": False, "reason": cal.reason}
+    scores = score_valid_sources(src_emb, tgt_emb, task.valid, rows, cand, method=search.method,
+                                 csls_k=search.csls_k, index=search.index, device=device,
+                                 cand_r_tgt=al.result.r_tgt)
+    cal = write_calibration(run_dir, scores)
+    log.info("calibration: isotonic on the %s, %d validation sources (H@1 %.3f)", cal.feature, cal.n_valid,
+             cal.n_correct / max(cal.n_valid, 1))
+    return {"available": cal.available, "feature": cal.feature, "n_valid": cal.n_valid,
+            "valid_hits@1": cal.n_correct / max(cal.n_valid, 1), "file": CALIBRATION_FILE}
 
 
 def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False) -> dict:
@@ -90,6 +115,9 @@ def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False) -> d
             with run.stage("evaluate"):
                 ev = evaluate_embeddings(src_emb, tgt_emb, task.test, candidates=s.candidates, csls_k=s.csls_k,
                                          primary=("src->tgt", s.method))
+                rerank = getattr(model, "rerank_metrics", None)  # a model's own re-ranked rows (gaussian)
+                if rerank is not None:
+                    ev["test_by_method"].update(rerank(task.test, candidates=s.candidates, csls_k=s.csls_k))
             metrics.update(ev)
         else:
             metrics["test"] = {}
@@ -108,6 +136,9 @@ def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False) -> d
             if gold is not None:
                 m.update(alignment_metrics([tuple(x) for x in pred], [tuple(x) for x in task.test]))
             metrics["matched"] = m
+        with run.stage("calibrate"):
+            metrics["calibration"] = calibrate_run(run.path, task, src_emb, tgt_emb, rows, cand, al, s,
+                                                   device if device == "cpu" else "cuda")
         with run.stage("export"):
             df = alignment_frame(task, al, topk=s.topk, gold=task.test if gold is not None else None)
             csv_path = run.path / "alignment.csv"

@@ -1,0 +1,490 @@
+"""Confidence calibration: a pair's score -> the estimated probability that it is correct.
+
+A run predicts one target per query source (its top-1, or its matched pair with
+``--match``), with a ranking ``score`` and a ``margin`` (score minus the best
+other candidate's score, see :mod:`mmea.export`).  Neither is a probability.
+Calibration maps one of them (the *feature*, :data:`FEATURES`) to an estimated
+precision with an **isotonic regression** (pool adjacent violators; Zadrozny &
+Elkan, "Transforming classifier scores into accurate multiclass probability
+estimates", KDD 2002) of "the top-1 target is a gold target" on the feature, fitted on
+the **validation** links only, never the test links:
+
+1. :func:`score_valid_sources` ranks every validation source the way the run
+   ranked its query sources (same embeddings, similarity, CSLS ``k``, index),
+   against the run's candidate targets plus the validation targets, so a
+   validation source's gold target is among its candidates.  The CSLS radii
+   are the ones the query sources saw: each candidate target keeps its radius
+   over the run's query sources, so validation scores are on the test scale.
+   Cost: ``|valid| x |candidates|`` scores plus ``|query sources| x |valid
+   targets|`` for the new targets' radii (a few % of the run's own search).
+2. :func:`fit_calibration` fits ``f`` (nondecreasing by construction, clipped
+   outside the fitted range; each isotonic block's precision smoothed with one
+   pseudo-count of each outcome, so a small all-correct block does not read 1.0)
+   and an out-of-fold reliability table (5-fold: predicted vs observed precision
+   by bin) that shows how far to trust it.
+3. :func:`write_calibration` saves ``calibration.json`` (the fitted points, the
+   feature, the counts, the table) and ``valid_scores.npz`` (the validation
+   top-1 / top-2 targets and scores, from which any feature can be refitted).
+
+:func:`calibrated_alignment` reads a run directory back, adds ``est_precision``
+to each source's predicted pair and :func:`select_pairs` keeps those that meet
+a target (``mmea export RUN_DIR --min-precision 0.95``).  Because ``f`` is
+nondecreasing, the kept pairs are the ones above a feature threshold, and their
+expected precision is the mean of their estimates (>= the target).
+
+Caveats: validation links also select epochs / weights in some models
+(``propagation``, ``selfmea``), which makes the estimates slightly optimistic;
+with a one-to-one matcher the predicted pair is not always the top-1, and its
+margin (negative when it is not) is read through the same curve.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MmeaInputError
+
+__all__ = [
+    "FEATURES",
+    "CALIBRATION_FILE",
+    "VALID_SCORES_FILE",
+    "ValidScores",
+    "Calibration",
+    "score_valid_sources",
+    "fit_calibration",
+    "reliability_table",
+    "write_calibration",
+    "write_no_calibration",
+    "load_calibration",
+    "calibrated_alignment",
+    "select_pairs",
+    "export_summary",
+]
+
+#: Confidence features a calibration can be fitted on.
+FEATURES = ("margin", "score")
+CALIBRATION_FILE = "calibration.json"
+VALID_SCORES_FILE = "valid_scores.npz"
+#: Below this many validation links the estimates are coarse (a warning says so).
+FEW_VALID = 200
+
+
+# -- validation scores ---------------------------------------------------------------
+
+@dataclass
+class ValidScores:
+    """The top-2 candidates of each validation source, ranked as the run ranked its queries.
+
+    Attributes:
+        src: ``(v,)`` internal source ids (unique).
+        top1, top2: ``(v,)`` internal target ids of the best and second candidates (``-1``: none).
+        score1, score2: ``(v,)`` their ranking scores (``NaN``: none).
+        correct: ``(v,)`` whether ``top1`` is a gold target of the source.
+        method: the ranking score (``csls`` or ``cos``).
+        num_candidates: how many targets each validation source was ranked against.
+    """
+
+    src: np.ndarray
+    top1: np.ndarray
+    top2: np.ndarray
+    score1: np.ndarray
+    score2: np.ndarray
+    correct: np.ndarray
+    method: str = "csls"
+    num_candidates: int = 0
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def feature(self, name: str) -> np.ndarray:
+        """``(v,)`` float64 values of a confidence feature: ``margin`` (score1 - score2) or ``score``."""
+        _check_feature(name)
+        s1 = self.score1.astype(np.float64)
+        return s1 - self.score2.astype(np.float64) if name == "margin" else s1
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        np.savez_compressed(path, src=self.src, top1=self.top1, top2=self.top2, score1=self.score1,
+                            score2=self.score2, correct=self.correct, method=np.array(self.method),
+                            num_candidates=np.array(self.num_candidates))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ValidScores":
+        path = Path(path)
+        try:
+            z = np.load(path, allow_pickle=False)
+            return cls(z["src"], z["top1"], z["top2"], z["score1"], z["score2"], z["correct"].astype(bool),
+                       str(z["method"]), int(z["num_candidates"]))
+        except (OSError, KeyError, ValueError) as e:
+            raise MmeaInputError(f"{path}: not a valid_scores file ({e})") from None
+
+
+def _check_feature(name: str) -> None:
+    if name not in FEATURES:
+        raise MmeaInputError(f"unknown calibration feature {name!r}; valid choices: {', '.join(FEATURES)}")
+
+
+def score_valid_sources(src_emb: Any, tgt_emb: Any, valid: Any, query_src: Any, cand: Any, *,
+                        method: str = "csls", csls_k: int = 10, index: str = "auto", device: str = "cpu",
+                        cand_r_tgt: Any = None) -> ValidScores:
+    """Rank the validation sources like the run's query sources and keep their top 2.
+
+    Args:
+        src_emb: ``(N, d)``; tgt_emb: ``(M, d)`` the run's embeddings (all entities).
+        valid: ``(v, 2)`` internal validation links.
+        query_src: ``(n,)`` the run's query source rows (the test sources).
+        cand: ``(m,)`` the run's candidate target rows; the validation targets are added.
+        method, csls_k, index, device: as the run searched.
+        cand_r_tgt: ``(m,)`` the CSLS radii of ``cand`` from the run's search
+            (``Alignment.result.r_tgt``); computed over ``query_src`` when ``None``.
+    """
+    from .search.csls import csls_radius
+    from .search.matching import Similarity
+
+    valid = np.asarray(valid, dtype=np.int64).reshape(-1, 2)
+    if not len(valid):
+        raise MmeaInputError("no validation links to calibrate on")
+    src_emb, tgt_emb = np.asarray(src_emb), np.asarray(tgt_emb)
+    query_src = np.asarray(query_src, dtype=np.int64).reshape(-1)
+    cand = np.asarray(cand, dtype=np.int64).reshape(-1)
+    gold_of: dict[int, set] = {}
+    for s, t in valid.tolist():
+        gold_of.setdefault(s, set()).add(t)
+    vsrc = np.unique(valid[:, 0])
+    extra = np.setdiff1d(np.unique(valid[:, 1]), cand)
+    vcand = np.concatenate([cand, extra])  # (m + e,)
+    opts = dict(index=index, device=device)
+    if cand_r_tgt is None:
+        r_cand = csls_radius(src_emb[query_src], tgt_emb[cand], csls_k, **opts)[1]
+    else:
+        r_cand = np.asarray(cand_r_tgt, np.float32).reshape(-1)
+        if len(r_cand) != len(cand):
+            raise MmeaInputError(f"{len(r_cand)} candidate radii for {len(cand)} candidates")
+    r_extra = csls_radius(src_emb[query_src], tgt_emb[extra], csls_k, **opts)[1] if len(extra) else \
+        np.zeros(0, np.float32)
+    r_src = csls_radius(src_emb[vsrc], tgt_emb[vcand], csls_k, **opts)[0]  # over the candidates, like a query
+    sim = Similarity(src_emb[vsrc], tgt_emb[vcand], method=method, csls_k=csls_k,
+                     radius=(r_src, np.concatenate([r_cand, r_extra])), **opts)
+    res = sim.topk(2)
+    ids = np.where(res.ids >= 0, vcand[np.maximum(res.ids, 0)], -1)  # (v, k) internal target ids
+    scores = np.where(res.ids >= 0, res.scores, np.nan).astype(np.float32)
+    if ids.shape[1] < 2:  # a single candidate: no runner-up
+        ids = np.concatenate([ids, np.full((len(ids), 1), -1)], 1)
+        scores = np.concatenate([scores, np.full((len(ids), 1), np.nan, np.float32)], 1)
+    correct = np.array([t in gold_of[s] for s, t in zip(vsrc.tolist(), ids[:, 0].tolist())], dtype=bool)
+    return ValidScores(vsrc, ids[:, 0], ids[:, 1], scores[:, 0], scores[:, 1], correct, method, int(len(vcand)))
+
+
+# -- the fitted curve ------------------------------------------------------------------
+
+@dataclass
+class Calibration:
+    """A nondecreasing map from a confidence feature to an estimated precision.
+
+    ``x`` (strictly increasing) and ``y`` (nondecreasing, in [0, 1]) are the
+    isotonic fit's breakpoints; :meth:`predict` interpolates linearly between
+    them and clips outside (``sklearn``'s ``out_of_bounds="clip"``).  An
+    unavailable calibration (no validation links) has ``available=False`` and
+    a ``reason``.
+    """
+
+    feature: str = "margin"
+    x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    n_valid: int = 0
+    n_correct: int = 0
+    reliability: list = field(default_factory=list)
+    method: str = "isotonic"
+    prior: float = 1.0
+    similarity: str | None = None
+    num_candidates: int | None = None
+    available: bool = True
+    reason: str | None = None
+
+    def predict(self, values: Any) -> np.ndarray:
+        """``(n,)`` estimated precision of each feature value; ``NaN`` stays ``NaN``."""
+        if not self.available:
+            raise MmeaInputError(f"no calibration: {self.reason}")
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        out = np.interp(v, self.x, self.y)  # clips to y[0] / y[-1] outside [x[0], x[-1]]
+        return np.where(np.isnan(v), np.nan, out)
+
+    def threshold(self, min_precision: float) -> float:
+        """The smallest feature value whose estimate reaches ``min_precision`` (``inf`` if none)."""
+        if not (self.y >= min_precision).any():
+            return float("inf")
+        i = int(np.argmax(self.y >= min_precision))
+        if i == 0:
+            return float("-inf")
+        x0, x1, y0, y1 = self.x[i - 1], self.x[i], self.y[i - 1], self.y[i]
+        return float(x0 + (min_precision - y0) * (x1 - x0) / (y1 - y0))
+
+    def to_dict(self) -> dict:
+        if not self.available:
+            return {"available": False, "reason": self.reason, "n_valid": self.n_valid}
+        return {"available": True, "method": self.method, "prior": self.prior, "feature": self.feature,
+                "similarity": self.similarity,
+                "n_valid": self.n_valid, "n_correct": self.n_correct,
+                "valid_hits@1": self.n_correct / self.n_valid if self.n_valid else None,
+                "num_candidates": self.num_candidates,
+                "x": [float(a) for a in self.x], "y": [float(a) for a in self.y],
+                "reliability": self.reliability}
+
+    @classmethod
+    def from_dict(cls, d: dict, path: Any = CALIBRATION_FILE) -> "Calibration":
+        if not isinstance(d, dict) or "available" not in d:
+            raise MmeaInputError(f"{path}: not a calibration file (no 'available' key)")
+        if not d["available"]:
+            return cls(available=False, reason=d.get("reason") or "unknown", n_valid=int(d.get("n_valid", 0)))
+        try:
+            x, y = np.asarray(d["x"], np.float64), np.asarray(d["y"], np.float64)
+            cal = cls(feature=d["feature"], x=x, y=y, n_valid=int(d["n_valid"]), n_correct=int(d["n_correct"]),
+                      reliability=list(d.get("reliability", [])), method=d.get("method", "isotonic"),
+                      prior=float(d.get("prior", 1.0)),
+                      similarity=d.get("similarity"), num_candidates=d.get("num_candidates"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise MmeaInputError(f"{path}: malformed calibration ({type(e).__name__}: {e})") from None
+        _check_feature(cal.feature)
+        if len(x) == 0 or len(x) != len(y) or (np.diff(x) <= 0).any() or (np.diff(y) < 0).any() \
+                or y.min() < 0 or y.max() > 1:
+            raise MmeaInputError(f"{path}: the calibration points are not an increasing curve in [0, 1]")
+        return cal
+
+    @classmethod
+    def unavailable(cls, reason: str, n_valid: int = 0) -> "Calibration":
+        return cls(available=False, reason=reason, n_valid=n_valid)
+
+
+def _isotonic_points(x: np.ndarray, correct: np.ndarray, prior: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Breakpoints ``(x strictly increasing, y nondecreasing in [0, 1])`` of the smoothed isotonic fit.
+
+    1. Pool adjacent violators (``sklearn.isotonic.IsotonicRegression``) gives
+       blocks of consecutive feature values with increasing precision ``k / n``.
+    2. Each block's precision is smoothed to ``(k + prior) / (n + 2 prior)``
+       (``prior = 1``: Laplace's rule), so 25 correct out of 25 reads 0.96, not 1.
+    3. A weighted isotonic fit over the blocks (weights ``n + 2 prior``) makes
+       the smoothed values nondecreasing again.  Each block contributes its first
+       and last feature value, like sklearn's thresholds.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    c = correct.astype(np.float64)
+    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(x, c).predict(x)
+    o = np.lexsort((fitted, x))  # by feature value (ties: one block)
+    xs, fs, cs = x[o], fitted[o], c[o]
+    start = np.flatnonzero(np.r_[True, np.diff(fs) != 0])  # blocks: runs of one fitted value
+    n = np.diff(np.r_[start, len(xs)]).astype(np.float64)
+    k = np.add.reduceat(cs, start)
+    lo, hi = xs[start], xs[np.r_[start[1:], len(xs)] - 1]
+    smooth = (k + prior) / (n + 2 * prior)
+    if len(start) > 1:
+        smooth = IsotonicRegression(increasing=True).fit(np.arange(len(start)), smooth,
+                                                         sample_weight=n + 2 * prior).predict(np.arange(len(start)))
+    px = np.ravel(np.column_stack([lo, hi]))
+    py = np.repeat(smooth, 2)
+    keep = np.r_[True, np.diff(px) > 0]  # a one-value block gives one point
+    px, py = px[keep], py[keep]
+    return px, np.maximum.accumulate(np.clip(py, 0.0, 1.0))  # exact monotonicity despite float noise
+
+
+def reliability_table(predicted: Any, correct: Any, bins: int = 10) -> list[dict]:
+    """Predicted vs observed precision in ``bins`` equal-width bins of the prediction (empty bins left out)."""
+    p = np.asarray(predicted, np.float64).reshape(-1)
+    c = np.asarray(correct, bool).reshape(-1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            out.append({"lo": round(float(edges[b]), 4), "hi": round(float(edges[b + 1]), 4), "n": int(m.sum()),
+                        "mean_predicted": float(p[m].mean()), "observed": float(c[m].mean())})
+    return out
+
+
+def fit_calibration(feature: Any, correct: Any, *, feature_name: str = "margin", prior: float = 1.0,
+                    folds: int = 5, seed: int = 0) -> Calibration:
+    """Isotonic fit of ``correct`` on ``feature`` (``NaN`` features are left out).
+
+    ``prior``: pseudo-counts of correct and of wrong pairs added to each
+    isotonic block (see :func:`_isotonic_points`); ``0`` gives the plain fit.
+
+    The reliability table uses out-of-fold predictions (``folds``-fold, seeded
+    permutation) so it shows how the curve does on links it was not fitted on;
+    with fewer than ``2 * folds`` links it uses the in-sample fit.
+    """
+    _check_feature(feature_name)
+    x = np.asarray(feature, np.float64).reshape(-1)
+    c = np.asarray(correct, bool).reshape(-1)
+    if len(x) != len(c):
+        raise MmeaInputError(f"{len(x)} feature values for {len(c)} correctness labels")
+    ok = ~np.isnan(x)
+    x, c = x[ok], c[ok]
+    if not len(x):
+        return Calibration.unavailable("no validation source has a finite " + feature_name)
+    if prior < 0:
+        raise MmeaInputError(f"calibration prior must be >= 0, got {prior}")
+    xs, ys = _isotonic_points(x, c, prior)
+    cal = Calibration(feature=feature_name, x=xs, y=ys, n_valid=int(len(x)), n_correct=int(c.sum()),
+                      prior=float(prior))
+    if len(x) >= 2 * folds:
+        pred = np.empty(len(x))
+        part = np.random.default_rng(seed).permutation(len(x)) % folds
+        for f in range(folds):
+            fx, fy = _isotonic_points(x[part != f], c[part != f], prior)
+            pred[part == f] = np.interp(x[part == f], fx, fy)
+        kind = f"out-of-fold ({folds}-fold)"
+    else:
+        pred, kind = cal.predict(x), "in-sample"
+    cal.reliability = [{"predictions": kind, **row} for row in reliability_table(pred, c)]
+    return cal
+
+
+# -- run directory files ---------------------------------------------------------------
+
+def write_calibration(run_dir: str | Path, scores: ValidScores, feature: str = "margin") -> Calibration:
+    """Fit on ``scores`` and write ``calibration.json`` and ``valid_scores.npz`` into ``run_dir``."""
+    from .runs import write_json
+
+    run_dir = Path(run_dir)
+    scores.save(run_dir / VALID_SCORES_FILE)
+    cal = fit_calibration(scores.feature(feature), scores.correct, feature_name=feature)
+    cal.similarity, cal.num_candidates = scores.method, scores.num_candidates
+    write_json(run_dir / CALIBRATION_FILE, cal.to_dict())
+    return cal
+
+
+def write_no_calibration(run_dir: str | Path, reason: str) -> Calibration:
+    """Write a ``calibration.json`` that says why there is no calibration."""
+    from .runs import write_json
+
+    cal = Calibration.unavailable(reason)
+    write_json(Path(run_dir) / CALIBRATION_FILE, cal.to_dict())
+    return cal
+
+
+def load_calibration(run_dir: str | Path, feature: str | None = None) -> Calibration:
+    """The run's calibration; with another ``feature`` than the stored one, refitted from ``valid_scores.npz``."""
+    path = Path(run_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        raise MmeaInputError(f"{path}: file not found",
+                             hint="runs made before calibration existed have none; re-run mmea align")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MmeaInputError(f"{path}: not valid JSON ({e})") from None
+    cal = Calibration.from_dict(data, path)
+    if feature is None or not cal.available or feature == cal.feature:
+        return cal
+    _check_feature(feature)
+    npz = Path(run_dir) / VALID_SCORES_FILE
+    if not npz.is_file():
+        raise MmeaInputError(f"{npz}: file not found (needed to refit the calibration on {feature!r})")
+    scores = ValidScores.load(npz)
+    refit = fit_calibration(scores.feature(feature), scores.correct, feature_name=feature)
+    refit.similarity, refit.num_candidates = scores.method, scores.num_candidates
+    return refit
+
+
+def _bool_column(values) -> Any:
+    import pandas as pd
+
+    m = {"true": True, "1": True, "false": False, "0": False, "": None, "nan": None, "<na>": None}
+    return pd.array([m.get(str(v).strip().lower()) for v in values], dtype="boolean")
+
+
+def calibrated_alignment(run_dir: str | Path, *, feature: str | None = None,
+                         calibration: Calibration | None = None):
+    """A run's ``alignment.csv`` with ``est_precision`` on each source's predicted pair.
+
+    The predicted pair of a source is its first row (rank 1), or its ``matched``
+    row when the run used a matcher (a source without one has no prediction).
+    Other rows get an empty ``est_precision``.  Returns ``(frame, calibration or
+    None)``; the frame has the file's columns, ``est_precision``, and
+    ``_predicted`` / ``_pos`` (the row's position within its source, 0 first).
+    """
+    from .export import read_alignment
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MmeaInputError(f"{run_dir}: run directory not found")
+    path = run_dir / "alignment.csv"
+    if not path.is_file():
+        raise MmeaInputError(f"{path}: file not found", hint="RUN_DIR must be a directory written by mmea align")
+    df = read_alignment(path).drop(columns=["_line"])
+    for col in ("csls", "margin"):
+        if col in df:
+            df[col] = np.asarray([float(v) if str(v).strip() else np.nan for v in df[col]], np.float64)
+    for col in ("gold", "mutual"):
+        if col in df:
+            df[col] = _bool_column(df[col])
+    df["_pos"] = df.groupby("src_id", sort=False).cumcount().to_numpy()
+    if "matched" in df:
+        df["_predicted"] = df["matched"].fillna(False).to_numpy(dtype=bool) & (df["_pos"].to_numpy() == 0)
+    else:
+        df["_predicted"] = df["_pos"].to_numpy() == 0
+    if calibration is None:
+        try:
+            calibration = load_calibration(run_dir, feature)
+        except MmeaInputError:
+            if (run_dir / CALIBRATION_FILE).is_file():
+                raise
+            calibration = None
+    est = np.full(len(df), np.nan)
+    if calibration is not None and calibration.available:
+        col = calibration.feature
+        if col not in df:
+            raise MmeaInputError(f"{path}: no {col!r} column to calibrate (the calibration uses the {col})")
+        pred = df["_predicted"].to_numpy()
+        est[pred] = calibration.predict(df.loc[pred, col].to_numpy(dtype=np.float64))
+    df["est_precision"] = est
+    return df, calibration
+
+
+def select_pairs(df, min_precision: float | None = None, topk: int = 1):
+    """The rows to export: predicted pairs meeting ``min_precision``, plus up to ``topk - 1`` alternatives each.
+
+    ``min_precision`` ``None`` keeps every predicted pair.  Alternatives (rows
+    after a source's first) keep an empty ``est_precision``.  The helper
+    columns ``_pos`` / ``_predicted`` are dropped.
+    """
+    if min_precision is not None and not (0.0 < float(min_precision) <= 1.0):
+        raise MmeaInputError(f"--min-precision must be in (0, 1], got {min_precision}")
+    if int(topk) < 1:
+        raise MmeaInputError(f"--topk must be >= 1, got {topk}")
+    pred = df["_predicted"].to_numpy()
+    keep_pred = pred.copy()
+    if min_precision is not None:
+        est = df["est_precision"].to_numpy(dtype=np.float64)
+        keep_pred &= np.nan_to_num(est, nan=-1.0) >= float(min_precision)
+    kept_src = set(df.loc[keep_pred, "src_id"])
+    # a predicted pair is its source's first row (a matched pair comes first); alternatives follow it
+    rows = keep_pred | (df["src_id"].isin(kept_src).to_numpy() & (df["_pos"].to_numpy() < int(topk)) & ~pred)
+    return df.loc[rows].drop(columns=["_pos", "_predicted"]).reset_index(drop=True)
+
+
+def export_summary(df, selected, calibration: Calibration | None) -> dict:
+    """Counts for the export: sources, exported pairs, coverage, estimated and (with gold) test precision."""
+    n_sources = int(df["src_id"].nunique())
+    chosen = df.loc[df["_predicted"].to_numpy() & df["src_id"].isin(set(selected["src_id"])).to_numpy()]
+    out: dict = {"sources": n_sources, "predicted": int(df["_predicted"].sum()), "exported_pairs": int(len(chosen)),
+                 "exported_rows": int(len(selected)),
+                 "coverage": len(chosen) / n_sources if n_sources else 0.0}
+    est = chosen["est_precision"].to_numpy(dtype=np.float64)
+    out["mean_est_precision"] = float(np.nanmean(est)) if np.isfinite(est).any() else None
+    if "gold" in chosen:
+        judged = chosen["gold"].dropna()
+        if len(judged):
+            out["test_judged"] = int(len(judged))
+            out["test_correct"] = int(judged.astype(bool).sum())
+            out["test_precision"] = out["test_correct"] / out["test_judged"]
+    if calibration is not None and calibration.available:
+        out["calibration"] = {"feature": calibration.feature, "n_valid": calibration.n_valid,
+                              "valid_hits@1": calibration.n_correct / calibration.n_valid}
+    return out
