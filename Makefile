@@ -17,6 +17,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mmea align --src demo_src --tgt demo_tgt --out runs/demo
+	$(BIN)/mmea report runs/demo
 
 # Default suite: everything but `slow` and `gpu`; `data` tests skip when ../shared/datasets is absent.
 # pytest's exit 5 (no test collected) is turned into a failure.

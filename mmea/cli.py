@@ -186,6 +186,7 @@ def _print_align_summary(result: dict) -> None:
         click.echo(f"matching {mm['method']}: {mm['pairs']} pairs, H@1 {mm.get('hits@1', float('nan')):.4f}")
     click.echo(f"alignment: {result['alignment']}")
     click.echo(f"metrics:   {result['metrics_path']}")
+    click.echo(f"report:    mmea report {result['run_dir']}   (writes {Path(result['run_dir']) / 'report.html'})")
     click.echo(f"time: {m['timings']['total_s']:.1f} s")
 
 
@@ -324,6 +325,31 @@ def export_cmd(run_dir, min_precision, fmt, out, topk, feature, src_base_iri, tg
              f"({summary['test_correct']} of {summary['test_judged']} with a gold test link correct)")
     elif summary["exported_pairs"]:
         echo("test precision: not measured (no gold test links in alignment.csv)")
+
+
+@main.command("report", epilog="""\b
+Examples:
+  mmea report runs/demo                          # -> runs/demo/report.html
+  mmea report runs/demo --out demo-report.html
+""")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", default=None, metavar="FILE.html", help="Output file. Default: RUN_DIR/report.html.")
+def report_cmd(run_dir, out):
+    """Write a self-contained HTML report of an mmea align run (figures embedded, no external files).
+
+    Sections: the run (dataset, model, split, name encoder, notes, timings),
+    training curves, Hits@k against k, score and margin histograms of correct
+    vs incorrect pairs, precision against coverage from the calibration,
+    modality weights (selfmea) or variances (gaussian), and the most confident
+    errors with names.  A section the run has no data for says why.  See docs/report.md.
+    """
+    from .report import write_report
+
+    path, sections = write_report(run_dir, out)
+    click.echo(f"report: {path}")
+    for s in sections:
+        if not s.available:
+            click.echo(f"  {s.title}: not available: {s.reason}")
 
 
 @main.command(epilog="""\b
