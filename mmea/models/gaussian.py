@@ -1,0 +1,1035 @@
+"""Gaussian common-space model (``gaussian``) and its point-embedding twin (``mmea-point``).
+
+Hama & Matsubara, "Common Space Learning with Gaussian Embedding for
+Multi-Modal Entity Alignment", built on MMEA (Chen et al., "MMEA: Entity
+Alignment for Multi-modal Knowledge Graph", KSEM 2020).  Every entity has a
+diagonal Gaussian in each modality space and one in the common space; the maths
+is in :mod:`mmea.models.gaussian_math` (equation numbers are the paper's):
+
+- **relations** (eqs. 1-2): entities and relations ``N(mu, S)``;
+  ``f_rel(h, r, t) = -KL(N(mu_h - mu_t, S_h + S_t) || N(mu_r, S_r))`` and the
+  margin loss ``sum_{D+} sum_{D-} [gamma - f_rel(pos) + f_rel(neg)]_+``.  Both
+  KGs share one id space; ``D+`` holds the triples of both plus the
+  *exchange* triples of the train links (:func:`~.gaussian_math.exchange_triples`);
+  ``D-`` replaces the head or the tail by a uniformly random entity *of the
+  same KG* (:class:`~mmea.sampling.UniformNegativeSampler`, filtered against
+  ``D+``: a negative is never in ``D+``);
+- **images** (eqs. 3-4): ``mu_i = tanh(M_1 i)``, ``S_i = 0.5 I``,
+  ``f_vis = -KL(e_vis || N(mu_i, S_i))``, ``L_vis = log(1 + exp(-f_vis))``;
+- **numbers** (eqs. 5-7): each numerical attribute triple ``(e, a, n)`` gives
+  ``M_2 = [emb(a); W_rbf phi(n)]`` (``2 x d``; ``phi`` the RBF features of eq. 5,
+  learnable centres and widths per attribute, from
+  :class:`~mmea.encoders.numeric.NumericRbfEncoder`),
+  ``mu_n = tanh(vec(CNN(tanh(M_2))) W)``, ``S_n = 0.5 I``,
+  ``f_num = -KL(e_num || N(mu_n, S_n))``, ``L_num = log(1 + exp(-f_num))``;
+- **common space** (eq. 8): ``L_csl = KL(e || e_rel) + KL(e || e_vis) + KL(e || e_num)``
+  over the modalities the entity has (presence masks);
+- **alignment** (eq. 9): ``L_ac = KL(e_1 || e_2)`` over the train links.
+
+As in MMEA, ``e_rel``, ``e_vis`` and ``e_num`` are each entity's own
+distributions in the three modality spaces (separate tables), and ``e`` its
+distribution in the common space; ``L_csl`` moves both sides.
+
+Training (as MMEA): the five losses are minimised in turn, one epoch of each
+per round, each with its own optimiser (lazy Adam on the rows of the tables
+a batch touches, Adam on the encoders ``M_1`` and the numerical CNN, with
+their own learning rate).  Two stages: (1) means only, every variance fixed
+at 0.5; (2) variances trainable, clamped to ``[var_min, var_max]`` (default
+[0.5, 50]) after every step.  Stage 2 starts after ``stage1_epochs`` rounds,
+after ``stage1_fraction`` of the time budget, or when the validation Hits@1
+stalls for ``patience`` evaluations; training stops at ``epochs`` rounds, at
+``max_minutes`` or when stage 2 stalls.  The state with the best validation
+Hits@1 (then MRR) is kept; the test links are never seen.
+
+:meth:`GaussianModel.embeddings` returns the common-space means, L2-normalised,
+so the shared CSLS search ranks them; :meth:`GaussianModel.rerank_metrics`
+adds a symmetric-KL re-rank of the CSLS top-k (``rerank_k``), reported as its
+own ``test_by_method`` row.  ``model_info["variances"]`` holds the learned
+variances by modality coverage (the paper's motivation: entities with
+missing or noisy modalities should get larger variances).
+
+The **point twin** (``--model mmea-point`` = ``--model gaussian --set point=true``)
+keeps every variance at 0.5 (no variance parameters): every KL above becomes
+a squared Euclidean distance (``KL(N(a, .5 I) || N(b, .5 I)) = ||a - b||^2``),
+i.e. MMEA with TransE; everything else is shared.
+
+Image features come from :mod:`mmea.features` (pretrained or precomputed, see
+``[features]``); with ``image_source="auto"`` and no weights on disk the
+model falls back to the raw pixels (``pixel_size`` x ``pixel_size`` RGB,
+what the offline demo uses), and says so in the run notes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import MmeaInputError
+from ..sampling import UniformNegativeSampler
+from .base import MODELS, AlignmentModel, load_features
+from .gaussian_math import (alignment_loss, common_space_loss, exchange_triples, modality_loss, modality_score,
+                            relation_score, symmetric_kl)
+
+log = logging.getLogger("mmea.models")
+
+__all__ = ["GaussianModel", "MmeaPointModel", "GaussianData", "SameGraphUniformSampler", "relation_positives",
+           "pixel_image_features", "build_network", "kl_rerank_ranks"]
+
+IMAGE_SOURCES = ("auto", "features", "pixels", "none")
+
+
+# ----------------------------------------------------------------------------- data
+class SameGraphUniformSampler(UniformNegativeSampler):
+    """Uniform negatives drawn from the KG of the replaced entity (ids ``< num_source`` = source KG).
+
+    Both KGs live in one id space; a corrupted source triple gets a source
+    entity and a target triple a target entity (as MMEA does).  Filtering and
+    resampling are the base class's: with ``filter_triples = D+`` no negative
+    is in ``D+``.
+    """
+
+    def __init__(self, triples, num_entities, num_relations, *, num_source: int, **kwargs):
+        super().__init__(triples, num_entities, num_relations, **kwargs)
+        if not 0 < num_source < num_entities:
+            raise MmeaInputError(f"num_source must split the {num_entities} entities, got {num_source}")
+        self.num_source = int(num_source)
+
+    def _corrupt(self, batch, sides, num_negatives, rng):
+        replaced = np.where(sides, batch[:, None, 0], batch[:, None, 2])  # (B, K)
+        in_src = replaced < self.num_source
+        lo = np.where(in_src, 0, self.num_source)
+        size = np.where(in_src, self.num_source, self.num_entities - self.num_source)
+        return lo + np.minimum((rng.random(sides.shape) * size).astype(np.int64), size - 1)
+
+    def _allowed_candidates(self, batch_row, side):
+        e = batch_row[0] if side else batch_row[2]
+        return np.arange(self.num_source) if e < self.num_source else np.arange(self.num_source, self.num_entities)
+
+
+def relation_positives(task, links: np.ndarray, exchange: bool = True) -> tuple[np.ndarray, int, int, int]:
+    """``D+``: both KGs' triples in one id space plus the exchange triples of ``links``.
+
+    Target entity ``j`` is ``n1 + j`` and target relation ``r`` is ``R1 + r``
+    (:func:`mmea.encoders.structure.joint_triples`); ``links`` are ``(L, 2)``
+    source / target ids of the task.
+
+    Returns:
+        ``(triples (T, 3), num_entities, num_relations, num_exchange)``.
+    """
+    from ..encoders.structure import joint_triples
+
+    triples, n_ent = joint_triples(task)
+    n1 = task.source.num_entities
+    r1 = max(task.source.num_relations, int(task.source.triples[:, 1].max()) + 1 if len(task.source.triples) else 0)
+    r2 = max(task.target.num_relations, int(task.target.triples[:, 1].max()) + 1 if len(task.target.triples) else 0)
+    n_rel = max(r1 + r2, 1)
+    triples = np.unique(np.asarray(triples, dtype=np.int64).reshape(-1, 3), axis=0)
+    extra = np.zeros((0, 3), dtype=np.int64)
+    if exchange and len(links):
+        joint_links = np.asarray(links, dtype=np.int64).reshape(-1, 2) + np.array([0, n1])
+        extra = exchange_triples(triples, joint_links)
+    return np.concatenate([triples, extra]), n_ent, n_rel, int(len(extra))
+
+
+def pixel_image_features(kg, size: int = 16) -> tuple[np.ndarray, np.ndarray, int]:
+    """Raw-pixel image features ``(n, 3 * size * size)`` in [0, 1], presence mask, unreadable count.
+
+    The offline stand-in for a CNN backbone: each image resized to
+    ``size x size`` RGB (:func:`mmea.encoders.images.load_image`).  Entities
+    without an image, or with an unreadable one, get a zero row and mask False.
+    """
+    from torchvision import transforms
+
+    from ..encoders.images import load_image
+
+    n = kg.num_entities
+    out = np.zeros((n, 3 * size * size), dtype=np.float32)
+    mask = np.zeros(n, dtype=bool)
+    bad = 0
+    paths = kg.image_paths or []
+    tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+    for i, p in enumerate(paths):
+        if not p:
+            continue
+        x, why = load_image(p, tf)
+        if x is None:
+            bad += 1
+            continue
+        out[i] = x.numpy().reshape(-1)
+        mask[i] = True
+    return out, mask, bad
+
+
+@dataclass
+class GaussianData:
+    """What training reads, in the joint id space (source ``0..n1-1``, target ``n1..n1+n2-1``).
+
+    Attributes:
+        num_source, num_entities, num_relations: id space sizes.
+        triples: ``D+`` ``(T, 3)``; ``num_exchange`` of them from the exchange strategy.
+        train_links, valid_links: ``(L, 2)`` joint ids.
+        has_relations, has_image, has_numeric: bool ``(N,)`` presence masks.
+        images: ``(N, D)`` float32 centred, scaled image features (zero rows without image), or None.
+        num_entity, num_attribute, num_value: numerical attribute triples ``(m,)`` (value in [0, 1]).
+        num_attributes: size of the shared numerical attribute vocabulary.
+        image_info: where the image features came from.
+    """
+
+    num_source: int
+    num_entities: int
+    num_relations: int
+    triples: np.ndarray
+    num_exchange: int
+    train_links: np.ndarray
+    valid_links: np.ndarray
+    has_relations: np.ndarray
+    has_image: np.ndarray
+    has_numeric: np.ndarray
+    images: np.ndarray | None
+    num_entity: np.ndarray
+    num_attribute: np.ndarray
+    num_value: np.ndarray
+    num_attributes: int
+    image_info: dict
+
+
+def _standardize(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Columns centred over the rows that have the modality, then one global scale (unit mean square).
+
+    A global scale, not a per-column one: a near-constant column (a background
+    pixel) would otherwise be blown up to unit variance.  Rows without the
+    modality stay zero.
+    """
+    out = np.zeros_like(x, dtype=np.float32)
+    if mask.any():
+        rows = x[mask].astype(np.float64)
+        rows -= rows.mean(0)
+        rms = float(np.sqrt((rows ** 2).mean()))
+        out[mask] = (rows / (rms if rms > 1e-12 else 1.0)).astype(np.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- network (torch, built lazily)
+_BUILT: dict[str, Any] = {}
+
+
+def _build_classes() -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from ..encoders.numeric import NumericRbfEncoder
+
+    class GaussianTable(nn.Module):
+        """One diagonal Gaussian ``N(mu_i, diag var_i)`` per row.
+
+        ``var`` is a parameter frozen at ``var_init`` until
+        :meth:`set_variance_trainable`, or with ``point=True`` a fixed scalar
+        (no variance parameter).  While the variances are all still
+        ``var_init``, :meth:`forward` returns that scalar (it broadcasts in
+        every KL), which skips gathering and differentiating ``(B, d)`` rows.
+        """
+
+        def __init__(self, n: int, dim: int, init_std: float, var_init: float, point: bool):
+            super().__init__()
+            self.point = point
+            self.mu = nn.Parameter(torch.randn(n, dim) * init_std)
+            self.register_buffer("fixed_var", torch.tensor(float(var_init)))
+            self.register_buffer("uniform", torch.tensor(True))  # every variance still equals fixed_var
+            self.var = None if point else nn.Parameter(torch.full((n, dim), float(var_init)), requires_grad=False)
+
+        def forward(self, idx, sparse: bool = True):
+            """``(mu (..., d), var (..., d) or a 0-dim tensor)`` of rows ``idx``.
+
+            ``sparse``: sparse gradients (a step costs the batch's rows); dense ones are
+            cheaper when a batch touches a large part of the table (the relational loss).
+            """
+            mu = F.embedding(idx, self.mu, sparse=sparse)
+            if self.var is None or bool(self.uniform):
+                return mu, self.fixed_var
+            return mu, F.embedding(idx, self.var, sparse=sparse)
+
+        def variances(self):
+            """``(n, d)`` all variances (detached)."""
+            if self.var is not None:
+                return self.var.detach()
+            return torch.full_like(self.mu.detach(), float(self.fixed_var))
+
+        def set_variance_trainable(self, flag: bool) -> None:
+            if self.var is not None:
+                self.var.requires_grad_(flag)
+                if flag:
+                    self.uniform.fill_(False)
+
+        @torch.no_grad()
+        def clamp_(self, var_min: float, var_max: float, max_norm: float = 0.0, rows=None) -> None:
+            """Variances into ``[var_min, var_max]`` and means into the ``max_norm`` ball (0: no limit).
+
+            ``rows``: only these rows (those a step touched); None = all.
+            """
+            if isinstance(rows, slice):
+                rows = None
+            if self.var is not None and self.var.requires_grad:
+                if rows is None:
+                    self.var.clamp_(var_min, var_max)
+                else:
+                    self.var[rows] = self.var[rows].clamp(var_min, var_max)
+            if max_norm > 0:
+                mu = self.mu if rows is None else self.mu[rows]
+                norms = mu.norm(dim=1, keepdim=True)  # (n, 1)
+                mu = mu * torch.where(norms > max_norm, max_norm / norms.clamp_min(1e-12), 1.0)
+                if rows is None:
+                    self.mu.copy_(mu)
+                else:
+                    self.mu[rows] = mu
+
+        def touched_rows(self):
+            """Rows with a gradient from the last backward pass: an index tensor, None (no gradient)
+            or ``slice(None)`` (dense gradients: every row)."""
+            grads = [p.grad for p in (self.mu, self.var) if p is not None and p.grad is not None]
+            if not grads:
+                return None
+            if any(not g.is_sparse for g in grads):
+                return slice(None)
+            return torch.unique(torch.cat([g._indices()[0] for g in grads]))
+
+    class SameConv2x4(nn.Module):
+        """2-D convolution with a 2x4 kernel and "same" zero padding, computed as im2col + matmul.
+
+        The same function as ``nn.Conv2d(in, out, (2, 4), padding="same")``; on
+        the ``(B, C, 2, d)`` maps of the numerical branch its backward pass is
+        about twice as fast on a CPU.
+        """
+
+        def __init__(self, in_channels: int, out_channels: int):
+            super().__init__()
+            ref = nn.Conv2d(in_channels, out_channels, (2, 4))  # PyTorch's default initialisation
+            self.weight, self.bias = nn.Parameter(ref.weight.detach()), nn.Parameter(ref.bias.detach())
+
+        def forward(self, x):
+            xp = F.pad(x, (1, 2, 0, 1))  # (B, C, 3, d + 3): torch's "same" split of an even kernel
+            cols = xp.unfold(2, 2, 1).unfold(3, 4, 1)  # (B, C, 2, d, 2, 4)
+            b, c, h, w = cols.shape[:4]
+            cols = cols.permute(0, 2, 3, 1, 4, 5).reshape(b, h, w, c * 8)  # (B, 2, d, C * 8)
+            out = cols @ self.weight.reshape(self.weight.shape[0], -1).t() + self.bias  # (B, 2, d, O)
+            return out.permute(0, 3, 1, 2)  # (B, O, 2, d)
+
+    class GaussianNetwork(nn.Module):
+        """All distributions and encoders of the model (see the module docstring)."""
+
+        def __init__(self, num_entities: int, num_relations: int, dim: int, image_dim: int, num_attributes: int,
+                     rbf_centres: int, point: bool, var_init: float = 0.5, modality_var: float = 0.5,
+                     init_std: float | None = None):
+            super().__init__()
+            std = init_std if init_std is not None else dim ** -0.5
+            self.point, self.dim, self.stage = point, dim, 1
+            self.modality_var = float(modality_var)
+            self.rel_ent = GaussianTable(num_entities, dim, std, var_init, point)
+            self.relations = GaussianTable(num_relations, dim, std, var_init, point)
+            self.common = GaussianTable(num_entities, dim, std, var_init, point)
+            self.vis_ent = self.image_proj = None
+            if image_dim:
+                self.vis_ent = GaussianTable(num_entities, dim, std, var_init, point)
+                self.image_proj = nn.Linear(image_dim, dim)  # M_1
+            self.num_ent = self.numeric = None
+            if num_attributes:
+                self.num_ent = GaussianTable(num_entities, dim, std, var_init, point)
+                # eq. 5: RBF centres / widths per attribute, and the attribute-name embeddings
+                self.numeric = NumericRbfEncoder(num_attributes, rbf_centres, name_dim=dim, per_attribute=True)
+                self.rbf_proj = nn.Linear(rbf_centres, dim)
+                # two 2x4 convolutions with 2 feature maps, "same" padding (as MMEA's attribute CNN)
+                self.cnn = nn.Sequential(SameConv2x4(1, 2), nn.Tanh(), SameConv2x4(2, 2), nn.Tanh())
+                self.num_out = nn.Linear(2 * 2 * dim, dim)  # W
+
+        def tables(self) -> dict:
+            out = {"relations": self.rel_ent, "relation_types": self.relations, "common": self.common}
+            if self.vis_ent is not None:
+                out["images"] = self.vis_ent
+            if self.num_ent is not None:
+                out["numeric"] = self.num_ent
+            return out
+
+        def set_stage(self, stage: int) -> None:
+            """Stage 1: every variance fixed; stage 2: variances trainable (none for the point twin)."""
+            if stage not in (1, 2):
+                raise MmeaInputError(f"stage must be 1 or 2, got {stage}")
+            self.stage = stage
+            for t in self.tables().values():
+                t.set_variance_trainable(stage == 2)
+
+        def clamp_(self, var_min: float, var_max: float, max_norm: float = 0.0, names=None,
+                   touched_only: bool = False) -> None:
+            """Project after a step: variances into ``[var_min, var_max]``, relational means into the ball.
+
+            ``names``: only these tables (:meth:`tables` keys), None = all; ``touched_only``: only
+            the rows that have a gradient (call before the gradients are cleared).
+            """
+            for name, t in self.tables().items():
+                if names is None or name in names:
+                    rows = t.touched_rows() if touched_only else None
+                    if touched_only and rows is None:
+                        continue
+                    t.clamp_(var_min, var_max, max_norm if name in ("relations", "relation_types") else 0.0, rows)
+
+        def fixed(self, mu):
+            """The fixed variance ``0.5`` of an image / number distribution, as a 0-dim tensor."""
+            return mu.new_tensor(self.modality_var)
+
+        def image_mean(self, feats):
+            """``mu_i = tanh(M_1 i)`` (eq. 3), ``(B, d)``."""
+            return torch.tanh(self.image_proj(feats))
+
+        def numeric_mean(self, attribute, value):
+            """``mu_n = tanh(vec(CNN(tanh(M_2))) W)`` with ``M_2 = [emb(a); W_rbf phi(n)]`` (eqs. 5-6), ``(B, d)``."""
+            rows = torch.stack([self.numeric.names(attribute),
+                                self.rbf_proj(self.numeric.rbf(attribute, value))], dim=1)  # (B, 2, d)
+            h = self.cnn(torch.tanh(rows).unsqueeze(1))  # (B, 2, 2, d)
+            return torch.tanh(self.num_out(h.flatten(1)))  # (B, d)
+
+        def relation_scores(self, h, r, t):
+            """``f_rel`` (eq. 1) of index tensors of any (equal or broadcastable) shape."""
+            return relation_score(*self.rel_ent(h), *self.relations(r), *self.rel_ent(t))
+
+        def relation_scores_replaced(self, batch, sides, replacements):
+            """``(pos (B,), neg (B, K))`` scores: ``batch (B, 3)`` and its copies with the head
+            (``sides (B, K)`` True) or the tail replaced by ``replacements (B, K)``.
+
+            Only the replaced entity is gathered per negative; the kept one is the positive's row.
+            """
+            mu_h, var_h = self.rel_ent(batch[:, 0], sparse=False)  # (B, d)
+            mu_t, var_t = self.rel_ent(batch[:, 2], sparse=False)
+            mu_r, var_r = self.relations(batch[:, 1], sparse=False)
+            pos = relation_score(mu_h, var_h, mu_r, var_r, mu_t, var_t)  # (B,)
+            mu_x, var_x = self.rel_ent(replacements, sparse=False)  # (B, K, d)
+            side = sides.unsqueeze(-1)  # (B, K, 1)
+
+            def put(rep, keep, replace):  # rep where replaced, else the positive's row; a 0-dim variance is shared
+                return rep if rep.dim() == 0 else torch.where(replace, rep, keep.unsqueeze(1))
+
+            mu_hn, var_hn = put(mu_x, mu_h, side), put(var_x, var_h, side)
+            mu_tn, var_tn = put(mu_x, mu_t, ~side), put(var_x, var_t, ~side)
+            r = (mu_r.unsqueeze(1), var_r.unsqueeze(1) if var_r.dim() else var_r)
+            neg = relation_score(mu_hn, var_hn, r[0], r[1], mu_tn, var_tn)  # (B, K)
+            return pos, neg
+
+    built = {"GaussianTable": GaussianTable, "SameConv2x4": SameConv2x4, "GaussianNetwork": GaussianNetwork}
+    for name, cls in built.items():
+        cls.__module__, cls.__qualname__ = __name__, name
+    return built
+
+
+def __getattr__(name: str):
+    # torch classes are created on first access so that importing this module stays instant
+    if name in ("GaussianTable", "SameConv2x4", "GaussianNetwork"):
+        if not _BUILT:
+            _BUILT.update(_build_classes())
+        return _BUILT[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_network(data: GaussianData, config) -> Any:
+    """The :class:`GaussianNetwork` for ``data`` under a model ``Config``."""
+    cls = __getattr__("GaussianNetwork")
+    return cls(data.num_entities, data.num_relations, config.dim,
+               0 if data.images is None else int(data.images.shape[1]), data.num_attributes, config.rbf_centres,
+               config.point, var_init=config.var_init, modality_var=config.modality_var)
+
+
+class _LossOptimizer:
+    """The optimiser of one loss: lazy (sparse) Adam for the Gaussian tables, Adam for the encoders.
+
+    Table rows are looked up with sparse gradients, so a step costs the rows
+    of the batch, not the whole table (``torch.optim.SparseAdam``: the moments
+    of the rows absent from a batch are not decayed).  Means use ``lr``,
+    variances ``var_lr``, the encoders (``M_1``, the numerical CNN) ``encoder_lr``.
+    """
+
+    def __init__(self, modules, lr: float, var_lr: float, encoder_lr: float, sparse: bool = True):
+        import torch
+
+        table_cls = __getattr__("GaussianTable")
+        means, variances, dense = [], [], []
+        for m in modules:
+            if isinstance(m, table_cls):
+                means.append(m.mu)
+                if m.var is not None:
+                    variances.append(m.var)
+            else:
+                dense.extend(m.parameters())
+        self.params = means + variances + dense
+        groups = [{"params": means, "lr": lr}] + ([{"params": variances, "lr": var_lr}] if variances else [])
+        if not sparse:  # the tables get dense gradients (the caller looks them up with sparse=False)
+            if dense and encoder_lr > 0:
+                groups.append({"params": dense, "lr": encoder_lr})
+            self.sparse, self.dense = None, torch.optim.Adam(groups)
+            return
+        self.sparse = torch.optim.SparseAdam(groups) if means else None
+        self.dense = torch.optim.Adam(dense, lr=encoder_lr) if dense and encoder_lr > 0 else None
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        for o in (self.sparse, self.dense):
+            if o is not None:
+                o.step()
+
+
+# ----------------------------------------------------------------------------- evaluation helpers
+def kl_rerank_ranks(mu_s, var_s, mu_t, var_t, links: np.ndarray, *, candidates: str = "test", csls_k: int = 10,
+                    k: int = 10) -> np.ndarray:
+    """1-based ranks of each link's target after re-ranking the CSLS top-``k`` by symmetric KL.
+
+    CSLS runs over the L2-normalised means (radii over the candidate sets, as
+    :func:`mmea.evaluation.evaluate_embeddings`); the ``k`` best candidates of
+    each source are re-ordered by ``KL(s || t) + KL(t || s)`` of the full
+    Gaussians (ascending, CSLS order on ties).  A gold target outside the top
+    ``k`` keeps its CSLS rank (``> k``).
+    """
+    import torch
+
+    from ..search.csls import csls_topk, rank_of_targets
+    from ..search.knn import l2_normalize
+
+    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
+    src_n = l2_normalize(np.asarray(mu_s, dtype=np.float32))
+    tgt_n = l2_normalize(np.asarray(mu_t, dtype=np.float32))
+    if candidates == "test":
+        src_rows, q_src = np.unique(links[:, 0], return_inverse=True)
+        tgt_rows, q_tgt = np.unique(links[:, 1], return_inverse=True)
+    else:
+        src_rows, q_src = np.arange(len(src_n)), links[:, 0]
+        tgt_rows, q_tgt = np.arange(len(tgt_n)), links[:, 1]
+    S, T = src_n[src_rows], tgt_n[tgt_rows]
+    k = max(1, min(int(k), len(tgt_rows)))
+    res = csls_topk(S, T, topk=k, csls_k=csls_k, normalize=False, index="torch")
+    full = rank_of_targets(S[q_src], T, q_tgt, method="csls", r_src=res.r_src[q_src], r_tgt=res.r_tgt,
+                           normalize=False)  # (n,)
+    top = res.ids[q_src]  # (n, k) positions in tgt_rows
+    cand = tgt_rows[np.maximum(top, 0)]  # (n, k) target ids
+    t = torch.as_tensor
+    skl = symmetric_kl(t(np.asarray(mu_s, np.float32)[links[:, 0]])[:, None], t(np.asarray(var_s, np.float32)[
+        links[:, 0]])[:, None], t(np.asarray(mu_t, np.float32)[cand]), t(np.asarray(var_t, np.float32)[cand])).numpy()
+    skl = np.where(top >= 0, skl, np.inf)
+    order = np.argsort(skl, axis=1, kind="stable")  # (n, k)
+    reranked = np.take_along_axis(top, order, 1)
+    hit = reranked == q_tgt[:, None]
+    in_top = hit.any(1)
+    return np.where(in_top, hit.argmax(1) + 1, full).astype(np.int64)
+
+
+def _mean_var(v: np.ndarray, mask: np.ndarray) -> float | None:
+    return round(float(v[mask].mean()), 4) if mask.any() else None
+
+
+def variance_report(net, data: GaussianData) -> dict:
+    """Mean learned variance (mean over dimensions, then entities) by modality coverage.
+
+    ``common``: common-space variance of the entities with / without each
+    modality, and by the number of modalities they have; ``modality_space``:
+    the variance of each modality's own entity distribution (only entities
+    with the modality are trained there); ``relations_by_degree``: common
+    variance by relational degree (few triples = weak relational evidence).
+    """
+    tables = net.tables()
+    common = tables["common"].variances().mean(1).cpu().numpy()  # (N,)
+    masks = {"relations": data.has_relations, "images": data.has_image, "numeric": data.has_numeric}
+    out: dict = {"common": {}, "modality_space": {}}
+    for m, mask in masks.items():
+        out["common"][m] = {"with": _mean_var(common, mask), "without": _mean_var(common, ~mask),
+                            "n_with": int(mask.sum()), "n_without": int((~mask).sum())}
+        if m in tables:
+            v = tables[m].variances().mean(1).cpu().numpy()
+            out["modality_space"][m] = {"with": _mean_var(v, mask), "without": _mean_var(v, ~mask)}
+    count = sum(m.astype(int) for m in masks.values())
+    out["common_by_modality_count"] = {str(c): _mean_var(common, count == c) for c in range(4) if (count == c).any()}
+    deg = np.bincount(np.concatenate([data.triples[:, 0], data.triples[:, 2]]), minlength=data.num_entities)
+    bins = [(0, 0), (1, 2), (3, 5), (6, 10), (11, 10 ** 9)]
+    out["common_by_degree"] = {(f"{lo}-{hi}" if hi < 10 ** 9 else f"{lo}+"): _mean_var(
+        common, (deg >= lo) & (deg <= hi)) for lo, hi in bins if ((deg >= lo) & (deg <= hi)).any()}
+    rel = tables["relation_types"].variances().mean(1).cpu().numpy()
+    out["relation_types"] = {"mean": round(float(rel.mean()), 4), "max": round(float(rel.max()), 4)}
+    return out
+
+
+# ----------------------------------------------------------------------------- the model
+@MODELS.register
+class GaussianModel(AlignmentModel):
+    """Gaussian common space: KL-divergence embeddings of relations, images and numbers (Hama & Matsubara)."""
+
+    uses_gold_for_training = True
+
+    @dataclass(frozen=True)
+    class Config:
+        """Parameters (``[model]`` / ``--set``).
+
+        Attributes:
+            point: the point-embedding twin (every variance fixed at ``var_init``).
+            dim: size of every space.
+            margin: ``gamma`` of the relational margin loss (eq. 2).
+            num_negatives: negatives per positive triple.
+            exchange: extend ``D+`` with the exchange triples of the train links.
+            batch_size: triples per relational step; entity_batch_size: entities (or links) per step
+                of the visual, common-space and alignment losses; numeric_batch_size: numerical
+                attribute triples per step.
+            lr: Adam learning rate of the means in the relational loss; entity_lr: of the means in
+                the other four losses (there each entity's row is touched about once per epoch,
+                against many times in the relational loss); var_lr: of the variances in stage 2;
+                encoder_lr: of ``M_1`` and the numerical encoder (0: frozen at their random
+                initialisation).  The visual and numerical losses have positives only, so a fast
+                encoder can collapse its distributions onto one point: measured on the demo pair,
+                frozen or slow encoders kept more image signal, while on FB15K-DB15K learning the
+                numerical encoder (0.01) beat freezing it.
+            vis_weight, num_weight, csl_weight, ac_weight: loss weights (the relational loss has 1).
+            epochs: maximum rounds (one epoch of each of the five losses).
+            stage1_epochs: rounds of stage 1 at most; stage1_fraction: of ``max_minutes`` at most.
+            var_init: initial (and stage-1, and point-twin) variance; var_min, var_max: stage-2 clamp.
+            modality_var: the fixed variance of the image and number distributions (``S_i``, ``S_n``).
+            max_norm: KG2E's ``||mu|| <= max_norm`` for relational entity and relation means (0: off).
+            rbf_centres: RBF centres per numerical attribute (eq. 5).
+            image_source: ``auto`` (features from ``[features]``, raw pixels when no weights are on
+                disk), ``features``, ``pixels`` or ``none``; pixel_size: side of the pixel grid.
+            eval_every: rounds between validation evaluations; patience: evaluations without gain
+                that end stage 1, then training.
+            max_minutes: wall-clock budget of training (validation included).
+            rerank_k: CSLS top-k re-ranked by symmetric KL at evaluation (0: no re-rank).
+            num_threads: torch CPU threads during training (0: leave as is; restored afterwards).
+                One by default: the batches are small, and on a 2-core machine shared with other
+                work two threads were measured 10x slower than one (spin-waiting threads).
+        """
+
+        point: bool = False
+        dim: int = 100
+        margin: float = 1.0
+        num_negatives: int = 2
+        exchange: bool = True
+        batch_size: int = 8192
+        entity_batch_size: int = 512
+        numeric_batch_size: int = 2048
+        lr: float = 0.02
+        entity_lr: float = 0.02
+        var_lr: float = 0.01
+        encoder_lr: float = 0.01
+        vis_weight: float = 1.0
+        num_weight: float = 1.0
+        csl_weight: float = 1.0
+        ac_weight: float = 1.0
+        epochs: int = 100
+        stage1_epochs: int = 50
+        stage1_fraction: float = 0.5
+        var_init: float = 0.5
+        var_min: float = 0.5
+        var_max: float = 50.0
+        modality_var: float = 0.5
+        max_norm: float = 1.0
+        rbf_centres: int = 32
+        image_source: str = "auto"
+        pixel_size: int = 16
+        eval_every: int = 1
+        patience: int = 10
+        max_minutes: float = 10.0
+        rerank_k: int = 10
+        num_threads: int = 1
+
+        def __post_init__(self) -> None:
+            if self.image_source not in IMAGE_SOURCES:
+                raise MmeaInputError(f"image_source must be one of {', '.join(IMAGE_SOURCES)}, "
+                                     f"got {self.image_source!r}")
+            if not 0 < self.var_min <= self.var_init <= self.var_max:
+                raise MmeaInputError(f"need 0 < var_min <= var_init <= var_max, got {self.var_min}, "
+                                     f"{self.var_init}, {self.var_max}")
+            for name in ("dim", "num_negatives", "batch_size", "entity_batch_size", "numeric_batch_size",
+                         "rbf_centres", "pixel_size", "eval_every"):
+                if getattr(self, name) < 1:
+                    raise MmeaInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if min(self.lr, self.entity_lr, self.var_lr, self.max_minutes, self.modality_var) <= 0 \
+                    or self.encoder_lr < 0:
+                raise MmeaInputError("lr, entity_lr, var_lr, max_minutes and modality_var must be > 0, "
+                                     "encoder_lr >= 0")
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self.net = None
+        self.data: GaussianData | None = None
+        self._best_state: dict | None = None
+
+    # -- data -------------------------------------------------------------------
+    def _image_features(self, task, has_images: bool) -> tuple[np.ndarray | None, np.ndarray, dict]:
+        c = self.config
+        n1, n2 = task.source.num_entities, task.target.num_entities
+        none = (None, np.zeros(n1 + n2, dtype=bool))
+        if c.image_source == "none":
+            return (*none, {"source": "none", "reason": "image_source=none"})
+        if c.image_source in ("auto", "features"):
+            from ..encoders import WeightsNotFoundError
+
+            try:
+                im = load_features(self.ctx, task, ["images"])["images"]
+            except WeightsNotFoundError as e:
+                if c.image_source == "features":
+                    raise
+                self.ctx.note(f"gaussian: no image encoder weights ({e.message}); using raw {c.pixel_size}x"
+                              f"{c.pixel_size} pixels as image features")
+            else:
+                if im.dim == 0:
+                    return (*none, {"source": "none", "reason": "neither KG has images or image features"})
+                mask = np.concatenate([im.source_mask, im.target_mask])
+                x = np.concatenate([np.asarray(im.source, np.float32), np.asarray(im.target, np.float32)])
+                return x, mask, {"source": "features", "encoder": im.info.get("encoder"),
+                                 "model": im.info.get("model"), "weights": im.info.get("weights"), "dim": im.dim}
+        if not has_images:
+            return (*none, {"source": "none", "reason": "neither KG has image files"})
+        (xs, ms, bs), (xt, mt, bt) = (pixel_image_features(kg, c.pixel_size) for kg in (task.source, task.target))
+        return np.concatenate([xs, xt]), np.concatenate([ms, mt]), {
+            "source": "pixels", "encoder": f"raw pixels {c.pixel_size}x{c.pixel_size} RGB", "dim": int(xs.shape[1]),
+            "unreadable": bs + bt}
+
+    def prepare(self, task) -> GaussianData:
+        """Everything training reads (features through :mod:`mmea.features`); never ``task.test``."""
+        c = self.config
+        n1, n2 = task.source.num_entities, task.target.num_entities
+        if n1 < 1 or n2 < 1:
+            raise MmeaInputError("the gaussian model needs entities in both KGs")
+        train = np.asarray(task.train, dtype=np.int64).reshape(-1, 2)
+        valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
+        triples, n_ent, n_rel, n_ex = relation_positives(task, train, c.exchange)
+        has_rel = np.zeros(n_ent, dtype=bool)
+        has_rel[triples[:, [0, 2]].reshape(-1)] = True
+
+        has_files = any(bool(p) for kg in (task.source, task.target) for p in (kg.image_paths or []))
+        has_pre = any(kg.image_features is not None for kg in (task.source, task.target))
+        images, has_img, image_info = self._image_features(task, has_files or has_pre)
+        if images is not None:
+            images = _standardize(images, has_img)
+            if not has_img.any():
+                images, image_info = None, {"source": "none", "reason": "no entity has a readable image"}
+
+        num = load_features(self.ctx, task, ["numeric"])["numeric"]
+        ex = num.extras
+        ent = np.concatenate([ex["source_entity"], ex["target_entity"] + n1]).astype(np.int64)
+        attr = np.concatenate([ex["source_attribute"], ex["target_attribute"]]).astype(np.int64)
+        val = np.concatenate([ex["source_value"], ex["target_value"]]).astype(np.float32)
+        n_attr = int(num.info.get("num_attributes", int(attr.max()) + 1 if len(attr) else 0)) if len(attr) else 0
+        has_num = np.zeros(n_ent, dtype=bool)
+        has_num[ent] = True
+        return GaussianData(n1, n_ent, n_rel, triples, n_ex, train + np.array([0, n1]), valid + np.array([0, n1]),
+                            has_rel, has_img, has_num, images, ent, attr, val, n_attr, image_info)
+
+    # -- training ---------------------------------------------------------------
+    def fit(self, task) -> None:
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            self.setup(task)
+            self.train()
+        finally:
+            torch.set_num_threads(threads)
+
+    def setup(self, task) -> None:
+        """Data (:meth:`prepare`), the network in stage 1, the sampler and one Adam per loss."""
+        import torch
+
+        c = self.config
+        self._t0 = time.perf_counter()
+        if c.num_threads > 0:
+            torch.set_num_threads(c.num_threads)
+        torch.manual_seed(self.ctx.seed)
+        self._rng = np.random.default_rng(self.ctx.seed)
+        data = self.data = self.prepare(task)
+        net = self.net = build_network(data, c)
+        net.set_stage(1)
+        self.sampler = SameGraphUniformSampler(data.triples, data.num_entities, data.num_relations,
+                                               num_source=data.num_source, seed=self.ctx.seed)
+
+        def optimizer(*modules, lr, sparse=True):
+            return _LossOptimizer([m for m in modules if m is not None], lr, c.var_lr, c.encoder_lr, sparse)
+
+        # each loss steps its own parameters (variances included: frozen ones get no gradient)
+        self._optimizers = {
+            "rel": optimizer(net.rel_ent, net.relations, lr=c.lr, sparse=False),
+            "vis": optimizer(net.vis_ent, net.image_proj, lr=c.entity_lr),
+            "num": optimizer(net.num_ent, net.numeric, getattr(net, "rbf_proj", None), getattr(net, "cnn", None),
+                             getattr(net, "num_out", None), lr=c.entity_lr),
+            "csl": optimizer(net.common, net.rel_ent, net.vis_ent, net.num_ent, lr=c.entity_lr),
+            "ac": optimizer(net.common, lr=c.entity_lr)}
+        self._clamped = {"rel": ("relations", "relation_types"), "vis": ("images",), "num": ("numeric",),
+                         "csl": ("common", "relations", "images", "numeric"), "ac": ("common",)}
+
+    # -- one epoch of each loss -------------------------------------------------
+    def _batches(self, n: int, size: int):
+        perm = self._rng.permutation(n)
+        for i in range(0, n, size):
+            yield perm[i:i + size]
+
+    def _step(self, name: str, loss) -> float:
+        """Backward, one optimiser step of this loss's parameters, then the projection of the touched rows."""
+        o = self._optimizers[name]
+        o.zero_grad()
+        loss.backward()
+        o.step()
+        c = self.config
+        self.net.clamp_(c.var_min, c.var_max, c.max_norm, self._clamped[name], touched_only=True)
+        return float(loss.detach())
+
+    def _out_of_time(self) -> bool:
+        return time.perf_counter() - self._t0 > self.config.max_minutes * 60.0
+
+    def epoch_relations(self) -> float:
+        """One epoch of the margin loss (eq. 2) over ``D+`` with ``num_negatives`` filtered negatives each."""
+        import torch
+
+        from ..losses import margin_ranking_loss
+
+        c, data, net = self.config, self.data, self.net
+        total, nb = 0.0, 0
+        for idx in self._batches(len(data.triples), c.batch_size):
+            batch = data.triples[idx]
+            ns = self.sampler.sample_with_info(batch, c.num_negatives)
+            pos, neg = net.relation_scores_replaced(torch.as_tensor(batch), torch.as_tensor(ns.sides),
+                                                    torch.as_tensor(ns.replacements))  # (B,), (B, K)
+            mask = None if ns.valid.all() else torch.as_tensor(ns.valid)
+            total += self._step("rel", margin_ranking_loss(pos, neg, c.margin, mask))
+            nb += 1
+            if self._out_of_time():
+                break
+        return total / max(nb, 1)
+
+    def epoch_images(self) -> float | None:
+        """One epoch of ``L_vis`` (eq. 4) over the entities that have an image."""
+        import torch
+
+        c, data, net = self.config, self.data, self.net
+        rows = np.flatnonzero(data.has_image)
+        if self._optimizers["vis"] is None or not len(rows):
+            return None
+        images = torch.as_tensor(data.images)  # (N, D), no copy
+        total, nb = 0.0, 0
+        for idx in self._batches(len(rows), c.entity_batch_size):
+            e = torch.as_tensor(rows[idx])
+            mu_i = net.image_mean(images[e])  # (B, d)
+            f = modality_score(*net.vis_ent(e), mu_i, net.fixed(mu_i))
+            total += self._step("vis", c.vis_weight * modality_loss(f))
+            nb += 1
+        return total / max(nb, 1)
+
+    def epoch_numbers(self) -> float | None:
+        """One epoch of ``L_num`` (eq. 7) over the numerical attribute triples."""
+        import torch
+
+        c, data, net = self.config, self.data, self.net
+        if self._optimizers["num"] is None or not len(data.num_entity):
+            return None
+        ent, attr, val = (torch.as_tensor(x) for x in (data.num_entity, data.num_attribute, data.num_value))
+        total, nb = 0.0, 0
+        for idx in self._batches(len(ent), c.numeric_batch_size):
+            i = torch.as_tensor(idx)
+            mu_n = net.numeric_mean(attr[i], val[i])  # (B, d)
+            f = modality_score(*net.num_ent(ent[i]), mu_n, net.fixed(mu_n))
+            total += self._step("num", c.num_weight * modality_loss(f))
+            nb += 1
+        return total / max(nb, 1)
+
+    def epoch_common(self) -> float:
+        """One epoch of ``L_csl`` (eq. 8) over all entities, each with the modalities it has."""
+        import torch
+
+        c, data, net = self.config, self.data, self.net
+        masks = [torch.as_tensor(m) for m in (data.has_relations, data.has_image, data.has_numeric)]
+        total, nb = 0.0, 0
+        for idx in self._batches(data.num_entities, c.entity_batch_size):
+            e = torch.as_tensor(idx)
+            mods, ms = [net.rel_ent(e)], [masks[0][e]]
+            if net.vis_ent is not None:
+                mods.append(net.vis_ent(e))
+                ms.append(masks[1][e])
+            if net.num_ent is not None:
+                mods.append(net.num_ent(e))
+                ms.append(masks[2][e])
+            total += self._step("csl", c.csl_weight * common_space_loss(net.common(e), mods, ms))
+            nb += 1
+        return total / max(nb, 1)
+
+    def epoch_alignment(self) -> float | None:
+        """One epoch of ``L_ac`` (eq. 9) over the train links."""
+        import torch
+
+        c, data, net = self.config, self.data, self.net
+        if not len(data.train_links):
+            return None
+        total, nb = 0.0, 0
+        for idx in self._batches(len(data.train_links), c.entity_batch_size):
+            ln = torch.as_tensor(data.train_links[idx])
+            total += self._step("ac", c.ac_weight * alignment_loss(*net.common(ln[:, 0]), *net.common(ln[:, 1])))
+            nb += 1
+        return total / max(nb, 1)
+
+    # -- the schedule -----------------------------------------------------------
+    def train(self) -> None:
+        """Rounds of the five losses in turn, the two stages, early stopping; keeps the best state."""
+        c, data, net = self.config, self.data, self.net
+        t0 = self._t0
+        budget_s = c.max_minutes * 60.0
+        can_validate = len(data.valid_links) >= 2  # ranking among one candidate says nothing
+        history: list[dict] = []
+        best = {"key": (-1.0, -1.0), "round": 0, "stage": 1, "valid": None}
+        stage, stage2_round, stalled, stopped = 1, None, 0, "epochs"
+        bar = None
+        if self.ctx.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=c.epochs, desc="mmea-point" if c.point else "gaussian", unit="round")
+        self._snapshot()
+        for rnd in range(1, c.epochs + 1):
+            if stage == 1 and (rnd > c.stage1_epochs or time.perf_counter() - t0 > c.stage1_fraction * budget_s):
+                stage, stage2_round, stalled = 2, rnd, 0
+                net.set_stage(2)
+            t_round = time.perf_counter()
+            losses, times = {}, {}
+            for name, fn in (("rel", self.epoch_relations), ("vis", self.epoch_images), ("num", self.epoch_numbers),
+                             ("csl", self.epoch_common), ("ac", self.epoch_alignment)):
+                if name != "rel" and self._out_of_time():
+                    break
+                t_loss = time.perf_counter()
+                losses[name] = fn()
+                times[name] = round(time.perf_counter() - t_loss, 2)
+            rec: dict = {"round": rnd, "stage": stage,
+                         "losses": {k: (None if v is None else round(v, 5)) for k, v in losses.items()},
+                         "time_s": round(time.perf_counter() - t_round, 2), "time_by_loss_s": times}
+            if can_validate and (rnd % c.eval_every == 0 or rnd == c.epochs or self._out_of_time()):
+                v = self._evaluate_valid()
+                rec["valid"] = {"hits@1": round(v["hits@1"], 4), "mrr": round(v["mrr"], 4)}
+                key = (v["hits@1"], v["mrr"])
+                if key > best["key"]:
+                    best = {"key": key, "round": rnd, "stage": stage, "valid": rec["valid"]}
+                    self._snapshot()
+                    stalled = 0
+                else:
+                    stalled += 1
+            elif not can_validate:
+                self._snapshot()
+                best.update(round=rnd, stage=stage)
+            history.append(rec)
+            log.info("%s round %d (stage %d): %s", self.registry_name, rnd, stage, rec)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(stage=stage, **({"valid_h1": rec["valid"]["hits@1"]} if "valid" in rec else {}))
+            if self._out_of_time():
+                stopped = "time"
+                break
+            if stalled >= c.patience:
+                if stage == 1:
+                    stage, stage2_round, stalled = 2, rnd + 1, 0
+                    net.set_stage(2)
+                else:
+                    stopped = "patience"
+                    break
+        if bar is not None:
+            bar.close()
+        if self._best_state is not None:
+            net.load_state_dict(self._best_state)
+        self.info.update({
+            "variant": "point" if c.point else "gaussian",
+            "dim": c.dim,
+            "triples": {"kg": int(len(data.triples) - data.num_exchange), "exchange": data.num_exchange,
+                        "total": int(len(data.triples))},
+            "modalities": {"relations": int(data.has_relations.sum()), "images": int(data.has_image.sum()),
+                           "numeric": int(data.has_numeric.sum()), "entities": data.num_entities},
+            "numeric_triples": int(len(data.num_entity)), "numeric_attributes": data.num_attributes,
+            "image_features": data.image_info,
+            "rounds": len(history), "stage2_from_round": stage2_round, "stopped": stopped,
+            "best": {k: v for k, v in best.items() if k != "key"},
+            "train_s": round(time.perf_counter() - t0, 1),
+            "round_s_mean": round(float(np.mean([h["time_s"] for h in history])), 2) if history else None,
+            "sampler": self.sampler.stats.as_dict(),
+            "history": history,
+            "variances": variance_report(net, data),
+        })
+        if can_validate:
+            self.info["valid_by_space"] = self._valid_by_space()
+            if c.rerank_k > 0:
+                self.info["valid_kl_rerank"] = self._rerank(data.valid_links - np.array([0, data.num_source]),
+                                                            "test", 10)
+
+    def _valid_by_space(self) -> dict:
+        """Validation Hits@1 / MRR of each space's means alone, and how spread out the means are.
+
+        ``spread = 1 - ||mean of the means|| / mean ||mu||``: 0 when every
+        entity has the same mean (a collapsed space), near 1 when spread out.
+        """
+        from ..evaluation import evaluate_embeddings
+        from ..search.knn import l2_normalize
+
+        n1 = self.data.num_source
+        links = self.data.valid_links - np.array([0, n1])
+        out = {}
+        for name, t in self.net.tables().items():
+            if name == "relation_types":
+                continue
+            mu = t.mu.detach().cpu().numpy().astype(np.float32)
+            norms = np.linalg.norm(mu, axis=1)
+            spread = 1.0 - float(np.linalg.norm(mu.mean(0)) / max(norms.mean(), 1e-12))
+            ok = norms > 0
+            mu[ok] = l2_normalize(mu[ok])
+            v = evaluate_embeddings(mu[:n1], mu[n1:], links, candidates="test", csls_k=10)["test"]
+            out[name] = {"hits@1": round(v["hits@1"], 4), "mrr": round(v["mrr"], 4), "spread": round(spread, 4),
+                         "mean_norm": round(float(norms.mean()), 4)}
+        return out
+
+    def _snapshot(self) -> None:
+        self._best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def _common(self) -> tuple[np.ndarray, np.ndarray]:
+        t = self.net.common
+        return t.mu.detach().cpu().numpy(), t.variances().cpu().numpy()
+
+    def _evaluate_valid(self) -> dict:
+        from ..evaluation import evaluate_embeddings
+
+        s, t = self.embeddings()
+        links = self.data.valid_links - np.array([0, self.data.num_source])
+        return evaluate_embeddings(s, t, links, candidates="test", csls_k=10)["test"]
+
+    def _rerank(self, links: np.ndarray, candidates: str, csls_k: int) -> dict:
+        from ..evaluation import ranking_metrics
+
+        mu, var = self._common()
+        n1 = self.data.num_source
+        ranks = kl_rerank_ranks(mu[:n1], var[:n1], mu[n1:], var[n1:], links, candidates=candidates, csls_k=csls_k,
+                                k=self.config.rerank_k)
+        return {**ranking_metrics(ranks), "n": int(len(links)), "rerank_k": int(self.config.rerank_k)}
+
+    # -- outputs ----------------------------------------------------------------
+    def embeddings(self):
+        """Common-space means of the source and target entities, rows L2-normalised (float32)."""
+        if self.net is None:
+            raise MmeaInputError("the gaussian model has not been fitted")
+        mu = self.net.common.mu.detach().cpu().numpy().astype(np.float32)
+        norms = np.linalg.norm(mu, axis=1, keepdims=True)
+        np.divide(mu, norms, out=mu, where=norms > 0)
+        n1 = self.data.num_source
+        return mu[:n1], mu[n1:]
+
+    def rerank_metrics(self, links, *, candidates: str = "test", csls_k: int = 10) -> dict:
+        """``{"src->tgt/csls+kl-rerank": metrics}``: the CSLS top-``rerank_k`` re-ranked by symmetric KL.
+
+        Called by :func:`mmea.pipelines.align.run_align` after the standard
+        evaluation (the model never sees test links during :meth:`fit`).
+        """
+        if self.config.rerank_k <= 0 or self.net is None:
+            return {}
+        return {"src->tgt/csls+kl-rerank": self._rerank(np.asarray(links), candidates, csls_k)}
+
+
+@MODELS.register(name="mmea-point")
+class MmeaPointModel(GaussianModel):
+    """Point-embedding twin of ``gaussian`` (MMEA): every variance fixed, KLs become squared distances."""
+
+    @dataclass(frozen=True)
+    class Config(GaussianModel.Config):
+        point: bool = True
