@@ -28,8 +28,10 @@ cosine of ``F_J``; the run pipeline ranks with CSLS through :mod:`mmea.search`.
 
 Loss (eq. 7): the NCA loss (eq. 6) on every modality over batches of the training
 pool and on ``F_J`` over the initial seeds of each batch (the fusion weights ``w``
-learn from seeds only: proposals were chosen because the current fused similarity
-likes them, and fitting ``w`` to them would feed that bias back), plus
+learn from gold seeds only: proposals were chosen because the current fused
+similarity likes them, and pseudo-seeds because their names match, so fitting ``w``
+to either would feed that bias back; with pseudo-seeds ``w`` stays uniform unless
+``learn_weights = "yes"``), plus
 ``rsm_weight * L_RSM`` on the structure embedding over random (unlabelled)
 entities of both KGs.  The training steps run on ``train_threads`` torch threads.
 
@@ -226,6 +228,7 @@ class SelfMEAModel(AlignmentModel):
         batch_size: int = 512         # pool pairs per NCA batch
         lr: float = 1e-3
         weight_lr: float = 0.05       # learning rate of the fusion logits w
+        learn_weights: str = "auto"   # yes | no | auto: learned from gold seeds, uniform with pseudo-seeds
         alpha: float = 5.0            # NCA (eq. 6)
         beta: float = 10.0
         tau: float = 0.08             # RSM temperature (SelfKG default)
@@ -321,6 +324,8 @@ class SelfMEAModel(AlignmentModel):
                                   "count": int(len(pool) + len(select)),
                                   "selection": f"{len(select)} held-out pseudo-seeds (no gold link)"}
             self.info["seeds"]["precision_for_log"] = self._precision(task, np.concatenate([pool, select]))
+        if c.learn_weights not in ("yes", "no", "auto"):
+            raise MmeaInputError(f"selfmea: learn_weights must be yes, no or auto, got {c.learn_weights!r}")
         if len(pool) < 2:
             raise MmeaInputError("selfmea: fewer than 2 seed pairs to train on; give train links (--seed-ratio) or "
                                  "lower pseudo_threshold")
@@ -340,6 +345,9 @@ class SelfMEAModel(AlignmentModel):
                     torch.from_numpy(np.linalg.norm(a[0], axis=1) > 0)
 
         set_anchors(pool)
+        # pseudo-seeds are name-similar pairs by construction: fitting w to them would put all weight on names
+        learn_weights = c.learn_weights == "yes" or (c.learn_weights == "auto" and self.info["mode"] == "seeded")
+        self.info["fusion_weights_learned"] = bool(learn_weights)
         Net = _build_net()
         net = Net(mods, dims, c)
         wid = id(net.w)
@@ -387,7 +395,7 @@ class SelfMEAModel(AlignmentModel):
                 # the fusion weights learn from the initial seeds only: proposals were chosen *because* the
                 # current fused similarity likes them, and fitting w to them feeds that bias back
                 seed_rows = torch.from_numpy(perm[b0:b0 + c.batch_size] < gold_pool)
-                if int(seed_rows.sum()) >= 2:
+                if learn_weights and int(seed_rows.sum()) >= 2:
                     s_joint = fused_similarity([x[seed_rows][:, seed_rows] for x in sims],
                                                fusion_weights(net.w, ms[seed_rows]), fusion_weights(net.w, mt[seed_rows]))
                     loss = loss + nca_loss(s_joint, c.alpha, c.beta)
