@@ -254,3 +254,36 @@ def test_selfmea_runs_on_a_real_sentence_transformer(tiny_task):
     s, t = m.embeddings()
     assert s.shape[1] >= 384  # MiniLM's 384-d names are the names block
     assert (np.argmax(s @ t.T, axis=1) == np.arange(6)).mean() >= 5 / 6
+
+
+def test_image_modality_is_used_and_masked(monkeypatch):
+    """Image features (eq. 2) enter through W_I; entities without an image get no image weight."""
+    from mmea.features import ModalityFeatures
+    from mmea.models import selfmea as sm
+
+    task = _synthetic_task()
+    n = task.source.num_entities
+    rng = np.random.default_rng(1)
+    proto = rng.standard_normal((n, 16)).astype(np.float32)  # one "photo" per real-world entity
+    src_img, tgt_img = proto + 0.1 * rng.standard_normal(proto.shape), proto + 0.1 * rng.standard_normal(proto.shape)
+    src_mask, tgt_mask = rng.random(n) > 0.3, rng.random(n) > 0.3
+    src_img[~src_mask], tgt_img[~tgt_mask] = 0, 0
+    real = sm.load_features
+
+    def with_images(ctx, task_, modalities, **kw):
+        feats = real(ctx, task_, [m for m in modalities if m != "images"], **kw)
+        feats.modalities["images"] = ModalityFeatures("images", src_img.astype(np.float32),
+                                                      tgt_img.astype(np.float32), src_mask, tgt_mask,
+                                                      info={"encoder": "test"})
+        return feats
+
+    monkeypatch.setattr(sm, "load_features", with_images)
+    m = _fit(task, modalities="names,images", epochs=3, expand_every=0, image_dim=16)
+    assert m.info["modalities"] == ["names", "images"]
+    s, t = m.embeddings()
+    img_block = s[:, 128:]
+    assert np.allclose(img_block[~src_mask], 0)  # masked: no invented image vector
+    assert np.all(np.linalg.norm(img_block[src_mask], axis=1) > 0)
+    # an entity without an image keeps all its weight on names: its row is the names block alone
+    row = np.flatnonzero(~src_mask)[0]
+    assert np.linalg.norm(s[row, :128]) == pytest.approx(1.0, abs=1e-5)
