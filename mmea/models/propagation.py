@@ -115,7 +115,7 @@ class PropagationModel(AlignmentModel):
             hs, ht = ps @ hs, pt @ ht  # (N, d), (M, d)
             blocks_s.append(np.sqrt(c.neighbor_weight) * _normalize_rows(np.array(hs, dtype=np.float32)))
             blocks_t.append(np.sqrt(c.neighbor_weight) * _normalize_rows(np.array(ht, dtype=np.float32)))
-        if len(seeds) and c.anchor_weight > 0:
+        if len(seeds) and c.anchor_weight != 0:
             a_s = anchor_matrix(seeds[:, 0], task.source.num_entities)  # (N, L)
             a_t = anchor_matrix(seeds[:, 1], task.target.num_entities)  # (M, L)
             for _ in range(c.hops):
