@@ -537,15 +537,9 @@ class SelfMEAModel(AlignmentModel):
             queues[k] = q if queues[k] is None else torch.cat([q, queues[k]])[:min(c.queue_size, (n, m_)[k])]
         return out
 
-    def _embed_all(self, net, side, n, chunk: int = 8192) -> np.ndarray:
-        import torch
-
-        out = []
-        for s in range(0, n, chunk):
-            rows = torch.arange(s, min(n, s + chunk))
-            out.append(net.joint(side, rows).numpy())
-        x = np.concatenate(out) if out else np.zeros((0, 1), np.float32)
-        return _normalize_rows(x)
+    def _embed_all(self, net, side, n) -> np.ndarray:
+        """``(n, D)`` L2-normalised joint embeddings of every entity of one side."""
+        return _normalize_rows(self._embed_rows(net, side, np.arange(n)))
 
     def _select_score(self, net, sides, select: np.ndarray, pool: np.ndarray) -> float:
         """Hits@1 (cosine) of the selection links against every target not in the pool."""
