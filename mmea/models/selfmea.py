@@ -357,7 +357,6 @@ class SelfMEAModel(AlignmentModel):
         # --------------------------------------------------------------- training
         queues = [None, None]  # structure embeddings of past RSM batches of each side
         history, expansions = [], []
-        best = (-1.0, None, None, None)  # (score, state, pool, epoch)
         rounds_done = 0
         gold_pool = len(pool)
         from tqdm.auto import tqdm
@@ -366,7 +365,7 @@ class SelfMEAModel(AlignmentModel):
         deadline = t_start + 60 * c.max_minutes if c.max_minutes > 0 else None
         stopped = "epochs"
         score0 = self._select_score(net, sides, select, pool)  # the untrained model is a candidate too
-        best = (score0, {k: v.detach().clone() for k, v in net.state_dict().items()}, pool.copy(), 0)
+        best = (score0, {k: v.detach().clone() for k, v in net.state_dict().items()}, 0)  # (score, state, epoch)
         history.append({"epoch": 0, "loss": None, "pool": int(len(pool)), "select_hits@1": score0})
         log.info("selfmea: before training, selection Hits@1 %.4f", score0)
         for epoch in bar:
@@ -412,7 +411,7 @@ class SelfMEAModel(AlignmentModel):
                 rec["select_hits@1"] = self._select_score(net, sides, select, pool)
                 if rec["select_hits@1"] >= best[0]:  # ties: the later epoch, with the larger pool
                     best = (rec["select_hits@1"], {k: v.detach().clone() for k, v in net.state_dict().items()},
-                            pool.copy(), epoch)
+                            epoch)
                 log.info("selfmea: epoch %d loss %.4f, selection Hits@1 %.4f, pool %d (%.1f s/epoch)", epoch,
                          rec["loss"] or 0.0, rec["select_hits@1"], len(pool), rec["time_s"])
                 if self.ctx.progress:
@@ -437,24 +436,22 @@ class SelfMEAModel(AlignmentModel):
                 break
 
         self.pool = pool  # every pair trained on by the end: seeds (or pseudo-seeds) + proposals, in order
-        self.proposals = np.concatenate([pool[gold_pool:]]) if len(pool) > gold_pool else np.zeros((0, 2), np.int64)
+        self.proposals = pool[gold_pool:]
         # --------------------------------------------------------------- best state -> embeddings
-        if best[1] is not None:
-            # the network of the best epoch; the pool of the last: every proposal passed the selection-calibrated
-            # threshold, and selection links (never proposed) cannot show what the pool gained
-            net.load_state_dict(best[1])
-            set_anchors(pool)
+        # the network of the best epoch; the pool of the last: every proposal passed the selection-calibrated
+        # threshold, and selection links (never proposed) cannot show what the pool gained
+        net.load_state_dict(best[1])
+        set_anchors(pool)
         net.eval()
-        final_pool = pool
         with torch.no_grad():
             self._src = self._embed_all(net, sides[0], n)
             self._tgt = self._embed_all(net, sides[1], m_)
-        if c.pool_weight > 0 and len(final_pool) > gold_pool:
-            self._src, self._tgt = self._with_pool_block(final_pool[gold_pool:], c.pool_weight)
+        if c.pool_weight > 0 and len(self.proposals):
+            self._src, self._tgt = self._with_pool_block(self.proposals, c.pool_weight)
         w = torch.softmax(net.w.detach(), 0).numpy()
         self.info.update({
             "fusion_weights": {m: round(float(x), 4) for m, x in zip(mods, w)},
-            "history": history, "expansions": expansions, "best_epoch": best[3],
+            "history": history, "expansions": expansions, "best_epoch": best[2],
             "best_select_hits@1": round(best[0], 4) if best[0] >= 0 else None,
             "pool_final": int(len(pool)), "pool_added": int(len(pool) - gold_pool),
             "stopped": stopped, "train_s": round(time.perf_counter() - t_start, 2),
