@@ -67,7 +67,8 @@ def _parse_primary(primary: Any) -> tuple[str, str]:
 
 def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: str = "test", csls_k: int = 10,
                         primary: Any = ("src->tgt", "csls"), ks: Sequence[int] = (1, 5, 10),
-                        device: str = "cpu", block_size: int | None = None) -> dict:
+                        device: str = "cpu", block_size: int | None = None, return_ranks: bool = False,
+                        progress: bool = False) -> dict:
     """Hits@k / MR / MRR of ``links`` in both directions, by cosine and by CSLS.
 
     Args:
@@ -82,6 +83,10 @@ def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: s
             targets and r_S over the test sources; with ``"all"``, over all
             entities.  Gold labels are never used.
         primary: ``(direction, method)`` or ``"src->tgt/csls"`` reported as ``"test"``.
+        return_ranks: also return ``"ranks"``: the ``(n,)`` int64 1-based rank of each
+            link's gold target in the primary ranking, in the order of ``links``
+            (exact: every gold target is among the candidates).
+        progress: "CSLS radii" and "evaluate" bars over the blockwise passes when stderr is a terminal.
 
     Returns:
         ``{"test": {metrics, direction, method}, "test_by_method": {"src->tgt/cos": ..., "src->tgt/csls": ...,
@@ -111,20 +116,21 @@ def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: s
         src_rows, q_src = np.arange(len(src)), links[:, 0]
         tgt_rows, q_tgt = np.arange(len(tgt)), links[:, 1]
     S, T = src[src_rows], tgt[tgt_rows]  # (N', d), (M', d)
-    r_src, r_tgt = csls_radius(S, T, csls_k, normalize=False, device=device, block_size=block_size)
+    r_src, r_tgt = csls_radius(S, T, csls_k, normalize=False, device=device, block_size=block_size,
+                               progress=progress)
 
     by_method: dict[str, dict] = {}
     ranks = {
         "src->tgt": rank_of_targets(S[q_src], T, q_tgt, method=METHODS, r_src=r_src[q_src], r_tgt=r_tgt,
-                                    normalize=False, device=device, block_size=block_size),
+                                    normalize=False, device=device, block_size=block_size, progress=progress),
         "tgt->src": rank_of_targets(T[q_tgt], S, q_src, method=METHODS, r_src=r_tgt[q_tgt], r_tgt=r_src,
-                                    normalize=False, device=device, block_size=block_size),
+                                    normalize=False, device=device, block_size=block_size, progress=progress),
     }
     for d in DIRECTIONS:
         for mth in METHODS:
             by_method[f"{d}/{mth}"] = {**ranking_metrics(ranks[d][mth], ks), "n": int(len(links))}
     key = f"{direction}/{method}"
-    return {
+    out = {
         "test": {**by_method[key], "direction": direction, "method": method},
         "test_by_method": by_method,
         "primary": key,
@@ -133,6 +139,9 @@ def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: s
         "num_links": int(len(links)),
         "csls_k": int(csls_k),
     }
+    if return_ranks:
+        out["ranks"] = np.asarray(ranks[direction][method], dtype=np.int64)
+    return out
 
 
 def alignment_metrics(pred: Any, gold: Any) -> dict[str, float]:

@@ -13,8 +13,9 @@ with one ``not available for this run: <reason>`` line (:data:`NOT_AVAILABLE`):
   metrics, notes, timings per stage.
 * **Training curves** - ``model_info.history``: every ``*loss*`` and every
   ``*hits*`` / ``*mrr*`` series against the epoch (or round).
-* **Hits@k against k** - the gold target's rank per test source, read from
-  ``alignment.csv`` (exact for ``k`` up to the ranks it holds, see
+* **Hits@k against k** - the gold target's rank per test link from
+  ``test_ranks.npy`` (exact for every ``k``; written by ``mmea align``), else
+  read from ``alignment.csv`` (exact for ``k`` up to the ranks it holds, see
   ``mmea align --topk``), with the Hits@k points of ``metrics.json``.
 * **Score and margin** - histograms of the predicted pairs' score and margin,
   correct vs incorrect (test gold; else the validation scores).
@@ -62,6 +63,7 @@ __all__ = [
     "write_report",
     "history_series",
     "gold_ranks",
+    "load_test_ranks",
     "hits_curve",
     "precision_coverage",
     "confident_errors",
@@ -102,6 +104,7 @@ class RunFiles:
             (:func:`mmea.calibration.calibrated_alignment`), or ``None``.
         calibration: the :class:`~mmea.calibration.Calibration` (possibly unavailable), or ``None``.
         valid_scores: ``valid_scores.npz`` as :class:`~mmea.calibration.ValidScores`, or ``None``.
+        test_ranks: ``test_ranks.npy`` as ``(n,)`` float ranks (``inf``: not ranked), or ``None``.
     """
 
     path: Path
@@ -112,6 +115,7 @@ class RunFiles:
     calibration: Any = None
     calibration_missing: str | None = None
     valid_scores: Any = None
+    test_ranks: np.ndarray | None = None
     _gold_cache: dict | None = field(default=None, repr=False)
 
     @property
@@ -169,6 +173,7 @@ def load_run(run_dir: str | Path) -> RunFiles:
         except MmeaInputError:
             run.valid_scores = None
 
+    run.test_ranks = load_test_ranks(path)
     if not (path / "alignment.csv").is_file():
         run.alignment_missing = "no alignment.csv in the run directory"
     else:
@@ -237,6 +242,22 @@ def gold_ranks(df) -> tuple[np.ndarray, int]:
     sub["r"] = np.where(df.loc[ok, "gold"].to_numpy(dtype=bool), rank[ok], np.inf)
     ranks = sub.groupby("src_id", sort=False)["r"].min().to_numpy(np.float64)
     return ranks, int(np.nanmax(rank[ok]))
+
+
+def load_test_ranks(run_dir: Path) -> np.ndarray | None:
+    """``test_ranks.npy`` as float ranks, ``inf`` where a link was not ranked (``< 1``); ``None``
+    when the file is absent or unreadable (runs made before it existed)."""
+    from .pipelines.align import TEST_RANKS_FILE
+
+    p = Path(run_dir) / TEST_RANKS_FILE
+    if not p.is_file():
+        return None
+    try:
+        r = np.load(p, allow_pickle=False).astype(np.float64).reshape(-1)
+    except (OSError, ValueError):
+        return None
+    r[r < 1] = np.inf
+    return r
 
 
 def hits_curve(ranks: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -475,8 +496,9 @@ def section_hits(run: RunFiles) -> Section:
     t = run.metrics.get("test") or {}
     points = sorted((int(mm.group(1)), float(v)) for k, v in t.items()
                     if (mm := re.fullmatch(r"hits@(\d+)", k)) and _is_number(v))
-    ranks, K = gold_ranks(run.alignment)
-    use_csv = len(ranks) > 0 and K >= 2
+    exact = run.test_ranks is not None and len(run.test_ranks) > 0
+    ranks, K = (run.test_ranks, HITS_KMAX) if exact else gold_ranks(run.alignment)
+    use_csv = len(ranks) > 0 and (K >= 2 or exact)
     if not points and not use_csv:
         why = "no gold test links: metrics.json has no test Hits@k and the gold column of alignment.csv is empty"
         return Section(key, title, _na(why), False, why)
@@ -485,7 +507,8 @@ def section_hits(run: RunFiles) -> Section:
     def draw(ax):
         if use_csv:
             ks, h = hits_curve(ranks, kmax)
-            ax.plot(ks, h, drawstyle="steps-post", label=f"alignment.csv ({len(ranks):,} test sources)")
+            ax.plot(ks, h, drawstyle="steps-post", label=f"test_ranks.npy ({len(ranks):,} test links)" if exact
+                    else f"alignment.csv ({len(ranks):,} test sources)")
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], "o", color="C3",
                     label=f"metrics.json ({run.metrics.get('primary', 'test')})")
@@ -496,7 +519,10 @@ def section_hits(run: RunFiles) -> Section:
         ax.legend(fontsize=8, loc="lower right")
 
     body = _figure(draw, alt="Hits@k against k")
-    if use_csv:
+    if exact:
+        src = (f"The curve is computed from <code>test_ranks.npy</code>, the rank of each test link's gold "
+               f"target in the {_esc(run.metrics.get('primary', 'primary'))} ranking, so it is exact for every k.")
+    elif use_csv:
         src = (f"The curve is computed from the <code>rank</code> and <code>gold</code> columns of "
                f"<code>alignment.csv</code>, which ranks {K} target(s) per source, so it is exact for k = 1..{kmax}")
         src += (f"; beyond k = {K} it is not known (<code>mmea align --topk {HITS_KMAX}</code> writes the "
@@ -513,7 +539,7 @@ def section_hits(run: RunFiles) -> Section:
         rows = [[f"Hits@{k}", dict(points).get(k), float(h[k - 1]) if k <= kmax else None]
                 for k in sorted({1, 5, 10, 20, 50, *dict(points)}) if k <= kmax or k in dict(points)]
         return Section(key, title, body + f"<p>{src}</p>" +
-                       _table(["", "metrics.json", "alignment.csv"], rows, "num"))
+                       _table(["", "metrics.json", "test_ranks.npy" if exact else "alignment.csv"], rows, "num"))
     return Section(key, title, body + f"<p>{src}</p>" + _table(["", "metrics.json"], rows, "num"))
 
 

@@ -7,6 +7,10 @@ Every run writes into one folder::
     RUN_DIR/alignment.csv   the exported alignment
     RUN_DIR/env.json        versions of Python and the libraries, platform, seed
     RUN_DIR/run.log         the log of the run
+    RUN_DIR/checkpoint.pt   the training state (models with a training loop; see mmea.checkpoint)
+
+``--resume RUN_DIR`` appends to ``run.log`` and records each resumed process
+under ``"resumed"`` in ``env.json``.
 """
 
 from __future__ import annotations
@@ -119,8 +123,13 @@ class RunDir:
     _t0: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def create(cls, path: str | Path) -> "RunDir":
+    def create(cls, path: str | Path, resume: bool = False) -> "RunDir":
+        """Create (or, with ``resume``, reopen) a run directory and attach its log file."""
         p = Path(path)
+        if resume and not p.is_dir():
+            from .errors import MmeaInputError
+
+            raise MmeaInputError(f"{p}: run directory not found, so there is nothing to resume")
         p.mkdir(parents=True, exist_ok=True)
         rd = cls(p)
         h = logging.FileHandler(p / "run.log", encoding="utf-8")
@@ -128,7 +137,16 @@ class RunDir:
         h.setLevel(logging.DEBUG)
         logging.getLogger("mmea").addHandler(h)
         rd._handler = h
-        write_json(p / "env.json", environment())
+        env_path = p / "env.json"
+        if resume and env_path.is_file():
+            try:
+                env = json.loads(env_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                env = {}
+            env.setdefault("resumed", []).append(environment())
+            write_json(env_path, env)
+        else:
+            write_json(env_path, environment())
         return rd
 
     @contextmanager

@@ -425,6 +425,8 @@ class NegativeSampler:
     needs_model: bool = False
     #: True when :meth:`sample_shared` is available.
     supports_shared: bool = False
+    #: attributes that training changes, saved by :meth:`state_dict` besides the generator, stats and epoch
+    checkpoint_attrs: tuple[str, ...] = ()
 
     def __init__(self, triples: np.ndarray, num_entities: int, num_relations: int, *,
                  control: FalseNegativeControl | None = None, filter_triples: np.ndarray | None = None,
@@ -492,6 +494,20 @@ class NegativeSampler:
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the training loop before each epoch (0-based)."""
         self.epoch = epoch
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to continue sampling exactly: the generator, the counters,
+        the epoch and :attr:`checkpoint_attrs`."""
+        return {"rng": self.rng.bit_generator.state, "stats": asdict(self.stats), "epoch": self.epoch,
+                **{a: getattr(self, a) for a in self.checkpoint_attrs}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.rng.bit_generator.state = state["rng"]
+        self.stats = SamplerStats(**state["stats"])
+        self.epoch = int(state["epoch"])
+        for a in self.checkpoint_attrs:
+            setattr(self, a, state[a])
 
     def describe(self) -> dict:
         return {"name": self.registry_name, "control": asdict(self.control)}
@@ -814,6 +830,7 @@ class HardNnNegativeSampler(NegativeSampler):
     """
 
     needs_model = True
+    checkpoint_attrs = ("neighbors", "refreshes")
 
     def __init__(self, triples, num_entities, num_relations, *, num_neighbors: int | None = 64,
                  epsilon: float = 0.99, refresh_every: int = 5, **kwargs):
@@ -870,6 +887,7 @@ class RankAboveNegativeSampler(NegativeSampler):
     """
 
     needs_model = True
+    checkpoint_attrs = ("above_fraction",)
 
     def __init__(self, triples, num_entities, num_relations, *, pool_size: int = 32, **kwargs):
         super().__init__(triples, num_entities, num_relations, **kwargs)
@@ -934,6 +952,7 @@ class CacheNegativeSampler(NegativeSampler):
     """
 
     needs_model = True
+    checkpoint_attrs = ("tail_cache", "head_cache", "_batches")
 
     def __init__(self, triples, num_entities, num_relations, *, cache_size: int = 30, pool_size: int = 30,
                  temperature: float = 1.0, update_every: int = 1, **kwargs):

@@ -139,11 +139,33 @@ def test_report_of_a_selfmea_run_has_every_section_with_embedded_figures(demo_ru
     assert 1 <= len(errors) <= 20 and [row[0] for row in errors] == [str(i) for i in range(1, len(errors) + 1)]
     assert all(row[3] != "unknown" for row in errors)  # the gold target's name, from the top-50 lists
     text = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert "exact for k = 1..50" in text
+    assert "computed from <code>test_ranks.npy</code>" in text and "exact for every k" in text
+
+
+def test_test_ranks_match_the_metrics_and_the_alignment_csv(demo_run):
+    from mmea.evaluation import ranking_metrics
+    from mmea.report import load_run
+
+    ranks = np.load(demo_run / "test_ranks.npy")
+    m = json.loads((demo_run / "metrics.json").read_text())
+    assert ranks.dtype == np.int32 and len(ranks) == m["split"]["test"] and ranks.min() >= 1
+    got = ranking_metrics(ranks)
+    assert all(got[k] == pytest.approx(m["test"][k]) for k in ("hits@1", "hits@5", "hits@10", "mr", "mrr"))
+    run = load_run(demo_run)
+    csv_ranks, k = gold_ranks(run.alignment)  # the same ranking, cut at the 50 candidates written per source
+    assert k == 50 and np.allclose(hits_curve(csv_ranks, 50)[1], hits_curve(run.test_ranks, 50)[1])
+
+
+def test_hits_curve_falls_back_to_the_csv_without_test_ranks(demo_run, tmp_path):
+    run = copy_run(demo_run, tmp_path / "run")
+    (run / "test_ranks.npy").unlink()
+    path, _ = write_report(run)
+    assert "exact for k = 1..50" in path.read_text(encoding="utf-8")
 
 
 def test_top1_alignment_plots_the_metrics_points_and_reloads_the_gold_names(demo_run, tmp_path):
     run = copy_run(demo_run, tmp_path / "run")
+    (run / "test_ranks.npy").unlink()  # as runs made before test_ranks.npy existed
     df = pd.read_csv(run / "alignment.csv", keep_default_na=False, dtype=str)
     df[df["rank"] == "1"].to_csv(run / "alignment.csv", index=False)  # what the default --topk 1 writes
     path, sections = write_report(run)
@@ -161,6 +183,7 @@ def test_run_without_calibration_gold_or_training_says_not_available(demo_run, t
     run = copy_run(demo_run, tmp_path / "run")
     write_no_calibration(run, "the run has no validation links")
     (run / "valid_scores.npz").unlink()
+    (run / "test_ranks.npy").unlink()  # a run without gold test links writes none
     df = pd.read_csv(run / "alignment.csv", keep_default_na=False, dtype=str)
     df["gold"] = ""
     df.to_csv(run / "alignment.csv", index=False)

@@ -228,12 +228,25 @@ def download_entry(entry: CatalogEntry, root: Path) -> list[str]:
 def load_pair_task(src: str | None, tgt: str | None, *, pair: str | None = None, links: str | None = None,
                    data_dir: str | None = None, seed_ratio: float | None = None, seed: int = 0,
                    valid_ratio: float = 0.1, use_dataset_split: bool = False, fold: int = 1,
-                   download: bool = False):
+                   download: bool = False, progress: bool = False):
     """Load an :class:`~mmea.data.AlignmentTask` from catalog names or folders.
 
     * ``pair`` a folder in any supported layout (auto-detected) or a catalog pair name;
     * ``src`` / ``tgt`` two TSV KG folders, or two catalog KG names (``dbp_zh``, ``dbp_en``).
+
+    ``progress``: a bar of the bytes read (:func:`~mmea.data.parsing.loading_bar`) when stderr is a terminal.
     """
+    from .parsing import loading_bar
+
+    with loading_bar(progress, desc="loading"):
+        return _load_pair_task(src, tgt, pair=pair, links=links, data_dir=data_dir, seed_ratio=seed_ratio,
+                               seed=seed, valid_ratio=valid_ratio, use_dataset_split=use_dataset_split, fold=fold,
+                               download=download)
+
+
+def _load_pair_task(src, tgt, *, pair, links, data_dir, seed_ratio, seed, valid_ratio, use_dataset_split, fold,
+                    download):
+    """The body of :func:`load_pair_task`."""
     from .loaders import LOADERS, LoadOptions, detect_loader
 
     t0 = time.perf_counter()
@@ -280,9 +293,11 @@ def load_pair_task(src: str | None, tgt: str | None, *, pair: str | None = None,
     return task
 
 
-def load_linkpred_dataset(name_or_dir: str, data_dir: str | None = None, download: bool = False):
-    """Load a :class:`~mmea.data.LinkPredictionDataset` by catalog name or folder."""
+def load_linkpred_dataset(name_or_dir: str, data_dir: str | None = None, download: bool = False,
+                          progress: bool = False):
+    """Load a :class:`~mmea.data.LinkPredictionDataset` by catalog name or folder (``progress``: a loading bar)."""
     from .loaders import LOADERS, LoadOptions
+    from .parsing import loading_bar
 
     if Path(name_or_dir).is_dir():
         folder = Path(name_or_dir)
@@ -293,4 +308,5 @@ def load_linkpred_dataset(name_or_dir: str, data_dir: str | None = None, downloa
             raise MmeaInputError(f"{name_or_dir} is an alignment pair, not a link-prediction dataset")
         data_root = locate(entry, data_dir, download=download)
         folder = data_root / entry.path
-    return LOADERS.make("linkpred").load(folder, LoadOptions(data_root=data_root))
+    with loading_bar(progress, desc="loading"):
+        return LOADERS.make("linkpred").load(folder, LoadOptions(data_root=data_root))

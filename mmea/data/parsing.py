@@ -5,22 +5,33 @@ Each reader streams a file, reports malformed lines as
 numpy arrays.  Numeric attribute values (numbers, years, dates, typed RDF
 literals) are parsed by :func:`parse_numeric`; the raw strings are kept by the
 caller.
+
+Progress: inside ``with loading_bar(progress):`` every reader reports the bytes
+it reads (and the file name) to one bar, so a loader shows progress without
+passing a bar through each helper (:func:`~mmea.data.catalog.load_pair_task`
+opens it; streaming readers update it about every MiB, whole-file readers once
+per file).  Outside such a block the readers draw nothing.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import DataFormatError
+from ..progress import progress_bar
 
 __all__ = [
     "LoadReport",
+    "loading_bar",
+    "note_read",
     "iter_lines",
     "read_columns",
     "read_id_map",
@@ -66,6 +77,34 @@ class LoadReport:
             logger.warning("%s", w)
 
 
+_LOADING_BAR: ContextVar[Any] = ContextVar("mmea_loading_bar", default=None)
+_BAR_STEP = 1 << 20  # bytes between updates of the loading bar by a streaming reader
+
+
+@contextmanager
+def loading_bar(progress: bool = False, desc: str = "loading"):
+    """A bar (bytes read, current file) fed by every reader of this module inside the block.
+
+    Drawn only when :func:`~mmea.progress.progress_enabled` (``progress`` and stderr a terminal).
+    """
+    with progress_bar(progress=progress, desc=desc, unit="B", unit_scale=True) as bar:
+        token = _LOADING_BAR.set(None if bar.disable else bar)
+        try:
+            yield bar
+        finally:
+            _LOADING_BAR.reset(token)
+
+
+def note_read(path: str | Path, nbytes: int = 0):
+    """Tell the active :func:`loading_bar` (if any) that ``path`` is being read; returns the bar or None."""
+    bar = _LOADING_BAR.get()
+    if bar is not None:
+        bar.set_postfix_str(Path(path).name, refresh=False)
+        if nbytes:
+            bar.update(nbytes)
+    return bar
+
+
 def iter_lines(path: str | Path, *, skip_first: bool = False) -> Iterator[tuple[int, str]]:
     """Yield ``(line_no, line)`` (1-based, newline stripped) of a UTF-8 text file.
 
@@ -75,8 +114,14 @@ def iter_lines(path: str | Path, *, skip_first: bool = False) -> Iterator[tuple[
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, None, None, "file not found")
+    bar, pending = note_read(path), 0
     with open(path, "rb") as fh:
         for i, raw in enumerate(fh, start=1):
+            if bar is not None:
+                pending += len(raw)
+                if pending >= _BAR_STEP:
+                    bar.update(pending)
+                    pending = 0
             if skip_first and i == 1:
                 continue
             try:
@@ -90,6 +135,8 @@ def iter_lines(path: str | Path, *, skip_first: bool = False) -> Iterator[tuple[
             line = line.rstrip("\r\n")
             if line.strip():
                 yield i, line
+    if bar is not None and pending:
+        bar.update(pending)
 
 
 def read_columns(path: str | Path, ncols: int, *, sep: str | None = "\t", min_cols: int | None = None,
@@ -144,6 +191,7 @@ def _read_int_rows(path: str | Path, ncols: int) -> np.ndarray:
         raise DataFormatError(path, None, None, "file not found")
     with open(path, "rb") as fh:
         data = fh.read()
+    note_read(path, len(data))
     lines = [ln for ln in data.splitlines() if ln.strip()]
     if all(len(ln.split()) == ncols for ln in lines):
         try:  # fast path: one vectorised conversion of every token

@@ -44,6 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import MmeaInputError
+from ..progress import progress_bar
 from .knn import (BLOCK_ELEMENTS, _check_device, as_float32, l2_normalize, make_index, order_by_score_then_index,
                   resolve_index, row_block_size, topk_rows)
 
@@ -141,10 +142,12 @@ def _check_radius(r, n: int, what: str) -> np.ndarray:
 
 # -- the fused exact pass ----------------------------------------------------------
 
-def _fused_pass(src_t, tgt_t, K: int, csls_k: int, want_r_tgt: bool, bs: int):
+def _fused_pass(src_t, tgt_t, K: int, csls_k: int, want_r_tgt: bool, bs: int, progress: bool = False,
+                desc: str = "search"):
     """One blockwise pass: row top-K candidates, ``r_src`` and (optionally) ``r_tgt``.
 
     Returns torch ``cand_v (n, K)``, ``cand_i (n, K)``, ``r_src (n,)``, ``r_tgt (m,) | None``.
+    ``progress``: a ``desc`` bar over the source rows, updated once per block.
     """
     import torch
 
@@ -160,14 +163,16 @@ def _fused_pass(src_t, tgt_t, K: int, csls_k: int, want_r_tgt: bool, bs: int):
     first = min(bs, max(8 * ks, 512)) if want_r_tgt else bs
     starts = [0] + list(range(first, n, bs))
     buf = torch.empty((min(bs, n), m), dtype=torch.float32, device=dev)  # reused: no page faults per block
-    for s, e in zip(starts, starts[1:] + [n]):
-        S = torch.mm(src_t[s:e], tgt_T, out=buf[:e - s])  # (b, m)
-        v, i = topk_rows(S, K)  # (b, K)
-        cand_v[s:e], cand_i[s:e] = v, i
-        r_src[s:e] = _mean_topk_t(v[:, :kc])
-        if want_r_tgt:
-            col = _merge_column_topk(col, S, ks)
-        del S
+    with progress_bar(total=n, progress=progress, desc=desc, unit="row", leave=False) as bar:
+        for s, e in zip(starts, starts[1:] + [n]):
+            S = torch.mm(src_t[s:e], tgt_T, out=buf[:e - s])  # (b, m)
+            v, i = topk_rows(S, K)  # (b, K)
+            cand_v[s:e], cand_i[s:e] = v, i
+            r_src[s:e] = _mean_topk_t(v[:, :kc])
+            if want_r_tgt:
+                col = _merge_column_topk(col, S, ks)
+            del S
+            bar.update(e - s)
     r_tgt = _mean_topk_t(col, dim=0) if want_r_tgt else None
     return cand_v, cand_i, r_src, r_tgt
 
@@ -311,7 +316,7 @@ def _faiss_candidates(src, tgt, K: int, csls_k: int, r_given, index: str, device
 def csls_topk(src: Any, tgt: Any, topk: int = 10, *, csls_k: int = 10, method: str = "csls",
               index: str = "auto", device: str = "cpu", normalize: bool = True, block_size: int | None = None,
               rerank_k: int | None = None, radius: tuple[Any, Any] | None = None, reverse: bool = False,
-              **index_params) -> SearchResult:
+              progress: bool = False, **index_params) -> SearchResult:
     """Top-``topk`` targets of each source by CSLS (or by cosine, with CSLS alongside).
 
     Args:
@@ -327,6 +332,7 @@ def csls_topk(src: Any, tgt: Any, topk: int = 10, *, csls_k: int = 10, method: s
         radius: precomputed ``(r_src, r_tgt)`` to reuse (e.g. the reverse direction).
         reverse: also find each target's best source under the same score
             (one more pass) and store it as ``reverse_best`` (for the ``mutual`` column).
+        progress: a "search" bar over the source blocks (exact torch path) when stderr is a terminal.
         **index_params: ``nlist``, ``nprobe``, ``hnsw_m``, ``ef_search``, ``ef_construction``.
     """
     import torch
@@ -348,7 +354,7 @@ def csls_topk(src: Any, tgt: Any, topk: int = 10, *, csls_k: int = 10, method: s
     with torch.no_grad():
         src_t, tgt_t = torch.from_numpy(s).to(device), torch.from_numpy(t).to(device)
         if name == "torch":
-            cand_v, cand_i, r_src, r_tgt = _fused_pass(src_t, tgt_t, K, csls_k, r_given is None, bs)
+            cand_v, cand_i, r_src, r_tgt = _fused_pass(src_t, tgt_t, K, csls_k, r_given is None, bs, progress)
             if r_given is not None:
                 r_src, r_tgt = (torch.from_numpy(r).to(device) for r in r_given)
             exact = True
@@ -364,17 +370,19 @@ def csls_topk(src: Any, tgt: Any, topk: int = 10, *, csls_k: int = 10, method: s
                        exact=exact, index=name, stats=stats)
     if reverse:
         back = csls_topk(t, s, 1, csls_k=csls_k, method=method, index=index, device=device, normalize=False,
-                         block_size=block_size, rerank_k=rerank_k, radius=(out.r_tgt, out.r_src), **index_params)
+                         block_size=block_size, rerank_k=rerank_k, radius=(out.r_tgt, out.r_src), progress=progress,
+                         **index_params)
         out.reverse_best = back.ids[:, 0]
     return out
 
 
 def csls_radius(src: Any, tgt: Any, k: int = 10, *, index: str = "auto", device: str = "cpu",
-                normalize: bool = True, block_size: int | None = None,
+                normalize: bool = True, block_size: int | None = None, progress: bool = False,
                 **index_params) -> tuple[np.ndarray, np.ndarray]:
     """``(r_src (n,), r_tgt (m,))``: mean cosine of each source's ``k`` nearest targets and vice versa.
 
-    One blockwise pass computes both (exact paths); FAISS indexes search both directions.
+    One blockwise pass computes both (exact paths; ``progress``: a "CSLS radii" bar over it);
+    FAISS indexes search both directions.
     """
     import torch
 
@@ -387,13 +395,14 @@ def csls_radius(src: Any, tgt: Any, k: int = 10, *, index: str = "auto", device:
         return rs, rt
     with torch.no_grad():
         src_t, tgt_t = torch.from_numpy(s).to(device), torch.from_numpy(t).to(device)
-        _, _, rs, rt = _fused_pass(src_t, tgt_t, kc, int(k), True, row_block_size(len(t), block_size))
+        _, _, rs, rt = _fused_pass(src_t, tgt_t, kc, int(k), True, row_block_size(len(t), block_size), progress,
+                                   "CSLS radii")
     return rs.cpu().numpy(), rt.cpu().numpy()
 
 
 def rank_of_targets(src: Any, tgt: Any, gold: Any, *, method: str | Sequence[str] = "csls",
                     r_src: Any = None, r_tgt: Any = None, csls_k: int = 10, device: str = "cpu",
-                    normalize: bool = True, block_size: int | None = None):
+                    normalize: bool = True, block_size: int | None = None, progress: bool = False):
     """Rank (1-based) of each source's gold target among all ``tgt`` rows, computed blockwise.
 
     ``rank_i = 1 + #{j : s_ij > s_ig} + #{j : s_ij = s_ig and j < g}`` with
@@ -406,6 +415,7 @@ def rank_of_targets(src: Any, tgt: Any, gold: Any, *, method: str | Sequence[str
         method: ``"cos"``, ``"csls"`` or a sequence of both (one pass; a dict is returned).
         r_src, r_tgt: CSLS radii of the query rows and of the candidates; computed
             from ``src``/``tgt`` with ``csls_k`` when not given.
+        progress: an "evaluate" bar over the query blocks when stderr is a terminal.
 
     Returns:
         ``ranks (n,)`` int64, or ``{method: ranks}`` for a sequence of methods.
@@ -426,7 +436,8 @@ def rank_of_targets(src: Any, tgt: Any, gold: Any, *, method: str | Sequence[str
         raise MmeaInputError(f"gold target index out of range [0, {m})")
     if "csls" in methods:
         if r_src is None or r_tgt is None:
-            rs, rt = csls_radius(s, t, csls_k, device=device, normalize=False, block_size=block_size)
+            rs, rt = csls_radius(s, t, csls_k, device=device, normalize=False, block_size=block_size,
+                                 progress=progress)
             r_src = rs if r_src is None else r_src
             r_tgt = rt if r_tgt is None else r_tgt
         r_src, r_tgt = _check_radius(r_src, n, "r_src"), _check_radius(r_tgt, m, "r_tgt")
@@ -437,18 +448,20 @@ def rank_of_targets(src: Any, tgt: Any, gold: Any, *, method: str | Sequence[str
         col = torch.arange(m, device=device)
         rt_t = torch.from_numpy(r_tgt).to(device) if "csls" in methods else None
         buf = torch.empty((min(bs, n), m), dtype=torch.float32, device=device)
-        for a in range(0, n, bs):
-            q = torch.from_numpy(s[a:a + bs]).to(device)
-            S = torch.mm(q, tgt_T, out=buf[:len(q)])  # (b, m)
-            g = torch.from_numpy(gold[a:a + bs]).to(device)[:, None]  # (b, 1)
-            before = col[None, :] < g  # (b, m)
-            for mth in methods:
-                X = S if mth == "cos" else csls_from_cos(S, torch.from_numpy(r_src[a:a + bs]).to(device)[:, None],
-                                                         rt_t[None, :])
-                gv = torch.gather(X, 1, g)  # (b, 1)
-                r = 1 + (X > gv).sum(1) + ((X == gv) & before).sum(1)
-                out[mth][a:a + bs] = r.cpu().numpy()
-            del S
+        with progress_bar(total=n, progress=progress, desc="evaluate", unit="row", leave=False) as bar:
+            for a in range(0, n, bs):
+                q = torch.from_numpy(s[a:a + bs]).to(device)
+                S = torch.mm(q, tgt_T, out=buf[:len(q)])  # (b, m)
+                g = torch.from_numpy(gold[a:a + bs]).to(device)[:, None]  # (b, 1)
+                before = col[None, :] < g  # (b, m)
+                for mth in methods:
+                    X = S if mth == "cos" else csls_from_cos(S, torch.from_numpy(r_src[a:a + bs]).to(device)[:, None],
+                                                             rt_t[None, :])
+                    gv = torch.gather(X, 1, g)  # (b, 1)
+                    r = 1 + (X > gv).sum(1) + ((X == gv) & before).sum(1)
+                    out[mth][a:a + bs] = r.cpu().numpy()
+                del S
+                bar.update(len(q))
     return out[methods[0]] if isinstance(method, str) else out
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MmeaInputError
+from ..progress import progress_bar
 from ..registry import Registry
 
 __all__ = [
@@ -201,14 +202,16 @@ class SearchIndex:
     """Base of the search indexes: ``build(base)`` once, then ``search(queries, k)``.
 
     Template method: :meth:`search` validates and sorts, subclasses implement
-    :meth:`_build` and :meth:`_search` on float32 unit vectors.
+    :meth:`_build` and :meth:`_search` on float32 unit vectors.  ``progress``: a
+    "search" bar over the query blocks of the blockwise (torch) search.
     """
 
     exact = True
 
-    def __init__(self, device: str = "cpu", block_size: int | None = None, **params):
+    def __init__(self, device: str = "cpu", block_size: int | None = None, progress: bool = False, **params):
         self.device = _check_device(device)
         self.block_size = block_size
+        self.progress = progress
         if params:
             raise MmeaInputError(f"index {type(self).registry_name!r} got unknown options: {sorted(params)}")
         self.base: np.ndarray | None = None
@@ -258,11 +261,13 @@ class TorchIndex(SearchIndex):
         bs = row_block_size(m, self.block_size)
         out_v = np.empty((len(queries), k), np.float32)
         out_i = np.empty((len(queries), k), np.int64)
-        with torch.no_grad():
+        with torch.no_grad(), progress_bar(total=len(queries), progress=self.progress, desc="search", unit="row",
+                                           leave=False) as bar:
             for s in range(0, len(queries), bs):
                 q = torch.from_numpy(queries[s:s + bs]).to(self.device)
                 v, i = topk_rows(q @ self._base_t.T, k)  # (b, m) -> (b, k)
                 out_v[s:s + bs], out_i[s:s + bs] = v.cpu().numpy(), i.cpu().numpy()
+                bar.update(len(q))
         return out_v, out_i
 
 
@@ -401,7 +406,7 @@ INDEX_OPTIONS = {
 
 
 def make_index(index: str, base: np.ndarray, *, n_queries: int, device: str = "cpu",
-               block_size: int | None = None, **options) -> SearchIndex:
+               block_size: int | None = None, progress: bool = False, **options) -> SearchIndex:
     """Resolve ``index`` (``auto`` by size) and build it on ``base``.
 
     Knobs of other index kinds (and ``None`` values) are ignored, so one option
@@ -412,13 +417,13 @@ def make_index(index: str, base: np.ndarray, *, n_queries: int, device: str = "c
         raise MmeaInputError(f"unknown search options: {sorted(unknown)}")
     name = resolve_index(index, n_queries, len(base), device)
     own = {k: v for k, v in options.items() if k in INDEX_OPTIONS.get(name, ()) and v is not None}
-    return INDEXES.get(name)(device=device, block_size=block_size, **own).build(base)
+    return INDEXES.get(name)(device=device, block_size=block_size, progress=progress, **own).build(base)
 
 
 def knn(queries: Any, base: Any, k: int, *, index: str = "auto", device: str = "cpu",
         normalize: bool = True, block_size: int | None = None, nlist: int | None = None,
         nprobe: int | None = None, hnsw_m: int | None = None, ef_search: int | None = None,
-        ef_construction: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        ef_construction: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` base rows by cosine for each query.
 
     Args:
@@ -430,6 +435,7 @@ def knn(queries: Any, base: Any, k: int, *, index: str = "auto", device: str = "
         block_size: query rows per score block of the exact paths.
         nlist, nprobe: IVF cells and cells scanned per query.
         hnsw_m, ef_search, ef_construction: HNSW degree and beam widths.
+        progress: a "search" bar over the query blocks (``torch`` index) when stderr is a terminal.
 
     Returns:
         ``scores (n, k)`` float32 and ``ids (n, k)`` int64, each row by score
@@ -439,5 +445,6 @@ def knn(queries: Any, base: Any, k: int, *, index: str = "auto", device: str = "
     prep = l2_normalize if normalize else as_float32
     q, b = prep(queries, "queries"), prep(base, "base vectors")
     idx = make_index(index, b, n_queries=len(q), device=device, block_size=block_size, nlist=nlist,
-                     nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search, ef_construction=ef_construction)
+                     nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search, ef_construction=ef_construction,
+                     progress=progress)
     return idx.search(q, k)

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MmeaInputError
+from ..progress import progress_bar
 from ..registry import Registry
 from .csls import SearchResult, _prepare, csls_from_cos, csls_radius, csls_topk
 from .knn import row_block_size, topk_rows
@@ -110,19 +111,21 @@ class Similarity:
         csls_k: CSLS neighbourhood size.
         index: search index for the top-k lists (see :func:`mmea.search.knn.knn`).
         radius: precomputed ``(r_src, r_tgt)``.
+        progress: bars over the blockwise passes (radii, top-k, dense) when stderr is a terminal.
     """
 
     def __init__(self, src: Any, tgt: Any, *, method: str = "csls", csls_k: int = 10, normalize: bool = True,
                  device: str = "cpu", block_size: int | None = None, index: str = "auto",
-                 radius: tuple[Any, Any] | None = None, **index_params):
+                 radius: tuple[Any, Any] | None = None, progress: bool = False, **index_params):
         if method not in ("cos", "csls"):
             raise MmeaInputError(f"unknown similarity {method!r}; valid choices: cos, csls")
         self.src, self.tgt = _prepare(src, tgt, normalize)
         self.method, self.csls_k, self.device = method, int(csls_k), device
         self.block_size, self.index, self.index_params = block_size, index, index_params
+        self.progress = progress
         if radius is None:
             radius = csls_radius(self.src, self.tgt, self.csls_k, index=index, device=device, normalize=False,
-                                 block_size=block_size, **index_params)
+                                 block_size=block_size, progress=progress, **index_params)
         self.r_src = np.asarray(radius[0], np.float32)  # (n,)
         self.r_tgt = np.asarray(radius[1], np.float32)  # (m,)
 
@@ -157,8 +160,10 @@ class Similarity:
                 f"scores", hint="use --match greedy or mutual, or a sparse variant")
         out = np.empty((self.n, self.m), np.float32)
         bs = row_block_size(self.m, self.block_size)
-        for a in range(0, self.n, bs):
-            out[a:a + bs] = self.rows(np.arange(a, min(a + bs, self.n))).cpu().numpy()
+        with progress_bar(total=self.n, progress=self.progress, desc="scores", unit="row", leave=False) as bar:
+            for a in range(0, self.n, bs):
+                out[a:a + bs] = self.rows(np.arange(a, min(a + bs, self.n))).cpu().numpy()
+                bar.update(min(bs, self.n - a))
         return out
 
     def pair_scores(self, src_idx: Any, tgt_idx: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -176,13 +181,13 @@ class Similarity:
         """Top-``k`` targets of every source by this similarity (blockwise, exact unless IVF/HNSW)."""
         return csls_topk(self.src, self.tgt, k, csls_k=self.csls_k, method=self.method, index=self.index,
                          device=self.device, normalize=False, block_size=self.block_size,
-                         radius=(self.r_src, self.r_tgt), **self.index_params)
+                         radius=(self.r_src, self.r_tgt), progress=self.progress, **self.index_params)
 
     def reverse_topk(self, k: int) -> SearchResult:
         """Top-``k`` sources of every target (the same scores, transposed)."""
         return csls_topk(self.tgt, self.src, k, csls_k=self.csls_k, method=self.method, index=self.index,
                          device=self.device, normalize=False, block_size=self.block_size,
-                         radius=(self.r_tgt, self.r_src), **self.index_params)
+                         radius=(self.r_tgt, self.r_src), progress=self.progress, **self.index_params)
 
 
 # -- matchers --------------------------------------------------------------------------
@@ -428,10 +433,10 @@ class SinkhornMatcher(Matcher):
 
 def match(src: Any, tgt: Any, matcher: str = "greedy", *, method: str = "csls", csls_k: int = 10,
           normalize: bool = True, device: str = "cpu", block_size: int | None = None, index: str = "auto",
-          **matcher_options) -> Matching:
+          progress: bool = False, **matcher_options) -> Matching:
     """Match source rows to target rows with a registered matcher (see the module doc)."""
     sim = Similarity(src, tgt, method=method, csls_k=csls_k, normalize=normalize, device=device,
-                     block_size=block_size, index=index)
+                     block_size=block_size, index=index, progress=progress)
     return MATCHERS.make(matcher, **matcher_options).match(sim)
 
 
@@ -485,7 +490,7 @@ def candidate_rows(task, candidates: str = "test") -> tuple[np.ndarray, np.ndarr
 
 def align(src_emb: Any, tgt_emb: Any, src_rows: Any, tgt_rows: Any, *, topk: int = 1, method: str = "csls",
           csls_k: int = 10, matcher: str = "none", matcher_options: dict | None = None, index: str = "auto",
-          device: str = "cpu", block_size: int | None = None, candidates: str = "test",
+          device: str = "cpu", block_size: int | None = None, candidates: str = "test", progress: bool = False,
           **index_params) -> Alignment:
     """Rank ``tgt_rows`` for every row of ``src_rows``, find reverse best matches, and match.
 
@@ -494,6 +499,7 @@ def align(src_emb: Any, tgt_emb: Any, src_rows: Any, tgt_rows: Any, *, topk: int
         src_rows, tgt_rows: internal ids to align (see :func:`candidate_rows`).
         topk: candidates kept per source (at least 2 are searched, for the margin).
         method: ``"csls"`` or ``"cos"``; matcher: a :data:`MATCHERS` name.
+        progress: bars over the blockwise passes ("CSLS radii", "search") when stderr is a terminal.
     """
     src_rows = np.asarray(src_rows, dtype=np.int64).reshape(-1)
     tgt_rows = np.asarray(tgt_rows, dtype=np.int64).reshape(-1)
@@ -504,7 +510,7 @@ def align(src_emb: Any, tgt_emb: Any, src_rows: Any, tgt_rows: Any, *, topk: int
         if rows.min() < 0 or rows.max() >= len(emb):
             raise MmeaInputError(f"{what} row id out of range for {len(emb)} embeddings")
     sim = Similarity(src_emb[src_rows], tgt_emb[tgt_rows], method=method, csls_k=csls_k, device=device,
-                     block_size=block_size, index=index, **index_params)
+                     block_size=block_size, index=index, progress=progress, **index_params)
     result = sim.topk(max(int(topk), 2))
     reverse_best = sim.reverse_topk(1).ids[:, 0]
     result.reverse_best = reverse_best

@@ -30,9 +30,11 @@ import numpy as np
 
 from ...errors import DataFormatError, MmeaInputError
 from ..graph import AlignmentTask, KnowledgeGraph, local_name
-from ..parsing import LoadReport, check_links, iter_lines, read_id_map, read_int_pairs, read_int_triples
+from ..parsing import (LoadReport, check_links, iter_lines, note_read, read_id_map, read_int_pairs,
+                       read_int_triples)
 from .base import LOADERS, DatasetLoader, LoadOptions, log
-from .tsv import DEFAULT_SEED_RATIO, drop_duplicate_rows, seeded_split, split_from_parts, union_links
+from ..splits import DEFAULT_SEED_RATIO, seeded_split, split_from_parts, union_links
+from .tsv import drop_duplicate_rows
 
 __all__ = ["Dbp15kLoader"]
 
@@ -184,6 +186,7 @@ def _split(folder: Path, s1: _Side, s2: _Side, options: LoadOptions, report: Loa
 
 def _read_translated_json(path: Path) -> list:
     raw = path.read_bytes()
+    note_read(path, len(raw))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -367,7 +370,9 @@ def _read_entity2att(path: Path, report: LoadReport) -> tuple[np.ndarray, np.nda
 
     Returns ``(row_entity (r,), pair_row (m,), pair_attr (m,), row_line_no (r,))``.
     """
-    raw_lines = Path(path).read_bytes().split(b"\n")
+    data = Path(path).read_bytes()
+    note_read(path, len(data))
+    raw_lines = data.split(b"\n")
     rows = [(i, ln) for i, ln in enumerate(raw_lines, start=1) if ln.strip()]
     if not rows:
         raise DataFormatError(path, None, None, "empty file (expected the entry count on the first line)")

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...errors import DataFormatError
 from ..graph import KnowledgeGraph, LinkPredictionDataset
-from ..parsing import LoadReport
+from ..parsing import LoadReport, note_read
 from .base import LOADERS, DatasetLoader, LoadOptions
 
 log = logging.getLogger("mmea.data")
@@ -49,6 +49,7 @@ def _read_bytes_and_text(path: Path) -> tuple[bytes, str]:
     if not path.is_file():
         raise DataFormatError(path, None, None, "file not found")
     data = path.read_bytes()
+    note_read(path, len(data))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

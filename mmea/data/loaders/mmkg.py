@@ -66,9 +66,10 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataFormatError, MmeaInputError
-from ..graph import AlignmentTask, KnowledgeGraph, local_name, make_split
+from ..graph import AlignmentTask, KnowledgeGraph, local_name
 from ..parsing import LoadReport, check_links, map_ids, parse_numeric, read_columns, read_id_map, \
     read_int_pairs, read_int_triples
+from ..splits import seeded_split
 from .base import LOADERS, DatasetLoader, LoadOptions
 from .linkpred import SPLIT_FILES, StringTriples, read_tab_triples, read_text, read_text_map
 
@@ -214,14 +215,12 @@ def _sorted_links(links: np.ndarray) -> np.ndarray:
     return links[np.lexsort((links[:, 1], links[:, 0]))] if len(links) else links
 
 
-def _seeded_split(links: np.ndarray, options: LoadOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Seeded split of the sorted gold links (the same split as ``AlignmentTask.resplit``)."""
-    ratio = DEFAULT_SEED_RATIO if options.seed_ratio is None else options.seed_ratio
-    train, valid, test = make_split(_sorted_links(links), ratio, options.seed, options.valid_ratio)
-    return train, valid, test, {"kind": "seeded", "train_ratio": ratio, "valid_ratio_of_train": options.valid_ratio,
-                                "seed": options.seed}
+def _seed_ratio(options: LoadOptions) -> float:
+    """The seed ratio of a seeded split: the options', else the MMKG default (0.2)."""
+    return DEFAULT_SEED_RATIO if options.seed_ratio is None else options.seed_ratio
 
 
+# not splits.carve_valid: this sorts the links first (that one keeps file order), so a seed picks other valid links
 def _carve_valid(train: np.ndarray, valid_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded ``valid_ratio`` of the (sorted) train links as validation -> (train, valid)."""
     train = _sorted_links(train)
@@ -641,7 +640,7 @@ class MmkgConvertedLoader(DatasetLoader):
     @staticmethod
     def _split(files, links, idx1, idx2, label1, options, report, policy, notes):
         if not options.use_dataset_split:
-            train, valid, test, split = _seeded_split(links, options)
+            train, valid, test, split = seeded_split(links, _seed_ratio(options), options)
             split["links"] = str(files["ref_ent_ids"])
             return train, valid, test, split
         if files["sup_ent_ids"] is None or files["dev_ent_ids"] is None:
@@ -826,7 +825,7 @@ class MmkgLoader(DatasetLoader):
 
         links = _check_gold_links(raw_links, sameas_path, report, np.array([i for i, _, _ in sameas], np.int64),
                                   policy, notes)
-        train, valid, test, split = _seeded_split(links, options)
+        train, valid, test, split = seeded_split(links, _seed_ratio(options), options)
         split["links"] = str(sameas_path)
         provenance = {"loader": "mmkg", "path": str(path), "source": src1, "target": src2,
                       "links": str(sameas_path), "split": split}

@@ -23,7 +23,8 @@ from ...errors import MmeaInputError
 from ..graph import AlignmentTask, KnowledgeGraph, local_name
 from ..parsing import LoadReport, check_links, map_ids, parse_numeric, read_columns
 from .base import LOADERS, DatasetLoader, LoadOptions, log
-from .tsv import DEFAULT_SEED_RATIO, drop_duplicate_rows, seeded_split, split_from_parts, union_links
+from ..splits import DEFAULT_SEED_RATIO, seeded_split, split_from_parts, union_links
+from .tsv import drop_duplicate_rows
 
 __all__ = ["OpenEALoader"]
 
