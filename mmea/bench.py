@@ -9,10 +9,11 @@ function::
     run_bench(pipeline, ...)     -> runs cells into <out>/<row>[-<dataset>]-seed<seed>/,
                                     writes results/<name>.json and results/<name>.md
 
-Two kinds of cell (``[bench] task``): ``align`` runs
+Three kinds of cell (``[bench] task``): ``align`` runs
 :func:`mmea.pipelines.align.run_align` with a :class:`~mmea.config.RunConfig`
-built by :func:`mmea.config.load_config` (the path ``mmea align`` takes), and
-``linkpred`` runs :func:`mmea.linkpred.run_linkpred_cli`.  The file format is
+built by :func:`mmea.config.load_config` (the path ``mmea align`` takes),
+``linkpred`` runs :func:`mmea.linkpred.run_linkpred_cli` and ``clep`` runs
+:func:`mmea.clep.run_pretrain_clep_cli`.  The file format is
 described in ``docs/bench.md``.  This module imports no torch: the runners
 import what they need when a cell runs.
 """
@@ -215,6 +216,24 @@ class BenchTask:
         raise NotImplementedError
 
 
+def same_settings(stored: dict, current: dict) -> bool:
+    """Whether a finished cell's stored config still matches: every key present in both is equal.
+
+    A key present on one side only is a schema change between mmea versions
+    (a setting added or retired since the cell ran, at its default), not a
+    changed setting, so it does not make finished cells stale; to rerun them
+    anyway, use ``--force``.
+    """
+    for key in stored.keys() & current.keys():
+        a, b = stored[key], current[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            if not same_settings(a, b):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
 class AlignBench(BenchTask):
     """Each cell -> :func:`mmea.pipelines.align.run_align` (config through :func:`mmea.config.load_config`)."""
 
@@ -291,7 +310,7 @@ class AlignBench(BenchTask):
             stored = self._comparable((cell.out / "config.toml").read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError):
             return False
-        return stored == self._comparable(to_toml(cell.config))
+        return same_settings(stored, self._comparable(to_toml(cell.config)))
 
     def run(self, cell: Cell, quiet: bool) -> dict:
         from .pipelines import align as align_job
@@ -418,7 +437,84 @@ class LinkpredBench(BenchTask):
         return " · ".join(parts)
 
 
-TASKS: dict[str, type[BenchTask]] = {"align": AlignBench, "linkpred": LinkpredBench}
+class ClepBench(LinkpredBench):
+    """Each cell -> :func:`mmea.clep.run_pretrain_clep_cli`; keys are :class:`~mmea.clep.training.ClepConfig`
+    fields, plus an optional ``finetune`` table of LinkPredConfig fields (a link-prediction model trained from
+    the CLEP embeddings and from random init with the same budget, inside the cell)."""
+
+    name = "clep"
+    default_metrics = ("mrr", "hits@1", "hits@10", "mr")
+    named = ()
+    runner_defaults = {}
+
+    def row_key(self, label: str, raw: dict, row: dict) -> str:
+        return slug(label)
+
+    def _config(self, values: dict, path: Path, where: str):
+        from .clep.training import clep_config_from_dict
+        from .linkpred.training import config_from_dict
+
+        values = dict(values)
+        finetune = values.pop("finetune", None)
+        try:
+            if finetune is not None:
+                if not isinstance(finetune, dict):
+                    raise MmeaInputError("finetune must be a table of link-prediction options")
+                config_from_dict({k: v for k, v in finetune.items()})
+            return clep_config_from_dict(values)
+        except MmeaInputError as e:
+            raise _err(path, where, e.message, e.hint) from None
+
+    def resolve(self, raw, defaults, row, dataset, seed, path, where):
+        if "seed" in row:
+            raise _err(path, where, "seed is not set here: list the seeds in [bench] seeds")
+        values = self._values(raw, defaults, row, seed)
+        cfg = self._config(values, path, where)
+        finetune = values.get("finetune")
+        data_dir = dataset.values.get("data_dir", raw["bench"].get("data_dir"))
+        params = {"dataset": dataset.values["dataset"], "data_dir": data_dir,
+                  "values": {k: v for k, v in values.items() if k != "finetune"},
+                  "finetune": dict(finetune) if finetune else None}
+        return {"dataset": params["dataset"], "data_dir": data_dir, "clep": _normalised(asdict(cfg)),
+                "finetune": _normalised(params["finetune"])}, params
+
+    def stored_matches(self, cell: Cell) -> bool | None:
+        p = cell.out / "metrics.json"
+        if not p.is_file():
+            return None
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if _normalised(m.get("config")) != cell.config["clep"]:
+            return False
+        want = cell.config.get("finetune")
+        have = (m.get("finetune") or {}).get("config")
+        return (not want and not m.get("finetune")) or _normalised(have) == want
+
+    def run(self, cell: Cell, quiet: bool) -> dict:
+        from . import clep
+
+        return clep.run_pretrain_clep_cli(**cell.params, out=cell.out, progress=not quiet)["metrics"]
+
+    def ran_label(self, m: dict) -> str:
+        c = m.get("config") or {}
+        enc = m.get("text_encoder") or {}
+        parts = [f"CLEP {m.get('graph_encoder', c.get('graph_encoder', '?'))}",
+                 f"text {enc.get('encoder', c.get('text_encoder'))}"]
+        texts = m.get("texts") or {}
+        if texts:
+            parts.append("descriptions" if texts.get("description") else "names only")
+        if c:
+            parts += [f"d {c.get('dim')}", f"p {c.get('proj_dim')}", f"batch {c.get('batch_size')}",
+                      f"{m.get('epochs_run', '?')} epochs ({m.get('stopped', '?')})"]
+        ft = m.get("finetune")
+        if ft:
+            parts.append(f"fine-tune {ft.get('model')}")
+        return " · ".join(parts)
+
+
+TASKS: dict[str, type[BenchTask]] = {"align": AlignBench, "linkpred": LinkpredBench, "clep": ClepBench}
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -522,19 +618,24 @@ def select_rows(pipeline: Pipeline, only: tuple[str, ...] | list[str] = ()) -> s
     return chosen
 
 
-def plan_cells(pipeline: Pipeline, only=(), force: bool = False) -> list[tuple[Cell, str]]:
+def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=()) -> list[tuple[Cell, str]]:
     """Each cell with its action.
 
     ``run`` (no finished run), ``rerun`` (finished with another config, or
     ``--force``), ``skip`` (finished with this config), ``load`` (left out by
-    ``--only`` but finished: its numbers still go into the table) or ``leave``
-    (left out and not finished).
+    ``--only`` or ``--seed`` but finished: its numbers still go into the table)
+    or ``leave`` (left out and not finished).  ``seeds``: only cells of these
+    seeds (all when empty); a seed the pipeline does not list is an error.
     """
     chosen = select_rows(pipeline, only)
+    unknown = sorted(set(seeds) - set(pipeline.seeds))
+    if unknown:
+        raise MmeaInputError(f"--seed {unknown[0]}: not among the seeds of {pipeline.path} "
+                             f"({', '.join(map(str, pipeline.seeds))})")
     plan = []
     for cell in pipeline.cells:
         stored = pipeline.task.stored_matches(cell)
-        if cell.row.key not in chosen:
+        if cell.row.key not in chosen or (seeds and cell.seed not in seeds):
             action = "load" if stored else "leave"
         elif stored is None:
             action = "run"
@@ -576,7 +677,7 @@ def _read_metrics(cell: Cell) -> dict | None:
         return None
 
 
-def run_bench(pipeline: Pipeline, *, only=(), force: bool = False, dry_run: bool = False,
+def run_bench(pipeline: Pipeline, *, only=(), seeds=(), force: bool = False, dry_run: bool = False,
               results_dir: str | Path = "results", quiet: bool = False, verbose: int = 0,
               echo: Callable[[str], None] = print, command: str | None = None) -> BenchReport:
     """Run (or skip) every cell, then write ``results_dir/<name>.json`` and ``.md``.
@@ -584,13 +685,13 @@ def run_bench(pipeline: Pipeline, *, only=(), force: bool = False, dry_run: bool
     A failing cell is recorded with its error and the bench goes on; the
     caller decides what to do with :attr:`BenchReport.failed`.
     """
-    plan = plan_cells(pipeline, only, force)
+    plan = plan_cells(pipeline, only, force, seeds)
     report = BenchReport(pipeline)
     key_metric = pipeline.metrics[0]
     if dry_run:
         what = {"run": "would run", "rerun": "would rerun (config changed, or --force)",
-                "skip": "finished, would skip", "load": "left out (--only), finished",
-                "leave": "left out (--only)"}
+                "skip": "finished, would skip", "load": "left out (--only / --seed), finished",
+                "leave": "left out (--only / --seed)"}
         for i, (cell, action) in enumerate(plan, 1):
             echo(f"[{i}/{len(plan)}] {cell.name}  {what[action]}  -> {cell.out}")
         return report

@@ -27,6 +27,7 @@ Examples:
   mmea align --src my_kg1/ --tgt my_kg2/ --links known_links.tsv --topk 5
   mmea align --src dbp_zh --tgt dbp_en --data-dir ../shared/datasets --model selfmea --seed-ratio 0
   mmea align --model selfmea --modalities names,structure,anchors --set model.epochs=10
+  mmea align --resume runs/align-demo-20250101-120000   # continue an interrupted run (Ctrl-C saves)
 """
 
 
@@ -54,8 +55,8 @@ class MmeaGroup(click.Group):
             raise
         except (click.ClickException, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as e:  # a TrainingInterrupted says how to resume
+            click.echo(str(e) or "interrupted", err=True)
             sys.exit(130)
         except Exception as e:  # noqa: BLE001 - the top-level handler
             from .errors import MmeaError
@@ -103,6 +104,35 @@ def common_run_options(f):
     f = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="A run config TOML file (see pipelines/).")(f)
     return f
+
+
+def resume_options(f):
+    """--resume RUN_DIR and --checkpoint-every N of the commands that train."""
+    f = click.option("--checkpoint-every", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
+                     help="Write RUN_DIR/checkpoint.pt every N epochs (0: only on Ctrl-C).")(f)
+    f = click.option("--resume", default=None, metavar="RUN_DIR", type=click.Path(),
+                     help="Continue an interrupted run with its own config.toml (no other option but "
+                          "--checkpoint-every).")(f)
+    return f
+
+
+#: what may be given together with --resume (it does not change the results)
+RESUME_COMPATIBLE = ("resume", "checkpoint_every")
+
+
+def _reject_options_with_resume(ctx: click.Context, command: str) -> None:
+    """--resume takes every setting from RUN_DIR/config.toml: any other option is a usage error (exit 2)."""
+    from click.core import ParameterSource
+
+    from .errors import MmeaInputError
+
+    given = [p for p in ctx.command.params if p.name not in RESUME_COMPATIBLE
+             and ctx.get_parameter_source(p.name) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        names = ", ".join(p.opts[-1] if p.opts else p.name for p in given)
+        raise MmeaInputError(f"--resume continues the run with its own config.toml, so {names} cannot be given "
+                             f"with it", hint=f"drop {names}, or start a new run: mmea {command} --config "
+                                          f"RUN_DIR/config.toml ...")
 
 
 def data_options(f):
@@ -154,12 +184,26 @@ def _data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
 @click.option("--modalities", default=None,
               help="Modalities of models that take them (selfmea): structure,names,images,relations,attributes,anchors.")
 @common_run_options
+@resume_options
 @click.pass_context
 def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, model, match, topk, candidates,
-          name_encoder, name_model, name_source, modalities, config_path, overrides, seed, device, out):
-    """Align two KGs and write alignment.csv, metrics.json, config.toml and a log."""
+          name_encoder, name_model, name_source, modalities, config_path, overrides, seed, device, out, resume,
+          checkpoint_every):
+    """Align two KGs and write alignment.csv, metrics.json, config.toml, checkpoints and a log.
+
+    --resume RUN_DIR continues an interrupted run from its checkpoint.pt with
+    the run's own config.toml, and writes the results into RUN_DIR.
+    """
     from .config import load_config
-    from .pipelines.align import run_align
+    from .pipelines.align import resume_config, run_align
+
+    if resume:
+        _reject_options_with_resume(ctx, "align")
+        cfg = resume_config(resume)
+        result = run_align(cfg, out=Path(resume), quiet=ctx.obj["quiet"], resume=True,
+                           checkpoint_every=checkpoint_every)
+        _print_align_summary(result)
+        return
 
     base = _base_from_options(
         seed, device,
@@ -169,7 +213,7 @@ def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, m
         search={"match": match, "topk": topk, "candidates": candidates},
     )
     cfg = load_config(config_path, list(overrides), base)
-    result = run_align(cfg, out=Path(out) if out else None, quiet=ctx.obj["quiet"])
+    result = run_align(cfg, out=Path(out) if out else None, quiet=ctx.obj["quiet"], checkpoint_every=checkpoint_every)
     _print_align_summary(result)
 
 
@@ -388,10 +432,12 @@ def features(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
                   "random_image_weights": random_image_weights})
     cfg = load_config(config_path, list(overrides), base)
     d = cfg.data
+    progress = not ctx.obj["quiet"] and _sys.stderr.isatty()
     task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
-                          seed_ratio=d.seed_ratio, seed=cfg.seed, use_dataset_split=d.use_dataset_split, fold=d.fold)
+                          seed_ratio=d.seed_ratio, seed=cfg.seed, use_dataset_split=d.use_dataset_split, fold=d.fold,
+                          progress=progress)
     opts = feature_options_from_config(cfg.features, device=resolve_device(cfg.device), seed=cfg.seed,
-                                       progress=not ctx.obj["quiet"] and _sys.stderr.isatty())
+                                       progress=progress)
     store = FeatureStore(Path(out) if out else None, enabled=cfg.features.cache)
     feats = compute_task_features(task, parse_modalities(modalities), opts, store)
     click.echo(feats.format_summary())
@@ -402,6 +448,7 @@ Examples:
   mmea linkpred --dataset fb15k237 --data-dir ../shared/datasets
   mmea linkpred --dataset fb15k237 --model distmult --sampler bernoulli --loss softplus --epochs 50
   mmea linkpred --dataset path/to/folder --set max_minutes=5
+  mmea linkpred --resume runs/linkpred-fb15k237-transe-uniform-20250101-120000   # after Ctrl-C
 """)
 @click.option("--dataset", default="fb15k237", show_default=True, help="Catalog name or a folder with train/valid/test.txt.")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False))
@@ -415,9 +462,31 @@ Examples:
 @click.option("--seed", type=int, default=0)
 @click.option("--device", default="auto")
 @click.option("--out", default=None, type=click.Path(file_okay=False))
+@resume_options
 @click.pass_context
-def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides, seed, device, out):
-    """Train a link-prediction model (early stopping on valid MRR) and report filtered MR, MRR, Hits@1/3/10."""
+def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides, seed, device, out,
+             resume, checkpoint_every):
+    """Train a link-prediction model (early stopping on valid MRR) and report filtered MR, MRR, Hits@1/3/10.
+
+    --resume RUN_DIR continues an interrupted run from its checkpoint.pt with the run's own config.toml.
+    """
+    from .linkpred import resume_linkpred
+
+    if resume:
+        _reject_options_with_resume(ctx, "linkpred")
+        res = resume_linkpred(resume, progress=not ctx.obj["quiet"], checkpoint_every=checkpoint_every)
+    else:
+        res = _linkpred_new(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides,
+                            seed, device, out, checkpoint_every)
+    t = res["metrics"].get("test", {})
+    if t:
+        click.echo("test (filtered): " + "  ".join(f"{k} {v:.4f}" for k, v in t.items() if isinstance(v, float)))
+    click.echo(f"metrics: {res['metrics_path']}")
+
+
+def _linkpred_new(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides, seed, device,
+                  out, checkpoint_every) -> dict:
+    """A new ``mmea linkpred`` run from the options."""
     from .config import parse_value
     from .errors import MmeaInputError
     from .linkpred import run_linkpred_cli
@@ -429,12 +498,111 @@ def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_nega
             raise MmeaInputError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
         extra[k.strip()] = parse_value(v.strip())
-    res = run_linkpred_cli(dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, seed,
-                           resolve_device(device), out, extra, progress=not ctx.obj["quiet"])
-    t = res["metrics"].get("test", {})
+    return run_linkpred_cli(dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, seed,
+                            resolve_device(device), out, extra, progress=not ctx.obj["quiet"],
+                            checkpoint_every=checkpoint_every)
+
+
+@main.command("pretrain-clep", epilog="""\b
+Examples:
+  mmea pretrain-clep --dataset fb15k237 --data-dir ../shared/datasets --out runs/clep-fb15k237
+  mmea pretrain-clep --dataset fb15k237 --graph-encoder rgcn --epochs 5 --set max_minutes=6
+  mmea pretrain-clep --dataset path/to/folder --text-encoder all-MiniLM-L6-v2    # a cached model
+  mmea pretrain-clep --dataset path/to/folder --text-encoder DIR --finetune-text --set text_lr=2e-5
+  mmea pretrain-clep --dataset fb15k237 --set descriptions_file=entity2textlong.txt
+  mmea link-mention --kg runs/clep-fb15k237 "the capital of Germany"
+  mmea linkpred --dataset fb15k237 --dim 200 --set init_from=runs/clep-fb15k237   # fine-tune from CLEP
+""")
+@click.option("--dataset", default="fb15k237", show_default=True,
+              help="Catalog name or a folder with train/valid/test.txt (+ entity2text.txt, entity2textlong.txt).")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False))
+@click.option("--graph-encoder", default=None, help="embedding | rgcn (default embedding).")
+@click.option("--text-encoder", default=None,
+              help="offline (char n-grams, default) or a sentence-transformers hub name / local folder (frozen).")
+@click.option("--finetune-text", is_flag=True, default=False,
+              help="Fine-tune the sentence-transformers text encoder too (= --set text_finetune=true; slow on CPU).")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (default 30; early stopping on valid MRR).")
+@click.option("--dim", type=int, default=None, help="Graph embedding size (default 200).")
+@click.option("--batch-size", type=int, default=None, help="Triples per batch = in-batch negatives + 1 (default 1024).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any other CLEP option (docs/clep.md), e.g. --set proj_dim=64 (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Run directory (default runs/clep-<dataset>-<encoder>-<time>).")
+@click.pass_context
+def pretrain_clep(ctx, dataset, data_dir, graph_encoder, text_encoder, finetune_text, epochs, dim, batch_size,
+                  overrides, seed, out):
+    """Pre-train CLEP (graph encoder <-> entity texts, symmetric contrastive loss) and evaluate link prediction
+    across spaces (filtered MR, MRR, Hits@1/10).
+
+    Writes config.toml, metrics.json, model.pt, embeddings.npz, text_encoder.json
+    (+ text_encoder/, the fine-tuned model, with --finetune-text) and the cosine
+    distribution of correct vs incorrect pairs (cosine_pairs.npz, cosine_hist.png).
+    See docs/clep.md.
+    """
+    from .clep import run_pretrain_clep_cli
+
+    values = _set_values(overrides)
+    for k, v in (("graph_encoder", graph_encoder), ("text_encoder", text_encoder), ("epochs", epochs),
+                 ("dim", dim), ("batch_size", batch_size)):
+        if v is not None:
+            values[k] = v
+    if finetune_text:
+        values["text_finetune"] = True
+    values["seed"] = seed
+    res = run_pretrain_clep_cli(dataset, data_dir, values, out, progress=not ctx.obj["quiet"])
+    m = res["metrics"]
+    t = m.get("test", {})
     if t:
-        click.echo("test (filtered): " + "  ".join(f"{k} {v:.4f}" for k, v in t.items() if isinstance(v, float)))
-    click.echo(f"metrics: {res['metrics_path']}")
+        click.echo("test across spaces (filtered): " + "  ".join(f"{k} {t[k]:.4f}" for k in
+                                                              ("mr", "mrr", "hits@1", "hits@3", "hits@10")))
+    if m.get("cosine"):
+        c = m["cosine"]
+        click.echo(f"cosine: correct {c['mean_correct']:.3f}, incorrect {c['mean_incorrect']:.3f} (AUC {c['auc']:.3f})")
+    click.echo(f"run: {res['run_dir']}   (mmea link-mention --kg {res['run_dir']} \"TEXT\")")
+
+
+def _set_values(overrides) -> dict:
+    from .config import parse_value
+    from .errors import MmeaInputError
+
+    out = {}
+    for item in overrides:
+        if "=" not in item:
+            raise MmeaInputError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = parse_value(v.strip())
+    return out
+
+
+@main.command("link-mention", epilog="""\b
+Examples:
+  mmea link-mention --kg runs/clep-fb15k237 "Barack Obama"
+  mmea link-mention --kg fb15k237 --topk 5 "a city in northern Germany"   # newest runs/clep-fb15k237-*
+  mmea link-mention --kg runs/clep-fb15k237 --json "Paris"
+""")
+@click.option("--kg", "kg", required=True, metavar="NAME_OR_RUN",
+              help="A pretrain-clep run directory, or a dataset name (its newest runs/clep-NAME-* run).")
+@click.option("--topk", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("mention")
+def link_mention_cmd(kg, topk, as_json, mention):
+    """Link a free-text MENTION to the entities whose CLEP graph embedding is closest (zero-shot).
+
+    score(e) = cos(MLP_g(h_e + rho_self), MLP_t(TextEncoder(MENTION))): the
+    entity's graph embedding with the identity relation (docs/clep.md).
+    """
+    import json
+
+    from .clep.mention import link_mention, resolve_clep_run
+
+    run = resolve_clep_run(kg)
+    hits = link_mention(run, mention, topk)
+    if as_json:
+        click.echo(json.dumps({"run": str(run), "mention": mention, "entities": hits}, indent=2))
+        return
+    for h in hits:
+        click.echo(f"{h['rank']:3d}  {h['score']:.4f}  {h['id']}  {h['name']}")
 
 
 @main.command(epilog="""\b
@@ -442,11 +610,14 @@ Examples:
   mmea bench pipelines/demo.toml                 # 2 models x 2 seeds on the demo pair
   mmea bench pipelines/demo.toml --dry-run       # list the cells and what would run
   mmea bench pipelines/demo.toml --only propagation --force
+  mmea bench pipelines/gaussian_fb15k_db15k.toml --seed 0   # one seed of every setting first
   mmea bench pipelines/negative_sampling_fb15k237.toml --data-dir ../shared/datasets
 """)
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @click.option("--only", multiple=True, metavar="LABEL",
               help="Run only this row (repeatable); the table keeps the others' finished cells.")
+@click.option("--seed", "seeds", multiple=True, type=int, metavar="N",
+              help="Run only the cells of this seed (repeatable), e.g. one seed of every setting first.")
 @click.option("--force", is_flag=True, help="Rerun finished cells too.")
 @click.option("--dry-run", is_flag=True, help="List the cells and what would be done; run nothing.")
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False),
@@ -454,7 +625,7 @@ Examples:
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Folder with the benchmark datasets, where the pipeline does not say (or set MMEA_DATA_DIR).")
 @click.pass_context
-def bench(ctx, pipeline, only, force, dry_run, results_dir, data_dir):
+def bench(ctx, pipeline, only, seeds, force, dry_run, results_dir, data_dir):
     """Run a pipeline's grid (rows x datasets x seeds), skipping finished cells; write a table of mean ± std.
 
     Each cell runs into <out>/<row>[-<dataset>]-seed<seed>/; the results go to
@@ -465,7 +636,7 @@ def bench(ctx, pipeline, only, force, dry_run, results_dir, data_dir):
     from .errors import MmeaError
 
     pipe = load_pipeline(pipeline, data_dir=data_dir)
-    report = run_bench(pipe, only=only, force=force, dry_run=dry_run, results_dir=results_dir,
+    report = run_bench(pipe, only=only, seeds=seeds, force=force, dry_run=dry_run, results_dir=results_dir,
                        quiet=ctx.obj["quiet"], verbose=ctx.obj["verbose"], echo=click.echo,
                        command=f"mmea bench {pipeline}")
     if dry_run:

@@ -207,6 +207,28 @@ def test_only_runs_a_subset_and_keeps_the_rest_in_the_table(tmp_path, fake_align
     assert r.exit_code == 2 and "--only nope: no such row" in r.output and "base, prop" in r.output
 
 
+def test_seed_filter_runs_one_seed_of_every_row(tmp_path, fake_align, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "p.toml", GRID.format(out="runs"))
+    r = run("bench", pipe, "--seed", "1")
+    assert r.exit_code == 0 and sorted(c.seed for c in fake_align.calls) == [1, 1, 1]
+    res = json.loads((tmp_path / "results" / "grid.json").read_text())
+    assert res["counts"] == {"done": 3, "skipped": 0, "failed": 0, "not run": 6}
+    r = run("bench", pipe, "--seed", "0", "--seed", "2", "--only", "prop")
+    assert sorted((c.model_name, c.seed) for c in fake_align.calls[3:]) == [("propagation", 0), ("propagation", 2)]
+    r = run("bench", pipe, "--seed", "7")
+    assert r.exit_code == 2 and "--seed 7: not among the seeds" in r.output and "0, 1, 2" in r.output
+
+
+def test_same_settings_ignores_schema_drift_but_not_changed_values():
+    from mmea.bench import same_settings
+
+    stored = {"seed": 0, "model": {"name": "gaussian", "lr": 0.02, "old_key": 1}}
+    assert same_settings(stored, {"seed": 0, "model": {"name": "gaussian", "lr": 0.02, "new_key": True}})
+    assert not same_settings(stored, {"seed": 0, "model": {"name": "gaussian", "lr": 0.03}})
+    assert not same_settings(stored, {"seed": 1, "model": {"name": "gaussian", "lr": 0.02}})
+
+
 def test_failed_cell_is_recorded_and_the_bench_goes_on(tmp_path, monkeypatch):
     import mmea.pipelines.align as align_job
 
@@ -365,7 +387,7 @@ def test_linkpred_pipeline_calls_the_runner_per_row_and_seed(tmp_path, fake_link
 
 def test_shipped_negative_sampling_pipeline_resolves_as_its_header_says(tmp_path, fake_linkpred, monkeypatch):
     p = load_pipeline(REPO / "pipelines" / "negative_sampling_fb15k237.toml")
-    assert p.name == "negative_sampling_fb15k237" and len(p.cells) == 13 and len(p.rows) == 13
+    assert p.name == "negative_sampling_fb15k237" and len(p.cells) == 11 and len(p.rows) == 11
     assert p.metrics == ["test.mrr", "test.hits@1", "test.hits@3", "test.hits@10", "test.mr"]
     assert "false_negatives.returned_true_rate_all_splits" in p.report
     cells = {c.name: c for c in p.cells}
@@ -373,14 +395,126 @@ def test_shipped_negative_sampling_pipeline_resolves_as_its_header_says(tmp_path
     assert (hard["model"], hard["sampler"], hard["num_negatives"], hard["dim"], hard["device"]) == \
         ("transe", "hard-nn", 32, 200, "cpu")
     assert hard["extra"]["sampler_options"] == {"num_neighbors": 64, "refresh_every": 2}
-    assert hard["extra"]["max_minutes"] == 25.0 and hard["extra"]["normalize_entities"] is True
+    assert hard["extra"]["max_minutes"] == 9.0 and hard["extra"]["normalize_entities"] is True
+    assert hard["extra"]["num_threads"] == 1
     assert cells["self-adversarial-unfiltered-transe-seed0"].params["extra"]["filtered"] is False
     assert cells["uniform-distmult-seed0"].params["extra"]["regularization"] == 0.0001
     monkeypatch.chdir(tmp_path)
     r = run("-q", "bench", REPO / "pipelines" / "negative_sampling_fb15k237.toml")
-    assert r.exit_code == 0 and len(fake_linkpred.calls) == 13 and "13 cells: 13 done" in r.output
+    assert r.exit_code == 0 and len(fake_linkpred.calls) == 11 and "11 cells: 11 done" in r.output
     assert (tmp_path / "runs" / "bench-negative-sampling-fb15k237" / "cache-distmult-seed0" / "metrics.json").exists()
-    assert len(plan_cells(p)) == 13 and all(a == "skip" for _, a in plan_cells(p))
+    assert len(plan_cells(p)) == 11 and all(a == "skip" for _, a in plan_cells(p))
+
+
+# ------------------------------------------------------------------------------------------ clep cells
+class FakeClep:
+    """Stands in for mmea.clep.run_pretrain_clep_cli: records the call, writes a plausible metrics.json."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, dataset, data_dir=None, values=None, out=None, progress=True, finetune=None):
+        from mmea.clep.training import clep_config_from_dict
+
+        self.calls.append({"dataset": dataset, "data_dir": data_dir, "values": values, "out": out,
+                           "finetune": finetune})
+        cfg = clep_config_from_dict(dict(values))
+        m = {"dataset": dataset, "task": "clep", "graph_encoder": cfg.graph_encoder, "seed": cfg.seed,
+             "device": "cpu", "text_encoder": {"encoder": "offline"}, "texts": {"description": 0, "name": 5},
+             "config": dataclasses.asdict(cfg), "test": {"mr": 400.0 + cfg.seed, "mrr": 0.15, "hits@1": 0.1,
+                                                         "hits@10": 0.3},
+             "epochs_run": 2, "stopped": "epochs", "cosine": {"mean_correct": 0.5, "mean_incorrect": 0.1},
+             "timings": {"train_s": 1.0, "epoch_s_mean": 0.5, "total_s": 2.0}}
+        if finetune:
+            m["finetune"] = {"config": dict(finetune), "model": finetune.get("model", "transe"), "gain_mrr": 0.02,
+                             "clep": {"test": {"mrr": 0.22}}, "random": {"test": {"mrr": 0.20}}}
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "metrics.json").write_text(json.dumps(m))
+        return {"metrics": m, "metrics_path": Path(out) / "metrics.json", "run_dir": Path(out)}
+
+
+@pytest.fixture
+def fake_clep(monkeypatch):
+    import mmea.clep
+
+    fake = FakeClep()
+    monkeypatch.setattr(mmea.clep, "run_pretrain_clep_cli", fake)
+    return fake
+
+
+def test_clep_pipeline_calls_the_runner_per_row_and_seed(tmp_path, fake_clep, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "clep.toml", """\
+        [bench]
+        name = "cl"
+        task = "clep"
+        dataset = "tiny"
+        seeds = [0, 1]
+        out = "runs/cl"
+        device = "cpu"
+        metrics = ["mr", "mrr"]
+        report = ["cosine.mean_correct", "finetune.gain_mrr"]
+
+        [budget]
+        max_minutes = 1.0
+        num_threads = 1
+
+        [defaults]
+        dim = 8
+
+        [[rows]]
+        label = "emb"
+        graph_encoder = "embedding"
+        finetune = { model = "transe", dim = 8, max_minutes = 0.5 }
+
+        [[rows]]
+        label = "rgcn"
+        graph_encoder = "rgcn"
+        anchor = { "test.mrr" = 0.237, source = "paper" }
+    """)
+    r = run("bench", pipe, "--data-dir", tmp_path / "data")
+    assert r.exit_code == 0, r.output
+    assert [Path(c["out"]).name for c in fake_clep.calls] == ["emb-seed0", "emb-seed1", "rgcn-seed0", "rgcn-seed1"]
+    c = fake_clep.calls[1]
+    assert c["dataset"] == "tiny" and c["data_dir"] == str(tmp_path / "data")
+    assert c["values"] == {"device": "cpu", "max_minutes": 1.0, "num_threads": 1, "dim": 8,
+                           "graph_encoder": "embedding", "seed": 1}
+    assert c["finetune"] == {"model": "transe", "dim": 8, "max_minutes": 0.5}
+    assert fake_clep.calls[2]["finetune"] is None
+    md = (tmp_path / "results" / "cl.md").read_text()
+    assert "| emb | 400.5 ± 0.7 | 0.1500 ± 0.0000 | 2 |" in md and "mrr 0.237 (paper)" in md
+    assert "CLEP rgcn · text offline · names only · d 8" in md and "fine-tune transe" in md
+    assert "| emb | 0.5000 ± 0.0000 | 0.0200 ± 0.0000 |" in md  # the report table
+    r = run("bench", pipe)
+    assert r.exit_code == 0 and len(fake_clep.calls) == 4 and r.output.count("skipped (finished)") == 4
+
+
+def test_clep_pipeline_bad_keys_are_one_line_errors(tmp_path):
+    for body, expected in (('graph_encodr = "rgcn"', "unknown CLEP option(s): graph_encodr"),
+                           ('finetune = { modle = "transe" }', "unknown link-prediction option(s): modle"),
+                           ('graph_encoder = "gat"', "unknown graph encoder 'gat'")):
+        p = write(tmp_path / "bad.toml", f'[bench]\ntask = "clep"\ndataset = "d"\n[[rows]]\nlabel = "a"\n{body}\n')
+        r = run("bench", p)
+        assert r.exit_code == 2 and expected in r.output and "[[rows]] #1 ('a')" in r.output, r.output
+
+
+def test_shipped_clep_pipeline_resolves_within_budget(tmp_path, fake_clep, monkeypatch):
+    p = load_pipeline(REPO / "pipelines" / "clep_fb15k237.toml")
+    assert p.name == "clep_fb15k237" and p.task.name == "clep" and [r.key for r in p.rows] == \
+        ["clep-embedding", "clep-rgcn"]
+    assert p.metrics == ["test.mr", "test.mrr", "test.hits@1", "test.hits@10"]
+    cells = {c.name: c for c in p.cells}
+    emb = cells["clep-embedding-seed0"].params
+    assert emb["values"]["num_threads"] == 1 and emb["values"]["text_encoder"] == "offline"
+    # pre-training + two fine-tuning runs fit the ~8-minute cell budget (evaluations aside)
+    assert emb["values"]["max_minutes"] + 2 * emb["finetune"]["max_minutes"] <= 6.0
+    assert emb["finetune"]["dim"] == emb["values"]["dim"] and emb["finetune"]["num_threads"] == 1
+    assert cells["clep-rgcn-seed0"].params["values"]["graph_encoder"] == "rgcn"
+    assert cells["clep-rgcn-seed0"].params["values"]["max_minutes"] <= 6.5
+    assert cells["clep-embedding-seed0"].row.anchor["test.mrr"] == 0.222
+    monkeypatch.chdir(tmp_path)
+    r = run("-q", "bench", REPO / "pipelines" / "clep_fb15k237.toml")
+    assert r.exit_code == 0 and len(fake_clep.calls) == 2 and "2 cells: 2 done" in r.output
 
 
 # ---------------------------------------------------------------------------------------------- errors

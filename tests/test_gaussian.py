@@ -176,6 +176,8 @@ def test_fit_runs_both_stages_and_entities_without_images_get_no_visual_term():
     assert float(var.min()) >= 0.5 and float(var.max()) <= 50.0 and float(var.max()) > 0.5
     rep = m.info["variances"]
     assert rep["common"]["images"]["n_without"] == 3 and rep["modality_space"]["images"]["without"] == 0.5
+    last = m.info["variances_last"]  # the final state here is the kept one, so both reports agree
+    assert last["round"] == 6 and {k: v for k, v in last.items() if k != "round"} == rep
     s, t = m.embeddings()
     assert s.shape == (8, m.config.dim) and np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
 

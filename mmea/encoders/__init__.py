@@ -20,13 +20,13 @@ need them, so importing this package is instant.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import MmeaInputError
+from ..progress import progress_enabled  # re-exported: the encoders' bars follow the shared rule
 from ..registry import Registry
 
 __all__ = [
@@ -86,9 +86,6 @@ class EncodedFeatures:
                                {k: v[start:stop] for k, v in self.extras.items()})
 
 
-def progress_enabled(progress: bool = True) -> bool:
-    """Show tqdm bars only when asked and stderr is a terminal."""
-    return bool(progress) and sys.stderr.isatty()
 
 
 #: Name encoders: ``encode(texts) -> EncodedFeatures`` (see :mod:`mmea.encoders.names`).

@@ -53,17 +53,18 @@ import dataclasses
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from ..errors import MmeaInputError
+from ..progress import epoch_postfix, progress_bar, progress_enabled
 
 log = logging.getLogger("mmea.linkpred")
 
-__all__ = ["LinkPredConfig", "train_link_prediction", "resolve_margin", "config_from_dict", "make_optimizer"]
+__all__ = ["LinkPredConfig", "train_link_prediction", "resolve_margin", "config_from_dict", "make_optimizer",
+           "init_embeddings_from"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class LinkPredConfig:
         eval_batch_size: queries per ``(B, E)`` score block in evaluation.
         audit_every: every n-th batch, count sampled negatives that are true triples of
             train + valid + test (the false-negative audit); 0 = never.
+        init_from: "" (random init) or a ``mmea pretrain-clep`` run directory / ``.npz`` with
+            ``entity (E, dim)`` and ``relation (R, dim)`` arrays copied into the model's tables
+            (:func:`init_embeddings_from`); sizes must match the dataset and ``dim``.
     """
 
     model: str = "transe"
@@ -130,6 +134,7 @@ class LinkPredConfig:
     num_threads: int = 0
     eval_batch_size: int = 256
     audit_every: int = 10
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         for name in ("dim", "epochs", "batch_size", "num_negatives", "eval_every", "eval_batch_size"):
@@ -151,6 +156,36 @@ def config_from_dict(values: dict) -> LinkPredConfig:
         raise MmeaInputError(f"unknown link-prediction option(s): {', '.join(unknown)}; "
                              f"valid: {', '.join(sorted(valid))}")
     return LinkPredConfig(**values)
+
+
+def init_embeddings_from(model, source: str, entity_ids=None) -> dict:
+    """Copy pre-trained ``entity`` / ``relation`` tables (a CLEP run or ``.npz``) into ``model``'s embeddings.
+
+    The tables must have the model's shapes (same entities, relations and
+    ``dim``; RotatE's complex entities have ``2 dim`` columns), else a clear
+    error names both shapes; with ``entity_ids`` saved, they must list the
+    dataset's entities in the same order.  TransE's unit-norm projection is
+    applied afterwards when the model uses it.
+    """
+    import torch
+
+    from ..clep.mention import load_clep_embeddings
+
+    emb = load_clep_embeddings(source)
+    for what, table in (("entity", model.entity_emb), ("relation", model.relation_emb)):
+        if tuple(emb[what].shape) != tuple(table.shape):
+            raise MmeaInputError(f"init_from {emb['source']}: {what} embeddings have shape {tuple(emb[what].shape)}, "
+                                 f"the {model.registry_name} model needs {tuple(table.shape)}",
+                                 hint="pre-train with the same dataset and --dim as the link-prediction model")
+    if entity_ids is not None and emb["entity_ids"] is not None \
+            and [str(x) for x in emb["entity_ids"]] != [str(x) for x in entity_ids]:
+        raise MmeaInputError(f"init_from {emb['source']}: its entities are not this dataset's (ids differ)")
+    with torch.no_grad():
+        model.entity_emb.copy_(torch.as_tensor(emb["entity"]))
+        model.relation_emb.copy_(torch.as_tensor(emb["relation"]))
+    model.post_step()
+    log.info("linkpred: entity and relation embeddings initialised from %s", emb["source"])
+    return emb
 
 
 def resolve_margin(config: LinkPredConfig) -> float:
@@ -214,8 +249,14 @@ def make_optimizer(params: list, lr: float):
         return torch.optim.Adam(params, lr=lr)
 
 
-def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progress: bool = True) -> dict:
+def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progress: bool = True, *,
+                          checkpoint=None, source: dict | None = None) -> dict:
     """Train, early-stop on validation MRR, evaluate on test; returns the metrics dict.
+
+    ``checkpoint``: a :class:`~mmea.checkpoint.Checkpointer` (resume, interval, Ctrl-C);
+    by default one bound to the run folder that writes ``checkpoint.pt`` every epoch
+    (none without a run folder).  ``source``: where the dataset came from
+    (``{"dataset", "data_dir"}``), written to ``config.toml`` for ``mmea linkpred --resume``.
 
     ``run_dir``: a :class:`~mmea.runs.RunDir`, a folder path, or None (nothing
     written).  Writes ``metrics.json`` (same layout as ``mmea align``:
@@ -225,6 +266,7 @@ def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progres
     """
     import torch
 
+    from ..checkpoint import Checkpointer
     from ..config import to_toml
     from ..losses import make_loss
     from ..runs import RunDir, resolve_device, seed_everything
@@ -253,11 +295,14 @@ def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progres
             run.write_config(to_toml({"task": "linkpred", "dataset": dataset.name,
                                       "linkpred": {k: v for k, v in dataclasses.asdict(config).items()
                                                    if not isinstance(v, dict)},
-                                      "sampler_options": dict(config.sampler_options)}))
+                                      "sampler_options": dict(config.sampler_options),
+                                      "source": {k: str(v) for k, v in (source or {}).items() if v is not None}}))
 
         margin = resolve_margin(config)
         model = make_lp_model(config.model, n_ent, n_rel, config.dim, p_norm=config.p_norm,
                               normalize_entities=config.normalize_entities, margin=margin).to(device)
+        if config.init_from:
+            init_embeddings_from(model, config.init_from, graph.ids)
         loss_fn = make_loss(config.loss, margin=margin, adversarial_temperature=config.adversarial_temperature,
                             temperature=config.temperature,
                             learnable_temperature=config.learnable_temperature).to(device)
@@ -294,18 +339,41 @@ def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progres
         history: list[dict] = []
         best = {"mrr": -1.0, "epoch": -1, "metrics": None, "state": None}
         evals_without_gain, stopped = 0, "epochs"
+        ckpt = checkpoint if checkpoint is not None else Checkpointer(run.path if run is not None else None)
+        saved = ckpt.resume_state("linkpred")
         t_eval = time.perf_counter()
-        init_valid = evaluate(valid_eval) if len(valid_eval) else None
-        eval_s = time.perf_counter() - t_eval
-        t_train = time.perf_counter()
-        bar = None
-        if progress and sys.stderr.isatty():
-            from tqdm.auto import tqdm
+        if saved is None:
+            start, init_valid = 0, evaluate(valid_eval) if len(valid_eval) else None
+            eval_s = time.perf_counter() - t_eval
+        else:  # continue after the saved epoch
+            model.load_state_dict(saved["model"])
+            with torch.no_grad():  # a learnable temperature, in place: the optimizer holds these tensors
+                for p, v in zip(loss_fn.parameters(), saved["loss"]):
+                    p.copy_(v)
+            optimizer.load_state_dict(saved["optimizer"])
+            sampler.load_state_dict(saved["sampler"])
+            rng.bit_generator.state = saved["rng"]
+            history, best, init_valid = saved["history"], saved["best"], saved["init_valid"]
+            evals_without_gain, stopped, audit_counts = saved["evals_without_gain"], saved["stopped"], saved["audit"]
+            eval_s = saved["eval_s"]
+            start = saved["epoch"] if stopped == "epochs" else config.epochs
+        t_train = time.perf_counter() - (saved["train_s"] if saved is not None else 0.0)
 
-            bar = tqdm(total=config.epochs, desc=f"{config.model}/{config.sampler}", unit="epoch")
+        def loop_state() -> dict:
+            """Everything the epochs change: what a checkpoint must hold to continue exactly."""
+            return {"model": model.state_dict(), "loss": list(loss_fn.parameters()), "optimizer": optimizer.state_dict(),
+                    "sampler": sampler.state_dict(), "rng": rng.bit_generator.state, "history": history,
+                    "best": best, "init_valid": init_valid, "evals_without_gain": evals_without_gain,
+                    "stopped": stopped, "audit": audit_counts, "eval_s": eval_s,
+                    "train_s": time.perf_counter() - t_train}
+
+        bar = None
+        if progress_enabled(progress):
+            bar = progress_bar(total=config.epochs, initial=start, desc=f"{config.model}/{config.sampler}",
+                               unit="epoch")
         n_batches = math.ceil(len(train) / config.batch_size)
         out_of_time = False
-        for epoch in range(config.epochs):
+        for epoch in range(start, config.epochs):
             t_epoch = time.perf_counter()
             sampler.on_epoch_start(epoch)
             perm = rng.permutation(len(train))
@@ -363,12 +431,14 @@ def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progres
                      f", valid MRR {rec['valid_mrr']:.4f}" if "valid_mrr" in rec else "")
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", mrr=f"{best['mrr']:.3f}")
+                bm = best["metrics"] or {}
+                bar.set_postfix(epoch_postfix(rec["loss"], bm.get("hits@1"), valid_mrr=bm.get("mrr")))
             if out_of_time:
                 stopped = "time budget"
-                break
-            if "valid_mrr" in rec and config.patience and evals_without_gain >= config.patience:
+            elif "valid_mrr" in rec and config.patience and evals_without_gain >= config.patience:
                 stopped = "early stopping"
+            ckpt.epoch_end(epoch + 1, "linkpred", loop_state, last=stopped != "epochs" or epoch + 1 == config.epochs)
+            if stopped != "epochs":
                 break
         if bar is not None:
             bar.close()
@@ -421,6 +491,8 @@ def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progres
             },
             "notes": list(dataset.meta.get("notes", [])),
         }
+        if ckpt.enabled:
+            metrics["checkpoint"] = ckpt.summary()
         if run is not None:
             ent = model.entity_embeddings()
             np.savez(run.path / "embeddings.npz", entity=ent, relation=model.relation_embeddings(),

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..checkpoint import Checkpointer
 from ..config import FeatureConfig
 from ..registry import Registry
 
@@ -25,7 +26,14 @@ log = logging.getLogger("mmea.models")
 
 @dataclass
 class RunContext:
-    """What a model gets besides the task: seed, device, features, where to write."""
+    """What a model gets besides the task: seed, device, features, where to write.
+
+    ``checkpoint``: the run's :class:`~mmea.checkpoint.Checkpointer`.  A model with a
+    training loop calls ``ctx.checkpoint.resume_state(name)`` before its first epoch
+    and ``ctx.checkpoint.epoch_end(epoch, name, state_fn)`` after each one; the
+    pipeline wraps :meth:`AlignmentModel.fit` in ``ctx.checkpoint.guard()`` (Ctrl-C).
+    The default is disabled (no run directory): the calls do nothing.
+    """
 
     seed: int = 0
     device: str = "cpu"
@@ -34,6 +42,7 @@ class RunContext:
     cache_root: Path | None = None
     progress: bool = False
     notes: list[str] = field(default_factory=list)
+    checkpoint: Checkpointer = field(default_factory=Checkpointer)
 
     def note(self, message: str) -> None:
         """A note for the user, logged and recorded in ``metrics.json``."""

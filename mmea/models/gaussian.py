@@ -46,7 +46,9 @@ so the shared CSLS search ranks them; :meth:`GaussianModel.rerank_metrics`
 adds a symmetric-KL re-rank of the CSLS top-k (``rerank_k``), reported as its
 own ``test_by_method`` row.  ``model_info["variances"]`` holds the learned
 variances by modality coverage (the paper's motivation: entities with
-missing or noisy modalities should get larger variances).
+missing or noisy modalities should get larger variances) in the kept (best
+validation) state, ``model_info["variances_last"]`` the same after the last
+round (the kept state may be a stage-1 one, where every variance is still 0.5).
 
 The **point twin** (``--model mmea-point`` = ``--model gaussian --set point=true``)
 keeps every variance at 0.5 (no variance parameters): every KL above becomes
@@ -69,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MmeaInputError
+from ..progress import epoch_postfix, progress_bar
 from ..sampling import UniformNegativeSampler
 from .base import MODELS, AlignmentModel, load_features
 from .gaussian_math import (alignment_loss, common_space_loss, exchange_triples, modality_loss, modality_score,
@@ -879,13 +882,34 @@ class GaussianModel(AlignmentModel):
         history: list[dict] = []
         best = {"key": (-1.0, -1.0), "round": 0, "stage": 1, "valid": None}
         stage, stage2_round, stalled, stopped = 1, None, 0, "epochs"
-        bar = None
-        if self.ctx.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=c.epochs, desc="mmea-point" if c.point else "gaussian", unit="round")
         self._snapshot()
-        for rnd in range(1, c.epochs + 1):
+        ckpt, start = self.ctx.checkpoint, 1
+        saved = ckpt.resume_state(self.registry_name)
+        if saved is not None:  # --resume: everything the loop reads, as it was after the saved round
+            net.set_stage(saved["stage"])
+            net.load_state_dict(saved["net"])
+            for name, o in self._optimizers.items():
+                for part, state in saved["optimizers"][name].items():
+                    getattr(o, part).load_state_dict(state)
+            self.sampler.load_state_dict(saved["sampler"])
+            self._rng.bit_generator.state = saved["rng"]
+            history, best, self._best_state = saved["history"], saved["best"], saved["best_state"]
+            stage, stage2_round, stalled, stopped = (saved[k] for k in ("stage", "stage2_round", "stalled",
+                                                                         "stopped"))
+            self._t0 = t0 = time.perf_counter() - saved["train_s"]  # the time budget carries on
+            start = saved["epoch"] + 1 if stopped == "epochs" else c.epochs + 1
+
+        def loop_state() -> dict:
+            return {"net": net.state_dict(), "sampler": self.sampler.state_dict(), "rng": self._rng.bit_generator.state,
+                    "optimizers": {n: {part: getattr(o, part).state_dict() for part in ("sparse", "dense")
+                                       if getattr(o, part) is not None} for n, o in self._optimizers.items()},
+                    "history": history, "best": best, "best_state": self._best_state, "stage": stage,
+                    "stage2_round": stage2_round, "stalled": stalled, "stopped": stopped,
+                    "train_s": time.perf_counter() - self._t0}
+
+        bar = progress_bar(total=c.epochs, initial=start - 1, progress=self.ctx.progress,
+                           desc="mmea-point" if c.point else "gaussian", unit="round")
+        for rnd in range(start, c.epochs + 1):
             if stage == 1 and (rnd > c.stage1_epochs or time.perf_counter() - t0 > c.stage1_fraction * budget_s):
                 stage, stage2_round, stalled = 2, rnd, 0
                 net.set_stage(2)
@@ -916,21 +940,23 @@ class GaussianModel(AlignmentModel):
                 best.update(round=rnd, stage=stage)
             history.append(rec)
             log.info("%s round %d (stage %d): %s", self.registry_name, rnd, stage, rec)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(stage=stage, **({"valid_h1": rec["valid"]["hits@1"]} if "valid" in rec else {}))
+            bar.update(1)
+            bar.set_postfix(epoch_postfix(float(sum(v for v in losses.values() if v is not None)),
+                                          (rec.get("valid") or {}).get("hits@1"), stage=stage))
             if self._out_of_time():
                 stopped = "time"
-                break
-            if stalled >= c.patience:
+            elif stalled >= c.patience:
                 if stage == 1:
                     stage, stage2_round, stalled = 2, rnd + 1, 0
                     net.set_stage(2)
                 else:
                     stopped = "patience"
-                    break
-        if bar is not None:
-            bar.close()
+            ckpt.epoch_end(rnd, self.registry_name, loop_state, last=stopped != "epochs" or rnd == c.epochs)
+            if stopped != "epochs":
+                break
+        bar.close()
+        # the variances as training left them (the coverage analysis), then the kept (best) state
+        variances_last = {"round": history[-1]["round"] if history else 0, **variance_report(net, data)}
         if self._best_state is not None:
             net.load_state_dict(self._best_state)
         self.info.update({
@@ -949,6 +975,7 @@ class GaussianModel(AlignmentModel):
             "sampler": self.sampler.stats.as_dict(),
             "history": history,
             "variances": variance_report(net, data),
+            "variances_last": variances_last,
         })
         if can_validate:
             self.info["valid_by_space"] = self._valid_by_space()

@@ -48,6 +48,10 @@ so proposed pairs rank first unless the fused similarity strongly disagrees.
 The network of the epoch with the best selection Hits@1 is kept (the untrained
 model, epoch 0, is a candidate too), with the final pool.
 
+``pretrain = "clep"`` (off by default) first pre-trains a small CLEP model on each KG's own
+triples and names (:mod:`mmea.clep.alignment`) and propagates its graph embeddings instead
+of the names in the structure modality.
+
 Modes: with train links (``--seed-ratio 0.3``) the pool starts from them and
 ``task.valid`` selects the best epoch.  With none (``--seed-ratio 0``) the pool
 starts from pseudo-seeds, mutual nearest neighbours of name (and image)
@@ -65,6 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MmeaInputError
+from ..progress import epoch_postfix, progress_bar
 from .base import MODELS, AlignmentModel, load_features
 from .selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nca_loss, propose_mutual_pairs, rsm_loss
 
@@ -167,7 +172,7 @@ def _build_net():
             if "names" in modalities:
                 self.res["names"] = LowRankResidual(dims["names"], cfg.residual_rank)
             if "structure" in modalities:
-                self.hops = nn.ModuleList([LowRankResidual(dims["names"], cfg.residual_rank)
+                self.hops = nn.ModuleList([LowRankResidual(dims.get("structure", dims["names"]), cfg.residual_rank)
                                            for _ in range(cfg.hops)])
             for m in ("relations", "attributes"):
                 if m in modalities:
@@ -246,6 +251,10 @@ class SelfMEAModel(AlignmentModel):
         max_minutes: float = 0.0      # wall-clock budget of training (0: none)
         pool_weight: float = 1.0      # weight of the proposed pairs' identity block in the final embedding
         train_threads: int = 1        # torch threads of the training steps (0: all)
+        pretrain: str = "none"        # none | clep: CLEP pre-training of the structure input (docs/clep.md)
+        pretrain_dim: int = 64        # CLEP projected size (the structure input's size with pretrain = clep)
+        pretrain_epochs: int = 3
+        pretrain_minutes: float = 2.0
 
     def fit(self, task) -> None:
         import torch
@@ -282,11 +291,21 @@ class SelfMEAModel(AlignmentModel):
         name_mask = [names.source_mask.astype(bool), names.target_mask.astype(bool)]
         sides: list[dict] = [{"mask": {}}, {"mask": {}}]
         dims = {"names": xs[0].shape[1]}
+        struct_x = xs  # what the structure modality propagates: the names, or their CLEP graph embeddings
+        if c.pretrain not in ("none", "clep"):
+            raise MmeaInputError(f"selfmea: pretrain must be none or clep, got {c.pretrain!r}")
+        if c.pretrain == "clep" and "structure" in mods:
+            from ..clep.alignment import clep_structure_features
+
+            struct_x, self.info["pretrain"] = clep_structure_features(
+                task, xs, dim=c.pretrain_dim, epochs=c.pretrain_epochs, max_minutes=c.pretrain_minutes,
+                seed=self.ctx.seed)
+            dims["structure"] = struct_x[0].shape[1]
         for k, side in enumerate(sides):
             side["names"] = torch.from_numpy(xs[k])
             side["mask"]["names"] = torch.from_numpy(name_mask[k])
             if "structure" in mods:
-                hops, h = [], xs[k]
+                hops, h = [], struct_x[k]
                 for _ in range(c.hops):
                     h = np.asarray(adj[k] @ h, dtype=np.float32)  # (n, d): mean over neighbours
                     hops.append(torch.from_numpy(_normalize_rows(h.copy())))
@@ -332,10 +351,12 @@ class SelfMEAModel(AlignmentModel):
         log.info("selfmea: %s, %d pool pairs, modalities %s", self.info["mode"], len(pool), ",".join(mods))
 
         anchor_proj_rng = np.random.default_rng(self.ctx.seed + 7919)
+        anchor_rng_before = [anchor_proj_rng.bit_generator.state]  # before the last draw: a resume redraws it
 
         def set_anchors(pool_pairs):
             if "anchors" not in mods:
                 return
+            anchor_rng_before[0] = anchor_proj_rng.bit_generator.state
             R = (anchor_proj_rng.standard_normal((len(pool_pairs), c.anchor_dim)).astype(np.float32)
                  / np.sqrt(c.anchor_dim))  # (L, d_a)
             for k, side in enumerate(sides):
@@ -359,15 +380,39 @@ class SelfMEAModel(AlignmentModel):
         history, expansions = [], []
         rounds_done = 0
         gold_pool = len(pool)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(range(1, c.epochs + 1), desc="selfmea", unit="epoch", disable=not self.ctx.progress)
-        deadline = t_start + 60 * c.max_minutes if c.max_minutes > 0 else None
         stopped = "epochs"
-        score0 = self._select_score(net, sides, select, pool)  # the untrained model is a candidate too
-        best = (score0, {k: v.detach().clone() for k, v in net.state_dict().items()}, 0)  # (score, state, epoch)
-        history.append({"epoch": 0, "loss": None, "pool": int(len(pool)), "select_hits@1": score0})
-        log.info("selfmea: before training, selection Hits@1 %.4f", score0)
+        ckpt = self.ctx.checkpoint
+        saved = ckpt.resume_state(self.registry_name)
+        if saved is None:
+            start, elapsed0 = 1, 0.0
+            score0 = self._select_score(net, sides, select, pool)  # the untrained model is a candidate too
+            best = (score0, {k: v.detach().clone() for k, v in net.state_dict().items()}, 0)  # (score, state, epoch)
+            history.append({"epoch": 0, "loss": None, "pool": int(len(pool)), "select_hits@1": score0})
+            log.info("selfmea: before training, selection Hits@1 %.4f", score0)
+        else:  # continue after the saved epoch, with everything the epochs change
+            net.load_state_dict(saved["net"])
+            opt.load_state_dict(saved["opt"])
+            rng.bit_generator.state = saved["rng"]
+            pool, queues = saved["pool"], list(saved["queues"])
+            history, expansions, rounds_done = saved["history"], saved["expansions"], saved["rounds_done"]
+            best, stopped = tuple(saved["best"]), saved["stopped"]
+            anchor_proj_rng.bit_generator.state = saved["anchor_rng"]
+            set_anchors(pool)  # the same projection as before the interruption
+            start = saved["epoch"] + 1 if stopped == "epochs" else c.epochs + 1
+            elapsed0 = saved["train_s"]
+            log.info("selfmea: resumed after epoch %d (pool %d)", saved["epoch"], len(pool))
+
+        def loop_state() -> dict:
+            """Everything the epochs change: what a checkpoint must hold to continue exactly."""
+            return {"net": net.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
+                    "anchor_rng": anchor_rng_before[0], "pool": pool, "queues": queues, "history": history,
+                    "expansions": expansions, "rounds_done": rounds_done, "best": best, "stopped": stopped,
+                    "train_s": elapsed0 + time.perf_counter() - t_start}
+
+        deadline = t_start - elapsed0 + 60 * c.max_minutes if c.max_minutes > 0 else None  # a resume has the rest
+        bar = progress_bar(range(start, c.epochs + 1), progress=self.ctx.progress, desc="selfmea", unit="epoch",
+                           initial=start - 1, total=c.epochs)
+        last_loss = last_h1 = None
         for epoch in bar:
             t_epoch = time.perf_counter()
             net.train()
@@ -414,8 +459,9 @@ class SelfMEAModel(AlignmentModel):
                             epoch)
                 log.info("selfmea: epoch %d loss %.4f, selection Hits@1 %.4f, pool %d (%.1f s/epoch)", epoch,
                          rec["loss"] or 0.0, rec["select_hits@1"], len(pool), rec["time_s"])
-                if self.ctx.progress:
-                    bar.set_postfix(loss=f"{rec['loss']:.3f}", valid_h1=f"{rec['select_hits@1']:.3f}")
+                last_h1 = rec["select_hits@1"]
+            last_loss = rec["loss"] if rec["loss"] is not None else last_loss
+            bar.set_postfix(epoch_postfix(last_loss, last_h1, pool=int(len(pool))))
             if c.expand_every and epoch % c.expand_every == 0 and rounds_done < c.expand_rounds \
                     and epoch < c.epochs:
                 new = self._expand(net, sides, pool, select, c.expand_min_cos)
@@ -433,7 +479,10 @@ class SelfMEAModel(AlignmentModel):
             log.debug("selfmea epoch %s", rec)
             if deadline and time.perf_counter() > deadline:
                 stopped = "time budget"
+            ckpt.epoch_end(epoch, self.registry_name, loop_state, last=stopped != "epochs" or epoch == c.epochs)
+            if stopped != "epochs":
                 break
+        bar.close()
 
         self.pool = pool  # every pair trained on by the end: seeds (or pseudo-seeds) + proposals, in order
         self.proposals = pool[gold_pool:]

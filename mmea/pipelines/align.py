@@ -5,7 +5,10 @@ The output contract (stable for every model): ``RUN_DIR/alignment.csv``,
 test sizes), ``test`` (Hits@1/5/10, MR, MRR of the primary direction and
 method), ``test_by_method``, ``timings`` (``load_s``, ``total_s`` and each
 stage), ``calibration`` and ``notes``; ``RUN_DIR/config.toml``; ``RUN_DIR/run.log``;
-``RUN_DIR/calibration.json`` and ``RUN_DIR/valid_scores.npz`` (see :mod:`mmea.calibration`).
+``RUN_DIR/calibration.json`` and ``RUN_DIR/valid_scores.npz`` (see :mod:`mmea.calibration`);
+``RUN_DIR/test_ranks.npy`` (:data:`TEST_RANKS_FILE`); ``RUN_DIR/checkpoint.pt`` for models
+with a training loop (:mod:`mmea.checkpoint`), which ``mmea align --resume RUN_DIR``
+(:func:`resume_align`) continues from.
 """
 
 from __future__ import annotations
@@ -17,10 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import Checkpointer, TrainingInterrupted
 from ..config import RunConfig, to_toml
+from ..errors import MmeaInputError
 from ..runs import RunDir, default_run_dir, resolve_device, seed_everything
 
 log = logging.getLogger("mmea.align")
+
+#: ``(n,)`` int32: the 1-based rank of each test link's gold target (``task.test`` order) in the
+#: ranking that ``metrics.json`` reports as ``test`` (``primary``, over ``candidates``).  Exact:
+#: every gold target is a candidate.  :data:`RANK_NOT_RANKED` marks a link that was not ranked.
+TEST_RANKS_FILE = "test_ranks.npy"
+RANK_NOT_RANKED = -1
 
 
 def dataset_label(cfg: RunConfig) -> str:
@@ -71,85 +82,136 @@ def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand:
             "valid_hits@1": cal.n_correct / max(cal.n_valid, 1), "file": CALIBRATION_FILE}
 
 
-def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False) -> dict:
-    """Run one alignment; returns ``{"metrics", "metrics_path", "alignment", "run_dir"}``."""
+def write_test_ranks(run_dir: Path, ranks: np.ndarray) -> Path:
+    """Write :data:`TEST_RANKS_FILE` (int32) into ``run_dir``; returns its path."""
+    path = Path(run_dir) / TEST_RANKS_FILE
+    np.save(path, np.asarray(ranks).astype(np.int32))
+    return path
+
+
+def resume_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config of an ``mmea align`` run directory, for ``--resume``; input errors say what is wrong."""
+    from ..config import load_config
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise MmeaInputError(f"{path}: run directory not found, so there is nothing to resume",
+                             hint="pass a directory written by mmea align")
+    cpath = path / "config.toml"
+    if not cpath.is_file():
+        raise MmeaInputError(f"{cpath}: file not found, so {path} is not an mmea align run to resume")
+    if 'task = "linkpred"' in cpath.read_text(encoding="utf-8"):
+        raise MmeaInputError(f"{path} is an mmea linkpred run", hint=f"mmea linkpred --resume {path}")
+    return load_config(cpath)
+
+
+def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, resume: bool = False,
+              checkpoint_every: int = 1, stop_after_epochs: int = 0) -> dict:
+    """Run one alignment; returns ``{"metrics", "metrics_path", "alignment", "run_dir"}``.
+
+    ``resume``: ``out`` is an interrupted run of ``cfg``: its ``checkpoint.pt`` (if any) is
+    checked before anything runs and training continues after its epoch; the outputs are
+    written into the same directory.  ``checkpoint_every``: epochs between checkpoints (0:
+    only on Ctrl-C).  ``stop_after_epochs``: a test hook, a Ctrl-C after that many epochs.
+    """
+    if resume and out is None:
+        raise MmeaInputError("resume needs the run directory")
+    run = RunDir.create(out or default_run_dir("align", dataset_label(cfg)), resume=resume)
+    ckpt = Checkpointer(run.path, every=checkpoint_every, resume_command=f"mmea align --resume {run.path}",
+                        stop_after_epochs=stop_after_epochs)
+    try:
+        if resume:
+            if ckpt.load() is None:
+                log.warning("%s: no checkpoint, so training starts from the beginning", run.path)
+        else:
+            run.write_config(to_toml(dataclasses.asdict(cfg)))
+        return _align_in(run, cfg, ckpt, quiet)
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:  # outside the training loop: nothing to save, but the run can be resumed
+        raise ckpt.interrupted() from None
+    finally:
+        run.close()
+
+
+def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> dict:
+    """The body of :func:`run_align` inside its run directory."""
     from ..data.catalog import load_pair_task, mmea_home
     from ..evaluation import alignment_metrics, evaluate_embeddings
     from ..export import alignment_frame, write_alignment
     from ..models import MODELS, RunContext
     from ..search.matching import align
 
-    run = RunDir.create(out or default_run_dir("align", dataset_label(cfg)))
-    try:
-        run.write_config(to_toml(dataclasses.asdict(cfg)))
-        seed_everything(cfg.seed)
-        d = cfg.data
-        with run.stage("load"):
-            task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
-                                  seed_ratio=d.seed_ratio, seed=cfg.seed, valid_ratio=d.valid_ratio,
-                                  use_dataset_split=d.use_dataset_split, fold=d.fold)
-        notes = list(task.meta.get("notes", []))
-        for n in notes:
-            log.warning("note: %s", n)
-        device = resolve_device(cfg.device)
-        ctx = RunContext(seed=cfg.seed, device=device, features=cfg.features, run_dir=run.path,
-                         cache_root=(mmea_home() / "cache") if cfg.features.cache else None,
-                         progress=not quiet and sys.stderr.isatty())
-        model_cls = MODELS.get(cfg.model_name)
-        params = {k: v for k, v in cfg.model.items() if k != "name"}
-        model = model_cls(model_cls.Config(**params), ctx)
-        with run.stage("train"):
-            model.fit(task)
-        src_emb, tgt_emb = model.embeddings()  # (N, d), (M, d)
+    seed_everything(cfg.seed)
+    d = cfg.data
+    progress = not quiet and sys.stderr.isatty()  # bars for loading, features, training, evaluation and search
+    with run.stage("load"):
+        task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
+                              seed_ratio=d.seed_ratio, seed=cfg.seed, valid_ratio=d.valid_ratio,
+                              use_dataset_split=d.use_dataset_split, fold=d.fold, progress=progress)
+    notes = list(task.meta.get("notes", []))
+    for n in notes:
+        log.warning("note: %s", n)
+    device = resolve_device(cfg.device)
+    ctx = RunContext(seed=cfg.seed, device=device, features=cfg.features, run_dir=run.path,
+                     cache_root=(mmea_home() / "cache") if cfg.features.cache else None,
+                     progress=progress, checkpoint=ckpt)
+    model_cls = MODELS.get(cfg.model_name)
+    params = {k: v for k, v in cfg.model.items() if k != "name"}
+    model = model_cls(model_cls.Config(**params), ctx)
+    with run.stage("train"), ckpt.guard():  # Ctrl-C: the checkpoint first
+        model.fit(task)
+    src_emb, tgt_emb = model.embeddings()  # (N, d), (M, d)
 
-        metrics: dict = {
-            "dataset": task.name,
-            "model": model_cls.registry_name,
-            "seed": cfg.seed,
-            "split": task.split_sizes(),
-            "split_provenance": task.provenance.get("split"),
-            "device": device,
-        }
-        s = cfg.search
-        if len(task.test):
-            with run.stage("evaluate"):
-                ev = evaluate_embeddings(src_emb, tgt_emb, task.test, candidates=s.candidates, csls_k=s.csls_k,
-                                         primary=("src->tgt", s.method))
-                rerank = getattr(model, "rerank_metrics", None)  # a model's own re-ranked rows (gaussian)
-                if rerank is not None:
-                    ev["test_by_method"].update(rerank(task.test, candidates=s.candidates, csls_k=s.csls_k))
-            metrics.update(ev)
-        else:
-            metrics["test"] = {}
-            notes.append("no gold test links: ranking metrics were not computed")
+    metrics: dict = {
+        "dataset": task.name,
+        "model": model_cls.registry_name,
+        "seed": cfg.seed,
+        "split": task.split_sizes(),
+        "split_provenance": task.provenance.get("split"),
+        "device": device,
+    }
+    s = cfg.search
+    if len(task.test):
+        with run.stage("evaluate"):
+            ev = evaluate_embeddings(src_emb, tgt_emb, task.test, candidates=s.candidates, csls_k=s.csls_k,
+                                     primary=("src->tgt", s.method), return_ranks=True, progress=progress)
+            write_test_ranks(run.path, ev.pop("ranks"))
+            rerank = getattr(model, "rerank_metrics", None)  # a model's own re-ranked rows (gaussian)
+            if rerank is not None:
+                ev["test_by_method"].update(rerank(task.test, candidates=s.candidates, csls_k=s.csls_k))
+        metrics.update(ev)
+    else:
+        metrics["test"] = {}
+        (run.path / TEST_RANKS_FILE).unlink(missing_ok=True)  # a stale file of an earlier run in this folder
+        notes.append("no gold test links: ranking metrics were not computed")
 
-        rows, cand, gold = query_rows(task)
-        if s.candidates == "all":
-            cand = np.arange(task.target.num_entities)
-        with run.stage("search"):
-            al = align(src_emb, tgt_emb, rows, cand, topk=max(s.topk, 2), method=s.method, csls_k=s.csls_k,
-                       matcher=s.match, index=s.index, device=device if device == "cpu" else "cuda",
-                       candidates=s.candidates)
-        if s.match != "none" or gold is not None:
-            pred = al.predicted_pairs()
-            m = {"method": s.match, "pairs": int(len(pred))}
-            if gold is not None:
-                m.update(alignment_metrics([tuple(x) for x in pred], [tuple(x) for x in task.test]))
-            metrics["matched"] = m
-        with run.stage("calibrate"):
-            metrics["calibration"] = calibrate_run(run.path, task, src_emb, tgt_emb, rows, cand, al, s,
-                                                   device if device == "cpu" else "cuda")
-        with run.stage("export"):
-            df = alignment_frame(task, al, topk=s.topk, gold=task.test if gold is not None else None)
-            csv_path = run.path / "alignment.csv"
-            write_alignment(df, csv_path)
-        metrics["model_info"] = model.info
-        metrics["notes"] = notes + ctx.notes
-        metrics["load_report"] = {"source": task.meta.get("load_report")}
-        metrics["timings"] = {**task.meta.get("timings", {}), **run.timings, "total_s": run.total_s()}
-        metrics["timings"]["load_s"] = run.timings.get("load_s", metrics["timings"].get("load_s"))
-        mpath = run.write_metrics(metrics)
-        log.info("wrote %s and %s", csv_path, mpath)
-        return {"metrics": metrics, "metrics_path": mpath, "alignment": csv_path, "run_dir": run.path}
-    finally:
-        run.close()
+    rows, cand, gold = query_rows(task)
+    if s.candidates == "all":
+        cand = np.arange(task.target.num_entities)
+    with run.stage("search"):
+        al = align(src_emb, tgt_emb, rows, cand, topk=max(s.topk, 2), method=s.method, csls_k=s.csls_k,
+                   matcher=s.match, index=s.index, device=device if device == "cpu" else "cuda",
+                   candidates=s.candidates, progress=progress)
+    if s.match != "none" or gold is not None:
+        pred = al.predicted_pairs()
+        m = {"method": s.match, "pairs": int(len(pred))}
+        if gold is not None:
+            m.update(alignment_metrics([tuple(x) for x in pred], [tuple(x) for x in task.test]))
+        metrics["matched"] = m
+    with run.stage("calibrate"):
+        metrics["calibration"] = calibrate_run(run.path, task, src_emb, tgt_emb, rows, cand, al, s,
+                                               device if device == "cpu" else "cuda")
+    with run.stage("export"):
+        df = alignment_frame(task, al, topk=s.topk, gold=task.test if gold is not None else None)
+        csv_path = run.path / "alignment.csv"
+        write_alignment(df, csv_path)
+    metrics["model_info"] = model.info
+    metrics["checkpoint"] = ckpt.summary()
+    metrics["notes"] = notes + ctx.notes
+    metrics["load_report"] = {"source": task.meta.get("load_report")}
+    metrics["timings"] = {**task.meta.get("timings", {}), **run.timings, "total_s": run.total_s()}
+    metrics["timings"]["load_s"] = run.timings.get("load_s", metrics["timings"].get("load_s"))
+    mpath = run.write_metrics(metrics)
+    log.info("wrote %s and %s", csv_path, mpath)
+    return {"metrics": metrics, "metrics_path": mpath, "alignment": csv_path, "run_dir": run.path}
