@@ -96,6 +96,18 @@ SECTIONS = {"data": DataConfig, "features": FeatureConfig, "search": SearchConfi
 TOP_LEVEL = {"seed": int, "device": str}
 
 
+def require_at_least(cfg: Any, names, minimum: float = 1, where: str = "") -> None:
+    """Raise :class:`MmeaInputError` naming the first field of ``names`` below ``minimum``.
+
+    The shared range check of the frozen config dataclasses (``__post_init__``);
+    ``where`` prefixes the message (``"linkpred"`` -> ``"linkpred: dim must be >= 1, got 0"``).
+    """
+    for name in names:
+        value = getattr(cfg, name)
+        if value < minimum:
+            raise MmeaInputError(f"{where + ': ' if where else ''}{name} must be >= {minimum}, got {value}")
+
+
 def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     """Check / coerce ``value`` against a dataclass field type."""
     if isinstance(tp, str):

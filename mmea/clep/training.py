@@ -110,10 +110,10 @@ class ClepConfig:
     cosine_samples: int = 5000
 
     def __post_init__(self) -> None:
-        for name in ("dim", "proj_dim", "text_dim", "epochs", "batch_size", "eval_every", "eval_batch_size",
-                     "num_bases", "layers"):
-            if getattr(self, name) < 1:
-                raise MmeaInputError(f"clep: {name} must be >= 1, got {getattr(self, name)}")
+        from ..config import require_at_least
+
+        require_at_least(self, ("dim", "proj_dim", "text_dim", "epochs", "batch_size", "eval_every",
+                                "eval_batch_size", "num_bases", "layers"), where="clep")
         if self.batch_size < 2:
             raise MmeaInputError("clep: batch_size must be >= 2 (in-batch negatives)")
         if self.lr <= 0 or self.max_minutes <= 0:

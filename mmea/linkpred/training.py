@@ -137,9 +137,10 @@ class LinkPredConfig:
     init_from: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("dim", "epochs", "batch_size", "num_negatives", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise MmeaInputError(f"linkpred: {name} must be >= 1, got {getattr(self, name)}")
+        from ..config import require_at_least
+
+        require_at_least(self, ("dim", "epochs", "batch_size", "num_negatives", "eval_every", "eval_batch_size"),
+                         where="linkpred")
         if self.lr <= 0 or self.max_minutes <= 0:
             raise MmeaInputError(f"linkpred: lr and max_minutes must be > 0 (got {self.lr}, {self.max_minutes})")
         if self.patience < 0 or self.valid_subsample < 0 or self.audit_every < 0:

@@ -653,10 +653,10 @@ class GaussianModel(AlignmentModel):
             if not 0 < self.var_min <= self.var_init <= self.var_max:
                 raise MmeaInputError(f"need 0 < var_min <= var_init <= var_max, got {self.var_min}, "
                                      f"{self.var_init}, {self.var_max}")
-            for name in ("dim", "num_negatives", "batch_size", "entity_batch_size", "numeric_batch_size",
-                         "rbf_centres", "pixel_size", "eval_every"):
-                if getattr(self, name) < 1:
-                    raise MmeaInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+            from ..config import require_at_least
+
+            require_at_least(self, ("dim", "num_negatives", "batch_size", "entity_batch_size", "numeric_batch_size",
+                                    "rbf_centres", "pixel_size", "eval_every"), where="gaussian")
             if min(self.lr, self.entity_lr, self.var_lr, self.max_minutes, self.modality_var) <= 0 \
                     or self.encoder_lr < 0:
                 raise MmeaInputError("lr, entity_lr, var_lr, max_minutes and modality_var must be > 0, "
