@@ -701,7 +701,9 @@ def section_modalities(run: RunFiles) -> Section:
     var = {k: v for k, v in info.items() if "variance" in k.lower()}
     if var:
         body = ""
-        common = (var.get("variances") or {}).get("common") if isinstance(var.get("variances"), dict) else None
+        # the variances as training left them (gaussian: variances_last), else the kept state's
+        learned = next((var[k] for k in ("variances_last", "variances") if isinstance(var.get(k), dict)), {})
+        common = learned.get("common")
         if isinstance(common, dict) and common:
             mods = [m for m, d in common.items() if isinstance(d, dict)]
 
@@ -717,6 +719,17 @@ def section_modalities(run: RunFiles) -> Section:
                 ax.legend(fontsize=8)
 
             body += _figure(draw, width=6.0, height=3.2, alt="variances by modality")
+        by_degree = learned.get("common_by_degree")
+        if isinstance(by_degree, dict) and by_degree:
+            bins = [b for b, v in by_degree.items() if _is_number(v)]
+
+            def draw_degree(ax):
+                ax.bar(bins, [by_degree[b] for b in bins], color="C2")
+                ax.set_xlabel("relational degree (triples of the entity)")
+                ax.set_ylabel("mean common-space variance")
+                ax.grid(alpha=0.3, axis="y")
+
+            body += _figure(draw_degree, width=6.0, height=3.0, alt="variances by relational degree")
         flat = {k: v for name, d in var.items() for k, v in (_flatten(d, f"{name}.") if isinstance(d, dict)
                                                               else {name: d}).items()}
         body += ("<p>Learned variances by modality (<code>model_info</code> keys with &ldquo;variance&rdquo;): "

@@ -219,6 +219,7 @@ def test_gaussian_history_and_variances(demo_run, tmp_path):
     path, sections = write_report(run, tmp_path / "g.html")
     page = parse(path)
     assert_pngs(page.images["training"] + page.images["modalities"])
+    assert len(page.images["modalities"]) == 2  # by modality coverage and by relational degree
     keys = {row[0]: row[1] for row in page.rows["num"] if len(row) == 2}
     assert keys["variances.common.relations.without"] == "1.4000" and keys["variances.common_by_degree.1-2"] == "0.8000"
     assert "round" in path.read_text(encoding="utf-8")
