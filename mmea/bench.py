@@ -47,7 +47,7 @@ log = logging.getLogger("mmea.bench")
 #: keys of a ``[[rows]]`` entry that describe the row rather than configure its runs
 ROW_KEYS = ("label", "setting", "anchor", "datasets")
 #: ``[bench]`` keys every task accepts
-BENCH_KEYS = ("name", "task", "description", "out", "seeds", "metrics", "report", "datasets", "device")
+BENCH_KEYS = ("name", "task", "description", "out", "seeds", "metrics", "report", "figures", "datasets", "device")
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.@+=-]+")
 
@@ -111,6 +111,7 @@ class Pipeline:
     description: str
     rows: list[Row]
     cells: list[Cell]
+    figures: list[str] = field(default_factory=list)  # files of a cell's run folder shown with the table
 
 
 @dataclass
@@ -119,6 +120,7 @@ class BenchReport:
     results: list[CellResult] = field(default_factory=list)
     json_path: Path | None = None
     md_path: Path | None = None
+    figures: list[Path] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CellResult]:
@@ -559,6 +561,10 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
         raise _err(p, "[bench]", f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
     metrics = [m if "." in m else f"test.{m}" for m in _str_list(bench, "metrics", p, task.default_metrics)]
     report = _str_list(bench, "report", p, [])
+    figures = _str_list(bench, "figures", p, [])
+    bad = [f for f in figures if Path(f).name != f or not f]
+    if bad:
+        raise _err(p, "[bench]", f"figures must be file names inside a cell's run folder, got {bad[0]!r}")
     out = Path(str(bench.get("out", f"runs/bench-{name}")))
     description = bench.get("description", "")
     if not isinstance(description, str):
@@ -600,7 +606,7 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
                 config, params = task.resolve(raw, defaults, r, ds, seed, p, where)
                 cell_name = f"{key}{'-' + slug(ds.label) if ds.label else ''}-seed{seed}"
                 cells.append(Cell(row, ds.label, seed, out / cell_name, _normalised(config), params))
-    return Pipeline(p, name, task, out, list(seeds), metrics, report, description, rows, cells)
+    return Pipeline(p, name, task, out, list(seeds), metrics, report, description, rows, cells, figures)
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -737,9 +743,33 @@ def run_bench(pipeline: Pipeline, *, only=(), seeds=(), force: bool = False, dry
     report.md_path = results_dir / f"{pipeline.name}.md"
     from .runs import write_json
 
+    report.figures = copy_figures(report, results_dir / pipeline.name)
     write_json(report.json_path, results_json(report, command, written))
     report.md_path.write_text(results_markdown(report, command, written), encoding="utf-8")
     return report
+
+
+def copy_figures(report: BenchReport, folder: Path) -> list[Path]:
+    """Copy each finished cell's ``[bench] figures`` files to ``folder/<cell>-<file>``; returns the copies.
+
+    So that the figures a table talks about (e.g. CLEP's cosine histograms) sit
+    beside ``results/<name>.md``, produced by the same command; a figure a
+    cell did not write is skipped.
+    """
+    import shutil
+
+    out = []
+    for r in report.results:
+        if r.metrics is None:
+            continue
+        for name in report.pipeline.figures:
+            src = r.cell.out / name
+            if src.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                dst = folder / f"{r.cell.name}-{name}"
+                shutil.copyfile(src, dst)
+                out.append(dst)
+    return out
 
 
 def _key_text(path: str, metrics: dict | None) -> str:
@@ -906,6 +936,9 @@ def results_markdown(report: BenchReport, command: str, written: datetime) -> st
         lines += ["", "Failed cells:", ""] + [f"- `{r.cell.name}`: {_md(r.error)}" for r in failed]
     if missing:
         lines += ["", f"Not run yet: {', '.join(f'`{r.cell.name}`' for r in missing)}."]
+    if report.figures:
+        lines += ["", "Figures (copied from the cells' run folders):", ""]
+        lines += [f"- `{f.name}`: ![{f.name}]({f.parent.name}/{f.name})" for f in report.figures]
     return "\n".join(lines) + "\n"
 
 

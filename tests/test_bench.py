@@ -109,6 +109,8 @@ class FakeAlign:
              "model_info": {"name_encoder": {"encoder": "char-ngram", "model": "tfidf-char-wb"}},
              "timings": {"total_s": 1.0 + cfg.seed}}
         (out / "metrics.json").write_text(json.dumps(m))
+        if cfg.seed == 0:
+            (out / "hist.png").write_bytes(b"png of " + out.name.encode())
         return {"metrics": m}
 
 
@@ -227,6 +229,22 @@ def test_same_settings_ignores_schema_drift_but_not_changed_values():
     assert same_settings(stored, {"seed": 0, "model": {"name": "gaussian", "lr": 0.02, "new_key": True}})
     assert not same_settings(stored, {"seed": 0, "model": {"name": "gaussian", "lr": 0.03}})
     assert not same_settings(stored, {"seed": 1, "model": {"name": "gaussian", "lr": 0.02}})
+
+
+def test_figures_of_finished_cells_are_copied_beside_the_table(tmp_path, fake_align, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = GRID.format(out="runs").replace('metrics = ["test.hits@1", "mrr"]',
+                                           'metrics = ["test.hits@1", "mrr"]\n    figures = ["hist.png"]')
+    pipe = write(tmp_path / "p.toml", text)
+    assert run("bench", pipe, "--seed", "0").exit_code == 0
+    copies = sorted(p.name for p in (tmp_path / "results" / "grid").iterdir())
+    assert copies == ["base-dbp15k_zh_en-seed0-hist.png", "base-mine-seed0-hist.png", "prop-dbp15k_ja_en-seed0-hist.png"]
+    assert (tmp_path / "results" / "grid" / copies[1]).read_bytes() == b"png of base-mine-seed0"
+    md = (tmp_path / "results" / "grid.md").read_text()
+    assert "![base-mine-seed0-hist.png](grid/base-mine-seed0-hist.png)" in md
+    bad = write(tmp_path / "bad.toml", text.replace('figures = ["hist.png"]', 'figures = ["../x.png"]'))
+    r = run("bench", bad, "--dry-run")
+    assert r.exit_code == 2 and "figures must be file names" in r.output
 
 
 def test_failed_cell_is_recorded_and_the_bench_goes_on(tmp_path, monkeypatch):
