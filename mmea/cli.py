@@ -458,14 +458,17 @@ Examples:
 @click.option("--dim", type=int, default=200, show_default=True)
 @click.option("--epochs", type=int, default=300, show_default=True)
 @click.option("--num-negatives", type=int, default=256, show_default=True)
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
+              help="TOML file of training options (flat keys or a [linkpred] table); options given on the "
+                   "command line and --set win over it.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Any other training option.")
 @click.option("--seed", type=int, default=0)
 @click.option("--device", default="auto")
 @click.option("--out", default=None, type=click.Path(file_okay=False))
 @resume_options
 @click.pass_context
-def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides, seed, device, out,
-             resume, checkpoint_every):
+def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, config_file, overrides, seed,
+             device, out, resume, checkpoint_every):
     """Train a link-prediction model (early stopping on valid MRR) and report filtered MR, MRR, Hits@1/3/10.
 
     --resume RUN_DIR continues an interrupted run from its checkpoint.pt with the run's own config.toml.
@@ -476,8 +479,10 @@ def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_nega
         _reject_options_with_resume(ctx, "linkpred")
         res = resume_linkpred(resume, progress=not ctx.obj["quiet"], checkpoint_every=checkpoint_every)
     else:
-        res = _linkpred_new(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides,
-                            seed, device, out, checkpoint_every)
+        named = _with_config_file(ctx, config_file, "linkpred", {
+            "dataset": dataset, "data_dir": data_dir, "model": model, "sampler": sampler, "loss": loss, "dim": dim,
+            "epochs": epochs, "num_negatives": num_negatives, "seed": seed, "device": device})
+        res = _linkpred_new(ctx, overrides=overrides, out=out, checkpoint_every=checkpoint_every, **named)
     t = res["metrics"].get("test", {})
     if t:
         click.echo("test (filtered): " + "  ".join(f"{k} {v:.4f}" for k, v in t.items() if isinstance(v, float)))
@@ -485,22 +490,49 @@ def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_nega
 
 
 def _linkpred_new(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides, seed, device,
-                  out, checkpoint_every) -> dict:
-    """A new ``mmea linkpred`` run from the options."""
-    from .config import parse_value
-    from .errors import MmeaInputError
+                  out, checkpoint_every, extra=None) -> dict:
+    """A new ``mmea linkpred`` run from the options (``extra``: the config file's other keys)."""
     from .linkpred import run_linkpred_cli
     from .runs import resolve_device
 
-    extra = {}
-    for item in overrides:
-        if "=" not in item:
-            raise MmeaInputError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        extra[k.strip()] = parse_value(v.strip())
+    extra = {**(extra or {}), **_set_values(overrides)}
     return run_linkpred_cli(dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, seed,
                             resolve_device(device), out, extra, progress=not ctx.obj["quiet"],
                             checkpoint_every=checkpoint_every)
+
+
+def _with_config_file(ctx, path, table: str, named: dict) -> dict:
+    """``named`` option values with a ``--config`` TOML file applied under them.
+
+    The file holds flat keys or a ``[table]`` table; a key that is one of the
+    named options replaces that option's value unless the option was given on
+    the command line; the other keys are returned under ``"extra"`` (validated
+    by the command's config, which lists the valid keys).  A missing file or bad
+    TOML is an input error naming the file.
+    """
+    import tomllib
+
+    from click.core import ParameterSource
+
+    from .errors import MmeaInputError
+
+    out = dict(named, extra={})
+    if not path:
+        return out
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise MmeaInputError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MmeaInputError(f"{path}: not valid TOML: {e}") from None
+    values = raw.get(table, raw) if isinstance(raw.get(table), dict) else raw
+    for key, value in values.items():
+        if key in named:
+            if ctx.get_parameter_source(key) != ParameterSource.COMMANDLINE:
+                out[key] = value
+        else:
+            out["extra"][key] = value
+    return out
 
 
 @main.command("pretrain-clep", epilog="""\b
@@ -526,12 +558,15 @@ Examples:
 @click.option("--batch-size", type=int, default=None, help="Triples per batch = in-batch negatives + 1 (default 1024).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Any other CLEP option (docs/clep.md), e.g. --set proj_dim=64 (repeatable).")
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
+              help="TOML file of CLEP options (flat keys or a [clep] table); command-line options and --set win.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory (default runs/clep-<dataset>-<encoder>-<time>).")
 @click.pass_context
 def pretrain_clep(ctx, dataset, data_dir, graph_encoder, text_encoder, finetune_text, epochs, dim, batch_size,
-                  overrides, seed, out):
+                  overrides, config_file, seed, device, out):
     """Pre-train CLEP (graph encoder <-> entity texts, symmetric contrastive loss) and evaluate link prediction
     across spaces (filtered MR, MRR, Hits@1/10).
 
@@ -542,14 +577,20 @@ def pretrain_clep(ctx, dataset, data_dir, graph_encoder, text_encoder, finetune_
     """
     from .clep import run_pretrain_clep_cli
 
-    values = _set_values(overrides)
+    from .runs import resolve_device
+
+    named = _with_config_file(ctx, config_file, "clep", {"dataset": dataset, "data_dir": data_dir, "seed": seed,
+                                                         "device": device})
+    dataset, data_dir = named["dataset"], named["data_dir"]
+    values = named["extra"]
     for k, v in (("graph_encoder", graph_encoder), ("text_encoder", text_encoder), ("epochs", epochs),
                  ("dim", dim), ("batch_size", batch_size)):
         if v is not None:
             values[k] = v
     if finetune_text:
         values["text_finetune"] = True
-    values["seed"] = seed
+    values.update(_set_values(overrides))
+    values["seed"], values["device"] = named["seed"], resolve_device(named["device"])
     res = run_pretrain_clep_cli(dataset, data_dir, values, out, progress=not ctx.obj["quiet"])
     m = res["metrics"]
     t = m.get("test", {})

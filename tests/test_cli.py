@@ -159,3 +159,40 @@ def test_linkpred_on_a_tiny_folder(tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(m["test"]) >= {"mr", "mrr", "hits@1", "hits@3", "hits@10"}
+
+
+def test_linkpred_and_pretrain_clep_take_a_config_file_under_command_line_options(tmp_path, monkeypatch):
+    import mmea.clep as clep
+    import mmea.linkpred as linkpred
+
+    calls = {}
+
+    def fake_linkpred(dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, seed, device, out, extra,
+                      **kw):
+        calls["linkpred"] = dict(dataset=dataset, model=model, dim=dim, epochs=epochs, seed=seed, extra=extra)
+        return {"metrics": {"test": {"mrr": 0.5}}, "metrics_path": tmp_path / "m.json"}
+
+    def fake_clep(dataset, data_dir, values, out, progress=True):
+        calls["clep"] = dict(dataset=dataset, values=values)
+        return {"metrics": {}, "run_dir": tmp_path / "run"}
+
+    monkeypatch.setattr(linkpred, "run_linkpred_cli", fake_linkpred)
+    monkeypatch.setattr(clep, "run_pretrain_clep_cli", fake_clep)
+    cfg = tmp_path / "lp.toml"
+    cfg.write_text('[linkpred]\nmodel = "distmult"\ndim = 32\nepochs = 7\nlr = 0.01\nseed = 3\n')
+    r = run("linkpred", "--config", str(cfg), "--dim", "16", "--set", "lr=0.02")
+    assert r.exit_code == 0, r.output
+    # the file replaces defaults; the command line (--dim) and --set (lr) win over it
+    assert calls["linkpred"] == {"dataset": "fb15k237", "model": "distmult", "dim": 16, "epochs": 7, "seed": 3,
+                                 "extra": {"lr": 0.02}}
+    flat = tmp_path / "clep.toml"
+    flat.write_text('graph_encoder = "rgcn"\nproj_dim = 64\ndevice = "cpu"\n')
+    r = run("pretrain-clep", "--config", str(flat), "--epochs", "2", "--seed", "5")
+    assert r.exit_code == 0, r.output
+    assert calls["clep"]["values"] == {"graph_encoder": "rgcn", "proj_dim": 64, "epochs": 2, "seed": 5,
+                                       "device": "cpu"}
+    r = CliRunner().invoke(main, ["linkpred", "--config", str(tmp_path / "missing.toml")])
+    assert r.exit_code == 2 and "missing.toml" in r.output
+    (tmp_path / "bad.toml").write_text("dim = = 3\n")
+    r = CliRunner().invoke(main, ["pretrain-clep", "--config", str(tmp_path / "bad.toml")])
+    assert r.exit_code == 2 and "bad.toml: not valid TOML" in r.output
