@@ -694,12 +694,21 @@ def bench(ctx, pipeline, only, seeds, force, dry_run, results_dir, data_dir):
 
 
 # ---------------------------------------------------------------- datasets
-@main.group()
+@main.group(epilog="""\b
+Examples:
+  mmea datasets list
+  mmea datasets info dbp15k_zh_en --data-dir ../shared/datasets
+  mmea datasets download dbp15k_zh_en
+""")
 def datasets():
     """List, inspect and download benchmark datasets."""
 
 
-@datasets.command("list")
+@datasets.command("list", epilog="""\b
+Examples:
+  mmea datasets list
+  MMEA_DATA_DIR=../shared/datasets mmea datasets list   # where each one is found
+""")
 def datasets_list():
     """List the catalogued datasets and where each is found."""
     from .data.catalog import candidate_roots, load_catalog, _missing
@@ -721,7 +730,11 @@ def datasets_list():
         click.echo(f"  {'':22s} {e.description}")
 
 
-@datasets.command("info")
+@datasets.command("info", epilog="""\b
+Examples:
+  mmea datasets info fb15k_db15k --data-dir ../shared/datasets
+  mmea datasets info demo --json
+""")
 @click.argument("name")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -761,7 +774,10 @@ def datasets_info(name, data_dir, as_json):
         click.echo(f"  note: {n}")
 
 
-@datasets.command("download")
+@datasets.command("download", epilog="""\b
+Examples:
+  mmea datasets download dbp15k_zh_en     # into $MMEA_HOME/datasets, checksums verified
+""")
 @click.argument("name")
 def datasets_download(name):
     """Download NAME's files from their public sources into the cache, checking checksums."""
@@ -774,7 +790,12 @@ def datasets_download(name):
 
 
 # ---------------------------------------------------------------- ls
-@main.command("ls")
+@main.command("ls", epilog="""\b
+Examples:
+  mmea ls models
+  mmea ls samplers
+  mmea ls losses
+""")
 @click.argument("family", type=click.Choice(["models", "losses", "samplers", "encoders", "matchers", "loaders"]))
 def ls(family):
     """List the registered components of a family with a one-line description."""
