@@ -421,8 +421,10 @@ class LinkpredBench(BenchTask):
             stored = json.loads(p.read_text(encoding="utf-8")).get("config") or {}
         except (OSError, ValueError):
             return False
-        # None fields (margin, shared_negatives) are resolved at run time from the others
-        return all(_normalised(stored.get(k)) == v for k, v in cell.config["linkpred"].items() if v is not None)
+        # None fields (margin, shared_negatives) are resolved at run time from the others; a field the
+        # stored run does not have is a schema addition (same_settings), not a changed setting
+        return all(_normalised(stored[k]) == v for k, v in cell.config["linkpred"].items()
+                   if v is not None and k in stored)
 
     def run(self, cell: Cell, quiet: bool) -> dict:
         from . import linkpred
@@ -488,7 +490,7 @@ class ClepBench(LinkpredBench):
             m = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        if _normalised(m.get("config")) != cell.config["clep"]:
+        if not same_settings(_normalised(m.get("config") or {}), cell.config["clep"]):
             return False
         want = cell.config.get("finetune")
         have = (m.get("finetune") or {}).get("config")
