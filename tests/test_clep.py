@@ -136,6 +136,24 @@ def test_rgcn_output_shapes_and_it_uses_neighbours():
     assert torch.allclose(two.heads(torch.tensor([0, 4])), two.entity_states()[[0, 4]], atol=1e-5)
 
 
+def test_rgcn_samples_at_most_max_neighbors_in_training_and_uses_all_edges_in_eval():
+    from mmea.clep.encoders import RgcnGraphEncoder
+
+    torch.manual_seed(0)
+    hub = np.array([[s, 0, 0] for s in range(1, 7)])  # entity 0 has six in-edges, entity 7 none
+    enc = RgcnGraphEncoder(8, 1, 4, triples=hub, num_bases=1, layers=1, edge_relations=1, max_neighbors=2)
+    pos, local, take = enc.in_edges(torch.tensor([0, 7]), max_neighbors=2)
+    assert take.tolist() == [2, 0] and local.tolist() == [0, 0]
+    assert set(enc.src[pos].tolist()) <= {1, 2, 3, 4, 5, 6}
+    full = enc.entity_states()  # every edge
+    enc.eval()
+    assert torch.allclose(enc.heads(torch.tensor([0])), full[[0]], atol=1e-6)  # eval: no sampling
+    enc.train()
+    draws = torch.stack([enc.heads(torch.tensor([0]))[0] for _ in range(400)])
+    assert not torch.allclose(draws[0], full[0])  # a sampled batch differs from the full aggregation...
+    assert torch.allclose(draws.mean(0), full[0], atol=0.1)  # ...but is unbiased on average
+
+
 # --------------------------------------------------------------------------------- texts and the loader
 def test_entity2textlong_bad_line_is_a_clear_error(tmp_path, tiny_folder):
     from mmea.clep.training import read_entity_text_file

@@ -72,7 +72,8 @@ class ClepConfig:
         init_tau: initial ``tau`` (``m_ij = cos * e^tau``); CLIP's ``log(1 / 0.07)``.
         identity_relation: add ``(e, self, d(e))`` pairs (see the module docstring).
         mask_duplicates: mask in-batch duplicates (same tail text, or same ``(h, r)``).
-        num_bases, layers: R-GCN basis count and depth.
+        num_bases, layers: R-GCN basis count and depth; max_neighbors: in-edges sampled per node in a
+            training batch (0: all; see :class:`~mmea.clep.encoders.RgcnGraphEncoder`).
         eval_every, valid_subsample, patience: early stopping on the validation MRR across spaces.
         seed, device, num_threads: reproducibility (``num_threads`` torch CPU threads).
         max_minutes: wall-clock budget of the training loop (validation included).
@@ -99,6 +100,7 @@ class ClepConfig:
     mask_duplicates: bool = True
     num_bases: int = 4
     layers: int = 1
+    max_neighbors: int = 32
     eval_every: int = 1
     valid_subsample: int = 1000
     patience: int = 3
@@ -119,8 +121,9 @@ class ClepConfig:
         if self.lr <= 0 or self.max_minutes <= 0:
             raise MmeaInputError(f"clep: lr and max_minutes must be > 0 (got {self.lr}, {self.max_minutes})")
         if self.patience < 0 or self.valid_subsample < 0 or self.hidden < 0 or self.num_threads < 0 \
-                or self.cosine_samples < 0:
-            raise MmeaInputError("clep: patience, valid_subsample, hidden, num_threads, cosine_samples must be >= 0")
+                or self.cosine_samples < 0 or self.max_neighbors < 0:
+            raise MmeaInputError("clep: patience, valid_subsample, hidden, num_threads, cosine_samples, "
+                                 "max_neighbors must be >= 0")
         if self.text_source not in ("auto", "name", "description"):
             raise MmeaInputError(f"clep: text_source must be auto, name or description, got {self.text_source!r}")
         from . import GRAPH_ENCODER_NAMES, OFFLINE_TEXT_ENCODER_NAMES
@@ -238,7 +241,7 @@ def _build_model(config: ClepConfig, n_ent: int, n_rel: int, text_dim: int, trai
     kw = {}
     if cls.registry_name == "rgcn":
         kw = dict(triples=with_inverses(train, n_rel), num_bases=config.num_bases, layers=config.layers,
-                  edge_relations=2 * n_rel)
+                  edge_relations=2 * n_rel, max_neighbors=config.max_neighbors)
     graph = cls(n_ent, n_rel_total, config.dim, **kw)
     return ClepModel(graph, text_dim, config.proj_dim, config.hidden or None, config.init_tau,
                      text_encoder=text_encoder)
