@@ -686,14 +686,17 @@ def _read_metrics(cell: Cell) -> dict | None:
 
 
 def run_bench(pipeline: Pipeline, *, only=(), seeds=(), force: bool = False, dry_run: bool = False,
-              results_dir: str | Path = "results", quiet: bool = False, verbose: int = 0,
+              table_only: bool = False, results_dir: str | Path = "results", quiet: bool = False, verbose: int = 0,
               echo: Callable[[str], None] = print, command: str | None = None) -> BenchReport:
     """Run (or skip) every cell, then write ``results_dir/<name>.json`` and ``.md``.
 
     A failing cell is recorded with its error and the bench goes on; the
-    caller decides what to do with :attr:`BenchReport.failed`.
+    caller decides what to do with :attr:`BenchReport.failed`.  ``table_only``:
+    run nothing, tabulate the finished cells (a stale one counts as not run).
     """
     plan = plan_cells(pipeline, only, force, seeds)
+    if table_only:
+        plan = [(c, {"skip": "load", "run": "leave", "rerun": "leave"}.get(a, a)) for c, a in plan]
     report = BenchReport(pipeline)
     key_metric = pipeline.metrics[0]
     if dry_run:

@@ -652,6 +652,7 @@ Examples:
   mmea bench pipelines/demo.toml --dry-run       # list the cells and what would run
   mmea bench pipelines/demo.toml --only propagation --force
   mmea bench pipelines/gaussian_fb15k_db15k.toml --seed 0   # one seed of every setting first
+  mmea bench pipelines/gaussian_fb15k_db15k.toml --table-only   # rewrite the table, run nothing
   mmea bench pipelines/negative_sampling_fb15k237.toml --data-dir ../shared/datasets
 """)
 @click.argument("pipeline", type=click.Path(dir_okay=False))
@@ -661,12 +662,13 @@ Examples:
               help="Run only the cells of this seed (repeatable), e.g. one seed of every setting first.")
 @click.option("--force", is_flag=True, help="Rerun finished cells too.")
 @click.option("--dry-run", is_flag=True, help="List the cells and what would be done; run nothing.")
+@click.option("--table-only", is_flag=True, help="Run nothing: write the table from the finished cells.")
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Where <name>.json and <name>.md are written.")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Folder with the benchmark datasets, where the pipeline does not say (or set MMEA_DATA_DIR).")
 @click.pass_context
-def bench(ctx, pipeline, only, seeds, force, dry_run, results_dir, data_dir):
+def bench(ctx, pipeline, only, seeds, force, dry_run, table_only, results_dir, data_dir):
     """Run a pipeline's grid (rows x datasets x seeds), skipping finished cells; write a table of mean ± std.
 
     Each cell runs into <out>/<row>[-<dataset>]-seed<seed>/; the results go to
@@ -677,7 +679,8 @@ def bench(ctx, pipeline, only, seeds, force, dry_run, results_dir, data_dir):
     from .errors import MmeaError
 
     pipe = load_pipeline(pipeline, data_dir=data_dir)
-    report = run_bench(pipe, only=only, seeds=seeds, force=force, dry_run=dry_run, results_dir=results_dir,
+    report = run_bench(pipe, only=only, seeds=seeds, force=force, dry_run=dry_run, table_only=table_only,
+                       results_dir=results_dir,
                        quiet=ctx.obj["quiet"], verbose=ctx.obj["verbose"], echo=click.echo,
                        command=f"mmea bench {pipeline}")
     if dry_run:

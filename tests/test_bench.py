@@ -222,6 +222,18 @@ def test_seed_filter_runs_one_seed_of_every_row(tmp_path, fake_align, monkeypatc
     assert r.exit_code == 2 and "--seed 7: not among the seeds" in r.output and "0, 1, 2" in r.output
 
 
+def test_table_only_runs_nothing_and_tabulates_the_finished_cells(tmp_path, fake_align, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "p.toml", GRID.format(out="runs"))
+    assert run("bench", pipe, "--seed", "0").exit_code == 0 and len(fake_align.calls) == 3
+    (tmp_path / "results" / "grid.md").unlink()
+    r = run("bench", pipe, "--table-only")
+    assert r.exit_code == 0 and len(fake_align.calls) == 3 and "started" not in r.output
+    res = json.loads((tmp_path / "results" / "grid.json").read_text())
+    assert res["counts"] == {"done": 0, "skipped": 3, "failed": 0, "not run": 6}
+    assert "Not run yet:" in (tmp_path / "results" / "grid.md").read_text()
+
+
 def test_same_settings_ignores_schema_drift_but_not_changed_values():
     from mmea.bench import same_settings
 

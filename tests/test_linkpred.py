@@ -269,6 +269,7 @@ def test_benchmark_pipeline_rows_are_valid_configs():
     import tomllib
     from pathlib import Path
 
+    from mmea.bench import ROW_KEYS
     from mmea.losses import LOSSES
     from mmea.sampling import SAMPLERS
 
@@ -276,7 +277,7 @@ def test_benchmark_pipeline_rows_are_valid_configs():
     spec = tomllib.loads(path.read_text(encoding="utf-8"))
     assert spec["bench"]["task"] == "linkpred" and spec["rows"]
     for row in spec["rows"]:
-        values = {**spec["budget"], **spec["defaults"], **{k: v for k, v in row.items() if k != "label"}}
+        values = {**spec["budget"], **spec["defaults"], **{k: v for k, v in row.items() if k not in ROW_KEYS}}
         cfg = config_from_dict(values)
         assert cfg.model in LP_MODEL_NAMES and cfg.sampler in SAMPLERS and cfg.loss in LOSSES
         assert cfg.max_minutes == spec["budget"]["max_minutes"]  # the same budget for every row
