@@ -337,10 +337,15 @@ class AlignBench(BenchTask):
             if enc.get("model") and enc.get("model") != enc.get("encoder"):
                 name += f" ({enc['model']})"
             parts.append(f"names {name}")
+        elif info.get("variant") in ("gaussian", "point"):  # the Gaussian models use no names
+            parts.append("no names")
         else:
             parts.append("names: not recorded")
-        if info.get("modalities"):
-            parts.append("+".join(map(str, info["modalities"])))
+        mods = info.get("modalities")
+        if isinstance(mods, dict):  # entity counts per modality (gaussian): the ones some entity has
+            mods = [k for k, v in mods.items() if k != "entities" and v]
+        if mods:
+            parts.append("+".join(map(str, mods)))
         if "iterative" in info:
             parts.append("iterative" if info["iterative"] else "non-iterative")
         return " · ".join(parts)
