@@ -58,6 +58,14 @@ class MmeaGroup(click.Group):
         except KeyboardInterrupt as e:  # a TrainingInterrupted says how to resume
             click.echo(str(e) or "interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # `mmea ... | head`: the reader stopped early; not an error
+            import os
+
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            except (OSError, ValueError):  # stdout is not a real file (tests, embedding)
+                pass
+            sys.exit(0)
         except Exception as e:  # noqa: BLE001 - the top-level handler
             from .errors import MmeaError
 

@@ -196,3 +196,14 @@ def test_linkpred_and_pretrain_clep_take_a_config_file_under_command_line_option
     (tmp_path / "bad.toml").write_text("dim = = 3\n")
     r = CliRunner().invoke(main, ["pretrain-clep", "--config", str(tmp_path / "bad.toml")])
     assert r.exit_code == 2 and "bad.toml: not valid TOML" in r.output
+
+
+def test_a_closed_pipe_is_not_an_error(monkeypatch):
+    import mmea.cli as cli
+
+    def closed(*a, **k):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli.click, "echo", closed)
+    r = CliRunner().invoke(main, ["ls", "models"])
+    assert r.exit_code == 0 and "error" not in r.output
