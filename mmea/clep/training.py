@@ -29,7 +29,6 @@ import dataclasses
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MmeaInputError
+from ..progress import epoch_postfix, progress_bar
 
 log = logging.getLogger("mmea.clep")
 
@@ -476,11 +476,8 @@ def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True)
         if init_valid is not None:
             best.update(mrr=init_valid["mrr"], metrics=init_valid,
                         state={k: v.detach().clone() for k, v in model.state_dict().items()})
-        bar = None
-        if progress and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=config.epochs, desc=f"clep/{config.graph_encoder}", unit="epoch")
+        bar = progress_bar(total=config.epochs, progress=progress, desc=f"clep/{config.graph_encoder}",
+                           unit="epoch")
         t_train = time.perf_counter()
         stopped, out_of_time, evals_without_gain = "epochs", False, 0
         model.train()
@@ -506,17 +503,15 @@ def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True)
             history.append(rec)
             log.info("clep epoch %d: loss %.4f, %.1f s%s", epoch + 1, rec["loss"], rec["time_s"],
                      f", valid MRR {rec['valid_mrr']:.4f}" if "valid_mrr" in rec else "")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", mrr=f"{best['mrr']:.3f}")
+            bar.update(1)
+            bar.set_postfix(epoch_postfix(rec["loss"], valid_mrr=rec.get("valid_mrr"), best_mrr=best["mrr"]))
             if out_of_time:
                 stopped = "time budget"
                 break
             if "valid_mrr" in rec and config.patience and evals_without_gain >= config.patience:
                 stopped = "early stopping"
                 break
-        if bar is not None:
-            bar.close()
+        bar.close()
         train_s = time.perf_counter() - t_train
         if best["state"] is not None:
             model.load_state_dict(best["state"])
