@@ -328,6 +328,11 @@ def _na(reason: str) -> str:
     return f'<p class="na">{NOT_AVAILABLE}: {_esc(reason)}</p>'
 
 
+def _unavailable(key: str, title: str, why: str) -> "Section":
+    """A section that says why it has nothing to show."""
+    return Section(key, title, _na(why), False, why)
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "&ndash;"
@@ -457,13 +462,13 @@ def section_training(run: RunFiles) -> Section:
     if not isinstance(hist, list) or not hist:
         why = f"model {run.metrics.get('model', '?')} records no training history in metrics.json " \
               f"(model_info.history; training-free models have none)"
-        return Section(key, title, _na(why), False, why)
+        return _unavailable(key, title, why)
     xlabel, x, series = history_series(hist)
     losses = {k: v for k, v in series.items() if "loss" in k.lower()}
     quality = {k: v for k, v in series.items() if "hits" in k.lower() or "mrr" in k.lower()}
     if not losses and not quality:
         why = "model_info.history has no loss or hits series"
-        return Section(key, title, _na(why), False, why)
+        return _unavailable(key, title, why)
     panels = [(d, lab) for d, lab in ((losses, "loss"), (quality, "hits / MRR")) if d]
 
     from matplotlib.ticker import MaxNLocator
@@ -501,7 +506,7 @@ def section_hits(run: RunFiles) -> Section:
     use_csv = len(ranks) > 0 and (K >= 2 or exact)
     if not points and not use_csv:
         why = "no gold test links: metrics.json has no test Hits@k and the gold column of alignment.csv is empty"
-        return Section(key, title, _na(why), False, why)
+        return _unavailable(key, title, why)
     kmax = min(K, HITS_KMAX) if use_csv else HITS_KMAX
 
     def draw(ax):
@@ -561,8 +566,7 @@ def section_scores(run: RunFiles) -> Section:
     key, title = "scores", SECTION_TITLES["scores"]
     pred = run.predicted()
     if pred is None:
-        why = run.alignment_missing or "no alignment.csv"
-        return Section(key, title, _na(why), False, why)
+        return _unavailable(key, title, run.alignment_missing or "no alignment.csv")
     score = pred["score"].to_numpy(np.float64) if "score" in pred else np.full(len(pred), np.nan)
     margin = pred["margin"].to_numpy(np.float64) if "margin" in pred else np.full(len(pred), np.nan)
     has_margin = bool(np.isfinite(margin).any())
@@ -592,7 +596,7 @@ def section_scores(run: RunFiles) -> Section:
                   "empty and there is no valid_scores.npz"
             s_all = score[np.isfinite(score)]
             if not len(s_all):
-                return Section(key, title, _na(why), False, why)
+                return _unavailable(key, title, why)
             plain = [(score, "score")] + ([(margin, "margin (score - runner-up)")] if has_margin else [])
 
             def draw_plain(axes):
@@ -623,11 +627,10 @@ def section_coverage(run: RunFiles) -> Section:
     cal = run.calibration
     if cal is None or not cal.available:
         why = run.calibration_missing or "no calibration"
-        return Section(key, title, _na(why), False, why)
+        return _unavailable(key, title, why)
     pred = run.predicted()
     if pred is None:
-        why = run.alignment_missing or "no alignment.csv"
-        return Section(key, title, _na(why), False, why)
+        return _unavailable(key, title, run.alignment_missing or "no alignment.csv")
     n_src = int(run.alignment["src_id"].nunique())
     pc = precision_coverage(pred, n_src, cal.feature)
     measured = pc.get("measured")
@@ -738,7 +741,7 @@ def section_modalities(run: RunFiles) -> Section:
         return Section(key, title, body)
     why = (f"model {run.metrics.get('model', '?')} learns no modality weights or variances "
            f"(selfmea records model_info.fusion_weights, gaussian model_info.variances)")
-    return Section(key, title, _na(why), False, why)
+    return _unavailable(key, title, why)
 
 
 @contextmanager
@@ -785,11 +788,10 @@ def section_errors(run: RunFiles) -> Section:
     key, title = "errors", SECTION_TITLES["errors"]
     pred = run.predicted()
     if pred is None:
-        why = run.alignment_missing or "no alignment.csv"
-        return Section(key, title, _na(why), False, why)
+        return _unavailable(key, title, run.alignment_missing or "no alignment.csv")
     if not run.has_gold():
         why = "no gold test links, so errors are unknown (the gold column of alignment.csv is empty)"
-        return Section(key, title, _na(why), False, why)
+        return _unavailable(key, title, why)
     errs = confident_errors(pred, TOP_ERRORS)
     n_wrong = int((~pred["gold"].fillna(True).to_numpy(dtype=bool)).sum())
     if not len(errs):
