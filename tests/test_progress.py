@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import sys
 
@@ -129,3 +130,26 @@ def test_loading_bar_counts_the_bytes_read(tmp_path, stderr, monkeypatch):
     assert names[5] == "name 5" and rows.tolist() == [[0, 1, 2], [3, 4, 5]]
     assert "loading" in buf.getvalue() and "triples" in buf.getvalue()
     assert parsing.note_read(ids, 10) is None  # outside the block the readers report to nothing
+
+
+@pytest.mark.parametrize("index", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("progress,tty,drawn", CASES)
+def test_faiss_index_bars_and_chunked_search(stderr, monkeypatch, index, progress, tty, drawn):
+    """FAISS indexes add and search in chunks (7 rows here) with "index" / "search" bars; the
+    chunked search equals one ``search`` call over all queries on the same index."""
+    knn_mod = importlib.import_module("mmea.search.knn")
+
+    pytest.importorskip("faiss")
+    src, tgt = embeddings(40, 64, seed=3)
+    opts = {"ivf": {"nlist": 4, "nprobe": 4}, "hnsw": {}, "flat": {}}[index]
+    monkeypatch.setattr(knn_mod, "FAISS_CHUNK", 7)
+    buf = stderr(tty)
+    idx = knn_mod.make_index(index, tgt, n_queries=len(src), progress=progress, **opts)
+    found = idx.search(src, 5)
+    out = buf.getvalue()
+    for desc in ("index", "search"):
+        assert (desc in out) is drawn
+    whole_v, whole_i = idx.index.search(knn_mod.as_float32(src), 5)
+    np.testing.assert_array_equal(found[1], knn_mod.sort_rows_np(whole_v, whole_i)[1])
+    if index == "flat":  # exact: the torch reference
+        np.testing.assert_array_equal(found[1], knn_mod.make_index("torch", tgt, n_queries=40).search(src, 5)[1])

@@ -68,6 +68,8 @@ TINY_PAIRS = 1 << 22
 APPROX_PAIRS = 10**11
 #: Default size of one score block in float32 elements (128 MiB).
 BLOCK_ELEMENTS = 1 << 25
+#: Queries per FAISS ``search`` call (and vectors per ``add``): the unit of the progress bar.
+FAISS_CHUNK = 1 << 14
 
 INDEXES: Registry["SearchIndex"] = Registry("index", suffix="Index")
 
@@ -290,14 +292,29 @@ class _FaissIndex(SearchIndex):
             dev = int(self.device.split(":")[1]) if ":" in self.device else 0
             index = faiss.index_cpu_to_gpu(self._res, dev, index)
         self._train(index, base)
-        index.add(base)
+        # added in chunks so that a long build (HNSW over a large base) shows a bar (flat / IVF: the same
+        # index as one add; HNSW: a graph as valid, its links depend on the batches as on thread timing)
+        with progress_bar(total=len(base), progress=self.progress, desc="index", unit="vec", leave=False) as bar:
+            for s in range(0, len(base), FAISS_CHUNK):
+                index.add(base[s:s + FAISS_CHUNK])
+                bar.update(len(base[s:s + FAISS_CHUNK]))
         self.index = index
 
     def _train(self, index, base):
         pass
 
+    def _faiss_search(self, queries, k):
+        """``self.index.search`` over chunks of queries, with the "search" bar; rows are independent."""
+        out_v = np.empty((len(queries), k), np.float32)
+        out_i = np.empty((len(queries), k), np.int64)
+        with progress_bar(total=len(queries), progress=self.progress, desc="search", unit="row", leave=False) as bar:
+            for s in range(0, len(queries), FAISS_CHUNK):
+                out_v[s:s + FAISS_CHUNK], out_i[s:s + FAISS_CHUNK] = self.index.search(queries[s:s + FAISS_CHUNK], k)
+                bar.update(len(queries[s:s + FAISS_CHUNK]))
+        return out_v, out_i
+
     def _search(self, queries, k):
-        return self.index.search(queries, k)
+        return self._faiss_search(queries, k)
 
 
 @INDEXES.register
@@ -312,8 +329,7 @@ class FlatIndex(_FaissIndex):
     def _search(self, queries, k):
         # ask for one more so that a tie across the k-th slot can be detected and redone exactly
         kk = min(k + 1, len(self.base))
-        scores, ids = self.index.search(queries, kk)
-        scores, ids = sort_rows_np(scores, ids)
+        scores, ids = sort_rows_np(*self._faiss_search(queries, kk))
         if kk > k:
             tied = np.flatnonzero(scores[:, k - 1] == scores[:, k])
             if len(tied):
@@ -380,7 +396,7 @@ class HnswIndex(_FaissIndex):
 
     def _search(self, queries, k):
         self.index.hnsw.efSearch = max(self.ef_search, k)
-        return self.index.search(queries, k)
+        return self._faiss_search(queries, k)
 
 
 def resolve_index(index: str, n: int, m: int, device: str = "cpu") -> str:
