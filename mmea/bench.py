@@ -99,6 +99,15 @@ class CellResult:
     wall_s: float | None = None
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A ``[[compare]]`` entry: row ``a`` against row ``b``, paired by dataset and seed."""
+
+    a: Row
+    b: Row
+    metrics: tuple[str, ...]     # dotted paths; lower is better for ranks and times (:func:`lower_is_better`)
+
+
 @dataclass
 class Pipeline:
     path: Path
@@ -112,6 +121,7 @@ class Pipeline:
     rows: list[Row]
     cells: list[Cell]
     figures: list[str] = field(default_factory=list)  # files of a cell's run folder shown with the table
+    comparisons: list[Comparison] = field(default_factory=list)
 
 
 @dataclass
@@ -553,7 +563,7 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
     if bench.get("task") not in TASKS:
         raise _err(p, "[bench]", f"task must be one of {', '.join(TASKS)}, got {bench.get('task')!r}")
     task = TASKS[bench["task"]]()
-    _check_keys(raw, task.tables, p, "top level")
+    _check_keys(raw, (*task.tables, "compare"), p, "top level")
     _check_keys(bench, task.bench_keys, p, "[bench]")
     for t in task.tables[1:]:
         if t in raw and not isinstance(raw[t], (list if t == "rows" else dict)):
@@ -613,7 +623,37 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
                 config, params = task.resolve(raw, defaults, r, ds, seed, p, where)
                 cell_name = f"{key}{'-' + slug(ds.label) if ds.label else ''}-seed{seed}"
                 cells.append(Cell(row, ds.label, seed, out / cell_name, _normalised(config), params))
-    return Pipeline(p, name, task, out, list(seeds), metrics, report, description, rows, cells, figures)
+    comparisons = _comparisons(raw.get("compare", []), rows, metrics, p)
+    return Pipeline(p, name, task, out, list(seeds), metrics, report, description, rows, cells, figures, comparisons)
+
+
+COMPARE_KEYS = ("a", "b", "metrics")
+
+
+def _comparisons(raw: Any, rows: list[Row], metrics: list[str], path: Path) -> list[Comparison]:
+    """Validate the ``[[compare]]`` entries: two distinct row labels and the metrics (default: the first)."""
+    if not isinstance(raw, list):
+        raise _err(path, "[[compare]]", "must be a table array ([[compare]])")
+    by_label = {r.label: r for r in rows}
+    out = []
+    for i, c in enumerate(raw, 1):
+        where = f"[[compare]] #{i}"
+        if not isinstance(c, dict):
+            raise _err(path, where, "must be a table with a, b and optionally metrics")
+        _check_keys(c, COMPARE_KEYS, path, where)
+        pair = []
+        for side in ("a", "b"):
+            label = c.get(side)
+            if label not in by_label:
+                raise _err(path, where, f"{side} = {label!r} is not a row label; rows: {', '.join(by_label)}")
+            pair.append(by_label[label])
+        if pair[0] is pair[1]:
+            raise _err(path, where, f"a and b are the same row ({pair[0].label!r})")
+        ms = c.get("metrics", metrics[:1])
+        if not isinstance(ms, list) or not ms or not all(isinstance(m, str) and m for m in ms):
+            raise _err(path, where, f"metrics must be a non-empty list of strings, got {ms!r}")
+        out.append(Comparison(pair[0], pair[1], tuple(m if "." in m else f"test.{m}" for m in ms)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -872,6 +912,91 @@ def summarise(report: BenchReport) -> list[RowSummary]:
     return list(groups.values())
 
 
+def lower_is_better(path: str) -> bool:
+    """Ranks (``mr``, ``mean_rank``) and times (``*_s``) are better when lower; everything else when higher."""
+    last = path.rsplit(".", 1)[-1]
+    return last in ("mr", "mean_rank") or last.endswith("_s")
+
+
+def compare_rows(report: BenchReport) -> list[dict]:
+    """Each ``[[compare]]`` entry per dataset, paired by seed (the same split for both rows).
+
+    For every metric, over the seeds where both cells finished with a number:
+    the means of ``a`` and ``b``, the mean and sample std of the paired difference
+    ``a - b``, and in how many seeds ``a`` was strictly better.  ``a_better``:
+    ``a``'s mean strictly better than ``b``'s; ``a_better_all``: so on every
+    metric (None when no seed is paired).
+    """
+    by_key: dict[tuple[str, str | None], dict[int, dict]] = {}
+    datasets: dict[str, list[str | None]] = {}
+    for r in report.results:
+        datasets.setdefault(r.cell.row.key, [])
+        if r.cell.dataset not in datasets[r.cell.row.key]:
+            datasets[r.cell.row.key].append(r.cell.dataset)
+        if r.metrics is not None:
+            by_key.setdefault((r.cell.row.key, r.cell.dataset), {})[r.cell.seed] = r.metrics
+    out = []
+    for c in report.pipeline.comparisons:
+        for ds in [d for d in datasets.get(c.a.key, []) if d in datasets.get(c.b.key, [])]:
+            ma, mb = by_key.get((c.a.key, ds), {}), by_key.get((c.b.key, ds), {})
+            entry: dict = {"a": c.a.label, "b": c.b.label, "dataset": ds, "metrics": {}}
+            verdicts = []
+            for m in c.metrics:
+                pairs = [(metric_value(ma[sd], m), metric_value(mb[sd], m)) for sd in sorted(set(ma) & set(mb))]
+                pairs = [(float(x), float(y)) for x, y in pairs if _is_number(x) and _is_number(y)]
+                sign = -1.0 if lower_is_better(m) else 1.0
+                if not pairs:
+                    entry["metrics"][m] = {"n": 0}
+                    verdicts.append(None)
+                    continue
+                diffs = [x - y for x, y in pairs]
+                d_mean, d_std = mean_std(diffs)
+                better = sign * d_mean > 0
+                entry["metrics"][m] = {
+                    "n": len(pairs), "a_mean": mean_std([x for x, _ in pairs])[0],
+                    "b_mean": mean_std([y for _, y in pairs])[0], "diff_mean": d_mean, "diff_std": d_std,
+                    "a_better_seeds": sum(sign * d > 0 for d in diffs), "a_better": better}
+                verdicts.append(better)
+            entry["a_better_all"] = None if None in verdicts else all(verdicts)
+            out.append(entry)
+    return out
+
+
+def _comparison_lines(report: BenchReport) -> list[str]:
+    comps = compare_rows(report)
+    if not comps:
+        return []
+    with_dataset = any(c["dataset"] for c in comps)
+    metrics = list(dict.fromkeys(m for c in comps for m in c["metrics"]))
+    head = ["A", "B"] + (["Dataset"] if with_dataset else []) + ["paired seeds"]
+    for m in metrics:
+        short = m.removeprefix("test.")
+        head += [f"{short}: A − B", f"{short}: A better in"]
+    head.append("A better on all (means)")
+    lines = ["", "Paired comparisons (A and B on the same dataset and seed share the split; A − B over the seeds "
+             "both finished, mean ± sample std; lower is better for MR and times):", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for c in comps:
+        n = max((v["n"] for v in c["metrics"].values()), default=0)
+        cells = [_md(c["a"]), _md(c["b"])] + ([_md(c["dataset"] or "")] if with_dataset else []) + [str(n)]
+        for m in metrics:
+            v = c["metrics"].get(m)
+            if not v or not v["n"]:
+                cells += ["—", "—"]
+                continue
+            d = _decimals(m, [v["a_mean"], v["b_mean"]])
+            diff = f"{v['diff_mean']:+.{d}f}" + ("" if v["diff_std"] is None else f" ± {v['diff_std']:.{d}f}")
+            cells += [diff, f"{v['a_better_seeds']}/{v['n']} seeds"]
+        cells.append({True: "yes", False: "no", None: "—"}[c["a_better_all"]])
+        lines.append("| " + " | ".join(cells) + " |")
+    decided = [c for c in comps if c["a_better_all"] is not None]
+    wins = sum(bool(c["a_better_all"]) for c in decided)
+    lines += ["", f"A better than B on every compared metric (by the mean over paired seeds) in {wins} of "
+              f"{len(decided)} comparisons" + (f" ({len(comps) - len(decided)} without a paired seed)."
+                                                if len(decided) < len(comps) else ".")]
+    return lines
+
+
 def _ran(report: BenchReport, s: RowSummary) -> str:
     labels = dict.fromkeys(report.pipeline.task.ran_label(r.metrics) for r in s.finished)
     return " | ".join(labels)
@@ -940,6 +1065,7 @@ def results_markdown(report: BenchReport, command: str, written: datetime) -> st
             cells += [_md(s.dataset or "")] if with_dataset else []
             cells += [_md(format_mean_std(s.values(m), m)) for m in p.report]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += _comparison_lines(report)
     failed = report.failed
     missing = [r for r in report.results if r.status == "not run"]
     if failed:
@@ -986,4 +1112,4 @@ def results_json(report: BenchReport, command: str, written: datetime) -> dict:
             "seeds": p.seeds, "metrics": p.metrics, "report": p.report,
             "counts": {s: sum(r.status == s for r in report.results)
                        for s in ("done", "skipped", "failed", "not run")},
-            "rows": rows, "cells": cells}
+            "rows": rows, "comparisons": compare_rows(report), "cells": cells}

@@ -584,3 +584,80 @@ def test_bad_pipelines_are_one_line_naming_file_and_key(tmp_path, text, expected
 def test_missing_pipeline_file_exits_2(tmp_path):
     r = run("bench", tmp_path / "nope.toml")
     assert r.exit_code == 2 and f"pipeline file not found: {tmp_path / 'nope.toml'}" in r.output
+
+
+# ------------------------------------------------------------------------------------- paired comparisons
+COMPARE = """\
+    [bench]
+    name = "cmp"
+    task = "align"
+    out = "runs"
+    seeds = [0, 1, 2]
+    metrics = ["test.hits@1", "mrr"]
+
+    [defaults]
+    device = "cpu"
+
+    [[rows]]
+    label = "base"
+    model.name = "baseline"
+
+    [[rows]]
+    label = "prop"
+    model.name = "propagation"
+
+    [[compare]]
+    a = "prop"
+    b = "base"
+
+    [[compare]]
+    a = "base"
+    b = "prop"
+    metrics = ["hits@1", "timings.total_s"]
+"""
+
+
+def test_compare_pairs_rows_by_seed_and_counts_wins(tmp_path, monkeypatch):
+    import mmea.pipelines.align as align_job
+
+    hits = {("baseline", 0): 0.5, ("baseline", 1): 0.6, ("baseline", 2): 0.8,
+            ("propagation", 0): 0.6, ("propagation", 1): 0.55, ("propagation", 2): 0.9}
+    fake = FakeAlign(hits=lambda cfg: hits[(cfg.model_name, cfg.seed)],
+                     fail=lambda cfg: cfg.model_name == "propagation" and cfg.seed == 2)
+    monkeypatch.setattr(align_job, "run_align", fake)
+    monkeypatch.chdir(tmp_path)
+    r = run("bench", write(tmp_path / "cmp.toml", COMPARE))
+    assert r.exit_code == 1  # the failed cell; the comparison pairs the two seeds both rows finished
+    res = json.loads((tmp_path / "results" / "cmp.json").read_text())
+    first, second = res["comparisons"]
+    h = first["metrics"]["test.hits@1"]  # seed 0: +0.1, seed 1: -0.05; seed 2 has no prop cell
+    assert (first["a"], first["b"], h["n"], h["a_better_seeds"]) == ("prop", "base", 2, 1)
+    assert h["diff_mean"] == pytest.approx(0.025) and h["diff_std"] == pytest.approx(0.10607, abs=1e-5)
+    assert h["a_mean"] == pytest.approx(0.575) and h["b_mean"] == pytest.approx(0.55)
+    assert first["a_better_all"] is True and list(first["metrics"]) == ["test.hits@1"]  # default: first metric
+    t = second["metrics"]["timings.total_s"]  # equal times (1 + seed): a tie is not "better"
+    assert t["diff_mean"] == 0 and t["a_better_seeds"] == 0 and second["a_better_all"] is False
+    md = (tmp_path / "results" / "cmp.md").read_text()
+    assert "| prop | base | 2 | +0.0250 ± 0.1061 | 1/2 seeds | — | — | yes |" in md
+    assert "| base | prop | 2 | -0.0250 ± 0.1061 | 1/2 seeds | +0.0 ± 0.0 | 0/2 seeds | no |" in md
+    assert "A better than B on every compared metric (by the mean over paired seeds) in 1 of 2 comparisons." in md
+
+
+def test_lower_is_better_for_ranks_and_times():
+    from mmea.bench import lower_is_better
+
+    assert lower_is_better("test.mr") and lower_is_better("timings.total_s") and lower_is_better("mean_rank")
+    assert not lower_is_better("test.mrr") and not lower_is_better("test.hits@1")
+
+
+@pytest.mark.parametrize("entry,message", [
+    ('a = "prop"\nb = "nope"', "b = 'nope' is not a row label; rows: base, prop"),
+    ('a = "prop"\nb = "prop"', "a and b are the same row ('prop')"),
+    ('a = "prop"\nb = "base"\nmetrics = []', "metrics must be a non-empty list of strings"),
+    ('a = "prop"\nb = "base"\nwhy = 1', "unknown key 'why'; valid keys: a, b, metrics"),
+])
+def test_compare_entries_are_checked(tmp_path, entry, message):
+    text = COMPARE.split("[[compare]]")[0] + "[[compare]]\n" + entry + "\n"
+    with pytest.raises(MmeaInputError, match=re.escape(message)) as e:
+        load_pipeline(write(tmp_path / "bad.toml", text))
+    assert "[[compare]] #1" in str(e.value)
