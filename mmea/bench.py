@@ -962,6 +962,19 @@ def compare_rows(report: BenchReport) -> list[dict]:
     return out
 
 
+def comparison_console_lines(report: BenchReport) -> list[str]:
+    """One line per comparison for the console: ``compare: A vs B [dataset] (n seeds): metric A-B ... -> verdict``."""
+    out = []
+    for c in compare_rows(report):
+        n = max((v["n"] for v in c["metrics"].values()), default=0)
+        diffs = ", ".join(f"{m.removeprefix('test.')} {v['diff_mean']:+.4g}" for m, v in c["metrics"].items()
+                          if v["n"])
+        verdict = {True: "A better on all", False: "A not better on all", None: "no paired seed"}[c["a_better_all"]]
+        ds = f" [{c['dataset']}]" if c["dataset"] else ""
+        out.append(f"compare: {c['a']} vs {c['b']}{ds} ({n} seeds): {diffs or '—'} -> {verdict}")
+    return out
+
+
 def _comparison_lines(report: BenchReport) -> list[str]:
     comps = compare_rows(report)
     if not comps:

@@ -628,6 +628,8 @@ def test_compare_pairs_rows_by_seed_and_counts_wins(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = run("bench", write(tmp_path / "cmp.toml", COMPARE))
     assert r.exit_code == 1  # the failed cell; the comparison pairs the two seeds both rows finished
+    assert "compare: prop vs base (2 seeds): hits@1 +0.025 -> A better on all" in r.output
+    assert "compare: base vs prop (2 seeds): hits@1 -0.025, timings.total_s +0 -> A not better on all" in r.output
     res = json.loads((tmp_path / "results" / "cmp.json").read_text())
     first, second = res["comparisons"]
     h = first["metrics"]["test.hits@1"]  # seed 0: +0.1, seed 1: -0.05; seed 2 has no prop cell
