@@ -663,3 +663,30 @@ def test_compare_entries_are_checked(tmp_path, entry, message):
     with pytest.raises(MmeaInputError, match=re.escape(message)) as e:
         load_pipeline(write(tmp_path / "bad.toml", text))
     assert "[[compare]] #1" in str(e.value)
+
+
+# ------------------------------------------------------------------------------------- shipped pipelines
+@pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_pipeline_loads(path):
+    """Every pipeline file resolves (rows, cells, [[compare]] labels) without any data present."""
+    p = load_pipeline(path)
+    assert p.cells and p.name == path.stem
+    labels = {r.label for r in p.rows}
+    assert all(c.a.label in labels and c.b.label in labels for c in p.comparisons)
+
+
+@pytest.mark.parametrize("name", ["gaussian_fb15k_db15k", "gaussian_fb15k_yago15k", "gaussian_long_fb15k_db15k"])
+def test_gaussian_pipelines_pair_each_gaussian_row_with_its_point_twin(name):
+    """The twins differ in the model only (name, point flag): the issue's comparison; every Gaussian row is compared."""
+    p = load_pipeline(REPO / "pipelines" / f"{name}.toml")
+    cells = {(c.row.label, c.seed): c.config for c in p.cells}
+    assert {c.a.label for c in p.comparisons} == {r.label for r in p.rows if r.label.startswith("gaussian")}
+    for comp in p.comparisons:
+        assert comp.metrics == ("test.hits@1", "test.mrr")
+        for seed in p.seeds:
+            a, b = cells[(comp.a.label, seed)], cells[(comp.b.label, seed)]
+            assert (a["model"]["name"], b["model"]["name"]) == ("gaussian", "mmea-point")
+            assert {**a, "model": None} == {**b, "model": None}
+            drop = ("name", "point")
+            assert {k: v for k, v in a["model"].items() if k not in drop} == \
+                {k: v for k, v in b["model"].items() if k not in drop}
