@@ -282,7 +282,7 @@ class AlignBench(BenchTask):
             raise _err(path, where, 'set must be a list of "section.key=value" strings')
 
     def _load(self, tables: list[dict], seed: int, path: Path, where: str):
-        from .config import load_config
+        from .pipelines.align_config import load_config
 
         overrides = [s for t in tables for s in t.get("set", [])]
         merged = _deep_merge(*({k: v for k, v in t.items() if k != "set"} for t in tables))
@@ -327,7 +327,7 @@ class AlignBench(BenchTask):
     def run(self, cell: Cell, quiet: bool) -> dict:
         from .pipelines import align as align_job
 
-        return align_job.run_align(cell.params, out=cell.out, quiet=quiet)["metrics"]
+        return align_job.run_align(cell.params, out=cell.out, quiet=quiet, overwrite=True)["metrics"]
 
     def ran_label(self, m: dict) -> str:
         parts = [str(m.get("model", "?"))]
@@ -444,7 +444,7 @@ class LinkpredBench(BenchTask):
     def run(self, cell: Cell, quiet: bool) -> dict:
         from . import linkpred
 
-        return linkpred.run_linkpred_cli(**cell.params, out=cell.out, progress=not quiet)["metrics"]
+        return linkpred.run_linkpred_cli(**cell.params, out=cell.out, progress=not quiet, overwrite=True)["metrics"]
 
     def ran_label(self, m: dict) -> str:
         c = m.get("config") or {}
@@ -514,7 +514,7 @@ class ClepBench(LinkpredBench):
     def run(self, cell: Cell, quiet: bool) -> dict:
         from . import clep
 
-        return clep.run_pretrain_clep_cli(**cell.params, out=cell.out, progress=not quiet)["metrics"]
+        return clep.run_pretrain_clep_cli(**cell.params, out=cell.out, progress=not quiet, overwrite=True)["metrics"]
 
     def ran_label(self, m: dict) -> str:
         c = m.get("config") or {}

@@ -31,6 +31,25 @@ Examples:
 """
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled exactly like Ctrl-C (checkpoint first, resume hint), exit code 143."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - the signal handler's signature
+    raise Terminated("terminated (SIGTERM)")
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``), so a ``kill`` saves a checkpoint,
+    records the stop in ``run.log`` and leaves no half-written file, as Ctrl-C does."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        pass
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     root = logging.getLogger("mmea")
@@ -56,7 +75,12 @@ class MmeaGroup(click.Group):
         except (click.ClickException, click.exceptions.Abort):
             raise
         except KeyboardInterrupt as e:  # a TrainingInterrupted says how to resume
-            click.echo(str(e) or "interrupted", err=True)
+            text = str(e) or "interrupted"
+            if isinstance(e, Terminated) or isinstance(e.__context__, Terminated):
+                text = text if "SIGTERM" in text else f"terminated (SIGTERM): {text}"
+                click.echo(text, err=True)
+                sys.exit(143)
+            click.echo(text, err=True)
             sys.exit(130)
         except BrokenPipeError:  # `mmea ... | head`: the reader stopped early; not an error
             import os
@@ -99,12 +123,14 @@ def main(ctx, verbose, quiet):
     """
     ctx.obj = {"verbose": verbose, "quiet": quiet}
     _setup_logging(verbose, quiet)
+    _install_signal_handlers()
 
 
 def common_run_options(f):
     """--config/--set/--seed/--device/--out shared by every command that runs something."""
     f = click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-                     help="Run directory (default: runs/<command>-<dataset>-<time>).")(f)
+                     help="Run directory (default: runs/<command>-<dataset>-<time>); new or empty, "
+                          "unless --overwrite.")(f)
     f = click.option("--device", default=None, help="auto | cpu | cuda[:N] (default auto).")(f)
     f = click.option("--seed", type=int, default=None, help="Random seed (default 0).")(f)
     f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -112,6 +138,13 @@ def common_run_options(f):
     f = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="A run config TOML file (see pipelines/).")(f)
     return f
+
+
+def overwrite_option(f):
+    """--overwrite of the commands that write a run directory."""
+    return click.option("--overwrite", is_flag=True, default=False,
+                        help="--out holds an earlier run: clear it first (without this, a non-empty --out is "
+                             "refused, so two runs never mix their files).")(f)
 
 
 def resume_options(f):
@@ -192,17 +225,18 @@ def _data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
 @click.option("--modalities", default=None,
               help="Modalities of models that take them (selfmea): structure,names,images,relations,attributes,anchors.")
 @common_run_options
+@overwrite_option
 @resume_options
 @click.pass_context
 def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, model, match, topk, candidates,
-          name_encoder, name_model, name_source, modalities, config_path, overrides, seed, device, out, resume,
-          checkpoint_every):
+          name_encoder, name_model, name_source, modalities, config_path, overrides, seed, device, out, overwrite,
+          resume, checkpoint_every):
     """Align two KGs and write alignment.csv, metrics.json, config.toml, checkpoints and a log.
 
     --resume RUN_DIR continues an interrupted run from its checkpoint.pt with
     the run's own config.toml, and writes the results into RUN_DIR.
     """
-    from .config import load_config
+    from .pipelines.align_config import load_config
     from .pipelines.align import resume_config, run_align
 
     if resume:
@@ -221,7 +255,8 @@ def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, m
         search={"match": match, "topk": topk, "candidates": candidates},
     )
     cfg = load_config(config_path, list(overrides), base)
-    result = run_align(cfg, out=Path(out) if out else None, quiet=ctx.obj["quiet"], checkpoint_every=checkpoint_every)
+    result = run_align(cfg, out=Path(out) if out else None, quiet=ctx.obj["quiet"], overwrite=overwrite,
+                       checkpoint_every=checkpoint_every)
     _print_align_summary(result)
 
 
@@ -428,7 +463,7 @@ def features(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
     """Precompute and cache the per-modality features of a task; report sizes, coverage and time."""
     import sys as _sys
 
-    from .config import load_config
+    from .pipelines.align_config import load_config
     from .data.catalog import load_pair_task
     from .features import FeatureStore, compute_task_features, feature_options_from_config, parse_modalities
     from .runs import resolve_device
@@ -473,10 +508,11 @@ Examples:
 @click.option("--seed", type=int, default=0)
 @click.option("--device", default="auto")
 @click.option("--out", default=None, type=click.Path(file_okay=False))
+@overwrite_option
 @resume_options
 @click.pass_context
 def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, config_file, overrides, seed,
-             device, out, resume, checkpoint_every):
+             device, out, overwrite, resume, checkpoint_every):
     """Train a link-prediction model (early stopping on valid MRR) and report filtered MR, MRR, Hits@1/3/10.
 
     --resume RUN_DIR continues an interrupted run from its checkpoint.pt with the run's own config.toml.
@@ -490,7 +526,8 @@ def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_nega
         named = _with_config_file(ctx, config_file, "linkpred", {
             "dataset": dataset, "data_dir": data_dir, "model": model, "sampler": sampler, "loss": loss, "dim": dim,
             "epochs": epochs, "num_negatives": num_negatives, "seed": seed, "device": device})
-        res = _linkpred_new(ctx, overrides=overrides, out=out, checkpoint_every=checkpoint_every, **named)
+        res = _linkpred_new(ctx, overrides=overrides, out=out, overwrite=overwrite, checkpoint_every=checkpoint_every,
+                            **named)
     t = res["metrics"].get("test", {})
     if t:
         click.echo("test (filtered): " + "  ".join(f"{k} {v:.4f}" for k, v in t.items() if isinstance(v, float)))
@@ -498,7 +535,7 @@ def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_nega
 
 
 def _linkpred_new(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides, seed, device,
-                  out, checkpoint_every, extra=None) -> dict:
+                  out, checkpoint_every, overwrite=False, extra=None) -> dict:
     """A new ``mmea linkpred`` run from the options (``extra``: the config file's other keys)."""
     from .linkpred import run_linkpred_cli
     from .runs import resolve_device
@@ -506,7 +543,7 @@ def _linkpred_new(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num
     extra = {**(extra or {}), **_set_values(overrides)}
     return run_linkpred_cli(dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, seed,
                             resolve_device(device), out, extra, progress=not ctx.obj["quiet"],
-                            checkpoint_every=checkpoint_every)
+                            checkpoint_every=checkpoint_every, overwrite=overwrite)
 
 
 def _with_config_file(ctx, path, table: str, named: dict) -> dict:
@@ -572,9 +609,10 @@ Examples:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory (default runs/clep-<dataset>-<encoder>-<time>).")
+@overwrite_option
 @click.pass_context
 def pretrain_clep(ctx, dataset, data_dir, graph_encoder, text_encoder, finetune_text, epochs, dim, batch_size,
-                  overrides, config_file, seed, device, out):
+                  overrides, config_file, seed, device, out, overwrite):
     """Pre-train CLEP (graph encoder <-> entity texts, symmetric contrastive loss) and evaluate link prediction
     across spaces (filtered MR, MRR, Hits@1/10).
 
@@ -599,7 +637,7 @@ def pretrain_clep(ctx, dataset, data_dir, graph_encoder, text_encoder, finetune_
         values["text_finetune"] = True
     values.update(_set_values(overrides))
     values["seed"], values["device"] = named["seed"], resolve_device(named["device"])
-    res = run_pretrain_clep_cli(dataset, data_dir, values, out, progress=not ctx.obj["quiet"])
+    res = run_pretrain_clep_cli(dataset, data_dir, values, out, progress=not ctx.obj["quiet"], overwrite=overwrite)
     m = res["metrics"]
     t = m.get("test", {})
     if t:

@@ -3,10 +3,19 @@
 A run config has top-level keys (``seed``, ``device``) and sections
 (``[data]``, ``[features]``, ``[model]``, ``[search]``).  The ``[model]``
 section holds ``name`` plus the parameters of that model, validated against
-the model's own frozen ``Config`` dataclass.  Overrides are
-``section.key=value`` strings (TOML values: ``true``, ``0.3``, ``"x"``; a bare
-word is taken as a string).  An unknown key or a value of the wrong type is an
-:class:`~mmea.errors.MmeaInputError` listing the valid keys.
+the model's own frozen ``Config`` dataclass (by the job that knows the models:
+:func:`mmea.pipelines.align_config.load_config`; this module imports no model).
+Overrides are ``section.key=value`` strings (TOML values: ``true``, ``0.3``,
+``"x"``; a bare word is taken as a string).
+
+Every value is checked up front, before any data is read, and every error names
+the key (:class:`~mmea.errors.MmeaInputError`, exit code 2):
+
+* an unknown key lists the valid keys;
+* a value of the wrong type says the type (``True`` is not an int, ``"3"`` is not a number);
+* every numeric field declares its range with a type alias below (:data:`PositiveInt`,
+  :data:`Fraction`, ...): pydantic's constraint validation checks it, and NaN / infinity are
+  refused for every float (``tests/test_config.py`` fails on a numeric field without one).
 """
 
 from __future__ import annotations
@@ -18,12 +27,35 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import functools
+import math
+from typing import Annotated
+
+import pydantic
+from pydantic import Field
+
 from .errors import MmeaInputError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+# ---- declared ranges: every numeric config field uses one of these (or its own Annotated range)
+#: an integer >= 1 (sizes, counts, k)
+PositiveInt = Annotated[int, Field(ge=1)]
+#: an integer >= 0 (0 means "off" where the field says so)
+NonNegInt = Annotated[int, Field(ge=0)]
+#: a random seed: 0 <= seed < 2**32 (numpy's seeding range)
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+#: a finite float > 0 (learning rates, temperatures, scales)
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: a finite float >= 0 (weights, margins)
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: a finite float in [0, 1] (ratios, quantiles, probabilities)
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+#: a finite float with a sentinel meaning for negative values (the field's docstring says which)
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 @dataclass(frozen=True)
@@ -39,10 +71,10 @@ class DataConfig:
     pair: str | None = None
     links: str | None = None
     data_dir: str | None = None
-    seed_ratio: float | None = None
-    valid_ratio: float = 0.1
+    seed_ratio: Fraction | None = None
+    valid_ratio: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.1
     use_dataset_split: bool = False
-    fold: int = 1
+    fold: PositiveInt = 1
 
 
 @dataclass(frozen=True)
@@ -62,7 +94,7 @@ class FeatureConfig:
     image_weights: str | None = None
     image_features: str | None = None
     random_image_weights: bool = False
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     cache: bool = True
 
 
@@ -71,16 +103,20 @@ class SearchConfig:
     """Search, ranking and the final matching (see :mod:`mmea.search`)."""
 
     method: str = "csls"
-    csls_k: int = 10
+    csls_k: PositiveInt = 10
     candidates: str = "test"
     match: str = "none"
-    topk: int = 1
+    topk: PositiveInt = 1
     index: str = "auto"
+
+    #: the closed string choices (a registry-backed choice, ``match``, is checked by the job)
+    CHOICES: typing.ClassVar[dict] = {"method": ("csls", "cos"), "candidates": ("test", "all"),
+                                      "index": ("auto", "torch", "flat", "ivf", "hnsw")}
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -94,6 +130,8 @@ class RunConfig:
 
 SECTIONS = {"data": DataConfig, "features": FeatureConfig, "search": SearchConfig}
 TOP_LEVEL = {"seed": int, "device": str}
+#: the declared range of each numeric top-level key
+TOP_LEVEL_RANGES = {"seed": (0, 2**32 - 1)}
 
 
 def require_at_least(cfg: Any, names, minimum: float = 1, where: str = "") -> None:
@@ -109,10 +147,11 @@ def require_at_least(cfg: Any, names, minimum: float = 1, where: str = "") -> No
 
 
 def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check / coerce ``value`` against a dataclass field type."""
-    if isinstance(tp, str):
-        tp = eval(tp, {"typing": typing})  # annotations are strings under `from __future__`
+    """Check / coerce ``value`` against a resolved dataclass field type (strict: no bool as int,
+    no string as number; an int is accepted as a float)."""
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _type_ok(value, typing.get_args(tp)[0])
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -132,7 +171,7 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         return isinstance(value, bool), value
     if tp is str:
         return isinstance(value, str), value
-    if tp in (dict, list, tuple):
+    if tp in (dict, list, tuple) or origin in (dict, list, tuple):
         return isinstance(value, (dict, list, tuple)), value
     if tp is typing.Any:
         return True, value
@@ -140,25 +179,89 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
 
 
 def _type_name(tp: Any) -> str:
-    return tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp))
+    if typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+@functools.cache
+def field_types(cls) -> dict[str, Any]:
+    """The resolved annotations of a config dataclass (with their ``Annotated`` ranges)."""
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+@functools.cache
+def _adapter(cls) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(cls)
+
+
+def field_range(tp: Any) -> list:
+    """The constraint objects (``annotated_types.Ge`` ...) declared on a field type, ``[]`` when none."""
+    if typing.get_origin(tp) in (typing.Union,) or str(typing.get_origin(tp)) == "<class 'types.UnionType'>":
+        return [c for a in typing.get_args(tp) for c in field_range(a)]
+    if typing.get_origin(tp) is not Annotated:
+        return []
+    out = []
+    for meta in typing.get_args(tp)[1:]:
+        out.extend(getattr(meta, "metadata", []) or [meta])
+    return out
+
+
+def is_numeric(tp: Any) -> bool:
+    """True for an int / float field (optional or annotated), not bool."""
+    if typing.get_origin(tp) is Annotated:
+        return is_numeric(typing.get_args(tp)[0])
+    if typing.get_origin(tp) is typing.Union or str(typing.get_origin(tp)) == "<class 'types.UnionType'>":
+        return any(is_numeric(a) for a in typing.get_args(tp) if a is not type(None))
+    return tp in (int, float)
+
+
+def _range_error(exc: pydantic.ValidationError, where: str) -> MmeaInputError:
+    """A pydantic constraint error as one line naming the key, the rule and the value."""
+    err = exc.errors()[0]
+    key = ".".join(str(x) for x in err.get("loc", ()) if not isinstance(x, int)) or "?"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    ctx = err.get("ctx") or {}
+    if "error" in ctx:  # a ValueError raised by a __post_init__
+        msg = str(ctx["error"])
+    return MmeaInputError(f"{where}.{key}: {msg}, got {err.get('input')!r}" if "input" in err
+                          else f"{where}.{key}: {msg}")
 
 
 def build_dataclass(cls, values: dict, where: str):
-    """``cls(**values)`` with every key and type checked; errors list the valid keys."""
-    valid = {f.name: f for f in fields(cls)}
+    """``cls(**values)`` with every key, type, range and choice checked; errors name the key.
+
+    Unknown keys list the valid ones; types are checked strictly by :func:`_type_ok`; the
+    declared ranges (``Annotated[..., Field(ge=...)]``), finiteness of every float and the
+    class's own ``__post_init__`` checks run through pydantic's validation of the dataclass;
+    ``cls.CHOICES`` (``{field: (choice, ...)}``) closes string fields to their choices.
+    """
+    valid = field_types(cls)
+    names = {f.name for f in fields(cls)}
     kwargs = {}
     for k, v in values.items():
-        if k not in valid:
-            raise MmeaInputError(f"unknown key {where}.{k}; valid keys: {', '.join(sorted(valid))}")
-        ok, coerced = _type_ok(v, valid[k].type)
+        if k not in names:
+            raise MmeaInputError(f"unknown key {where}.{k}; valid keys: {', '.join(sorted(names))}")
+        ok, coerced = _type_ok(v, valid[k])
         if not ok:
-            raise MmeaInputError(f"{where}.{k} must be {_type_name(valid[k].type)}, got {v!r}")
+            raise MmeaInputError(f"{where}.{k} must be {_type_name(valid[k])}, got {v!r}")
+        if isinstance(coerced, float) and not math.isfinite(coerced):
+            raise MmeaInputError(f"{where}.{k} must be a finite number, got {coerced!r}")
         kwargs[k] = coerced
-    return cls(**kwargs)
+    for k, choices in getattr(cls, "CHOICES", {}).items():
+        if k in kwargs and kwargs[k] not in choices:
+            raise MmeaInputError(f"{where}.{k} must be one of {', '.join(map(str, choices))}, got {kwargs[k]!r}")
+    try:
+        return _adapter(cls).validate_python(kwargs)
+    except pydantic.ValidationError as e:
+        raise _range_error(e, where) from None
+    except MmeaInputError as e:  # a __post_init__ check
+        raise MmeaInputError(f"{where}: {e.message}", e.hint) from None
 
 
 def parse_value(text: str) -> Any:
-    """A TOML scalar (``true``, ``3``, ``0.5``, ``"x"``, ``[1, 2]``); a bare word is a string."""
+    """A TOML scalar (``true``, ``3``, ``0.5``, ``"x"``, ``[1, 2]``, ``nan``); a bare word is a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -191,14 +294,25 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
-def resolve_config(raw: dict) -> RunConfig:
-    """Validate a raw dict (from TOML + overrides) into a :class:`RunConfig`."""
+def _check_top_level(k: str, v: Any) -> Any:
+    if not isinstance(v, TOP_LEVEL[k]) or isinstance(v, bool):
+        raise MmeaInputError(f"{k} must be {TOP_LEVEL[k].__name__}, got {v!r}")
+    lo_hi = TOP_LEVEL_RANGES.get(k)
+    if lo_hi is not None and not lo_hi[0] <= v <= lo_hi[1]:
+        raise MmeaInputError(f"{k} must be in [{lo_hi[0]}, {lo_hi[1]}], got {v!r}")
+    return v
+
+
+def resolve_config(raw: dict, validate_model: typing.Callable[[dict], dict]) -> RunConfig:
+    """Validate a raw dict (from TOML + overrides) into a :class:`RunConfig`.
+
+    ``validate_model`` checks the ``[model]`` section against the named model's ``Config``
+    (the job passes it: :func:`mmea.pipelines.align_config.validate_model_section`).
+    """
     kwargs: dict[str, Any] = {}
     for k, v in raw.items():
         if k in TOP_LEVEL:
-            if not isinstance(v, TOP_LEVEL[k]) or isinstance(v, bool):
-                raise MmeaInputError(f"{k} must be {TOP_LEVEL[k].__name__}, got {v!r}")
-            kwargs[k] = v
+            kwargs[k] = _check_top_level(k, v)
         elif k in SECTIONS:
             if not isinstance(v, dict):
                 raise MmeaInputError(f"[{k}] must be a table")
@@ -206,47 +320,36 @@ def resolve_config(raw: dict) -> RunConfig:
         elif k == "model":
             if not isinstance(v, dict):
                 raise MmeaInputError("[model] must be a table")
-            kwargs[k] = validate_model_section(v)
+            kwargs[k] = validate_model(v)
         else:
             valid = sorted([*TOP_LEVEL, *SECTIONS, "model"])
             raise MmeaInputError(f"unknown config key {k!r}; valid keys: {', '.join(valid)}")
-    kwargs.setdefault("model", validate_model_section({}))
+    kwargs.setdefault("model", validate_model({}))
     return RunConfig(**kwargs)
 
 
-def validate_model_section(section: dict) -> dict:
-    """Check the model's parameters against its registered ``Config`` dataclass."""
-    from .models import MODELS
+def read_toml(path: str | Path) -> dict:
+    """A TOML file as a dict; a missing or invalid file is an input error naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise MmeaInputError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8-sig"))
+    except tomllib.TOMLDecodeError as e:
+        raise MmeaInputError(f"{p}: invalid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MmeaInputError(f"{p}: cannot read the config file ({e})") from None
 
-    name = str(section.get("name", "baseline"))
-    cls = MODELS.get(name)
-    params = {k: v for k, v in section.items() if k != "name"}
-    cfg = build_dataclass(cls.Config, params, f"model ({cls.registry_name})")
-    return {"name": cls.registry_name, **dataclasses.asdict(cfg)}
 
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
-    """Read a TOML file (optional), merge ``base`` and the overrides, validate."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise MmeaInputError(f"config file not found: {p}")
-        try:
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise MmeaInputError(f"{p}: invalid TOML: {e}") from None
+def merge_raw(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
+    """The raw config dict: a TOML file (optional), then ``base``, then the ``--set`` overrides."""
+    raw: dict = read_toml(path) if path is not None else {}
     for k, v in (base or {}).items():
         if isinstance(v, dict):
             raw.setdefault(k, {}).update(v)
         else:
             raw[k] = v
-    return resolve_config(apply_overrides(raw, overrides or []))
-
-
-def config_to_dict(cfg: RunConfig) -> dict:
-    d = dataclasses.asdict(cfg)
-    return d
+    return apply_overrides(raw, overrides or [])
 
 
 def _toml_value(v: Any) -> str:

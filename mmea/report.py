@@ -766,7 +766,7 @@ def _gold_targets(run: RunFiles) -> tuple[dict, str | None]:
         why = "the run has no config.toml to reload its dataset from"
     else:
         try:
-            from .config import load_config
+            from .pipelines.align_config import load_config
             from .data.catalog import load_pair_task
 
             cfg = load_config(cpath)

@@ -95,7 +95,7 @@ class FakeAlign:
         self.hits = hits or (lambda cfg: 0.5 + 0.1 * cfg.seed)
         self.fail = fail
 
-    def __call__(self, cfg, out=None, quiet=False):
+    def __call__(self, cfg, out=None, quiet=False, overwrite=False):
         from mmea.config import to_toml
 
         self.calls.append(cfg)
@@ -332,7 +332,7 @@ class FakeLinkpred:
 
     def __call__(self, dataset, data_dir=None, model="transe", sampler="uniform", loss="self-adversarial",
                  dim=None, epochs=None, num_negatives=None, seed=0, device="cpu", out=None, extra=None,
-                 progress=True):
+                 progress=True, overwrite=False):
         from mmea.linkpred.training import config_from_dict, resolve_margin
 
         kw = dict(dataset=dataset, data_dir=data_dir, model=model, sampler=sampler, loss=loss, dim=dim,
@@ -443,7 +443,7 @@ class FakeClep:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, dataset, data_dir=None, values=None, out=None, progress=True, finetune=None):
+    def __call__(self, dataset, data_dir=None, values=None, out=None, progress=True, finetune=None, overwrite=False):
         from mmea.clep.training import clep_config_from_dict
 
         self.calls.append({"dataset": dataset, "data_dir": data_dir, "values": values, "out": out,

@@ -172,7 +172,7 @@ def test_linkpred_and_pretrain_clep_take_a_config_file_under_command_line_option
         calls["linkpred"] = dict(dataset=dataset, model=model, dim=dim, epochs=epochs, seed=seed, extra=extra)
         return {"metrics": {"test": {"mrr": 0.5}}, "metrics_path": tmp_path / "m.json"}
 
-    def fake_clep(dataset, data_dir, values, out, progress=True):
+    def fake_clep(dataset, data_dir, values, out, progress=True, **kw):
         calls["clep"] = dict(dataset=dataset, values=values)
         return {"metrics": {}, "run_dir": tmp_path / "run"}
 

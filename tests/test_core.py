@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mmea.config import apply_overrides, load_config, parse_value, resolve_config, to_toml
+from mmea.config import apply_overrides, parse_value, to_toml
+from mmea.pipelines.align_config import load_config, resolve_config
 from mmea.data import KnowledgeGraph, make_split, parse_numeric
 from mmea.data.catalog import git_blob_sha1, load_catalog
 from mmea.data.parsing import LoadReport, check_links, map_ids, read_id_map, read_int_triples

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmea.config import FeatureConfig, load_config
+from mmea.config import FeatureConfig
+from mmea.pipelines.align_config import load_config
 from mmea.models import MODELS, RunContext
 from mmea.models.gaussian import (GaussianModel, MmeaPointModel, SameGraphUniformSampler, build_network,
                                   kl_rerank_ranks, relation_positives)

@@ -103,7 +103,7 @@ def assert_pngs(srcs: list[str]) -> None:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
     """SelfMEA, 4 epochs, on the demo pair, writing the top 50 candidates per source (~15 s)."""
-    from mmea.config import load_config
+    from mmea.pipelines.align_config import load_config
     from mmea.pipelines.align import run_align
 
     cfg = load_config(None, ["model.epochs=4", "search.topk=50"],

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from mmea.checkpoint import CHECKPOINT_FILE, Checkpointer, TrainingInterrupted
 from mmea.cli import main
-from mmea.config import load_config, to_toml
+from mmea.config import to_toml
+from mmea.pipelines.align_config import load_config
 from mmea.pipelines.align import run_align
 
 

@@ -44,14 +44,14 @@ def __getattr__(name):  # lazy re-exports (PEP 562): keep `import mmea.clep` tor
 
 
 def run_pretrain_clep_cli(dataset: str, data_dir=None, values: dict | None = None, out=None,
-                          progress: bool = True, finetune: dict | None = None) -> dict:
+                          progress: bool = True, finetune: dict | None = None, overwrite: bool = False) -> dict:
     """Load a dataset, pre-train CLEP, evaluate; returns ``{"metrics", "metrics_path", "run_dir"}``.
 
     ``values`` are :class:`ClepConfig` fields (an unknown key is an error that
     lists the valid ones).  ``finetune`` (the benchmark's): LinkPredConfig fields
     of a link-prediction model trained twice in ``RUN/finetune-clep`` (``init_from``
     this run) and ``RUN/finetune-random`` with the same budget; the comparison goes
-    into ``metrics["finetune"]``.
+    into ``metrics["finetune"]``.  ``overwrite``: ``out`` may hold an earlier run, cleared first.
     """
     import time
 
@@ -61,7 +61,7 @@ def run_pretrain_clep_cli(dataset: str, data_dir=None, values: dict | None = Non
 
     config = clep_config_from_dict(dict(values or {}))
     label = Path(dataset).name or "dataset"
-    run = RunDir.create(out or default_run_dir("clep", f"{label}-{config.graph_encoder}"))
+    run = RunDir.create(out or default_run_dir("clep", f"{label}-{config.graph_encoder}"), overwrite=overwrite)
     try:
         with run.stage("load"):
             t0 = time.perf_counter()

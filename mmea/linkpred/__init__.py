@@ -38,7 +38,7 @@ def run_linkpred_cli(dataset: str, data_dir=None, model: str = "transe", sampler
                      loss: str = "self-adversarial", dim: int | None = None, epochs: int | None = None,
                      num_negatives: int | None = None, seed: int = 0, device: str = "cpu", out=None,
                      extra: dict | None = None, progress: bool = True, *, checkpoint_every: int = 1,
-                     stop_after_epochs: int = 0) -> dict:
+                     stop_after_epochs: int = 0, overwrite: bool = False) -> dict:
     """Load a dataset, train and evaluate; returns ``{"metrics", "metrics_path", "embeddings", "run_dir"}``.
 
     ``dataset`` is a catalog name (``fb15k237``) or a folder with
@@ -47,7 +47,7 @@ def run_linkpred_cli(dataset: str, data_dir=None, model: str = "transe", sampler
     ``extra`` holds any other :class:`LinkPredConfig` field (``--set`` style),
     an unknown key being an error that lists the valid ones.  ``checkpoint_every``:
     epochs between checkpoints (0: only on Ctrl-C); ``stop_after_epochs``: a test hook,
-    a Ctrl-C after that many epochs.
+    a Ctrl-C after that many epochs.  ``overwrite``: ``out`` may hold an earlier run, cleared first.
     """
     from ..runs import default_run_dir
     from .training import config_from_dict
@@ -61,7 +61,7 @@ def run_linkpred_cli(dataset: str, data_dir=None, model: str = "transe", sampler
     label = Path(dataset).name if Path(dataset).is_dir() else dataset
     out = out or default_run_dir("linkpred", f"{label}-{config.model}-{config.sampler}")
     return _run_linkpred(config, dataset, data_dir, out, progress, resume=False, checkpoint_every=checkpoint_every,
-                         stop_after_epochs=stop_after_epochs)
+                         stop_after_epochs=stop_after_epochs, overwrite=overwrite)
 
 
 def resume_linkpred(run_dir, progress: bool = True, checkpoint_every: int = 1) -> dict:
@@ -92,7 +92,7 @@ def resume_linkpred(run_dir, progress: bool = True, checkpoint_every: int = 1) -
 
 
 def _run_linkpred(config, dataset: str, data_dir, out, progress: bool, *, resume: bool, checkpoint_every: int,
-                  stop_after_epochs: int = 0) -> dict:
+                  stop_after_epochs: int = 0, overwrite: bool = False) -> dict:
     """Load ``dataset`` and train ``config`` in the run folder ``out`` (Ctrl-C writes the checkpoint first)."""
     import time
 
@@ -101,7 +101,7 @@ def _run_linkpred(config, dataset: str, data_dir, out, progress: bool, *, resume
     from ..runs import RunDir
     from .training import train_link_prediction
 
-    run = RunDir.create(out, resume=resume)
+    run = RunDir.create(out, resume=resume, overwrite=overwrite)
     ckpt = Checkpointer(run.path, every=checkpoint_every, resume_command=f"mmea linkpred --resume {run.path}",
                         stop_after_epochs=stop_after_epochs)
     try:

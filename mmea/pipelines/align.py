@@ -91,7 +91,7 @@ def write_test_ranks(run_dir: Path, ranks: np.ndarray) -> Path:
 
 def resume_config(run_dir: str | Path) -> RunConfig:
     """The resolved config of an ``mmea align`` run directory, for ``--resume``; input errors say what is wrong."""
-    from ..config import load_config
+    from .align_config import load_config
 
     path = Path(run_dir)
     if not path.is_dir():
@@ -106,17 +106,20 @@ def resume_config(run_dir: str | Path) -> RunConfig:
 
 
 def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, resume: bool = False,
-              checkpoint_every: int = 1, stop_after_epochs: int = 0) -> dict:
+              overwrite: bool = False, checkpoint_every: int = 1, stop_after_epochs: int = 0) -> dict:
     """Run one alignment; returns ``{"metrics", "metrics_path", "alignment", "run_dir"}``.
 
     ``resume``: ``out`` is an interrupted run of ``cfg``: its ``checkpoint.pt`` (if any) is
     checked before anything runs and training continues after its epoch; the outputs are
-    written into the same directory.  ``checkpoint_every``: epochs between checkpoints (0:
-    only on Ctrl-C).  ``stop_after_epochs``: a test hook, a Ctrl-C after that many epochs.
+    written into the same directory.  ``overwrite``: ``out`` may hold an earlier run, which is
+    cleared first (without it a non-empty ``out`` is refused).  ``checkpoint_every``: epochs
+    between checkpoints (0: only on Ctrl-C).  ``stop_after_epochs``: a test hook, a Ctrl-C
+    after that many epochs.  The run's ``complete.json`` is written last, after every output.
     """
     if resume and out is None:
         raise MmeaInputError("resume needs the run directory")
-    run = RunDir.create(out or default_run_dir("align", dataset_label(cfg)), resume=resume)
+    resolve_device(cfg.device)  # a device that does not exist fails before anything is written
+    run = RunDir.create(out or default_run_dir("align", dataset_label(cfg)), resume=resume, overwrite=overwrite)
     ckpt = Checkpointer(run.path, every=checkpoint_every, resume_command=f"mmea align --resume {run.path}",
                         stop_after_epochs=stop_after_epochs)
     try:
@@ -125,11 +128,19 @@ def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, r
                 log.warning("%s: no checkpoint, so training starts from the beginning", run.path)
         else:
             run.write_config(to_toml(dataclasses.asdict(cfg)))
-        return _align_in(run, cfg, ckpt, quiet)
-    except TrainingInterrupted:
+        result = _align_in(run, cfg, ckpt, quiet)
+        run.mark_complete(model=result["metrics"].get("model"), dataset=result["metrics"].get("dataset"))
+        return result
+    except TrainingInterrupted as e:
+        run.record_failure(e)
         raise
     except KeyboardInterrupt:  # outside the training loop: nothing to save, but the run can be resumed
-        raise ckpt.interrupted() from None
+        e = ckpt.interrupted()
+        run.record_failure(e)
+        raise e from None
+    except BaseException as e:
+        run.record_failure(e)
+        raise
     finally:
         run.close()
 
