@@ -21,7 +21,6 @@ the key (:class:`~mmea.errors.MmeaInputError`, exit code 2):
 from __future__ import annotations
 
 import dataclasses
-import sys
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,10 +35,7 @@ from pydantic import Field
 
 from .errors import MmeaInputError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib  # Python >= 3.11 (pyproject.toml requires it)
 
 # ---- declared ranges: every numeric config field uses one of these (or its own Annotated range)
 #: an integer >= 1 (sizes, counts, k)
