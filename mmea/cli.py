@@ -31,11 +31,9 @@ Examples:
 """
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled exactly like Ctrl-C (checkpoint first, resume hint), exit code 143."""
-
-
 def _on_sigterm(signum, frame):  # noqa: ARG001 - the signal handler's signature
+    from .errors import Terminated
+
     raise Terminated("terminated (SIGTERM)")
 
 
@@ -75,13 +73,13 @@ class MmeaGroup(click.Group):
         except (click.ClickException, click.exceptions.Abort):
             raise
         except KeyboardInterrupt as e:  # a TrainingInterrupted says how to resume
-            text = str(e) or "interrupted"
-            if isinstance(e, Terminated) or isinstance(e.__context__, Terminated):
-                text = text if "SIGTERM" in text else f"terminated (SIGTERM): {text}"
-                click.echo(text, err=True)
-                sys.exit(143)
+            from .errors import interrupt_exit_code
+
+            text, code = str(e) or "interrupted", interrupt_exit_code(e)
+            if code == 143 and "SIGTERM" not in text:
+                text = f"terminated (SIGTERM): {text}"
             click.echo(text, err=True)
-            sys.exit(130)
+            sys.exit(code)
         except BrokenPipeError:  # `mmea ... | head`: the reader stopped early; not an error
             import os
 

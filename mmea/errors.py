@@ -48,3 +48,12 @@ class DataFormatError(MmeaInputError):
 
 class DatasetNotFoundError(MmeaInputError):
     """A dataset could not be found locally and could not be downloaded."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled exactly like Ctrl-C (a checkpoint first, the resume hint); exit code 143."""
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """143 for a stop caused by SIGTERM (the exception or the one it interrupted), else 130 (Ctrl-C)."""
+    return 143 if isinstance(exc, Terminated) or isinstance(exc.__context__, Terminated) else 130

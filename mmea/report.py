@@ -50,6 +50,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import MmeaError, MmeaInputError
+from .runs import atomic_write_text, check_complete
 
 __all__ = [
     "REPORT_FILE",
@@ -141,6 +142,7 @@ def load_run(run_dir: str | Path) -> RunFiles:
     path = Path(run_dir)
     if not path.is_dir():
         raise MmeaInputError(f"{path}: run directory not found (mmea report reads a directory written by mmea align)")
+    check_complete(path)  # an interrupted, failed or edited run is refused, never reported
     mpath = path / "metrics.json"
     if not mpath.is_file():
         raise MmeaInputError(f"{mpath}: file not found, so {path} is not a finished mmea align run")
@@ -897,5 +899,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     sections = build_sections(run)
     dest = Path(out) if out else run.path / REPORT_FILE
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(render_html(run, sections), encoding="utf-8")
+    atomic_write_text(dest, render_html(run, sections))
     return dest, sections

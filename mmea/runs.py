@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import MmeaError, MmeaInputError
+from .errors import MmeaError, MmeaInputError, interrupt_exit_code
 
 log = logging.getLogger("mmea")
 
@@ -158,7 +158,7 @@ def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
 def exit_code_of(exc: BaseException) -> int:
     """The CLI exit code an exception ends with (see :mod:`mmea.cli`)."""
     if isinstance(exc, KeyboardInterrupt):
-        return 130
+        return interrupt_exit_code(exc)
     if isinstance(exc, MmeaError):
         return exc.exit_code
     return 1

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from mmea.cli import main
+from mmea.runs import RunDir
 from mmea.report import (NOT_AVAILABLE, SECTION_TITLES, gold_ranks, history_series, hits_curve, precision_coverage,
                          write_report)
 
@@ -168,6 +169,7 @@ def test_top1_alignment_plots_the_metrics_points_and_reloads_the_gold_names(demo
     (run / "test_ranks.npy").unlink()  # as runs made before test_ranks.npy existed
     df = pd.read_csv(run / "alignment.csv", keep_default_na=False, dtype=str)
     df[df["rank"] == "1"].to_csv(run / "alignment.csv", index=False)  # what the default --topk 1 writes
+    RunDir(run).mark_complete()  # re-seal the edited run (check_complete refuses an edited alignment.csv)
     path, sections = write_report(run)
     assert path == run / "report.html" and all(s.available for s in sections)
     page = parse(path)
@@ -192,6 +194,7 @@ def test_run_without_calibration_gold_or_training_says_not_available(demo_run, t
     m["model"] = "baseline"
     m["model_info"] = {"name_encoder": m["model_info"]["name_encoder"]}
     (run / "metrics.json").write_text(json.dumps(m))
+    RunDir(run).mark_complete()  # re-seal the edited run (check_complete refuses an edited alignment.csv)
     r = CliRunner().invoke(main, ["report", str(run)], catch_exceptions=False)
     assert r.exit_code == 0 and "not available" in r.output
     page = parse(run / "report.html")
