@@ -77,7 +77,9 @@ FEATURE_FORMAT_VERSION = 1
 
 def default_cache_root() -> Path:
     """``$MMEA_HOME/cache`` (``MMEA_HOME`` defaults to ``~/.cache/mmea``)."""
-    return Path(os.environ.get("MMEA_HOME") or "~/.cache/mmea").expanduser() / "cache"
+    from .home import mmea_home
+
+    return mmea_home() / "cache"
 
 
 def parse_modalities(spec: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import DatasetNotFoundError, MmeaInputError
+from ..home import mmea_home  # noqa: F401  (re-exported: mmea.data.catalog.mmea_home)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,10 +33,6 @@ else:  # pragma: no cover
 log = logging.getLogger("mmea.data")
 
 CATALOG_PATH = Path(__file__).resolve().parents[2] / "datasets" / "catalog.toml"
-
-
-def mmea_home() -> Path:
-    return Path(os.environ.get("MMEA_HOME") or Path.home() / ".cache" / "mmea").expanduser()
 
 
 @dataclass(frozen=True)

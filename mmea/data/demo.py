@@ -1051,7 +1051,7 @@ def ensure_demo(root: str | Path | None = None, seed: int = 0, spec: DemoSpec | 
     function) is regenerated.
     """
     if root is None:
-        from .catalog import mmea_home
+        from ..home import mmea_home
 
         root = mmea_home() / "demo"
     folder = Path(root) / demo_folder_name(seed, spec)
