@@ -372,6 +372,8 @@ def write_no_calibration(run_dir: str | Path, reason: str) -> Calibration:
 def load_calibration(run_dir: str | Path, feature: str | None = None) -> Calibration:
     """The run's calibration; with another ``feature`` than the stored one, refitted from ``valid_scores.npz``."""
     path = Path(run_dir) / CALIBRATION_FILE
+    if path.is_dir():
+        raise MmeaInputError(f"{path}: is a directory, not a file")
     if not path.is_file():
         raise MmeaInputError(f"{path}: file not found",
                              hint="runs made before calibration existed have none; re-run mmea align")
@@ -379,6 +381,8 @@ def load_calibration(run_dir: str | Path, feature: str | None = None) -> Calibra
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MmeaInputError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise MmeaInputError(f"{path}: cannot be read ({e.strerror or e})") from None
     cal = Calibration.from_dict(data, path)
     if feature is None or not cal.available or feature == cal.feature:
         return cal
@@ -392,13 +396,6 @@ def load_calibration(run_dir: str | Path, feature: str | None = None) -> Calibra
     return refit
 
 
-def _bool_column(values) -> Any:
-    import pandas as pd
-
-    m = {"true": True, "1": True, "false": False, "0": False, "": None, "nan": None, "<na>": None}
-    return pd.array([m.get(str(v).strip().lower()) for v in values], dtype="boolean")
-
-
 def calibrated_alignment(run_dir: str | Path, *, feature: str | None = None,
                          calibration: Calibration | None = None):
     """A run's ``alignment.csv`` with ``est_precision`` on each source's predicted pair.
@@ -406,24 +403,22 @@ def calibrated_alignment(run_dir: str | Path, *, feature: str | None = None,
     The predicted pair of a source is its first row (rank 1), or its ``matched``
     row when the run used a matcher (a source without one has no prediction).
     Other rows get an empty ``est_precision``.  Returns ``(frame, calibration or
-    None)``; the frame has the file's columns, ``est_precision``, and
-    ``_predicted`` / ``_pos`` (the row's position within its source, 0 first).
+    None)``; the frame has the file's columns (numbers and booleans parsed, a bad
+    value is a :class:`~mmea.errors.DataFormatError` naming the line), ``est_precision``,
+    and ``_predicted`` / ``_pos`` (the row's position within its source, 0 first);
+    ``frame.attrs["alignment_format"]`` says what was read
+    (:class:`~mmea.alignment_csv.AlignmentFormat`).
     """
-    from .export import read_alignment
+    from .alignment_csv import read_alignment_file
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MmeaInputError(f"{run_dir}: run directory not found")
     path = run_dir / "alignment.csv"
-    if not path.is_file():
+    if not path.exists():
         raise MmeaInputError(f"{path}: file not found", hint="RUN_DIR must be a directory written by mmea align")
-    df = read_alignment(path).drop(columns=["_line"])
-    for col in ("csls", "margin"):
-        if col in df:
-            df[col] = np.asarray([float(v) if str(v).strip() else np.nan for v in df[col]], np.float64)
-    for col in ("gold", "mutual"):
-        if col in df:
-            df[col] = _bool_column(df[col])
+    df, fmt = read_alignment_file(path, run_file=True)
+    df = df.drop(columns=["_line"])
     df["_pos"] = df.groupby("src_id", sort=False).cumcount().to_numpy()
     if "matched" in df:
         df["_predicted"] = df["matched"].fillna(False).to_numpy(dtype=bool) & (df["_pos"].to_numpy() == 0)
@@ -433,17 +428,19 @@ def calibrated_alignment(run_dir: str | Path, *, feature: str | None = None,
         try:
             calibration = load_calibration(run_dir, feature)
         except MmeaInputError:
-            if (run_dir / CALIBRATION_FILE).is_file():
+            if (run_dir / CALIBRATION_FILE).exists():
                 raise
             calibration = None
     est = np.full(len(df), np.nan)
     if calibration is not None and calibration.available:
         col = calibration.feature
         if col not in df:
-            raise MmeaInputError(f"{path}: no {col!r} column to calibrate (the calibration uses the {col})")
+            raise MmeaInputError(f"{path}, line {fmt.header_line}: no {col!r} column to calibrate (the "
+                                 f"calibration uses the {col}; columns: {', '.join(fmt.columns)})")
         pred = df["_predicted"].to_numpy()
         est[pred] = calibration.predict(df.loc[pred, col].to_numpy(dtype=np.float64))
     df["est_precision"] = est
+    df.attrs["alignment_format"] = fmt
     return df, calibration
 
 
@@ -485,6 +482,11 @@ def export_summary(df, selected, calibration: Calibration | None) -> dict:
             out["test_correct"] = int(judged.astype(bool).sum())
             out["test_precision"] = out["test_correct"] / out["test_judged"]
     if calibration is not None and calibration.available:
-        out["calibration"] = {"feature": calibration.feature, "n_valid": calibration.n_valid,
-                              "valid_hits@1": calibration.n_correct / calibration.n_valid}
+        out["calibration"] = {"available": True, "feature": calibration.feature, "n_valid": calibration.n_valid,
+                              "n_correct": calibration.n_correct,
+                              "valid_hits@1": calibration.n_correct / calibration.n_valid,
+                              "max_estimate": float(calibration.y.max()), "few_valid": calibration.n_valid < FEW_VALID}
+    else:
+        out["calibration"] = {"available": False,
+                              "reason": calibration.reason if calibration is not None else f"no {CALIBRATION_FILE}"}
     return out

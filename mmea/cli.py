@@ -286,7 +286,13 @@ Examples:
               help="Gold links: two columns src_id tgt_id (tab or space separated).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate(alignment, gold, as_json):
-    """Score any alignment CSV (also from other tools) against gold links."""
+    """Score any alignment CSV (also from other tools) against gold links.
+
+    Prints which format was read (header or headerless, columns used, skipped
+    lines). With several candidates per source it also reports hits@k, MRR and MR;
+    a gold target missing from its source's candidates is a miss at every k (see
+    docs/export.md).
+    """
     import json
 
     from .export import evaluate_alignment_file
@@ -294,9 +300,31 @@ def evaluate(alignment, gold, as_json):
     res = evaluate_alignment_file(alignment, gold)
     if as_json:
         click.echo(json.dumps(res, indent=2, default=str))
+        for w in res["warnings"]:
+            click.echo(f"warning: {w}", err=True)
         return
+    _print_evaluation(res)
+
+
+def _print_evaluation(res: dict) -> None:
+    """The text form of :func:`mmea.export.evaluate_alignment_file`'s result."""
+    click.echo(res["format"]["description"])
+    for w in res["warnings"]:
+        click.echo(f"warning: {w}", err=True)
     for k, v in res.items():
+        if k in ("format", "warnings", "ranking"):
+            continue
         click.echo(f"{k:20s} {v:.4f}" if isinstance(v, float) else f"{k:20s} {v}")
+    rk = res.get("ranking")
+    if rk:
+        click.echo(f"ranking over the candidate lists (at most {rk['max_candidates']} per source; "
+                   f"{rk['gold_found']} of {rk['num_gold_pairs']} gold targets among them):")
+        for k, v in rk.items():
+            if k in ("missing_gold", "max_candidates", "num_gold_pairs", "gold_found"):
+                continue
+            click.echo(f"  {k:18s} {v:.4f}" if isinstance(v, float) else f"  {k:18s} {v}")
+        if rk["gold_missing"]:
+            click.echo(f"  note: {rk['missing_gold']}")
 
 
 @main.command("export", epilog="""\b
@@ -333,78 +361,46 @@ def export_cmd(run_dir, min_precision, fmt, out, topk, feature, src_base_iri, tg
     """
     import json
 
-    from .calibration import CALIBRATION_FILE, FEW_VALID, calibrated_alignment, export_summary, select_pairs
-    from .errors import MmeaInputError
-    from .export import write_csv, write_jsonl, write_ntriples
+    from .export import export_run
 
-    if min_precision is not None and not (0.0 < min_precision <= 1.0):
-        raise MmeaInputError(f"--min-precision must be in (0, 1], got {min_precision}")
-    if topk < 1:
-        raise MmeaInputError(f"--topk must be >= 1, got {topk}")
-    if fmt == "nt" and topk > 1:
-        raise MmeaInputError("--format nt asserts owl:sameAs, so it takes one target per source",
-                             hint="use --topk 1 with nt, or csv/jsonl for alternatives")
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise MmeaInputError(f"{run}: run directory not found", hint="pass a directory written by mmea align")
-    cal_path = run / CALIBRATION_FILE
-    if min_precision is not None and not cal_path.is_file():
-        raise MmeaInputError(f"{cal_path}: file not found, so --min-precision cannot be applied",
-                             hint="re-run mmea align (runs made before calibration existed have none)")
-    df, cal = calibrated_alignment(run, feature=feature)
-    if min_precision is not None and not cal.available:
-        raise MmeaInputError(f"{cal_path}: no calibration ({cal.reason}), so --min-precision cannot be applied",
-                             hint="align with gold seeds (e.g. mmea align --seed-ratio 0.3) so that validation "
-                                  "links exist, or export without --min-precision")
-    selected = select_pairs(df, min_precision, topk)
     to_stdout = out == "-"
     echo = (lambda msg: click.echo(msg, err=True)) if to_stdout else click.echo
-    dest = click.get_text_stream("stdout") if to_stdout else \
-        Path(out) if out else run / (f"export-p{min_precision:g}.{fmt}" if min_precision else f"export.{fmt}")
-    nt = None
-    try:
-        if fmt == "csv":
-            write_csv(selected, dest)
-        elif fmt == "jsonl":
-            write_jsonl(selected, dest)
-        else:
-            what = f"est_precision >= {min_precision:g}" if min_precision else "every predicted pair"
-            nt = write_ntriples(selected, dest, src_base=src_base_iri, tgt_base=tgt_base_iri,
-                                header=f"mmea export of {run}: owl:sameAs, {what}")
-            selected = selected.loc[nt["written_rows"]]
-    except BrokenPipeError:  # `mmea export ... --out - | head`: the reader stopped; not an error
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
-    summary = export_summary(df, selected, cal)
-    summary.update({"run_dir": str(run), "out": "-" if to_stdout else str(dest), "format": fmt,
-                    "min_precision": min_precision, "topk": topk})
-    if nt is not None:
-        summary["nt_skipped"] = nt["skipped"]
+    summary = export_run(run_dir, min_precision=min_precision, fmt=fmt, out=out, topk=topk, feature=feature,
+                         src_base_iri=src_base_iri, tgt_base_iri=tgt_base_iri,
+                         stream=click.get_text_stream("stdout") if to_stdout else None)
     if as_json:
         echo(json.dumps(summary, indent=2, default=str))
+        for w in summary["warnings"]:
+            click.echo(f"warning: {w}", err=True)
         return
-    if cal is not None and cal.available:
-        echo(f"calibration: isotonic on the {cal.feature}, {cal.n_valid} validation links "
-             f"(valid H@1 {cal.n_correct / cal.n_valid:.3f})")
-        if cal.n_valid < FEW_VALID:
-            echo(f"warning: only {cal.n_valid} validation links, so the precision estimates are coarse "
+    _print_export_summary(summary, echo)
+
+
+def _print_export_summary(summary: dict, echo) -> None:
+    """The text form of :func:`mmea.export.export_run`'s summary."""
+    cal, min_precision = summary["calibration"], summary["min_precision"]
+    for w in summary["warnings"]:
+        echo(f"warning: {w}")
+    if cal["available"]:
+        echo(f"calibration: isotonic on the {cal['feature']}, {cal['n_valid']} validation links "
+             f"(valid H@1 {cal['valid_hits@1']:.3f})")
+        if cal["few_valid"]:
+            echo(f"warning: only {cal['n_valid']} validation links, so the precision estimates are coarse "
                  f"(more seeds or --set data.valid_ratio=0.3 give more)")
     else:
-        echo("warning: no calibration for this run" + (f" ({cal.reason})" if cal is not None else "")
-             + ": est_precision is empty")
-    if nt is not None and nt["skipped"]:
-        echo(f"warning: skipped {nt['skipped']} pairs whose source or target has no absolute IRI "
-             f"(e.g. {', '.join(repr(x) for x in nt['skipped_examples'])}); "
+        echo(f"warning: no calibration for this run ({cal['reason']}): est_precision is empty")
+    if summary.get("nt_skipped"):
+        echo(f"warning: skipped {summary['nt_skipped']} pairs whose source or target has no absolute IRI "
+             f"(e.g. {', '.join(repr(x) for x in summary['nt_skipped_examples'])}); "
              f"--src-base-iri / --tgt-base-iri mint IRIs for them")
     target = f" with estimated precision >= {min_precision:g}" if min_precision else ""
     mean = summary["mean_est_precision"]
     echo(f"exported {summary['exported_pairs']} of {summary['sources']} sources (coverage "
          f"{summary['coverage']:.3f}){target}" + (f", mean estimate {mean:.3f}" if mean is not None else "")
          + f": {summary['out']}")
-    if summary["exported_pairs"] == 0 and min_precision and cal is not None and cal.available:
-        echo(f"no pair reaches {min_precision:g}: the highest estimate of this calibration is {cal.y.max():.3f}")
+    if summary["exported_pairs"] == 0 and min_precision and cal["available"]:
+        echo(f"no pair reaches {min_precision:g}: the highest estimate of this calibration is "
+             f"{cal['max_estimate']:.3f}")
     elif "test_precision" in summary:
         echo(f"test precision of the exported pairs: {summary['test_precision']:.4f} "
              f"({summary['test_correct']} of {summary['test_judged']} with a gold test link correct)")

@@ -24,7 +24,6 @@ any other tool (only ``src_id`` and ``tgt_id`` are required; ``rank``,
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -34,15 +33,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import DataFormatError, MmeaInputError
+from .alignment_csv import AlignmentFormat, read_alignment, read_alignment_file, read_gold_links
+from .errors import MmeaError, MmeaInputError
 
 __all__ = [
     "COLUMNS",
     "alignment_frame",
     "write_alignment",
     "read_alignment",
+    "read_alignment_file",
     "read_gold_links",
     "evaluate_alignment_file",
+    "candidate_ranking",
+    "export_run",
     "write_csv",
     "write_jsonl",
     "write_ntriples",
@@ -53,10 +56,6 @@ __all__ = [
 COLUMNS = ["src_id", "src_uri", "src_name", "tgt_id", "tgt_uri", "tgt_name", "score", "rank", "csls", "margin",
            "mutual", "gold"]
 
-_SRC_ALIASES = ("src_id", "source_id", "source", "src", "left", "ent1", "e1", "entity1")
-_TGT_ALIASES = ("tgt_id", "target_id", "target", "tgt", "right", "ent2", "e2", "entity2")
-_TRUE = {"true", "1", "yes", "t", "y"}
-_FALSE = {"false", "0", "no", "f", "n"}
 
 
 # -- export ------------------------------------------------------------------------
@@ -322,146 +321,7 @@ def write_ntriples(df, dest: Any, *, src_base: str | None = None, tgt_base: str 
             "written_rows": ok}
 
 
-# -- reading ----------------------------------------------------------------------
-
-def _parse_bool(path, line_no, text, value: str, col: str):
-    v = value.strip().lower()
-    if v == "":
-        return None
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise DataFormatError(path, line_no, text, f"column {col!r}: {value!r} is not a boolean")
-
-
-def read_alignment(path: str | Path):
-    """Read and validate an alignment CSV (comma or tab separated) into a ``pandas.DataFrame``.
-
-    Requires ``src_id`` and ``tgt_id`` columns (aliases such as ``source`` /
-    ``target`` are accepted), or no header and 2-3 fields per line
-    (``src_id, tgt_id[, score]``).  Optional ``score`` (number), ``rank``
-    (integer >= 1) and ``matched`` (boolean) are checked.  The frame keeps every
-    column as read plus ``_line`` (the line number of each row).  Any malformed
-    row raises :class:`DataFormatError` naming the file, line and text.
-    """
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, None, None, "file not found")
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            text = fh.read()
-    except UnicodeDecodeError as e:
-        raise DataFormatError(path, None, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    lines = text.splitlines()
-    first = next((ln for ln in lines if ln.strip()), None)
-    if first is None:
-        raise DataFormatError(path, None, None, "empty alignment file")
-    delim = "\t" if ("\t" in first and "," not in first) else ","
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=delim)
-
-    def raw(line_no: int) -> str:
-        return lines[line_no - 1] if 0 < line_no <= len(lines) else ""
-
-    header: list[str] | None = None
-    rows: list[list[str]] = []
-    line_nos: list[int] = []
-    try:
-        for fields in reader:
-            ln = reader.line_num
-            if not any(f.strip() for f in fields):
-                continue
-            if header is None:
-                names = [f.strip().lower() for f in fields]
-                src_col = next((a for a in _SRC_ALIASES if a in names), None)
-                tgt_col = next((a for a in _TGT_ALIASES if a in names), None)
-                if src_col and tgt_col:
-                    header = [f.strip() for f in fields]
-                    header[names.index(src_col)] = "src_id"
-                    header[names.index(tgt_col)] = "tgt_id"
-                    header = [h.lower() if h.lower() in ("score", "rank", "matched", "csls", "margin") else h
-                              for h in header]
-                    if len(set(header)) != len(header):
-                        raise DataFormatError(path, ln, raw(ln), "duplicate column names in the header")
-                    continue
-                if len(fields) in (2, 3):
-                    header = ["src_id", "tgt_id", "score"][: len(fields)]
-                else:
-                    raise DataFormatError(path, ln, raw(ln), "no src_id and tgt_id columns in the header",
-                                          hint="the first line must name the columns, e.g. src_id,tgt_id,score")
-            if len(fields) != len(header):
-                raise DataFormatError(path, ln, raw(ln), f"expected {len(header)} fields, found {len(fields)}")
-            rows.append(fields)
-            line_nos.append(ln)
-    except csv.Error as e:
-        raise DataFormatError(path, reader.line_num, raw(reader.line_num), f"malformed CSV ({e})") from None
-    if header is None:
-        raise DataFormatError(path, None, None, "empty alignment file")
-
-    df = pd.DataFrame(rows, columns=header, dtype=object)
-    df["_line"] = line_nos
-    si, ti = header.index("src_id"), header.index("tgt_id")
-    for r, ln in zip(rows, line_nos):
-        if not r[si].strip() or not r[ti].strip():
-            raise DataFormatError(path, ln, raw(ln), "empty src_id or tgt_id")
-    df["src_id"] = [r[si].strip() for r in rows]
-    df["tgt_id"] = [r[ti].strip() for r in rows]
-    if "score" in header:
-        vals = []
-        for v, ln in zip(df["score"], line_nos):
-            try:
-                f = float(v) if str(v).strip() else math.nan
-            except ValueError:
-                raise DataFormatError(path, ln, raw(ln), f"score {v!r} is not a number") from None
-            if math.isinf(f):
-                raise DataFormatError(path, ln, raw(ln), f"score {v!r} is not finite")
-            vals.append(f)
-        df["score"] = np.asarray(vals, dtype=np.float64)
-    if "rank" in header:
-        vals = []
-        for v, ln in zip(df["rank"], line_nos):
-            s = str(v).strip()
-            if not s:
-                vals.append(None)
-                continue
-            try:
-                f = float(s)
-            except ValueError:
-                f = math.nan
-            if not (math.isfinite(f) and f == int(f) and f >= 1):
-                raise DataFormatError(path, ln, raw(ln), f"rank {v!r} is not an integer >= 1")
-            vals.append(int(f))
-        df["rank"] = pd.array(vals, dtype="Int64")
-    if "matched" in header:
-        df["matched"] = pd.array([_parse_bool(path, ln, raw(ln), str(v), "matched")
-                                  for v, ln in zip(df["matched"], line_nos)], dtype="boolean")
-    return df
-
-
-def read_gold_links(path: str | Path) -> list[tuple[int, str, str]]:
-    """``(line_no, src_id, tgt_id)`` from a file of ``src_id<whitespace>tgt_id`` lines.
-
-    Tabs or spaces separate the two ids; an optional header ``src_id tgt_id``
-    and ``#`` comment lines are skipped; a line with another number of fields is a :class:`DataFormatError`.
-    """
-    from .data.parsing import iter_lines
-
-    out = []
-    for ln, line in iter_lines(path):
-        if line.lstrip().startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise DataFormatError(path, ln, line, f"expected 2 fields (src_id tgt_id), found {len(parts)}")
-        if not out and [p.lower() for p in parts] == ["src_id", "tgt_id"]:
-            continue
-        out.append((ln, parts[0], parts[1]))
-    if not out:
-        raise DataFormatError(path, None, None, "no gold links in the file")
-    return out
-
+# -- scoring an alignment file (mmea evaluate) ---------------------------------------
 
 def _resolver(index: Any):
     """id -> key: a KnowledgeGraph (id or URI -> internal id), a mapping, or identity."""
@@ -489,13 +349,64 @@ def _resolve_all(keys: Sequence[str], lines: Sequence[int], index: Any, what: st
     return out
 
 
+#: How ``ranking`` treats a gold target that is not among its source's candidates (also in docs/export.md).
+MISSING_GOLD_POLICY = (
+    "a gold target outside its source's candidate list is a miss at every k (hits@k) and adds 0 to mrr; "
+    "mr is null unless every gold target is among the candidates: mr_found is the mean rank of the found "
+    "ones, mr_lower_bound puts each missing one at its list length + 1 (the best rank it could have)")
+
+
+def _candidate_lists(df, a_src: list, a_tgt: list) -> tuple[np.ndarray, dict]:
+    """``(row order, {source: [targets best first]})``: by ``rank``, then ``score`` (desc), then file order."""
+    rank = df["rank"].to_numpy(dtype=float, na_value=np.inf) if "rank" in df else np.full(len(df), np.inf)
+    score = df["score"].to_numpy(dtype=float, na_value=np.nan) if "score" in df else np.zeros(len(df))
+    score = np.where(np.isnan(score), -np.inf, score)
+    order = np.lexsort((np.arange(len(df)), -score, rank))
+    lists: dict[Any, list] = {}
+    seen: set = set()
+    for i in order.tolist():
+        if (a_src[i], a_tgt[i]) not in seen:  # two ids resolving to one entity: keep the better-ranked row
+            seen.add((a_src[i], a_tgt[i]))
+            lists.setdefault(a_src[i], []).append(a_tgt[i])
+    return order, lists
+
+
+def candidate_ranking(lists: dict, gold_pairs: Sequence, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Ranking metrics of gold pairs against per-source candidate lists (see :data:`MISSING_GOLD_POLICY`).
+
+    A gold target absent from its source's list (or a gold source with no list) is a
+    miss at every ``k`` and contributes 0 to ``mrr``; ``mr`` is ``None`` then, with
+    ``mr_found`` (mean rank of the found targets) and ``mr_lower_bound`` (each missing
+    target at its list length + 1) alongside.  ``hits@k`` for ``k`` above a list's
+    length can only undercount: the file does not say where a missing target ranks.
+    """
+    pos = {s: {t: i + 1 for i, t in reversed(list(enumerate(lst)))} for s, lst in lists.items()}
+    found, lower = [], []
+    pairs = list(dict.fromkeys(gold_pairs))
+    for s, t in pairs:
+        r = pos.get(s, {}).get(t)
+        if r is not None:
+            found.append(r)
+        lower.append(r if r is not None else len(lists.get(s, [])) + 1)
+    n, f = len(pairs), np.asarray(found, dtype=np.float64)
+    out = {f"hits@{k}": float((f <= k).sum() / n) for k in ks}
+    out["mrr"] = float((1.0 / f).sum() / n)
+    out["mr"] = float(f.mean()) if len(f) == n else None
+    out["mr_found"] = float(f.mean()) if len(f) else None
+    out["mr_lower_bound"] = float(np.mean(lower))
+    out.update({"gold_in_candidates": len(f) / n, "gold_found": len(f), "gold_missing": n - len(f),
+                "num_gold_pairs": n, "max_candidates": max(len(v) for v in lists.values()),
+                "missing_gold": MISSING_GOLD_POLICY})
+    return out
+
+
 def evaluate_alignment_file(alignment_csv: str | Path, gold_links_path: str | Path, *,
                             src_index: Any = None, tgt_index: Any = None,
                             ks: Sequence[int] = (1, 5, 10)) -> dict:
     """Score an alignment CSV against gold links (backs ``mmea evaluate --alignment FILE --gold LINKS``).
 
     Args:
-        alignment_csv: see :func:`read_alignment`.
+        alignment_csv: see :func:`mmea.alignment_csv.read_alignment_file`.
         gold_links_path: ``src_id tgt_id`` per line (see :func:`read_gold_links`).
         src_index, tgt_index: optional :class:`~mmea.data.graph.KnowledgeGraph`
             (ids or URIs accepted) or ``{id: key}`` mappings; every id in both
@@ -507,13 +418,13 @@ def evaluate_alignment_file(alignment_csv: str | Path, gold_links_path: str | Pa
         ``hits@1``, ``precision``, ``recall``, ``f1``, ``coverage`` of each
         source's prediction (its ``matched`` row if that column exists, else its
         best-ranked row: by ``rank``, then ``score``, then file order), counts,
-        and ``ranking`` (``hits@k``, ``mr``, ``mrr``) when some source has several
-        candidates; a gold target missing from a list counts as rank ``K + 1``
-        (``K`` = the longest list), so ``mr`` is then a lower bound.
+        ``format`` (what was read: header or not, columns, skipped lines, see
+        :class:`~mmea.alignment_csv.AlignmentFormat`), ``warnings``, and ``ranking``
+        (:func:`candidate_ranking`) when some source has several candidates.
     """
     from .evaluation import alignment_metrics
 
-    df = read_alignment(alignment_csv)
+    df, fmt = read_alignment_file(alignment_csv)
     gold_rows = read_gold_links(gold_links_path)
     lines = df["_line"].tolist()
     a_src = _resolve_all(df["src_id"].tolist(), lines, src_index, "source",
@@ -525,24 +436,13 @@ def evaluate_alignment_file(alignment_csv: str | Path, gold_links_path: str | Pa
                          gold_links_path) if src_index is not None else [g[1] for g in gold_rows]
     g_tgt = _resolve_all([g[2] for g in gold_rows], g_lines, tgt_index, "target",
                          gold_links_path) if tgt_index is not None else [g[2] for g in gold_rows]
-    gold_src = set(g_src)
-    if not gold_src.intersection(a_src):
+    if not set(g_src).intersection(a_src):
         example = ", ".join(repr(x) for x in list(dict.fromkeys(df["src_id"]))[:3])
         raise MmeaInputError(
             f"{alignment_csv}: none of its {len(set(a_src))} source ids appears in the gold links "
             f"{gold_links_path} (e.g. {example})",
             hint="are both files using the same entity ids (or URIs)?")
-
-    # ranked candidate list per source: by rank, then score desc, then file order
-    rank = df["rank"].to_numpy(dtype=float, na_value=np.inf) if "rank" in df else np.full(len(df), np.inf)
-    score = df["score"].to_numpy(dtype=float, na_value=np.nan) if "score" in df else np.zeros(len(df))
-    score = np.where(np.isnan(score), -np.inf, score)
-    order = np.lexsort((np.arange(len(df)), -score, rank))
-    lists: dict[Any, list] = {}
-    for i in order.tolist():
-        lst = lists.setdefault(a_src[i], [])
-        if a_tgt[i] not in lst:
-            lst.append(a_tgt[i])
+    order, lists = _candidate_lists(df, a_src, a_tgt)
     if "matched" in df:
         matched = df["matched"].fillna(False).to_numpy(dtype=bool)
         pred = list(dict((a_src[i], a_tgt[i]) for i in order.tolist()[::-1] if matched[i]).items())
@@ -556,21 +456,117 @@ def evaluate_alignment_file(alignment_csv: str | Path, gold_links_path: str | Pa
         "num_sources": len(lists),
         "num_gold_links": len(set(gold_pairs)),
         **alignment_metrics(pred, gold_pairs),
+        "format": fmt.to_dict(),
+        "warnings": list(fmt.warnings),
     }
-    longest = max(len(v) for v in lists.values())
-    if longest > 1:
-        ranks, found = [], 0
-        for s, t in dict.fromkeys(gold_pairs):
-            lst = lists.get(s, [])
-            if t in lst:
-                ranks.append(lst.index(t) + 1)
-                found += 1
-            else:
-                ranks.append(longest + 1)
-        from .evaluation import ranking_metrics
-
-        rm = ranking_metrics(ranks, ks)
-        rm["mrr"] = float(np.mean([1.0 / r if r <= longest else 0.0 for r in ranks]))
-        out["ranking"] = {**rm, "gold_in_candidates": found / len(ranks), "max_candidates": longest,
-                          "mr_is_lower_bound": found < len(ranks)}
+    if max(len(v) for v in lists.values()) > 1:
+        out["ranking"] = candidate_ranking(lists, gold_pairs, ks)
+        miss = out["ranking"]["gold_missing"]
+        if miss:
+            out["warnings"].append(
+                f"{miss} of {out['ranking']['num_gold_pairs']} gold targets are not among their source's "
+                f"candidates (at most {out['ranking']['max_candidates']} per source): misses at every k")
     return out
+
+
+# -- export of a run (mmea export) -------------------------------------------------
+
+def _output_error(dest: Path, e: OSError) -> MmeaError:
+    """An error naming the output file: bad path -> input error (exit 2), a failing disk -> exit 1."""
+    import errno
+
+    why = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EISDIR: "it is a directory",
+           errno.ENOTDIR: "a parent of it is not a directory", errno.ENOENT: "its folder cannot be created",
+           errno.EEXIST: "a parent of it is a file", errno.EROFS: "read-only file system"}.get(e.errno)
+    hint = "choose another --out (or - for stdout)"
+    if why is not None:
+        return MmeaInputError(f"{dest}: cannot write the export ({why})", hint=hint)
+    return MmeaError(f"{dest}: cannot write the export ({e.strerror or e})", hint=hint)
+
+
+def _write_export(selected, dest: Any, fmt: str, *, header: str, src_base: str | None, tgt_base: str | None):
+    """Write ``selected`` as ``fmt`` to a path (atomically) or a stream; ``nt`` returns its counts."""
+    from .runs import atomic_path
+
+    def write(target):
+        if fmt == "csv":
+            return write_csv(selected, target)
+        if fmt == "jsonl":
+            return write_jsonl(selected, target)
+        return write_ntriples(selected, target, src_base=src_base, tgt_base=tgt_base, header=header)
+
+    if hasattr(dest, "write"):
+        out = write(dest)
+        return out if fmt == "nt" else None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            out = write(tmp)
+    except OSError as e:
+        raise _output_error(dest, e) from None
+    return out if fmt == "nt" else None
+
+
+def _check_export_options(min_precision, fmt: str, topk: int) -> None:
+    if min_precision is not None and not (0.0 < float(min_precision) <= 1.0):
+        raise MmeaInputError(f"--min-precision must be in (0, 1], got {min_precision}")
+    if int(topk) < 1:
+        raise MmeaInputError(f"--topk must be >= 1, got {topk}")
+    if fmt not in ("csv", "jsonl", "nt"):
+        raise MmeaInputError(f"unknown export format {fmt!r}; valid choices: csv, jsonl, nt")
+    if fmt == "nt" and topk > 1:
+        raise MmeaInputError("--format nt asserts owl:sameAs, so it takes one target per source",
+                             hint="use --topk 1 with nt, or csv/jsonl for alternatives")
+
+
+def export_run(run_dir: str | Path, *, min_precision: float | None = None, fmt: str = "csv",
+               out: str | Path | None = None, topk: int = 1, feature: str | None = None,
+               src_base_iri: str | None = None, tgt_base_iri: str | None = None, stream: Any = None) -> dict:
+    """Export a finished run's predicted pairs with ``est_precision`` (backs ``mmea export RUN_DIR``).
+
+    Reads ``RUN_DIR/alignment.csv`` and ``calibration.json``
+    (:func:`~mmea.calibration.calibrated_alignment`), keeps the pairs meeting
+    ``min_precision`` (:func:`~mmea.calibration.select_pairs`) and writes them as
+    ``fmt`` (``csv``, ``jsonl`` or ``nt``) to ``out``: a path (written atomically),
+    ``"-"`` for ``stream``, or ``None`` for ``RUN_DIR/export[-pP].<fmt>``.
+
+    Returns the summary of :func:`~mmea.calibration.export_summary` plus ``run_dir``,
+    ``out``, ``format``, ``min_precision``, ``topk``, ``read`` (what was read from
+    ``alignment.csv``, see :class:`~mmea.alignment_csv.AlignmentFormat`), ``warnings``
+    and, for N-Triples, ``nt_skipped`` / ``nt_skipped_examples``.
+    """
+    from .calibration import CALIBRATION_FILE, calibrated_alignment, export_summary, select_pairs
+    from .runs import check_complete
+
+    _check_export_options(min_precision, fmt, topk)
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise MmeaInputError(f"{run}: run directory not found", hint="pass a directory written by mmea align")
+    check_complete(run)  # mmea.runs' completion record: an interrupted, failed or edited run is refused
+    cal_path = run / CALIBRATION_FILE
+    if min_precision is not None and not cal_path.is_file():
+        raise MmeaInputError(f"{cal_path}: file not found, so --min-precision cannot be applied",
+                             hint="re-run mmea align (runs made before calibration existed have none)")
+    df, cal = calibrated_alignment(run, feature=feature)
+    if min_precision is not None and not cal.available:
+        raise MmeaInputError(f"{cal_path}: no calibration ({cal.reason}), so --min-precision cannot be applied",
+                             hint="align with gold seeds (e.g. mmea align --seed-ratio 0.3) so that validation "
+                                  "links exist, or export without --min-precision")
+    selected = select_pairs(df, min_precision, topk)
+    if out == "-":
+        dest = stream
+    else:
+        dest = Path(out) if out else run / (f"export-p{min_precision:g}.{fmt}" if min_precision else f"export.{fmt}")
+    what = f"est_precision >= {min_precision:g}" if min_precision else "every predicted pair"
+    nt = _write_export(selected, dest, fmt, header=f"mmea export of {run}: owl:sameAs, {what}",
+                       src_base=src_base_iri, tgt_base=tgt_base_iri)
+    if nt is not None:
+        selected = selected.loc[nt["written_rows"]]
+    summary = export_summary(df, selected, cal)
+    read: AlignmentFormat | None = df.attrs.get("alignment_format")
+    summary.update({"run_dir": str(run), "out": "-" if out == "-" else str(dest), "format": fmt,
+                    "min_precision": min_precision, "topk": topk,
+                    "read": read.to_dict() if read else None, "warnings": list(read.warnings) if read else []})
+    if nt is not None:
+        summary.update({"nt_skipped": nt["skipped"], "nt_skipped_examples": nt["skipped_examples"]})
+    return summary

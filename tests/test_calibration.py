@@ -18,6 +18,7 @@ from mmea.data.graph import AlignmentTask, KnowledgeGraph
 from mmea.errors import MmeaInputError
 from mmea.export import OWL_SAME_AS, alignment_frame, nt_iri, write_alignment
 from mmea.pipelines.align import calibrate_run
+from mmea.runs import RunDir
 from mmea.search.matching import align
 
 # an N-Triples line of this export: <IRI> <IRI> <IRI> .  (IRIREF without the forbidden characters)
@@ -168,6 +169,7 @@ def make_run(path, *, topk=3, matcher="none", uris=None, calibrate=True):
     write_alignment(alignment_frame(task, al, topk=topk, gold=task.test), path / "alignment.csv")
     if calibrate:
         write_calibration(path, score_valid_sources(src, tgt, task.valid, rows, cand, cand_r_tgt=al.result.r_tgt))
+    RunDir(path).mark_complete()  # a finished run: mmea export refuses one without its completion record
     return path
 
 
@@ -282,8 +284,8 @@ def test_export_bad_options(run_dir, args, message):
 def test_export_bad_run_directories(tmp_path, run_dir):
     r = cli("export", tmp_path / "nope")
     assert r.exit_code == 2 and "nope: run directory not found" in r.output
-    r = cli("export", tmp_path)
-    assert r.exit_code == 2 and "alignment.csv: file not found" in r.output
+    r = cli("export", tmp_path)  # no completion record (mmea.runs.check_complete)
+    assert r.exit_code == 2 and "is not a finished run" in r.output
     old = make_run(tmp_path / "old", calibrate=False)  # a run from before calibration existed
     r = cli("export", old, "--min-precision", 0.9)
     assert r.exit_code == 2 and "calibration.json: file not found" in r.output

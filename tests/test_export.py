@@ -103,7 +103,8 @@ def test_other_tools_formats(tmp_path, setup):
     r = evaluate_alignment_file(csv, gold)
     assert r["hits@1"] == pytest.approx(2 / 3) and r["coverage"] == pytest.approx(2 / 3)
     assert r["precision"] == 1.0
-    assert r["ranking"]["max_candidates"] == 2 and r["ranking"]["mr_is_lower_bound"]
+    assert r["ranking"]["max_candidates"] == 2 and r["ranking"]["mr"] is None  # a2's gold target is missing
+    assert r["ranking"]["mr_lower_bound"] == pytest.approx((1 + 1 + 1) / 3)  # a2 has no list: rank >= 1
     matched = tmp_path / "matched.csv"  # the matched row is the prediction even when ranked lower
     matched.write_text("src_id,tgt_id,rank,matched\na0,b1,1,false\na0,b0,2,true\n")
     assert evaluate_alignment_file(matched, gold)["precision"] == 1.0
@@ -115,9 +116,9 @@ def test_other_tools_formats(tmp_path, setup):
     ("src_id,tgt_id,rank\na0,b0,1\na1,b1,0\n", 3, "rank"),
     ("src_id,tgt_id,rank\na0,b0,1.5\n", 2, "rank"),
     ("src_id,tgt_id\n,b0\n", 2, "empty src_id"),
-    ("left_entity,right_entity,score,x\na0,b0,1,2\n", 1, "no src_id and tgt_id"),
+    ("left_entity,right_entity,score,x\na0,b0,1,2\n", 1, "header has no source and target column"),
     ("src_id,tgt_id,matched\na0,b0,maybe\n", 2, "boolean"),
-    ('src_id,tgt_id\n"a0,b0\n', 2, "fields"),
+    ('src_id,tgt_id\n"a0,b0\n', 2, "unclosed quote"),
 ])
 def test_bad_alignment_rows(tmp_path, content, line, reason):
     p = tmp_path / "bad.csv"
