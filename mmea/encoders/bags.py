@@ -7,14 +7,14 @@ For entity ``e`` with ``R`` relations and ``A`` attributes,
     BoA(e)[a]     = 1 if e has attribute a else 0                              (eq. 4)
 
 and each bag feeds a linear layer, ``h_r = W_r BoR(e)``, ``h_a = W_a BoA(e)``
-(:class:`SparseLinear`, a ``torch.sparse.mm``).
+(:class:`~mmea.encoders.bags_nn.SparseLinear`, a ``torch.sparse.mm``).
 
 The two KGs of a task usually have different relation and attribute
 vocabularies (``dbo:birthPlace`` vs ``zh-dbp:出生地``).  :func:`shared_vocabulary`
 puts both into one column space, merging columns whose names agree after
 normalisation (:func:`vocabulary_key`) and keeping the others apart.  Columns
 that only one KG uses make the joint matrix block-structured, so one
-:class:`SparseLinear` over the joint space is the same as one linear layer per
+:class:`~mmea.encoders.bags_nn.SparseLinear` over the joint space is the same as one linear layer per
 KG on its own columns plus a shared one on the merged columns.
 """
 
@@ -34,8 +34,6 @@ __all__ = [
     "attribute_names",
     "bag_of_relations",
     "bag_of_attributes",
-    "to_torch_sparse",
-    "SparseLinear",
 ]
 
 
@@ -136,59 +134,3 @@ def bag_of_attributes(kg: KnowledgeGraph, attribute_map: np.ndarray | None = Non
     out.sum_duplicates()
     out.data[:] = 1.0
     return out
-
-
-def to_torch_sparse(matrix, device=None):
-    """A scipy sparse matrix as a coalesced float32 ``torch.sparse_coo_tensor``."""
-    import torch
-
-    coo = matrix.tocoo()
-    idx = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))  # (2, nnz)
-    val = torch.as_tensor(coo.data.astype(np.float32))  # (nnz,)
-    return torch.sparse_coo_tensor(idx, val, coo.shape, device=device, check_invariants=False).coalesce()
-
-
-def _build_sparse_linear():
-    import math
-
-    import torch
-    from torch import nn
-
-    class SparseLinear(nn.Module):
-        """``y = x W + b`` for a sparse (or dense) input ``x (n, in)`` via ``torch.sparse.mm``.
-
-        The linear layer that bag-of-relations / bag-of-attributes vectors feed
-        (SelfMEA eqs. 3-4); ``W`` is ``(in, out)`` with Glorot-uniform init.
-        """
-
-        def __init__(self, in_features: int, out_features: int, bias: bool = True):
-            super().__init__()
-            self.in_features, self.out_features = in_features, out_features
-            bound = math.sqrt(6.0 / (in_features + out_features))
-            self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-bound, bound))
-            self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-        def forward(self, x):
-            """``(n, in)`` sparse COO / CSR or dense -> ``(n, out)``."""
-            y = torch.sparse.mm(x, self.weight) if x.is_sparse or x.layout == torch.sparse_csr \
-                else x @ self.weight  # (n, out)
-            return y + self.bias if self.bias is not None else y
-
-        def extra_repr(self) -> str:
-            return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-    SparseLinear.__module__, SparseLinear.__qualname__ = __name__, "SparseLinear"  # picklable
-    return SparseLinear
-
-
-_LAZY = {"SparseLinear": _build_sparse_linear}
-_BUILT: dict = {}
-
-
-def __getattr__(name: str):
-    # torch classes are built on first access so that importing this module stays instant
-    if name in _LAZY:
-        if name not in _BUILT:
-            _BUILT[name] = _LAZY[name]()
-        return _BUILT[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
