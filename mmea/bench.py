@@ -351,14 +351,24 @@ class AlignBench(BenchTask):
             parts.append("no names")
         else:
             parts.append("names: not recorded")
-        mods = info.get("modalities")
-        if isinstance(mods, dict):  # entity counts per modality (gaussian): the ones some entity has
-            mods = [k for k, v in mods.items() if k != "entities" and v]
+        mods = modalities_used(info)
         if mods:
             parts.append("+".join(map(str, mods)))
         if "iterative" in info:
             parts.append("iterative" if info["iterative"] else "non-iterative")
         return " · ".join(parts)
+
+
+def modalities_used(info: dict) -> list[str]:
+    """The modalities some entity has, from ``model_info.modalities``: a dict modality -> number of
+    entities that have it (every model's shape).  Cells written before that hold a list of names
+    (selfmea) or the dict with an ``"entities"`` total (gaussian); those are read too."""
+    mods = info.get("modalities")
+    if isinstance(mods, list):  # an older selfmea cell
+        return [str(m) for m in mods]
+    if isinstance(mods, dict):
+        return [str(k) for k, v in mods.items() if k != "entities" and v]
+    return []
 
 
 class LinkpredBench(BenchTask):

@@ -34,14 +34,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import MmeaInputError
-from ..progress import epoch_postfix, progress_bar
+from ..progress import epoch_postfix
+from ..training import EpochOutput, TimeBudget, Trainer, TrainingModule, Validation
 
 log = logging.getLogger("mmea.clep")
 
 __all__ = ["ClepConfig", "clep_config_from_dict", "entity_texts_for_clep", "read_entity_text_file",
-           "training_pairs", "run_epoch", "train_clep", "CrossSpaceScorer", "cross_space_metrics",
+           "training_pairs", "run_epoch", "train_clep", "ClepTraining", "CrossSpaceScorer", "cross_space_metrics",
            "entity_graph_embeddings", "make_clep_optimizer", "CLEP_FILES"]
 
 #: the files a pretrain-clep run directory holds (a text_finetune run also has the folder ``text_encoder/``)
@@ -267,8 +269,6 @@ def run_epoch(model, optimizer, pairs: np.ndarray, x_text, text_ids, batch_size:
     (:meth:`~mmea.clep.encoders.ClepModel.text_inputs`; ``x_text`` may then be None),
     the duplicate mask, the symmetric loss, one Adam step, then CLIP's clamp ``e^tau <= 100``.
     """
-    import torch
-
     from .math import duplicate_mask, symmetric_contrastive_loss
 
     device = model.logit_scale.device
@@ -304,8 +304,6 @@ class CrossSpaceScorer:
     """
 
     def __init__(self, model, text_feats, text_ids, num_relations: int):
-        import torch
-
         f = torch.nn.functional.normalize
         with torch.no_grad():
             self.states = model.graph.entity_states()  # (E, d)
@@ -314,8 +312,6 @@ class CrossSpaceScorer:
         self.model, self.num_relations = model, num_relations
 
     def graph_side(self, h, r):
-        import torch
-
         with torch.no_grad():
             return self.model.mlp_g(self.states[h] + self.rel[r])  # (B, p)
 
@@ -348,8 +344,6 @@ def cosine_distribution(scorer: CrossSpaceScorer, triples: np.ndarray, text_ids:
     ``t'`` is a uniformly drawn entity whose text differs from ``d(t)``; a few such
     pairs may be true triples absent from the data.  Returns ``(correct (N,), incorrect (N,))``.
     """
-    import torch
-
     rng = np.random.default_rng(seed)
     n_ent = len(text_ids)
     h, r, t = (torch.as_tensor(triples[:, j]) for j in range(3))
@@ -391,18 +385,115 @@ def _histogram_png(path: Path, correct: np.ndarray, incorrect: np.ndarray, title
     plt.close(fig)
 
 
+class ClepTraining(TrainingModule):
+    """CLEP for :class:`~mmea.training.Trainer`: an epoch is :func:`run_epoch` over the training pairs
+    (ending early when the time budget is spent), validation the filtered MRR across spaces on the
+    fixed validation subsample; the untrained model's validation (``valid_at_init``) is a candidate
+    for the kept state, as epoch 0.  The loop state: model, optimizer, batch generator."""
+
+    kind = "clep"
+
+    def __init__(self, model, optimizer, pairs, x_text, uniq_texts, text_ids_t, filters, valid_eval, config, rng,
+                 n_rel: int, device: str):
+        self.model, self.optimizer, self.pairs, self.x_text = model, optimizer, pairs, x_text
+        self.uniq_texts, self.text_ids_t, self.filters, self.valid_eval = uniq_texts, text_ids_t, filters, valid_eval
+        self.config, self.rng, self.n_rel, self.device = config, rng, n_rel, device
+        self.init_valid, self.best_metrics, self._last_metrics, self.eval_s = None, None, None, 0.0
+
+    def evaluate(self, triples) -> dict:
+        self.model.eval()  # the fine-tuned text encoder too: every text re-encoded with the current weights
+        scorer = CrossSpaceScorer(self.model, self.model.text_features(self.x_text, self.uniq_texts), self.text_ids_t,
+                                  self.n_rel)
+        out = cross_space_metrics(scorer, triples, self.filters, self.config.eval_batch_size, self.device)
+        self.model.train()
+        return out
+
+    def on_fresh_start(self, trainer) -> Validation | None:
+        if not len(self.valid_eval):
+            return None
+        t_eval = time.perf_counter()
+        self.init_valid = self._last_metrics = self.evaluate(self.valid_eval)
+        self.eval_s += time.perf_counter() - t_eval
+        return Validation(self.init_valid["mrr"])
+
+    def train_epoch(self, epoch: int, trainer) -> EpochOutput:
+        c, budget = self.config, trainer.budget
+        self.model.train()
+        loss, batches, out_of_time = run_epoch(self.model, self.optimizer, self.pairs, self.x_text, self.text_ids_t,
+                                               c.batch_size, self.rng, c.mask_duplicates,
+                                               deadline=budget.start + budget.seconds if budget.seconds else None,
+                                               texts=self.uniq_texts)
+        return EpochOutput(loss, {"batches": batches, "tau": float(self.model.logit_scale.detach())}, out_of_time)
+
+    def can_validate(self) -> bool:
+        return len(self.valid_eval) > 0
+
+    def validate(self, epoch: int, trainer) -> Validation:
+        t_eval = time.perf_counter()
+        vm = self._last_metrics = self.evaluate(self.valid_eval)
+        self.eval_s += time.perf_counter() - t_eval
+        return Validation(vm["mrr"], extra={"valid_mrr": vm["mrr"], "valid_hits@10": vm["hits@10"]})
+
+    def snapshot(self) -> dict:
+        self.best_metrics = self._last_metrics
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+    def postfix(self, record, trainer) -> dict:
+        return epoch_postfix(record.loss, valid_mrr=record.extra.get("valid_mrr"),
+                             best_mrr=trainer.best.value if trainer.best.value is not None else -1.0)
+
+    def loop_state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng.bit_generator.state, "init_valid": self.init_valid, "best_metrics": self.best_metrics,
+                "eval_s": self.eval_s}
+
+    def load_loop_state(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.rng.bit_generator.state = saved["rng"]
+        self.init_valid, self.best_metrics, self.eval_s = saved["init_valid"], saved["best_metrics"], saved["eval_s"]
+
+
+def _clep_texts(graph, config: ClepConfig, device: str, notes: list) -> dict:
+    """Entity texts, their distinct strings and ids, the text encoder and (frozen) the cached encodings."""
+    from .encoders import FineTunedSentenceTransformer, make_text_encoder
+
+    t0 = time.perf_counter()
+    texts, text_counts = entity_texts_for_clep(graph, config.text_source, config.descriptions_file or None)
+    uniq, text_ids = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
+    uniq_texts = [str(t) for t in uniq]
+    if config.text_finetune:  # no cache: the texts go through the trainable model at every step
+        encoder = FineTunedSentenceTransformer(config.text_encoder, config.text_max_length, device=device)
+        x_text, text_dim = None, encoder.dim
+    else:
+        encoder = make_text_encoder(config.text_encoder, dim=config.text_dim, seed=config.seed, device=device)
+        x_text = torch.as_tensor(encoder.fit_encode(uniq_texts), device=device)  # (U, d_text), frozen cache
+        text_dim = x_text.shape[1]
+    encode_s = time.perf_counter() - t0
+    log.info("clep: %d entities, %d distinct texts (%s), encoded in %.1f s", graph.num_entities, len(uniq),
+             text_counts, encode_s)
+    if not text_counts["description"]:
+        notes.append(f"{graph.name} has no entity descriptions here: the text of each entity is its name "
+                     f"({text_counts['name']} names, {text_counts['empty']} empty)")
+    return {"texts": texts, "counts": text_counts, "uniq": uniq_texts, "ids": text_ids.astype(np.int64),
+            "encoder": encoder, "x_text": x_text, "dim": text_dim, "encode_s": encode_s}
+
+
 def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True) -> dict:
     """Pre-train CLEP on ``dataset`` (a :class:`~mmea.data.LinkPredictionDataset`); returns the metrics dict.
 
+    The epochs run in the shared :class:`~mmea.training.Trainer` (:class:`ClepTraining`): validation
+    every ``eval_every`` epochs, ``patience`` validations without a better MRR stop it, ``max_minutes``
+    of wall clock (validation included) too; the weights of the best validation are kept.
     With ``run_dir`` (a :class:`~mmea.runs.RunDir` or a path) the run files of
     :data:`CLEP_FILES` are written there.
     """
-    import torch
-
     from ..config import to_toml
     from ..linkpred.evaluation import FilterIndex
     from ..runs import RunDir, resolve_device, seed_everything
-    from .encoders import FineTunedSentenceTransformer, make_text_encoder
 
     t_start = time.perf_counter()
     own_run = run_dir is not None and not isinstance(run_dir, RunDir)
@@ -424,160 +515,52 @@ def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True)
             raise MmeaInputError(f"{dataset.name}: CLEP needs at least 2 training triples, got {len(train)}")
         if run is not None:
             run.write_config(to_toml({"dataset": dataset.name, "clep": dataclasses.asdict(config)}))
-
-        # ------------------------------------------------------------- texts, encoded once (frozen)
-        t0 = time.perf_counter()
-        texts, text_counts = entity_texts_for_clep(graph, config.text_source, config.descriptions_file or None)
-        uniq, text_ids = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
-        text_ids = text_ids.astype(np.int64)
-        uniq_texts = [str(t) for t in uniq]
-        if config.text_finetune:  # no cache: the texts go through the trainable model at every step
-            encoder = FineTunedSentenceTransformer(config.text_encoder, config.text_max_length, device=device)
-            x_text, text_dim = None, encoder.dim
-        else:
-            encoder = make_text_encoder(config.text_encoder, dim=config.text_dim, seed=config.seed, device=device)
-            x_text = torch.as_tensor(encoder.fit_encode(uniq_texts), device=device)  # (U, d_text), frozen cache
-            text_dim = x_text.shape[1]
-        encode_s = time.perf_counter() - t0
-        log.info("clep: %d entities, %d distinct texts (%s), encoded in %.1f s", n_ent, len(uniq), text_counts,
-                 encode_s)
         notes = list(dataset.meta.get("notes", []))
-        if not text_counts["description"]:
-            notes.append(f"{dataset.name} has no entity descriptions here: the text of each entity is its name "
-                         f"({text_counts['name']} names, {text_counts['empty']} empty)")
+        tx = _clep_texts(graph, config, device, notes)
 
-        has_text = np.asarray([bool(t) for t in texts])
+        has_text = np.asarray([bool(t) for t in tx["texts"]])
         pairs = training_pairs(train, n_ent, n_rel, config.identity_relation, has_text)
-        model = _build_model(config, n_ent, n_rel, text_dim, train,
-                             text_encoder=encoder if config.text_finetune else None).to(device)
+        model = _build_model(config, n_ent, n_rel, tx["dim"], train,
+                             text_encoder=tx["encoder"] if config.text_finetune else None).to(device)
         optimizer = make_clep_optimizer(model, config)
-        text_ids_t = torch.as_tensor(text_ids, device=device)
-
+        text_ids_t = torch.as_tensor(tx["ids"], device=device)
         filters = FilterIndex(np.concatenate([train, valid, test]), n_ent, n_rel)
+        valid_eval = valid
         if config.valid_subsample and len(valid) > config.valid_subsample:
             valid_eval = valid[np.sort(np.random.default_rng(config.seed + 1).choice(
                 len(valid), config.valid_subsample, replace=False))]
-        else:
-            valid_eval = valid
-
-        def evaluate(triples):
-            model.eval()  # the fine-tuned text encoder too: every text re-encoded with the current weights
-            scorer = CrossSpaceScorer(model, model.text_features(x_text, uniq_texts), text_ids_t, n_rel)
-            out = cross_space_metrics(scorer, triples, filters, config.eval_batch_size, device)
-            model.train()
-            return out
-
-        budget_s = config.max_minutes * 60.0
-        history: list[dict] = []
-        best = {"mrr": -1.0, "epoch": 0, "metrics": None, "state": None}
-        t_eval = time.perf_counter()
-        init_valid = evaluate(valid_eval) if len(valid_eval) else None
-        eval_s = time.perf_counter() - t_eval
-        if init_valid is not None:
-            best.update(mrr=init_valid["mrr"], metrics=init_valid,
-                        state={k: v.detach().clone() for k, v in model.state_dict().items()})
-        bar = progress_bar(total=config.epochs, progress=progress, desc=f"clep/{config.graph_encoder}",
-                           unit="epoch")
-        t_train = time.perf_counter()
-        stopped, out_of_time, evals_without_gain = "epochs", False, 0
-        model.train()
-        for epoch in range(config.epochs):
-            t_epoch = time.perf_counter()
-            loss_mean, batches, out_of_time = run_epoch(model, optimizer, pairs, x_text, text_ids_t,
-                                                        config.batch_size, rng, config.mask_duplicates,
-                                                        deadline=t_train + budget_s, texts=uniq_texts)
-            rec = {"epoch": epoch + 1, "loss": loss_mean, "time_s": time.perf_counter() - t_epoch,
-                   "batches": batches, "tau": float(model.logit_scale.detach())}
-            if len(valid_eval) and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-                                    or out_of_time):
-                t_eval = time.perf_counter()
-                vm = evaluate(valid_eval)
-                eval_s += time.perf_counter() - t_eval
-                rec["valid_mrr"], rec["valid_hits@10"] = vm["mrr"], vm["hits@10"]
-                if vm["mrr"] > best["mrr"]:
-                    best.update(mrr=vm["mrr"], epoch=epoch + 1, metrics=vm,
-                                state={k: v.detach().clone() for k, v in model.state_dict().items()})
-                    evals_without_gain = 0
-                else:
-                    evals_without_gain += 1
-            history.append(rec)
-            log.info("clep epoch %d: loss %.4f, %.1f s%s", epoch + 1, rec["loss"], rec["time_s"],
-                     f", valid MRR {rec['valid_mrr']:.4f}" if "valid_mrr" in rec else "")
-            bar.update(1)
-            bar.set_postfix(epoch_postfix(rec["loss"], valid_mrr=rec.get("valid_mrr"), best_mrr=best["mrr"]))
-            if out_of_time:
-                stopped = "time budget"
-                break
-            if "valid_mrr" in rec and config.patience and evals_without_gain >= config.patience:
-                stopped = "early stopping"
-                break
-        bar.close()
-        train_s = time.perf_counter() - t_train
-        if best["state"] is not None:
-            model.load_state_dict(best["state"])
+        training = ClepTraining(model, optimizer, pairs, tx["x_text"], tx["uniq"], text_ids_t, filters, valid_eval,
+                                config, rng, n_rel, device)
+        trainer = Trainer(max_epochs=config.epochs, eval_every=config.eval_every, patience=config.patience,
+                          budget=TimeBudget(config.max_minutes * 60.0), monitor="valid_mrr", progress=progress,
+                          desc=f"clep/{config.graph_encoder}", unit="epoch")
+        result = trainer.fit(training)  # the best weights are back in the model
         model.eval()
 
         # ------------------------------------------------------------- test, cosine distribution
         t_test = time.perf_counter()
-        test_metrics = evaluate(test) if len(test) else {}
+        test_metrics = training.evaluate(test) if len(test) else {}
         model.eval()
         test_s = time.perf_counter() - t_test
-        scorer = CrossSpaceScorer(model, model.text_features(x_text, uniq_texts), text_ids_t, n_rel)
+        scorer = CrossSpaceScorer(model, model.text_features(tx["x_text"], tx["uniq"]), text_ids_t, n_rel)
         cos_rows = test if len(test) else valid
         if config.cosine_samples and len(cos_rows) > config.cosine_samples:
             cos_rows = cos_rows[np.sort(np.random.default_rng(config.seed + 2).choice(
                 len(cos_rows), config.cosine_samples, replace=False))]
-        cosine = {}
-        if len(cos_rows) and len(uniq) > 1:
-            correct, incorrect = cosine_distribution(scorer, cos_rows, text_ids, config.seed + 3)
+        cosine, correct, incorrect = {}, None, None
+        if len(cos_rows) and len(tx["uniq"]) > 1:
+            correct, incorrect = cosine_distribution(scorer, cos_rows, tx["ids"], config.seed + 3)
             cosine = {"split": "test" if len(test) else "valid", "pairs": int(len(correct)),
                       "mean_correct": float(correct.mean()), "std_correct": float(correct.std()),
                       "mean_incorrect": float(incorrect.mean()), "std_incorrect": float(incorrect.std()),
                       "gap": float(correct.mean() - incorrect.mean()), "auc": _auc(correct, incorrect)}
-
-        epoch_times = [h["time_s"] for h in history]
-        steps = sum(h["batches"] for h in history)
-        metrics = {
-            "dataset": dataset.name,
-            "task": "clep",
-            "graph_encoder": model.graph.registry_name,
-            "text_encoder": encoder.describe(),
-            "text_finetune": bool(config.text_finetune),
-            "seed": config.seed,
-            "device": device,
-            "split": {"train": len(train), "valid": len(valid), "test": len(test)},
-            "texts": {**text_counts, "distinct": int(len(uniq)), "source": config.text_source},
-            "training_pairs": int(len(pairs)),
-            "config": dataclasses.asdict(config),
-            "test": test_metrics,
-            "valid": {"best_epoch": best["epoch"], "subsample": len(valid_eval), **(best["metrics"] or {})},
-            "valid_at_init": init_valid,
-            "history": history,
-            "epochs_run": len(history),
-            "stopped": stopped,
-            "tau": float(model.logit_scale.detach()),
-            "cosine": cosine,
-            "parameters": int(sum(p.numel() for p in model.parameters())),
-            "text_encoder_parameters": int(sum(p.numel() for p in encoder.parameters()))
-            if config.text_finetune else 0,
-            "timings": {
-                "encode_texts_s": encode_s,
-                "train_s": train_s,
-                "epoch_s_mean": float(np.mean(epoch_times)) if epoch_times else 0.0,
-                "epoch_s": epoch_times,
-                "step_s_mean": float(sum(epoch_times) / steps) if steps else 0.0,
-                "validation_s": eval_s,
-                "test_s": test_s,
-                "total_s": time.perf_counter() - t_start,
-                "load_s": dataset.meta.get("timings", {}).get("load_s"),
-                "threads": torch.get_num_threads(),
-                "cpu_count": os.cpu_count(),
-            },
-            "notes": notes,
-        }
+        metrics = _clep_metrics(dataset, config, model, tx, training, result, test_metrics, cosine, notes,
+                                {"split": {"train": len(train), "valid": len(valid), "test": len(test)},
+                                 "pairs": int(len(pairs)), "device": device, "test_s": test_s,
+                                 "total_s": time.perf_counter() - t_start})
         if run is not None:
-            _write_run_files(run.path, model, encoder, scorer, graph, text_ids, n_rel, config, metrics,
-                             correct if cosine else None, incorrect if cosine else None)
+            _write_run_files(run.path, model, tx["encoder"], scorer, graph, tx["ids"], n_rel, config, metrics,
+                             correct, incorrect)
             metrics["timings"].update({k: v for k, v in run.timings.items() if k not in metrics["timings"]})
             run.write_metrics(metrics)
         return metrics
@@ -587,6 +570,50 @@ def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True)
             run.close()
 
 
+def _clep_metrics(dataset, config: ClepConfig, model, tx: dict, training: ClepTraining, result, test_metrics: dict,
+                  cosine: dict, notes: list, run: dict) -> dict:
+    """The ``metrics.json`` of a CLEP run (``run``: split sizes, pair count, device, test and total seconds)."""
+    epoch_times = [h.time_s for h in result.history]
+    steps = sum(h.extra["batches"] for h in result.history)
+    encoder = tx["encoder"]
+    return {
+        "dataset": dataset.name,
+        "task": "clep",
+        "graph_encoder": model.graph.registry_name,
+        "text_encoder": encoder.describe(),
+        "text_finetune": bool(config.text_finetune),
+        "seed": config.seed,
+        "device": run["device"],
+        "split": run["split"],
+        "texts": {**tx["counts"], "distinct": int(len(tx["uniq"])), "source": config.text_source},
+        "training_pairs": run["pairs"],
+        "config": dataclasses.asdict(config),
+        "test": test_metrics,
+        "valid": {"best_epoch": result.best_epoch if result.best_epoch is not None else 0,
+                  "subsample": len(training.valid_eval), **(training.best_metrics or {})},
+        "valid_at_init": training.init_valid,
+        **result.as_dict(),
+        "tau": float(model.logit_scale.detach()),
+        "cosine": cosine,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "text_encoder_parameters": int(sum(p.numel() for p in encoder.parameters())) if config.text_finetune else 0,
+        "timings": {
+            "encode_texts_s": tx["encode_s"],
+            "train_s": result.train_s,
+            "epoch_s_mean": float(np.mean(epoch_times)) if epoch_times else 0.0,
+            "epoch_s": epoch_times,
+            "step_s_mean": float(sum(epoch_times) / steps) if steps else 0.0,
+            "validation_s": training.eval_s,
+            "test_s": run["test_s"],
+            "total_s": run["total_s"],
+            "load_s": dataset.meta.get("timings", {}).get("load_s"),
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+        },
+        "notes": notes,
+    }
+
+
 def mention_relation(num_relations: int, identity_relation: bool) -> int | None:
     """The relation whose ``rho`` makes an entity's graph embedding: ``self`` (``2 R``), else None (the mean)."""
     return 2 * num_relations if identity_relation else None
@@ -594,8 +621,6 @@ def mention_relation(num_relations: int, identity_relation: bool) -> int | None:
 
 def entity_graph_embeddings(model, num_relations: int, identity_relation: bool):
     """``x~_g(e) (E, p)``: ``MLP_g(h_e + rho_self)``, or ``MLP_g(h_e + mean_r rho_r)`` without the identity relation."""
-    import torch
-
     with torch.no_grad():
         states = model.graph.entity_states()  # (E, d)
         rel = mention_relation(num_relations, identity_relation)
@@ -605,8 +630,6 @@ def entity_graph_embeddings(model, num_relations: int, identity_relation: bool):
 
 def _write_run_files(folder: Path, model, encoder, scorer, graph, text_ids, n_rel, config, metrics, correct,
                      incorrect) -> None:
-    import torch
-
     # a fine-tuned text encoder is saved by encoder.save (RUN/text_encoder/), not duplicated in model.pt
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
     torch.save({"state_dict": state,

@@ -57,13 +57,17 @@ import time
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+import torch
 
+from ..checkpoint import Checkpointer
 from ..errors import MmeaInputError
-from ..progress import epoch_postfix, progress_bar, progress_enabled
+from ..progress import epoch_postfix
+from ..training import EpochOutput, TimeBudget, Trainer, TrainingModule, Validation
+from .evaluation import filtered_metrics
 
 log = logging.getLogger("mmea.linkpred")
 
-__all__ = ["LinkPredConfig", "train_link_prediction", "resolve_margin", "config_from_dict", "make_optimizer",
+__all__ = ["LinkPredConfig", "LinkPredTraining", "train_link_prediction", "resolve_margin", "config_from_dict", "make_optimizer",
            "init_embeddings_from"]
 
 
@@ -168,8 +172,6 @@ def init_embeddings_from(model, source: str, entity_ids=None) -> dict:
     dataset's entities in the same order.  TransE's unit-norm projection is
     applied afterwards when the model uses it.
     """
-    import torch
-
     from ..clep.mention import load_clep_embeddings
 
     emb = load_clep_embeddings(source)
@@ -205,8 +207,6 @@ def resolve_margin(config: LinkPredConfig) -> float:
 
 def _numpy_score_fn(model, device: str, chunk: int = 1 << 18):
     """``(N, 3)`` int64 numpy -> ``(N,)`` float numpy scores, no gradient (for model-aware samplers)."""
-    import torch
-
     def score(triples: np.ndarray) -> np.ndarray:
         out = []
         with torch.no_grad():
@@ -220,8 +220,6 @@ def _numpy_score_fn(model, device: str, chunk: int = 1 << 18):
 
 def _numpy_replaced_score_fn(model, device: str, chunk_elements: int = 1 << 24):
     """``(batch (B, 3), sides (B, C), replacements (B, C))`` numpy -> ``(B, C)`` scores, no gradient."""
-    import torch
-
     def score(batch: np.ndarray, sides: np.ndarray, cand: np.ndarray) -> np.ndarray:
         step = max(1, chunk_elements // max(1, cand.shape[1] * model.dim))
         out = []
@@ -242,17 +240,172 @@ def make_optimizer(params: list, lr: float):
     Embedding gradients are dense, so every step updates the whole table:
     that fixed cost, not the scoring, dominates a CPU step (see the module doc).
     """
-    import torch
-
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # pragma: no cover - older torch / unsupported device
         return torch.optim.Adam(params, lr=lr)
 
 
+class LinkPredTraining(TrainingModule):
+    """Link prediction for :class:`~mmea.training.Trainer`: everything one run trains and reads.
+
+    An epoch is one pass over the training triples in random batches (each: negatives from the
+    sampler, shared per batch or per positive, the loss, one Adam step, the model's projection,
+    every ``audit_every``-th batch the false-negative audit), ending early when the time budget is
+    spent; validation is the filtered MRR on the fixed validation subsample (the initial one is
+    recorded as ``valid_at_init``, not a best-state candidate).  The loop state: model, loss
+    parameters, optimizer, sampler, batch generator, audit counts.
+    """
+
+    kind = "linkpred"
+
+    def __init__(self, dataset, config: LinkPredConfig, device: str, rng):
+        from ..losses import make_loss
+        from ..sampling import FalseNegativeControl, TripleSet, make_sampler
+        from .evaluation import FilterIndex
+        from .models import make_lp_model
+
+        self.config, self.device, self.rng = config, device, rng
+        graph = dataset.graph
+        n_ent, n_rel = graph.num_entities, max(graph.num_relations, 1)
+        self.train = np.asarray(dataset.train, dtype=np.int64)
+        self.valid = np.asarray(dataset.valid, dtype=np.int64).reshape(-1, 3)
+        self.test = np.asarray(dataset.test, dtype=np.int64).reshape(-1, 3)
+        if not len(self.train):
+            raise MmeaInputError(f"{dataset.name}: no training triples")
+        self.margin = margin = resolve_margin(config)
+        self.model = make_lp_model(config.model, n_ent, n_rel, config.dim, p_norm=config.p_norm,
+                                   normalize_entities=config.normalize_entities, margin=margin).to(device)
+        if config.init_from:
+            init_embeddings_from(self.model, config.init_from, graph.ids)
+        self.loss_fn = make_loss(config.loss, margin=margin, adversarial_temperature=config.adversarial_temperature,
+                                 temperature=config.temperature,
+                                 learnable_temperature=config.learnable_temperature).to(device)
+        control = FalseNegativeControl(filtered=config.filtered, type_constraints=config.type_constraints,
+                                       cardinality_aware=config.cardinality_aware)
+        self.sampler = sampler = make_sampler(config.sampler, self.train, n_ent, n_rel, control=control,
+                                              seed=config.seed, **config.sampler_options)
+        if sampler.needs_model:
+            sampler.bind(score_fn=_numpy_score_fn(self.model, device), embedding_fn=self.model.entity_embeddings,
+                         replaced_score_fn=_numpy_replaced_score_fn(self.model, device))
+        self.shared = sampler.supports_shared if config.shared_negatives is None else bool(config.shared_negatives)
+        if self.shared and not sampler.supports_shared:
+            raise MmeaInputError(f"sampler {sampler.registry_name!r} has no batch-shared mode",
+                                 hint="set shared_negatives = false, or use uniform / bernoulli / in-batch")
+        self.optimizer = make_optimizer(list(self.model.parameters()) + list(self.loss_fn.parameters()), config.lr)
+        everything = np.concatenate([self.train, self.valid, self.test])
+        self.filters = FilterIndex(everything, n_ent, n_rel)
+        self.audit = TripleSet(everything, n_ent, n_rel) if config.audit_every else None
+        self.audit_counts = [0, 0]  # [true triples among returned negatives, negatives audited]
+        self.valid_eval = self.valid
+        if config.valid_subsample and len(self.valid) > config.valid_subsample:
+            self.valid_eval = self.valid[np.sort(np.random.default_rng(config.seed + 1).choice(
+                len(self.valid), config.valid_subsample, replace=False))]
+        self.init_valid, self.best_metrics, self._last_metrics, self.eval_s = None, None, None, 0.0
+
+    def evaluate(self, triples) -> dict:
+        self.model.eval()
+        out = filtered_metrics(self.model, triples, self.filters, self.config.eval_batch_size, device=self.device)
+        self.model.train()
+        return out
+
+    # -- the hooks -------------------------------------------------------------------
+    def on_fresh_start(self, trainer) -> None:
+        t_eval = time.perf_counter()
+        self.init_valid = self.evaluate(self.valid_eval) if len(self.valid_eval) else None
+        self.eval_s = time.perf_counter() - t_eval
+        return None  # recorded as valid_at_init, not a candidate for the kept state
+
+    def _negative_scores(self, batch_np, batch):
+        """``(negative scores (B, K), valid mask (B, K), the sample)`` of one batch."""
+        config, device, model = self.config, self.device, self.model
+        if self.shared:
+            sh = self.sampler.sample_shared(batch_np, config.num_negatives)
+            same = sh.head_candidates is sh.tail_candidates
+            neg = model.score_shared(batch, torch.as_tensor(sh.sides, device=device),
+                                     torch.as_tensor(sh.head_candidates, device=device),
+                                     None if same else torch.as_tensor(sh.tail_candidates, device=device))
+            return neg, sh.valid, sh
+        ns = self.sampler.sample_with_info(batch_np, config.num_negatives)
+        neg = model.score_replaced(batch, torch.as_tensor(ns.sides, device=device),
+                                   torch.as_tensor(ns.replacements, device=device))  # (B, K)
+        return neg, ns.valid, ns
+
+    def train_epoch(self, epoch: int, trainer) -> EpochOutput:
+        config, model, train = self.config, self.model, self.train
+        self.sampler.on_epoch_start(epoch - 1)
+        perm = self.rng.permutation(len(train))
+        loss_sum, out_of_time = 0.0, False
+        n_batches = math.ceil(len(train) / config.batch_size)
+        for bi in range(n_batches):
+            batch_np = train[perm[bi * config.batch_size:(bi + 1) * config.batch_size]]
+            batch = torch.as_tensor(batch_np, device=self.device)
+            neg, mask, sample = self._negative_scores(batch_np, batch)
+            pos = model.score_hrt(batch[:, 0], batch[:, 1], batch[:, 2])  # (B,)
+            loss = self.loss_fn(pos, neg, None if mask.all() else torch.as_tensor(mask, device=self.device))
+            if config.regularization:
+                loss = loss + config.regularization * model.regularizer(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            model.post_step()
+            loss_sum += float(loss.detach())
+            if self.audit is not None and bi % config.audit_every == 0:
+                negs = sample.as_triples(batch_np) if self.shared else sample.negatives  # (B, K, 3)
+                hit = self.audit.contains(negs) & mask
+                self.audit_counts[0] += int(hit.sum())
+                self.audit_counts[1] += int(mask.sum())
+            if trainer.budget.out_of_time():
+                out_of_time = True
+                break
+        return EpochOutput(loss_sum / max(bi + 1, 1), {"batches": bi + 1}, out_of_time)
+
+    def can_validate(self) -> bool:
+        return len(self.valid_eval) > 0
+
+    def validate(self, epoch: int, trainer) -> Validation:
+        t_eval = time.perf_counter()
+        vm = self._last_metrics = self.evaluate(self.valid_eval)
+        self.eval_s += time.perf_counter() - t_eval
+        return Validation(vm["mrr"], extra={"valid_mrr": vm["mrr"], "valid_hits@10": vm["hits@10"]})
+
+    def snapshot(self) -> dict:
+        self.best_metrics = self._last_metrics
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+    def postfix(self, record, trainer) -> dict:
+        bm = self.best_metrics or {}
+        return epoch_postfix(record.loss, bm.get("hits@1"), valid_mrr=bm.get("mrr"))
+
+    def loop_state(self) -> dict:
+        return {"model": self.model.state_dict(), "loss": list(self.loss_fn.parameters()),
+                "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(),
+                "rng": self.rng.bit_generator.state, "init_valid": self.init_valid, "best_metrics": self.best_metrics,
+                "audit": self.audit_counts, "eval_s": self.eval_s}
+
+    def load_loop_state(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        with torch.no_grad():  # a learnable temperature, in place: the optimizer holds these tensors
+            for p, v in zip(self.loss_fn.parameters(), saved["loss"]):
+                p.copy_(v)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.sampler.load_state_dict(saved["sampler"])
+        self.rng.bit_generator.state = saved["rng"]
+        self.init_valid, self.best_metrics = saved["init_valid"], saved["best_metrics"]
+        self.audit_counts, self.eval_s = list(saved["audit"]), saved["eval_s"]
+
+
 def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progress: bool = True, *,
                           checkpoint=None, source: dict | None = None) -> dict:
     """Train, early-stop on validation MRR, evaluate on test; returns the metrics dict.
+
+    The epochs run in the shared :class:`~mmea.training.Trainer` (:class:`LinkPredTraining`):
+    validation every ``eval_every`` epochs, ``patience`` validations without a better MRR stop it,
+    ``max_minutes`` of wall clock (validation included, the final test excluded) too; the weights of
+    the best validation are kept.
 
     ``checkpoint``: a :class:`~mmea.checkpoint.Checkpointer` (resume, interval, Ctrl-C);
     by default one bound to the run folder that writes ``checkpoint.pt`` every epoch
@@ -262,18 +415,12 @@ def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progres
     ``run_dir``: a :class:`~mmea.runs.RunDir`, a folder path, or None (nothing
     written).  Writes ``metrics.json`` (same layout as ``mmea align``:
     ``dataset``, ``model``, ``split``, ``test``, ``timings``, ``notes``, plus
-    ``valid``, ``history``, ``sampler_stats`` and ``false_negatives``) and
+    ``valid``, the training record of :meth:`~mmea.training.TrainingResult.as_dict`
+    (``stopped``, ``history``, ...), ``sampler_stats`` and ``false_negatives``) and
     ``embeddings.npz`` (``entity``, ``relation``, ``entity_ids``, ``relation_names``).
     """
-    import torch
-
-    from ..checkpoint import Checkpointer
     from ..config import to_toml
-    from ..losses import make_loss
     from ..runs import RunDir, resolve_device, seed_everything
-    from ..sampling import FalseNegativeControl, TripleSet, make_sampler
-    from .evaluation import FilterIndex, filtered_metrics
-    from .models import make_lp_model
 
     t_start = time.perf_counter()
     own_run = run_dir is not None and not isinstance(run_dir, RunDir)
@@ -285,224 +432,86 @@ def train_link_prediction(dataset, config: LinkPredConfig, run_dir=None, progres
         torch.manual_seed(config.seed)
         device = resolve_device(config.device)
         rng = np.random.default_rng(config.seed)
-        graph = dataset.graph
-        n_ent, n_rel = graph.num_entities, max(graph.num_relations, 1)
-        train = np.asarray(dataset.train, dtype=np.int64)
-        valid = np.asarray(dataset.valid, dtype=np.int64).reshape(-1, 3)
-        test = np.asarray(dataset.test, dtype=np.int64).reshape(-1, 3)
-        if not len(train):
-            raise MmeaInputError(f"{dataset.name}: no training triples")
-        if run is not None:
+        if run is not None and len(dataset.train):
             run.write_config(to_toml({"task": "linkpred", "dataset": dataset.name,
                                       "linkpred": {k: v for k, v in dataclasses.asdict(config).items()
                                                    if not isinstance(v, dict)},
                                       "sampler_options": dict(config.sampler_options),
                                       "source": {k: str(v) for k, v in (source or {}).items() if v is not None}}))
-
-        margin = resolve_margin(config)
-        model = make_lp_model(config.model, n_ent, n_rel, config.dim, p_norm=config.p_norm,
-                              normalize_entities=config.normalize_entities, margin=margin).to(device)
-        if config.init_from:
-            init_embeddings_from(model, config.init_from, graph.ids)
-        loss_fn = make_loss(config.loss, margin=margin, adversarial_temperature=config.adversarial_temperature,
-                            temperature=config.temperature,
-                            learnable_temperature=config.learnable_temperature).to(device)
-        control = FalseNegativeControl(filtered=config.filtered, type_constraints=config.type_constraints,
-                                       cardinality_aware=config.cardinality_aware)
-        sampler = make_sampler(config.sampler, train, n_ent, n_rel, control=control, seed=config.seed,
-                               **config.sampler_options)
-        if sampler.needs_model:
-            sampler.bind(score_fn=_numpy_score_fn(model, device), embedding_fn=model.entity_embeddings,
-                         replaced_score_fn=_numpy_replaced_score_fn(model, device))
-        shared = sampler.supports_shared if config.shared_negatives is None else bool(config.shared_negatives)
-        if shared and not sampler.supports_shared:
-            raise MmeaInputError(f"sampler {sampler.registry_name!r} has no batch-shared mode",
-                                 hint="set shared_negatives = false, or use uniform / bernoulli / in-batch")
-        optimizer = make_optimizer(list(model.parameters()) + list(loss_fn.parameters()), config.lr)
-
-        everything = np.concatenate([train, valid, test])
-        filters = FilterIndex(everything, n_ent, n_rel)
-        audit = TripleSet(everything, n_ent, n_rel) if config.audit_every else None
-        audit_counts = [0, 0]  # [true triples among returned negatives, negatives audited]
-        if config.valid_subsample and len(valid) > config.valid_subsample:
-            valid_eval = valid[np.sort(np.random.default_rng(config.seed + 1).choice(
-                len(valid), config.valid_subsample, replace=False))]
-        else:
-            valid_eval = valid
-
-        def evaluate(triples):
-            model.eval()
-            out = filtered_metrics(model, triples, filters, config.eval_batch_size, device=device)
-            model.train()
-            return out
-
-        budget_s = config.max_minutes * 60.0
-        history: list[dict] = []
-        best = {"mrr": -1.0, "epoch": -1, "metrics": None, "state": None}
-        evals_without_gain, stopped = 0, "epochs"
+        training = LinkPredTraining(dataset, config, device, rng)
         ckpt = checkpoint if checkpoint is not None else Checkpointer(run.path if run is not None else None)
-        saved = ckpt.resume_state("linkpred")
-        t_eval = time.perf_counter()
-        if saved is None:
-            start, init_valid = 0, evaluate(valid_eval) if len(valid_eval) else None
-            eval_s = time.perf_counter() - t_eval
-        else:  # continue after the saved epoch
-            model.load_state_dict(saved["model"])
-            with torch.no_grad():  # a learnable temperature, in place: the optimizer holds these tensors
-                for p, v in zip(loss_fn.parameters(), saved["loss"]):
-                    p.copy_(v)
-            optimizer.load_state_dict(saved["optimizer"])
-            sampler.load_state_dict(saved["sampler"])
-            rng.bit_generator.state = saved["rng"]
-            history, best, init_valid = saved["history"], saved["best"], saved["init_valid"]
-            evals_without_gain, stopped, audit_counts = saved["evals_without_gain"], saved["stopped"], saved["audit"]
-            eval_s = saved["eval_s"]
-            start = saved["epoch"] if stopped == "epochs" else config.epochs
-        t_train = time.perf_counter() - (saved["train_s"] if saved is not None else 0.0)
-
-        def loop_state() -> dict:
-            """Everything the epochs change: what a checkpoint must hold to continue exactly."""
-            return {"model": model.state_dict(), "loss": list(loss_fn.parameters()), "optimizer": optimizer.state_dict(),
-                    "sampler": sampler.state_dict(), "rng": rng.bit_generator.state, "history": history,
-                    "best": best, "init_valid": init_valid, "evals_without_gain": evals_without_gain,
-                    "stopped": stopped, "audit": audit_counts, "eval_s": eval_s,
-                    "train_s": time.perf_counter() - t_train}
-
-        bar = None
-        if progress_enabled(progress):
-            bar = progress_bar(total=config.epochs, initial=start, desc=f"{config.model}/{config.sampler}",
-                               unit="epoch")
-        n_batches = math.ceil(len(train) / config.batch_size)
-        out_of_time = False
-        for epoch in range(start, config.epochs):
-            t_epoch = time.perf_counter()
-            sampler.on_epoch_start(epoch)
-            perm = rng.permutation(len(train))
-            loss_sum = 0.0
-            for bi in range(n_batches):
-                batch_np = train[perm[bi * config.batch_size:(bi + 1) * config.batch_size]]
-                batch = torch.as_tensor(batch_np, device=device)
-                if shared:
-                    sh = sampler.sample_shared(batch_np, config.num_negatives)
-                    same = sh.head_candidates is sh.tail_candidates
-                    neg = model.score_shared(batch, torch.as_tensor(sh.sides, device=device),
-                                             torch.as_tensor(sh.head_candidates, device=device),
-                                             None if same else torch.as_tensor(sh.tail_candidates, device=device))
-                    mask = sh.valid
-                else:
-                    ns = sampler.sample_with_info(batch_np, config.num_negatives)
-                    neg = model.score_replaced(batch, torch.as_tensor(ns.sides, device=device),
-                                               torch.as_tensor(ns.replacements, device=device))  # (B, K)
-                    mask = ns.valid
-                pos = model.score_hrt(batch[:, 0], batch[:, 1], batch[:, 2])  # (B,)
-                mask_t = None if mask.all() else torch.as_tensor(mask, device=device)
-                loss = loss_fn(pos, neg, mask_t)
-                if config.regularization:
-                    loss = loss + config.regularization * model.regularizer(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                model.post_step()
-                loss_sum += float(loss.detach())
-                if audit is not None and bi % config.audit_every == 0:
-                    negs = sh.as_triples(batch_np) if shared else ns.negatives  # (B, K, 3)
-                    hit = audit.contains(negs) & mask
-                    audit_counts[0] += int(hit.sum())
-                    audit_counts[1] += int(mask.sum())
-                if time.perf_counter() - t_train > budget_s:
-                    out_of_time = True
-                    break
-            rec = {"epoch": epoch + 1, "loss": loss_sum / max(bi + 1, 1), "time_s": time.perf_counter() - t_epoch,
-                   "batches": bi + 1}
-            if len(valid_eval) and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-                                    or out_of_time):
-                t_eval = time.perf_counter()
-                vm = evaluate(valid_eval)
-                eval_s += time.perf_counter() - t_eval
-                rec["valid_mrr"] = vm["mrr"]
-                rec["valid_hits@10"] = vm["hits@10"]
-                if vm["mrr"] > best["mrr"]:
-                    best.update(mrr=vm["mrr"], epoch=epoch + 1, metrics=vm,
-                                state={k: v.detach().clone() for k, v in model.state_dict().items()})
-                    evals_without_gain = 0
-                else:
-                    evals_without_gain += 1
-            history.append(rec)
-            log.info("epoch %d: loss %.4f, %.1f s%s", epoch + 1, rec["loss"], rec["time_s"],
-                     f", valid MRR {rec['valid_mrr']:.4f}" if "valid_mrr" in rec else "")
-            if bar is not None:
-                bar.update(1)
-                bm = best["metrics"] or {}
-                bar.set_postfix(epoch_postfix(rec["loss"], bm.get("hits@1"), valid_mrr=bm.get("mrr")))
-            if out_of_time:
-                stopped = "time budget"
-            elif "valid_mrr" in rec and config.patience and evals_without_gain >= config.patience:
-                stopped = "early stopping"
-            ckpt.epoch_end(epoch + 1, "linkpred", loop_state, last=stopped != "epochs" or epoch + 1 == config.epochs)
-            if stopped != "epochs":
-                break
-        if bar is not None:
-            bar.close()
-        train_s = time.perf_counter() - t_train
-        if best["state"] is not None:
-            model.load_state_dict(best["state"])
+        trainer = Trainer(max_epochs=config.epochs, eval_every=config.eval_every, patience=config.patience,
+                          budget=TimeBudget(config.max_minutes * 60.0), checkpoint=ckpt, monitor="valid_mrr",
+                          progress=progress, desc=f"{config.model}/{config.sampler}", unit="epoch")
+        result = trainer.fit(training)  # the best weights are back in training.model
         t_test = time.perf_counter()
-        test_metrics = evaluate(test) if len(test) else {}
-        test_s = time.perf_counter() - t_test
-
-        epoch_times = [h["time_s"] for h in history]
-        stats = sampler.stats.as_dict()
-        metrics = {
-            "dataset": dataset.name,
-            "task": "linkpred",
-            "model": config.model,
-            "sampler": sampler.registry_name,
-            "loss": loss_fn.registry_name,
-            "seed": config.seed,
-            "device": device,
-            "split": {"train": len(train), "valid": len(valid), "test": len(test)},
-            "config": {**dataclasses.asdict(config), "margin": margin, "shared_negatives": shared},
-            "test": test_metrics,
-            "valid": {"best_epoch": best["epoch"], "subsample": len(valid_eval), **(best["metrics"] or {})},
-            "valid_at_init": init_valid,
-            "history": history,
-            "epochs_run": len(history),
-            "stopped": stopped,
-            "sampler_info": sampler.describe(),
-            "loss_info": loss_fn.describe(),
-            "model_info": model.describe(),
-            "sampler_stats": stats,
-            "false_negatives": {
-                "filtered": config.filtered,
-                "drawn_true_rate_train": stats["false_negative_rate"],
-                "returned_true_rate_train": stats["returned_false_negative_rate"],
-                "returned_true_rate_all_splits": (audit_counts[0] / audit_counts[1]) if audit_counts[1] else None,
-                "audited_negatives": audit_counts[1],
-            },
-            "timings": {
-                "train_s": train_s,
-                "epoch_s_mean": float(np.mean(epoch_times)) if epoch_times else 0.0,
-                "epoch_s": epoch_times,
-                "validation_s": eval_s,
-                "test_s": test_s,
-                "total_s": time.perf_counter() - t_start,
-                "load_s": dataset.meta.get("timings", {}).get("load_s"),
-                "threads": torch.get_num_threads(),
-                "cpu_count": os.cpu_count(),
-            },
-            "notes": list(dataset.meta.get("notes", [])),
-        }
+        test_metrics = training.evaluate(training.test) if len(training.test) else {}
+        metrics = _linkpred_metrics(dataset, config, training, result, test_metrics,
+                                    {"train_s": result.train_s, "test_s": time.perf_counter() - t_test,
+                                     "total_s": time.perf_counter() - t_start}, device)
         if ckpt.enabled:
             metrics["checkpoint"] = ckpt.summary()
         if run is not None:
-            ent = model.entity_embeddings()
-            np.savez(run.path / "embeddings.npz", entity=ent, relation=model.relation_embeddings(),
-                     entity_ids=np.asarray(graph.ids, dtype=object).astype(str),
-                     relation_names=np.asarray(graph.relations, dtype=object).astype(str))
-            metrics["embeddings"] = str(run.path / "embeddings.npz")
-            metrics["timings"].update({k: v for k, v in run.timings.items() if k not in metrics["timings"]})
+            _write_embeddings(run, training.model, dataset.graph, metrics)
             run.write_metrics(metrics)
         return metrics
     finally:
         if own_run and run is not None:
             run.close()
+
+
+def _linkpred_metrics(dataset, config: LinkPredConfig, training: LinkPredTraining, result, test_metrics: dict,
+                      times: dict, device: str) -> dict:
+    """The ``metrics.json`` of a link-prediction run."""
+    epoch_times = [h.time_s for h in result.history]
+    stats = training.sampler.stats.as_dict()
+    audit = training.audit_counts
+    return {
+        "dataset": dataset.name,
+        "task": "linkpred",
+        "model": config.model,
+        "sampler": training.sampler.registry_name,
+        "loss": training.loss_fn.registry_name,
+        "seed": config.seed,
+        "device": device,
+        "split": {"train": len(training.train), "valid": len(training.valid), "test": len(training.test)},
+        "config": {**dataclasses.asdict(config), "margin": training.margin, "shared_negatives": training.shared},
+        "test": test_metrics,
+        "valid": {"best_epoch": result.best_epoch if result.best_epoch is not None else -1,
+                  "subsample": len(training.valid_eval), **(training.best_metrics or {})},
+        "valid_at_init": training.init_valid,
+        **result.as_dict(),
+        "sampler_info": training.sampler.describe(),
+        "loss_info": training.loss_fn.describe(),
+        "model_info": training.model.describe(),
+        "sampler_stats": stats,
+        "false_negatives": {
+            "filtered": config.filtered,
+            "drawn_true_rate_train": stats["false_negative_rate"],
+            "returned_true_rate_train": stats["returned_false_negative_rate"],
+            "returned_true_rate_all_splits": (audit[0] / audit[1]) if audit[1] else None,
+            "audited_negatives": audit[1],
+        },
+        "timings": {
+            "train_s": times["train_s"],
+            "epoch_s_mean": float(np.mean(epoch_times)) if epoch_times else 0.0,
+            "epoch_s": epoch_times,
+            "validation_s": training.eval_s,
+            "test_s": times["test_s"],
+            "total_s": times["total_s"],
+            "load_s": dataset.meta.get("timings", {}).get("load_s"),
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+        },
+        "notes": list(dataset.meta.get("notes", [])),
+    }
+
+
+def _write_embeddings(run, model, graph, metrics: dict) -> None:
+    """``embeddings.npz`` in the run folder; its path and the run's timings into ``metrics``."""
+    ent = model.entity_embeddings()
+    np.savez(run.path / "embeddings.npz", entity=ent, relation=model.relation_embeddings(),
+             entity_ids=np.asarray(graph.ids, dtype=object).astype(str),
+             relation_names=np.asarray(graph.relations, dtype=object).astype(str))
+    metrics["embeddings"] = str(run.path / "embeddings.npz")
+    metrics["timings"].update({k: v for k, v in run.timings.items() if k not in metrics["timings"]})

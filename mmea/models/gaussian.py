@@ -71,15 +71,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import MmeaInputError
-from ..progress import epoch_postfix, progress_bar
+from ..progress import epoch_postfix
 from ..sampling import UniformNegativeSampler
+from ..training import EpochOutput, Trainer, TimeBudget, TrainingModule, Validation
 from .base import MODELS, AlignmentModel, load_features
 from .gaussian_math import (alignment_loss, common_space_loss, exchange_triples, modality_loss, modality_score,
                             relation_score, symmetric_kl)
 
 log = logging.getLogger("mmea.models")
 
-__all__ = ["GaussianModel", "MmeaPointModel", "GaussianData", "SameGraphUniformSampler", "relation_positives",
+__all__ = ["GaussianModel", "MmeaPointModel", "GaussianTraining", "GaussianData", "SameGraphUniformSampler", "relation_positives",
            "pixel_image_features", "build_network", "kl_rerank_ranks"]
 
 IMAGE_SOURCES = ("auto", "features", "pixels", "none")
@@ -746,7 +747,7 @@ class GaussianModel(AlignmentModel):
         import torch
 
         c = self.config
-        self._t0 = time.perf_counter()
+        self._budget = TimeBudget(c.max_minutes * 60.0)  # from here: data preparation counts too
         if c.num_threads > 0:
             torch.set_num_threads(c.num_threads)
         torch.manual_seed(self.ctx.seed)
@@ -788,7 +789,7 @@ class GaussianModel(AlignmentModel):
         return float(loss.detach())
 
     def _out_of_time(self) -> bool:
-        return time.perf_counter() - self._t0 > self.config.max_minutes * 60.0
+        return self._budget.out_of_time()
 
     def epoch_relations(self) -> float:
         """One epoch of the margin loss (eq. 2) over ``D+`` with ``num_negatives`` filtered negatives each."""
@@ -881,110 +882,37 @@ class GaussianModel(AlignmentModel):
 
     # -- the schedule -----------------------------------------------------------
     def train(self) -> None:
-        """Rounds of the five losses in turn, the two stages, early stopping; keeps the best state."""
+        """Rounds of the five losses in turn, the two stages, early stopping (:class:`GaussianTraining` in
+        the shared :class:`~mmea.training.Trainer`); keeps the best state."""
         c, data, net = self.config, self.data, self.net
-        t0 = self._t0
-        budget_s = c.max_minutes * 60.0
-        can_validate = len(data.valid_links) >= 2  # ranking among one candidate says nothing
-        history: list[dict] = []
-        best = {"key": (-1.0, -1.0), "round": 0, "stage": 1, "valid": None}
-        stage, stage2_round, stalled, stopped = 1, None, 0, "epochs"
-        self._snapshot()
-        ckpt, start = self.ctx.checkpoint, 1
-        saved = ckpt.resume_state(self.registry_name)
-        if saved is not None:  # --resume: everything the loop reads, as it was after the saved round
-            net.set_stage(saved["stage"])
-            net.load_state_dict(saved["net"])
-            for name, o in self._optimizers.items():
-                for part, state in saved["optimizers"][name].items():
-                    getattr(o, part).load_state_dict(state)
-            self.sampler.load_state_dict(saved["sampler"])
-            self._rng.bit_generator.state = saved["rng"]
-            history, best, self._best_state = saved["history"], saved["best"], saved["best_state"]
-            stage, stage2_round, stalled, stopped = (saved[k] for k in ("stage", "stage2_round", "stalled",
-                                                                         "stopped"))
-            self._t0 = t0 = time.perf_counter() - saved["train_s"]  # the time budget carries on
-            start = saved["epoch"] + 1 if stopped == "epochs" else c.epochs + 1
-
-        def loop_state() -> dict:
-            return {"net": net.state_dict(), "sampler": self.sampler.state_dict(), "rng": self._rng.bit_generator.state,
-                    "optimizers": {n: {part: getattr(o, part).state_dict() for part in ("sparse", "dense")
-                                       if getattr(o, part) is not None} for n, o in self._optimizers.items()},
-                    "history": history, "best": best, "best_state": self._best_state, "stage": stage,
-                    "stage2_round": stage2_round, "stalled": stalled, "stopped": stopped,
-                    "train_s": time.perf_counter() - self._t0}
-
-        bar = progress_bar(total=c.epochs, initial=start - 1, progress=self.ctx.progress,
-                           desc="mmea-point" if c.point else "gaussian", unit="round")
-        for rnd in range(start, c.epochs + 1):
-            if stage == 1 and (rnd > c.stage1_epochs or time.perf_counter() - t0 > c.stage1_fraction * budget_s):
-                stage, stage2_round, stalled = 2, rnd, 0
-                net.set_stage(2)
-            t_round = time.perf_counter()
-            losses, times = {}, {}
-            for name, fn in (("rel", self.epoch_relations), ("vis", self.epoch_images), ("num", self.epoch_numbers),
-                             ("csl", self.epoch_common), ("ac", self.epoch_alignment)):
-                if name != "rel" and self._out_of_time():
-                    break
-                t_loss = time.perf_counter()
-                losses[name] = fn()
-                times[name] = round(time.perf_counter() - t_loss, 2)
-            rec: dict = {"round": rnd, "stage": stage,
-                         "losses": {k: (None if v is None else round(v, 5)) for k, v in losses.items()},
-                         "time_s": round(time.perf_counter() - t_round, 2), "time_by_loss_s": times}
-            if can_validate and (rnd % c.eval_every == 0 or rnd == c.epochs or self._out_of_time()):
-                v = self._evaluate_valid()
-                rec["valid"] = {"hits@1": round(v["hits@1"], 4), "mrr": round(v["mrr"], 4)}
-                key = (v["hits@1"], v["mrr"])
-                if key > best["key"]:
-                    best = {"key": key, "round": rnd, "stage": stage, "valid": rec["valid"]}
-                    self._snapshot()
-                    stalled = 0
-                else:
-                    stalled += 1
-            elif not can_validate:
-                self._snapshot()
-                best.update(round=rnd, stage=stage)
-            history.append(rec)
-            log.info("%s round %d (stage %d): %s", self.registry_name, rnd, stage, rec)
-            bar.update(1)
-            bar.set_postfix(epoch_postfix(float(sum(v for v in losses.values() if v is not None)),
-                                          (rec.get("valid") or {}).get("hits@1"), stage=stage))
-            if self._out_of_time():
-                stopped = "time"
-            elif stalled >= c.patience:
-                if stage == 1:
-                    stage, stage2_round, stalled = 2, rnd + 1, 0
-                    net.set_stage(2)
-                else:
-                    stopped = "patience"
-            ckpt.epoch_end(rnd, self.registry_name, loop_state, last=stopped != "epochs" or rnd == c.epochs)
-            if stopped != "epochs":
-                break
-        bar.close()
-        # the variances as training left them (the coverage analysis), then the kept (best) state
-        variances_last = {"round": history[-1]["round"] if history else 0, **variance_report(net, data)}
-        if self._best_state is not None:
-            net.load_state_dict(self._best_state)
+        training = GaussianTraining(self)
+        trainer = Trainer(max_epochs=c.epochs, eval_every=c.eval_every, patience=c.patience, budget=self._budget,
+                          checkpoint=self.ctx.checkpoint, monitor="valid_hits@1", progress=self.ctx.progress,
+                          desc="mmea-point" if c.point else "gaussian", unit="round")
+        result = trainer.fit(training)  # the best state is back in the network
+        best = next((r for r in result.history if r.epoch == result.best_epoch), None)
+        self.info.update(result.as_dict())
         self.info.update({
             "variant": "point" if c.point else "gaussian",
             "dim": c.dim,
             "triples": {"kg": int(len(data.triples) - data.num_exchange), "exchange": data.num_exchange,
                         "total": int(len(data.triples))},
             "modalities": {"relations": int(data.has_relations.sum()), "images": int(data.has_image.sum()),
-                           "numeric": int(data.has_numeric.sum()), "entities": data.num_entities},
+                           "numeric": int(data.has_numeric.sum())},
+            "entities": data.num_entities,
             "numeric_triples": int(len(data.num_entity)), "numeric_attributes": data.num_attributes,
             "image_features": data.image_info,
-            "rounds": len(history), "stage2_from_round": stage2_round, "stopped": stopped,
-            "best": {k: v for k, v in best.items() if k != "key"},
-            "train_s": round(time.perf_counter() - t0, 1),
-            "round_s_mean": round(float(np.mean([h["time_s"] for h in history])), 2) if history else None,
+            "rounds": result.epochs_run, "stage2_from_round": training.stage2_round,
+            "best": {"round": best.epoch if best else 0, "stage": best.extra["stage"] if best else 1,
+                     "valid": {"hits@1": best.extra["valid_hits@1"], "mrr": best.extra["valid_mrr"]}
+                     if best is not None and "valid_mrr" in best.extra else None},
+            "train_s": round(result.train_s, 1),
+            "round_s_mean": round(float(np.mean([h.time_s for h in result.history])), 2) if result.history else None,
             "sampler": self.sampler.stats.as_dict(),
-            "history": history,
             "variances": variance_report(net, data),
-            "variances_last": variances_last,
+            "variances_last": training.variances_last,
         })
-        if can_validate:
+        if len(data.valid_links) >= 2:
             self.info["valid_by_space"] = self._valid_by_space()
             if c.rerank_k > 0:
                 self.info["valid_kl_rerank"] = self._rerank(data.valid_links - np.array([0, data.num_source]),
@@ -1067,3 +995,90 @@ class MmeaPointModel(GaussianModel):
     @dataclass(frozen=True)
     class Config(GaussianModel.Config):
         point: bool = True
+
+
+class GaussianTraining(TrainingModule):
+    """The Gaussian model's rounds for :class:`~mmea.training.Trainer`.
+
+    A round is one epoch of each of the five losses (the later ones skipped once the time budget is
+    spent); validation is Hits@1 of the common-space means (MRR breaks ties).  Stage 2 (trainable
+    variances) starts at the round after ``stage1_epochs``, after ``stage1_fraction`` of the budget,
+    or when stage 1 runs out of patience; patience in stage 2 stops the training.  The loop state:
+    network, optimizers, sampler, batch generator, stage.
+    """
+
+    record_initial = False
+
+    def __init__(self, model: GaussianModel):
+        self.model = model
+        self.kind = model.registry_name  # gaussian | mmea-point: a checkpoint of the twin is refused
+        self.stage, self.stage2_round = 1, None
+        self.variances_last: dict | None = None
+
+    def _to_stage_2(self, first_round: int) -> None:
+        self.stage, self.stage2_round = 2, first_round
+        self.model.net.set_stage(2)
+
+    def train_epoch(self, rnd: int, trainer) -> EpochOutput:
+        m, c = self.model, self.model.config
+        if self.stage == 1 and (rnd > c.stage1_epochs or trainer.budget.spent_fraction(c.stage1_fraction)):
+            self._to_stage_2(rnd)
+            trainer.reset_patience()
+        losses, times = {}, {}
+        for name, fn in (("rel", m.epoch_relations), ("vis", m.epoch_images), ("num", m.epoch_numbers),
+                         ("csl", m.epoch_common), ("ac", m.epoch_alignment)):
+            if name != "rel" and m._out_of_time():
+                break
+            t_loss = time.perf_counter()
+            losses[name] = fn()
+            times[name] = round(time.perf_counter() - t_loss, 2)
+        return EpochOutput(float(sum(v for v in losses.values() if v is not None)),
+                           {"stage": self.stage, "losses": {k: (None if v is None else round(v, 5))
+                                                            for k, v in losses.items()}, "time_by_loss_s": times})
+
+    def can_validate(self) -> bool:
+        return len(self.model.data.valid_links) >= 2  # ranking among one candidate says nothing
+
+    def validate(self, rnd: int, trainer) -> Validation:
+        v = self.model._evaluate_valid()
+        return Validation(v["hits@1"], key=(v["hits@1"], v["mrr"]),
+                          extra={"valid_hits@1": round(v["hits@1"], 4), "valid_mrr": round(v["mrr"], 4)})
+
+    def snapshot(self) -> dict:
+        self.model._snapshot()
+        return self.model._best_state
+
+    def restore(self, state: dict) -> None:
+        self.model.net.load_state_dict(state)
+
+    def on_patience_exhausted(self, rnd: int, trainer) -> bool:
+        if self.stage == 1:
+            self._to_stage_2(rnd + 1)
+            return False
+        return True
+
+    def on_fit_end(self, trainer) -> None:
+        # the variances as training left them (the coverage analysis), before the kept (best) state is back
+        last = trainer.history[-1].epoch if trainer.history else 0
+        self.variances_last = {"round": last, **variance_report(self.model.net, self.model.data)}
+
+    def postfix(self, record, trainer) -> dict:
+        return epoch_postfix(record.loss, record.extra.get("valid_hits@1"), stage=self.stage)
+
+    def loop_state(self) -> dict:
+        m = self.model
+        return {"net": m.net.state_dict(), "sampler": m.sampler.state_dict(), "rng": m._rng.bit_generator.state,
+                "optimizers": {n: {part: getattr(o, part).state_dict() for part in ("sparse", "dense")
+                                   if getattr(o, part) is not None} for n, o in m._optimizers.items()},
+                "stage": self.stage, "stage2_round": self.stage2_round}
+
+    def load_loop_state(self, saved: dict) -> None:
+        m = self.model
+        m.net.set_stage(saved["stage"])
+        m.net.load_state_dict(saved["net"])
+        for name, o in m._optimizers.items():
+            for part, state in saved["optimizers"][name].items():
+                getattr(o, part).load_state_dict(state)
+        m.sampler.load_state_dict(saved["sampler"])
+        m._rng.bit_generator.state = saved["rng"]
+        self.stage, self.stage2_round = saved["stage"], saved["stage2_round"]

@@ -69,7 +69,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MmeaInputError
-from ..progress import epoch_postfix, progress_bar
+from ..progress import epoch_postfix
+from ..training import EpochOutput, Trainer, TimeBudget, TrainingModule, Validation
 from .base import MODELS, AlignmentModel, load_features
 from .selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nca_loss, propose_mutual_pairs, rsm_loss
 
@@ -257,6 +258,7 @@ class SelfMEAModel(AlignmentModel):
         pretrain_minutes: float = 2.0
 
     def fit(self, task) -> None:
+        """Features -> modality inputs -> seed pool -> the shared training loop -> final embeddings."""
         import torch
 
         c = self.config
@@ -264,9 +266,43 @@ class SelfMEAModel(AlignmentModel):
         mods = list(parse_selfmea_modalities(c.modalities))
         rng = np.random.default_rng(self.ctx.seed)
         torch.manual_seed(self.ctx.seed)
-        n, m_ = task.source.num_entities, task.target.num_entities
+        feats = self._usable_features(task, mods)
+        adj, xs, sides, dims = self._modality_inputs(task, feats, mods)
+        pool, select = self._pool_and_selection(task, feats, xs, rng)
+        learn_weights = self._learn_weights()
+        training = SelfMEATraining(self, task, mods, adj, sides, dims, pool, select, rng, learn_weights)
+        trainer = Trainer(max_epochs=c.epochs, eval_every=c.eval_every, keep_later_ties=True,
+                          budget=TimeBudget(60 * c.max_minutes, start=t_start), checkpoint=self.ctx.checkpoint,
+                          monitor="select_hits@1", progress=self.ctx.progress, desc="selfmea", unit="epoch")
+        result = trainer.fit(training)  # the network of the best epoch is back in training.net
 
-        # --------------------------------------------------------------- features
+        net, pool = training.net, training.pool
+        self.pool = pool  # every pair trained on by the end: seeds (or pseudo-seeds) + proposals, in order
+        self.proposals = pool[training.gold_pool:]
+        # the network of the best epoch; the pool of the last: every proposal passed the selection-calibrated
+        # threshold, and selection links (never proposed) cannot show what the pool gained
+        training.set_anchors(pool)
+        net.eval()
+        with torch.no_grad():
+            self._src = self._embed_all(net, sides[0], task.source.num_entities)
+            self._tgt = self._embed_all(net, sides[1], task.target.num_entities)
+        if c.pool_weight > 0 and len(self.proposals):
+            self._src, self._tgt = self._with_pool_block(self.proposals, c.pool_weight)
+        w = torch.softmax(net.w.detach(), 0).numpy()
+        self.info.update(result.as_dict())
+        self.info.update({
+            "modalities": ModalityCounts({m: int(sides[0]["mask"][m].sum()) + int(sides[1]["mask"][m].sum())
+                                          for m in mods}),
+            "fusion_weights": {m: round(float(x), 4) for m, x in zip(mods, w)},
+            "expansions": training.expansions,
+            "best_select_hits@1": round(result.best_valid, 4) if result.best_valid is not None else None,
+            "pool_final": int(len(pool)), "pool_added": int(len(pool) - training.gold_pool),
+            "train_s": round(time.perf_counter() - t_start, 2), "dim": int(self._src.shape[1]),
+        })
+
+    # ------------------------------------------------------------------- inputs
+    def _usable_features(self, task, mods: list[str]):
+        """The features of ``mods``; modalities without features in both KGs are removed from ``mods``."""
         feats = self._load_features(task, mods)
         self.info["features"] = feats.summary()
         names = feats["names"]
@@ -282,9 +318,17 @@ class SelfMEAModel(AlignmentModel):
             self.ctx.note(f"selfmea: no {', '.join(dropped)} features in this task; modalities used: {', '.join(mods)}")
         if not mods:
             raise MmeaInputError("selfmea: none of the requested modalities has features in this task")
-        self.info["modalities"] = mods
+        self.info["modalities"] = ModalityCounts.of(mods)
+        return feats
+
+    def _modality_inputs(self, task, feats, mods: list[str]):
+        """``(adjacency per KG, L2-normalised names per KG, per-side input tensors and masks, input sizes)``."""
+        import torch
+
         from ..encoders.structure import adjacency_matrix
 
+        c, names = self.config, feats["names"]
+        n, m_ = task.source.num_entities, task.target.num_entities
         adj = [adjacency_matrix(task.source.triples, n, self_loops=False, normalization="row"),
                adjacency_matrix(task.target.triples, m_, self_loops=False, normalization="row")]
         xs = [_normalize_rows(names.source), _normalize_rows(names.target)]
@@ -325,8 +369,11 @@ class SelfMEAModel(AlignmentModel):
             for side, x, mk in ((sides[0], img.source, img.source_mask), (sides[1], img.target, img.target_mask)):
                 side["images"] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
                 side["mask"]["images"] = torch.from_numpy(np.asarray(mk, dtype=bool))
+        return adj, xs, sides, dims
 
-        # --------------------------------------------------------------- pool and selection links
+    def _pool_and_selection(self, task, feats, xs, rng) -> tuple[np.ndarray, np.ndarray]:
+        """``(pool, selection links)``: train / valid links, else held-out pseudo-seeds (``rng`` splits them)."""
+        c = self.config
         if len(task.train):
             pool = np.asarray(task.train, dtype=np.int64)
             select = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
@@ -348,164 +395,16 @@ class SelfMEAModel(AlignmentModel):
         if len(pool) < 2:
             raise MmeaInputError("selfmea: fewer than 2 seed pairs to train on; give train links (--seed-ratio) or "
                                  "lower pseudo_threshold")
-        log.info("selfmea: %s, %d pool pairs, modalities %s", self.info["mode"], len(pool), ",".join(mods))
+        log.info("selfmea: %s, %d pool pairs", self.info["mode"], len(pool))
+        return pool, select
 
-        anchor_proj_rng = np.random.default_rng(self.ctx.seed + 7919)
-        anchor_rng_before = [anchor_proj_rng.bit_generator.state]  # before the last draw: a resume redraws it
-
-        def set_anchors(pool_pairs):
-            if "anchors" not in mods:
-                return
-            anchor_rng_before[0] = anchor_proj_rng.bit_generator.state
-            R = (anchor_proj_rng.standard_normal((len(pool_pairs), c.anchor_dim)).astype(np.float32)
-                 / np.sqrt(c.anchor_dim))  # (L, d_a)
-            for k, side in enumerate(sides):
-                a = propagate_anchors(adj[k], pool_pairs[:, k], R, c.hops)
-                side["anchors"] = [torch.from_numpy(x) for x in a]
-                side["mask"]["anchors"] = torch.from_numpy(np.linalg.norm(a[-1], axis=1) > 0) | \
-                    torch.from_numpy(np.linalg.norm(a[0], axis=1) > 0)
-
-        set_anchors(pool)
-        # pseudo-seeds are name-similar pairs by construction: fitting w to them would put all weight on names
-        learn_weights = c.learn_weights == "yes" or (c.learn_weights == "auto" and self.info["mode"] == "seeded")
-        self.info["fusion_weights_learned"] = bool(learn_weights)
-        Net = _build_net()
-        net = Net(mods, dims, c)
-        wid = id(net.w)
-        opt = torch.optim.Adam([{"params": [p for p in net.parameters() if id(p) != wid], "lr": c.lr},
-                                {"params": [net.w], "lr": c.weight_lr}])
-
-        # --------------------------------------------------------------- training
-        queues = [None, None]  # structure embeddings of past RSM batches of each side
-        history, expansions = [], []
-        rounds_done = 0
-        gold_pool = len(pool)
-        stopped = "epochs"
-        ckpt = self.ctx.checkpoint
-        saved = ckpt.resume_state(self.registry_name)
-        if saved is None:
-            start, elapsed0 = 1, 0.0
-            score0 = self._select_score(net, sides, select, pool)  # the untrained model is a candidate too
-            best = (score0, {k: v.detach().clone() for k, v in net.state_dict().items()}, 0)  # (score, state, epoch)
-            history.append({"epoch": 0, "loss": None, "pool": int(len(pool)), "select_hits@1": score0})
-            log.info("selfmea: before training, selection Hits@1 %.4f", score0)
-        else:  # continue after the saved epoch, with everything the epochs change
-            net.load_state_dict(saved["net"])
-            opt.load_state_dict(saved["opt"])
-            rng.bit_generator.state = saved["rng"]
-            pool, queues = saved["pool"], list(saved["queues"])
-            history, expansions, rounds_done = saved["history"], saved["expansions"], saved["rounds_done"]
-            best, stopped = tuple(saved["best"]), saved["stopped"]
-            anchor_proj_rng.bit_generator.state = saved["anchor_rng"]
-            set_anchors(pool)  # the same projection as before the interruption
-            start = saved["epoch"] + 1 if stopped == "epochs" else c.epochs + 1
-            elapsed0 = saved["train_s"]
-            log.info("selfmea: resumed after epoch %d (pool %d)", saved["epoch"], len(pool))
-
-        def loop_state() -> dict:
-            """Everything the epochs change: what a checkpoint must hold to continue exactly."""
-            return {"net": net.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
-                    "anchor_rng": anchor_rng_before[0], "pool": pool, "queues": queues, "history": history,
-                    "expansions": expansions, "rounds_done": rounds_done, "best": best, "stopped": stopped,
-                    "train_s": elapsed0 + time.perf_counter() - t_start}
-
-        deadline = t_start - elapsed0 + 60 * c.max_minutes if c.max_minutes > 0 else None  # a resume has the rest
-        bar = progress_bar(range(start, c.epochs + 1), progress=self.ctx.progress, desc="selfmea", unit="epoch",
-                           initial=start - 1, total=c.epochs)
-        last_loss = last_h1 = None
-        for epoch in bar:
-            t_epoch = time.perf_counter()
-            net.train()
-            perm = rng.permutation(len(pool))
-            losses = []
-            # the training steps are many small ops: one thread avoids OpenMP barriers (10x slower on a busy
-            # 2-core machine); the big searches (selection, expansion) run with every thread
-            threads = torch.get_num_threads()
-            torch.set_num_threads(c.train_threads or threads)
-            for b0 in range(0, len(perm), c.batch_size):
-                batch = pool[perm[b0:b0 + c.batch_size]]
-                if len(batch) < 2:
-                    continue
-                rs, rt = torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1])
-                bs, ms = net(sides[0], rs)
-                bt, mt = net(sides[1], rt)
-                loss = 0.0
-                sims = [bs[i] @ bt[i].t() for i in range(len(mods))]  # K x (B, B) modality cosines
-                for i, s_i in enumerate(sims):  # eq. 7: NCA on each modality ...
-                    both = ms[:, i] & mt[:, i]
-                    if int(both.sum()) >= 2:
-                        loss = loss + nca_loss(s_i[both][:, both], c.alpha, c.beta)
-                # ... and on the joint embedding F_J (eq. 5), its cosine composed from the modality cosines
-                # the fusion weights learn from the initial seeds only: proposals were chosen *because* the
-                # current fused similarity likes them, and fitting w to them feeds that bias back
-                seed_rows = torch.from_numpy(perm[b0:b0 + c.batch_size] < gold_pool)
-                if learn_weights and int(seed_rows.sum()) >= 2:
-                    s_joint = fused_similarity([x[seed_rows][:, seed_rows] for x in sims],
-                                               fusion_weights(net.w, ms[seed_rows]), fusion_weights(net.w, mt[seed_rows]))
-                    loss = loss + nca_loss(s_joint, c.alpha, c.beta)
-                if "structure" in mods and c.rsm_weight > 0:
-                    loss = loss + c.rsm_weight * self._rsm_step(net, sides, queues, rng, n, m_)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-            torch.set_num_threads(threads)
-            rec = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "pool": int(len(pool)),
-                   "time_s": round(time.perf_counter() - t_epoch, 2)}
-            if epoch % c.eval_every == 0 or epoch == c.epochs:
-                rec["select_hits@1"] = self._select_score(net, sides, select, pool)
-                if rec["select_hits@1"] >= best[0]:  # ties: the later epoch, with the larger pool
-                    best = (rec["select_hits@1"], {k: v.detach().clone() for k, v in net.state_dict().items()},
-                            epoch)
-                log.info("selfmea: epoch %d loss %.4f, selection Hits@1 %.4f, pool %d (%.1f s/epoch)", epoch,
-                         rec["loss"] or 0.0, rec["select_hits@1"], len(pool), rec["time_s"])
-                last_h1 = rec["select_hits@1"]
-            last_loss = rec["loss"] if rec["loss"] is not None else last_loss
-            bar.set_postfix(epoch_postfix(last_loss, last_h1, pool=int(len(pool))))
-            if c.expand_every and epoch % c.expand_every == 0 and rounds_done < c.expand_rounds \
-                    and epoch < c.epochs:
-                new = self._expand(net, sides, pool, select, c.expand_min_cos)
-                rounds_done += 1
-                exp = {"epoch": epoch, "added": int(len(new)), "pool": int(len(pool) + len(new)),
-                       "min_cos": round(float(self._last_threshold), 4)}
-                exp["precision_for_log"] = self._precision(task, new)
-                expansions.append(exp)
-                log.info("selfmea: expansion at epoch %d added %d pairs (precision vs gold, log only: %s)",
-                         epoch, len(new), exp["precision_for_log"])
-                if len(new):
-                    pool = np.concatenate([pool, new])
-                    set_anchors(pool)
-            history.append(rec)
-            log.debug("selfmea epoch %s", rec)
-            if deadline and time.perf_counter() > deadline:
-                stopped = "time budget"
-            ckpt.epoch_end(epoch, self.registry_name, loop_state, last=stopped != "epochs" or epoch == c.epochs)
-            if stopped != "epochs":
-                break
-        bar.close()
-
-        self.pool = pool  # every pair trained on by the end: seeds (or pseudo-seeds) + proposals, in order
-        self.proposals = pool[gold_pool:]
-        # --------------------------------------------------------------- best state -> embeddings
-        # the network of the best epoch; the pool of the last: every proposal passed the selection-calibrated
-        # threshold, and selection links (never proposed) cannot show what the pool gained
-        net.load_state_dict(best[1])
-        set_anchors(pool)
-        net.eval()
-        with torch.no_grad():
-            self._src = self._embed_all(net, sides[0], n)
-            self._tgt = self._embed_all(net, sides[1], m_)
-        if c.pool_weight > 0 and len(self.proposals):
-            self._src, self._tgt = self._with_pool_block(self.proposals, c.pool_weight)
-        w = torch.softmax(net.w.detach(), 0).numpy()
-        self.info.update({
-            "fusion_weights": {m: round(float(x), 4) for m, x in zip(mods, w)},
-            "history": history, "expansions": expansions, "best_epoch": best[2],
-            "best_select_hits@1": round(best[0], 4) if best[0] >= 0 else None,
-            "pool_final": int(len(pool)), "pool_added": int(len(pool) - gold_pool),
-            "stopped": stopped, "train_s": round(time.perf_counter() - t_start, 2),
-            "dim": int(self._src.shape[1]),
-        })
+    def _learn_weights(self) -> bool:
+        """Whether the fusion weights learn: pseudo-seeds are name-similar pairs by construction, so fitting
+        ``w`` to them would put all weight on names."""
+        c = self.config
+        learn = c.learn_weights == "yes" or (c.learn_weights == "auto" and self.info["mode"] == "seeded")
+        self.info["fusion_weights_learned"] = bool(learn)
+        return learn
 
     # ------------------------------------------------------------------- helpers
     def _with_pool_block(self, proposals: np.ndarray, weight: float):
@@ -641,3 +540,173 @@ class SelfMEAModel(AlignmentModel):
 
     def embeddings(self):
         return self._src, self._tgt
+
+
+class ModalityCounts(dict):
+    """``model_info["modalities"]``: modality name -> number of entities (both KGs) that have it.
+
+    The one shape every model records (the Gaussian model's counts too).  For code written when
+    SelfMEA recorded a list of names, it also compares equal to the list of its names in order.
+    """
+
+    @classmethod
+    def of(cls, names) -> "ModalityCounts":
+        """The names before the counts are known (0 each)."""
+        return cls((m, 0) for m in names)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    __hash__ = None
+
+
+class SelfMEATraining(TrainingModule):
+    """SelfMEA's epochs for :class:`~mmea.training.Trainer`: NCA + RSM batches over the pool, selection
+    Hits@1 (the untrained model is a candidate, as epoch 0), seed expansion after validation.
+
+    The loop state (for exact resumes): network, optimizer, batch generator, anchor projection
+    generator, pool, RSM queues and expansions.
+    """
+
+    kind = "selfmea"
+    record_initial = True
+
+    def __init__(self, model: "SelfMEAModel", task, mods, adj, sides, dims, pool, select, rng, learn_weights: bool):
+        import torch
+
+        c = self.c = model.config
+        self.model, self.task, self.mods, self.adj, self.sides = model, task, list(mods), adj, sides
+        self.pool, self.select, self.rng, self.learn_weights = pool, select, rng, learn_weights
+        self.n, self.m_ = task.source.num_entities, task.target.num_entities
+        self.queues = [None, None]  # structure embeddings of past RSM batches of each side
+        self.expansions: list[dict] = []
+        self.rounds_done = 0
+        self.gold_pool = len(pool)
+        self.last_loss = None
+        self.anchor_proj_rng = np.random.default_rng(model.ctx.seed + 7919)
+        self.anchor_rng_before = self.anchor_proj_rng.bit_generator.state  # before the last draw: a resume redraws it
+        self.set_anchors(pool)
+        self.net = _build_net()(mods, dims, c)
+        wid = id(self.net.w)
+        self.opt = torch.optim.Adam([{"params": [p for p in self.net.parameters() if id(p) != wid], "lr": c.lr},
+                                     {"params": [self.net.w], "lr": c.weight_lr}])
+
+    def set_anchors(self, pool_pairs: np.ndarray) -> None:
+        """The anchors modality of both sides for ``pool_pairs`` (a fresh random projection)."""
+        import torch
+
+        if "anchors" not in self.mods:
+            return
+        c = self.c
+        self.anchor_rng_before = self.anchor_proj_rng.bit_generator.state
+        R = (self.anchor_proj_rng.standard_normal((len(pool_pairs), c.anchor_dim)).astype(np.float32)
+             / np.sqrt(c.anchor_dim))  # (L, d_a)
+        for k, side in enumerate(self.sides):
+            a = propagate_anchors(self.adj[k], pool_pairs[:, k], R, c.hops)
+            side["anchors"] = [torch.from_numpy(x) for x in a]
+            side["mask"]["anchors"] = torch.from_numpy(np.linalg.norm(a[-1], axis=1) > 0) | \
+                torch.from_numpy(np.linalg.norm(a[0], axis=1) > 0)
+
+    # -- the hooks -------------------------------------------------------------------
+    def on_fresh_start(self, trainer) -> Validation:
+        score0 = self.model._select_score(self.net, self.sides, self.select, self.pool)
+        log.info("selfmea: before training, selection Hits@1 %.4f", score0)
+        return Validation(score0, extra={"pool": int(len(self.pool)), "select_hits@1": score0})
+
+    def train_epoch(self, epoch: int, trainer) -> EpochOutput:
+        """One pass over the pool in random batches: NCA per modality and on the fused embedding
+        (initial seeds only), RSM on the structure embedding."""
+        import torch
+
+        c, net, pool, mods = self.c, self.net, self.pool, self.mods
+        net.train()
+        perm = self.rng.permutation(len(pool))
+        losses = []
+        # the training steps are many small ops: one thread avoids OpenMP barriers (10x slower on a busy
+        # 2-core machine); the big searches (selection, expansion) run with every thread
+        threads = torch.get_num_threads()
+        torch.set_num_threads(c.train_threads or threads)
+        for b0 in range(0, len(perm), c.batch_size):
+            batch = pool[perm[b0:b0 + c.batch_size]]
+            if len(batch) < 2:
+                continue
+            rs, rt = torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1])
+            bs, ms = net(self.sides[0], rs)
+            bt, mt = net(self.sides[1], rt)
+            loss = 0.0
+            sims = [bs[i] @ bt[i].t() for i in range(len(mods))]  # K x (B, B) modality cosines
+            for i, s_i in enumerate(sims):  # eq. 7: NCA on each modality ...
+                both = ms[:, i] & mt[:, i]
+                if int(both.sum()) >= 2:
+                    loss = loss + nca_loss(s_i[both][:, both], c.alpha, c.beta)
+            # ... and on the joint embedding F_J (eq. 5), its cosine composed from the modality cosines
+            # the fusion weights learn from the initial seeds only: proposals were chosen *because* the
+            # current fused similarity likes them, and fitting w to them feeds that bias back
+            seed_rows = torch.from_numpy(perm[b0:b0 + c.batch_size] < self.gold_pool)
+            if self.learn_weights and int(seed_rows.sum()) >= 2:
+                s_joint = fused_similarity([x[seed_rows][:, seed_rows] for x in sims],
+                                           fusion_weights(net.w, ms[seed_rows]), fusion_weights(net.w, mt[seed_rows]))
+                loss = loss + nca_loss(s_joint, c.alpha, c.beta)
+            if "structure" in mods and c.rsm_weight > 0:
+                loss = loss + c.rsm_weight * self.model._rsm_step(net, self.sides, self.queues, self.rng, self.n,
+                                                                  self.m_)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            losses.append(loss.item())
+        torch.set_num_threads(threads)
+        loss = float(np.mean(losses)) if losses else None
+        self.last_loss = loss if loss is not None else self.last_loss
+        return EpochOutput(loss, {"pool": int(len(pool))})
+
+    def validate(self, epoch: int, trainer) -> Validation:
+        score = self.model._select_score(self.net, self.sides, self.select, self.pool)
+        log.info("selfmea: epoch %d, selection Hits@1 %.4f, pool %d", epoch, score, len(self.pool))
+        return Validation(score, extra={"select_hits@1": score})
+
+    def snapshot(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def restore(self, state: dict) -> None:
+        self.net.load_state_dict(state)
+
+    def after_epoch(self, record, trainer) -> None:
+        """Algorithm 1: every ``expand_every`` epochs (``expand_rounds`` times, not after the last epoch)
+        the mutual nearest pairs above the threshold join the pool, and the anchors follow."""
+        c, epoch = self.c, record.epoch
+        if not (c.expand_every and epoch % c.expand_every == 0 and self.rounds_done < c.expand_rounds
+                and epoch < c.epochs):
+            return
+        new = self.model._expand(self.net, self.sides, self.pool, self.select, c.expand_min_cos)
+        self.rounds_done += 1
+        exp = {"epoch": epoch, "added": int(len(new)), "pool": int(len(self.pool) + len(new)),
+               "min_cos": round(float(self.model._last_threshold), 4),
+               "precision_for_log": self.model._precision(self.task, new)}
+        self.expansions.append(exp)
+        log.info("selfmea: expansion at epoch %d added %d pairs (precision vs gold, log only: %s)",
+                 epoch, len(new), exp["precision_for_log"])
+        if len(new):
+            self.pool = np.concatenate([self.pool, new])
+            self.set_anchors(self.pool)
+
+    def postfix(self, record, trainer) -> dict:
+        return epoch_postfix(self.last_loss, trainer.last_valid, pool=int(len(self.pool)))
+
+    def loop_state(self) -> dict:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "rng": self.rng.bit_generator.state,
+                "anchor_rng": self.anchor_rng_before, "pool": self.pool, "queues": self.queues,
+                "expansions": self.expansions, "rounds_done": self.rounds_done, "last_loss": self.last_loss}
+
+    def load_loop_state(self, saved: dict) -> None:
+        self.net.load_state_dict(saved["net"])
+        self.opt.load_state_dict(saved["opt"])
+        self.rng.bit_generator.state = saved["rng"]
+        self.pool, self.queues = saved["pool"], list(saved["queues"])
+        self.expansions, self.rounds_done, self.last_loss = saved["expansions"], saved["rounds_done"], saved["last_loss"]
+        self.anchor_proj_rng.bit_generator.state = saved["anchor_rng"]
+        self.set_anchors(self.pool)  # the same projection as before the interruption
