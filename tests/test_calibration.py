@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -336,3 +337,108 @@ def test_demo_export_meets_its_precision_target(demo_run, tmp_path):
     assert s["test_precision"] > metrics["test"]["hits@1"] + 0.15  # far above the unfiltered precision
     assert s["exported_pairs"] == len(pd.read_csv(tmp_path / "p.csv"))
     assert s["calibration"]["n_valid"] == 60
+
+
+# -- issue 19, item 10: bad values and unwritable files are named ------------------------------
+
+def _edited_run(src, dest, edit):
+    """A copy of run ``src`` whose alignment.csv went through ``edit(lines)``, recorded as finished."""
+    import shutil
+
+    from mmea.runs import RunDir
+
+    shutil.copytree(src, dest)
+    p = dest / "alignment.csv"
+    lines = p.read_text(encoding="utf-8").splitlines(keepends=True)
+    p.write_text("".join(edit(lines)), encoding="utf-8")
+    RunDir(dest).mark_complete()  # recorded as written, so the reader (not the checksum) must judge it
+    return dest
+
+
+@pytest.mark.parametrize("column, value, reason", [
+    ("margin", "abc", "margin 'abc' is not a number"),
+    ("csls", "1e999", "csls '1e999' is not finite"),
+    ("gold", "maybe", "column 'gold': 'maybe' is not a boolean"),
+    ("rank", "first", "rank 'first' is not an integer >= 1"),
+])
+def test_export_names_the_line_of_a_bad_value(run_dir, tmp_path, column, value, reason):
+    def edit(lines):
+        header = lines[0].rstrip("\n").split(",")
+        row = lines[4].rstrip("\n").split(",")  # the toy run's names hold no comma
+        row[header.index(column)] = value
+        lines[4] = ",".join(row) + "\n"
+        return lines
+
+    run = _edited_run(run_dir, tmp_path / "run", edit)
+    r = cli("export", run, "--out", tmp_path / "x.csv")
+    assert r.exit_code == 2, r.output  # was: exit 1 with a bare ValueError
+    assert f"{run / 'alignment.csv'}, line 5: {reason}" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_export_refuses_a_truncated_last_line(run_dir, tmp_path):
+    run = _edited_run(run_dir, tmp_path / "run", lambda lines: lines[:-1] + [lines[-1][:7]])
+    r = cli("export", run)
+    n = len((run / "alignment.csv").read_text().splitlines())
+    assert r.exit_code == 2 and f"line {n}: the last line has no newline" in r.output
+
+
+def test_export_unwritable_out_names_the_file(run_dir, tmp_path, monkeypatch):
+    r = cli("export", run_dir, "--out", tmp_path)
+    assert r.exit_code == 2 and f"{tmp_path}: cannot write the export (it is a directory)" in r.output
+    (tmp_path / "file").write_text("x")
+    r = cli("export", run_dir, "--out", tmp_path / "file" / "a.csv")
+    assert r.exit_code == 2 and f"{tmp_path / 'file' / 'a.csv'}: cannot write the export" in r.output
+    import errno
+
+    import mmea.export
+
+    def fail(code):
+        def write(df, dest):
+            with open(dest, "w") as fh:
+                fh.write("half")  # a partial file, which must not stay behind
+            raise OSError(code, os.strerror(code), str(dest))
+        return write
+
+    monkeypatch.setattr(mmea.export, "write_csv", fail(errno.EACCES))
+    r = cli("export", run_dir, "--out", tmp_path / "p.csv")
+    assert r.exit_code == 2 and f"{tmp_path / 'p.csv'}: cannot write the export (permission denied)" in r.output
+    monkeypatch.setattr(mmea.export, "write_csv", fail(errno.ENOSPC))
+    r = cli("export", run_dir, "--out", tmp_path / "full.csv")
+    assert r.exit_code == 1 and f"{tmp_path / 'full.csv'}: cannot write the export (No space left" in r.output
+    assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob(".*tmp*"))  # written atomically
+
+
+def test_export_unreadable_inputs_are_named(run_dir, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    real = Path.read_bytes
+
+    def denied(self):
+        if self.name == "alignment.csv" and self.parent == run:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    r = cli("export", run)
+    assert r.exit_code == 2 and f"{run / 'alignment.csv'}: cannot be read (permission denied)" in r.output
+    monkeypatch.undo()
+    (run / CALIBRATION_FILE).unlink()
+    (run / CALIBRATION_FILE).mkdir()
+    r = cli("export", run)
+    assert r.exit_code == 2 and f"{run / CALIBRATION_FILE}: is a directory" in r.output
+
+
+def test_export_run_is_the_cli_without_printing(run_dir, tmp_path):
+    from mmea.export import export_run
+
+    s = export_run(run_dir, out=tmp_path / "a.csv", min_precision=0.5)
+    r = cli("export", run_dir, "--out", tmp_path / "b.csv", "--min-precision", 0.5, "--json")
+    assert r.exit_code == 0
+    cli_s = json.loads(r.stdout)
+    assert {k: v for k, v in s.items() if k != "out"} == {k: v for k, v in cli_s.items() if k != "out"}
+    assert s["read"]["header"] and s["read"]["rows"] == 180 and s["warnings"] == []
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()

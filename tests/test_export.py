@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -193,3 +195,134 @@ def test_gold_links_skip_comment_lines(tmp_path):
     p.write_text("a\tb\tc\n")
     with pytest.raises(DataFormatError, match="line 1.*expected 2 fields"):
         read_gold_links(p)
+
+
+# -- issue 19: evaluate with candidate lists, header detection, what was read ---------------------
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from mmea.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_gold_target_outside_the_candidates_is_a_miss_at_every_k(tmp_path):
+    """Item 1: a missing gold target used to get rank longest + 1, a hit for every k above the list."""
+    import json
+
+    aln = tmp_path / "a.csv"  # two candidates per source; a2's gold target b2 is not among them
+    aln.write_text("src_id,tgt_id,score,rank\na0,b0,0.9,1\na0,b5,0.1,2\na1,b6,0.8,1\na1,b1,0.7,2\n"
+                   "a2,b7,0.6,1\na2,b8,0.5,2\n")
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("a0\tb0\na1\tb1\na2\tb2\n")
+    rk = evaluate_alignment_file(aln, gold, ks=(1, 2, 10))["ranking"]
+    assert rk["hits@1"] == pytest.approx(1 / 3) and rk["hits@2"] == pytest.approx(2 / 3)
+    assert rk["hits@10"] == pytest.approx(2 / 3)  # was 1.0: a2 counted at rank 3 <= 10
+    assert rk["gold_in_candidates"] == pytest.approx(2 / 3) and rk["gold_missing"] == 1
+    assert rk["mrr"] == pytest.approx((1 + 1 / 2 + 0) / 3)  # the missing one adds 0
+    assert rk["mr"] is None and rk["mr_found"] == pytest.approx(1.5)
+    assert rk["mr_lower_bound"] == pytest.approx((1 + 2 + 3) / 3)  # a2 at its list length + 1
+    assert "miss at every k" in rk["missing_gold"]
+    r = _cli("evaluate", "--alignment", aln, "--gold", gold, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["ranking"]["hits@10"] == pytest.approx(2 / 3)
+    assert "warning: 1 of 3 gold targets are not among their source's candidates" in r.output
+    r = _cli("evaluate", "--alignment", aln, "--gold", gold)
+    assert r.exit_code == 0 and "2 of 3 gold targets among them" in r.output and "mr_lower_bound" in r.output
+
+
+def test_every_gold_target_found_gives_the_plain_mean_rank(tmp_path):
+    aln = tmp_path / "a.csv"
+    aln.write_text("src_id,tgt_id,rank\na0,b0,1\na0,b1,2\na1,b0,1\na1,b1,2\n")
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("a0 b0\na1 b1\n")
+    rk = evaluate_alignment_file(aln, gold)["ranking"]
+    assert rk["mr"] == rk["mr_found"] == rk["mr_lower_bound"] == pytest.approx(1.5)
+    assert rk["gold_in_candidates"] == 1.0 and rk["mrr"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("src_id,score\n1,0.5\n", "the header has no target column (columns: src_id, score)"),  # the issue's repro
+    ("score,tgt_id\n0.5,b0\n", "the header has no source column"),
+    ("rank,gold\n1,true\n", "the header has no source and target column"),
+])
+def test_a_header_without_the_id_columns_is_an_error(tmp_path, content, message):
+    """Item 14: a first line of known column names is a header, never a headerless row of ids."""
+    p = tmp_path / "a.csv"
+    p.write_text(content)
+    with pytest.raises(DataFormatError, match=re.escape(message)) as e:
+        read_alignment(p)
+    assert e.value.line_no == 1
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("1 0.5\n")
+    r = _cli("evaluate", "--alignment", p, "--gold", gold)
+    assert r.exit_code == 2 and f"{p}, line 1: the header has no" in r.output and "hint: name it" in r.output
+
+
+def test_evaluate_says_which_format_it_read(tmp_path):
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("a0 b0\na1 b1\n")
+    plain = tmp_path / "pairs.tsv"
+    plain.write_text("a0\tb0\na1\tb2\n")
+    r = _cli("evaluate", "--alignment", plain, "--gold", gold)
+    assert r.exit_code == 0
+    assert f"read {plain}: no header (2 fields per line read as src_id, tgt_id), tab-separated" in r.output
+    named = tmp_path / "named.csv"
+    named.write_text("source,target,confidence\na0,b0,x\n")
+    r = _cli("evaluate", "--alignment", named, "--gold", gold)
+    assert r.exit_code == 0
+    assert "header on line 1, comma-separated, columns source (as src_id), target (as tgt_id), confidence" \
+        in r.output
+
+
+def test_reader_counts_what_it_skips_and_accepts(tmp_path):
+    from mmea.alignment_csv import read_alignment_file
+
+    p = tmp_path / "a.csv"
+    p.write_bytes(b"\xef\xbb\xbfsrc_id,tgt_id,score\r\n\r\na0,b0,0.5\r\na0,b0,0.5\r\n  \na1,\"b,1\",0.2")
+    df, fmt = read_alignment_file(p)
+    assert df["tgt_id"].tolist() == ["b0", "b,1"] and df["_line"].tolist() == [3, 6]
+    assert fmt.bom and fmt.blank_lines == 2 and fmt.duplicate_rows == 1 and fmt.unterminated_last_line == 6
+    assert any("line 4, the pair of line 3" in w for w in fmt.warnings)
+    assert "skipped 2 blank and 1 duplicate lines" in fmt.describe()
+    with pytest.raises(DataFormatError, match="line 6: the last line has no newline"):
+        read_alignment_file(p, run_file=True)
+
+
+@pytest.mark.parametrize("content, line, reason", [
+    (b"src_id,tgt_id\na0,b\x000\n", 2, "control character"),
+    (b"src_id,tgt_id\na0,b\r0\n", 2, "control character '\\r'"),
+    (b"src_id,tgt_id\na0\t,b0\n", 2, "control character '\\t'"),
+    (b"src_id,tgt_id\na0,b\"0\n", 2, "quote character inside an unquoted field"),
+    (b"src_id,tgt_id\na0,b0\na1,\xe9\n", 3, "not valid UTF-8"),
+    ("src_id,tgt_id\na0,b0\n".encode("utf-16"), 1, "it looks like UTF-16"),
+    (b"src_id,tgt_id,score\na0,b0,inf\n", 2, "not finite"),
+    (b"src_id,tgt_id,score\na0,b0,1_0\n", 2, "not a number"),
+    (b"src_id,tgt_id\n", 1, "no data rows after the header"),
+])
+def test_corrupted_bytes_name_the_line(tmp_path, content, line, reason):
+    p = tmp_path / "bad.csv"
+    p.write_bytes(content)
+    with pytest.raises(DataFormatError, match=re.escape(reason)) as e:
+        read_alignment(p)
+    assert f"line {line}" in str(e.value) and str(p) in str(e.value)
+
+
+def test_unreadable_alignment_and_gold_files_are_named(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("a0 b0\n")
+    r = _cli("evaluate", "--alignment", tmp_path, "--gold", gold)
+    assert r.exit_code == 2 and "is a directory" in r.output
+    p = tmp_path / "a.csv"
+    p.write_text("src_id,tgt_id\na0,b0\n")
+
+    def denied(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DataFormatError, match=re.escape(f"{p}: cannot be read (permission denied)")):
+        read_alignment(p)
+    r = _cli("evaluate", "--alignment", p, "--gold", gold)
+    assert r.exit_code == 2 and f"{p}: cannot be read (permission denied)" in r.output
