@@ -1,4 +1,4 @@
-"""Alignment CSV export, reading, and scoring of any alignment file.
+"""Alignment CSV export, scoring of any alignment file, and export of a finished run.
 
 ``alignment.csv`` has one row per (source, candidate target), long format:
 
@@ -19,7 +19,10 @@ matched     (only with ``--match``) the pair belongs to the one-to-one alignment
 
 :func:`evaluate_alignment_file` scores an alignment CSV made by ``mmea`` or by
 any other tool (only ``src_id`` and ``tgt_id`` are required; ``rank``,
-``score`` and ``matched`` are used when present) against a gold-link file.
+``score`` and ``matched`` are used when present) against a gold-link file
+(``mmea evaluate``); :func:`export_run` writes a run's calibrated pairs
+(``mmea export``).  Both read through :mod:`mmea.alignment_csv`, which names the
+file and line of any problem; the CLI only parses options and prints.
 """
 
 from __future__ import annotations
