@@ -1,14 +1,14 @@
 """Training checkpoints: ``RUN_DIR/checkpoint.pt``, ``--resume`` and Ctrl-C.
 
-A training loop talks to the :class:`Checkpointer` of its run (``ctx.checkpoint``
-for alignment models) at two points::
+The shared training loop (:class:`mmea.training.Trainer`) talks to the :class:`Checkpointer` of its run
+(``ctx.checkpoint`` for alignment models) at two points::
 
     saved = ckpt.resume_state("selfmea")        # before the first epoch: None, or the state to continue from
     if saved is not None:
         ...restore the loop's variables; start = saved["epoch"] + 1
     for epoch in range(start, epochs + 1):
         ...
-        ckpt.epoch_end(epoch, lambda: {"net": net.state_dict(), ...})   # after each finished epoch
+        ckpt.epoch_end(epoch, "selfmea", lambda: {"net": net.state_dict(), ...})   # after each finished epoch
 
 and the job that runs the loop wraps it in ``with ckpt.guard():``, so that
 Ctrl-C (``KeyboardInterrupt``) first writes the state of the last finished
@@ -52,8 +52,9 @@ __all__ = ["CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "Checkpointer", "TrainingInte
            "restore_global_rng_state"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
-#: version of the file layout; a file of another version is refused with a clear error
-CHECKPOINT_FORMAT = 1
+#: version of the file layout; a file of another version is refused with a clear error.
+#: 2: the state holds the shared loop's own state under ``"loop"`` (:meth:`mmea.training.Trainer.state_dict`)
+CHECKPOINT_FORMAT = 2
 _NDARRAY = "__ndarray__"
 
 
@@ -181,6 +182,10 @@ class Checkpointer:
             raise MmeaInputError(f"{self.path}: unreadable checkpoint ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0] if str(e) else 'no detail'})",
                                  hint="delete it to start the training again, or resume another run") from None
+        if isinstance(raw, dict) and isinstance(raw.get("format"), int) and raw["format"] < CHECKPOINT_FORMAT:
+            raise MmeaInputError(f"{self.path}: a checkpoint of format {raw['format']}, written by an older mmea; "
+                                 f"this one resumes format {CHECKPOINT_FORMAT}",
+                                 hint="delete it to start the training again, or resume with the mmea that wrote it")
         if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT or "state" not in raw:
             raise MmeaInputError(f"{self.path}: not an mmea checkpoint of format {CHECKPOINT_FORMAT}",
                                  hint="delete it to start the training again")

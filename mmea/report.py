@@ -402,8 +402,8 @@ def section_run(run: RunFiles) -> Section:
         how = f" ({prov.get('kind')})" if isinstance(prov, dict) and prov.get("kind") else ""
         rows.append(["split (links)", ", ".join(f"{k} {v:,}" for k, v in split.items()) + how])
     rows.append(["name encoder", _name_encoder(info)])
-    mods = info.get("modalities")
-    if isinstance(mods, list):
+    mods = info.get("modalities")  # name -> entities that have it (older selfmea runs: a list of names)
+    if isinstance(mods, (list, dict)) and mods:
         rows.append(["modalities", ", ".join(map(str, mods))])
     if info.get("mode"):
         rows.append(["training mode", info["mode"]])

@@ -266,6 +266,7 @@ class Trainer:
         self.stopped: str | None = None    # None while running
         self.last_valid: float | None = None
         self.resumed_after: int | None = None
+        self._timed_out = False            # the last epoch ended on the time budget
 
     # -- the loop's own state in a checkpoint ------------------------------------------
     def state_dict(self) -> dict:
@@ -324,7 +325,7 @@ class Trainer:
         t0 = time.perf_counter()
         out = module.train_epoch(epoch, self)
         record = EpochRecord(epoch, out.loss, None, round(time.perf_counter() - t0, 3), dict(out.extra))
-        timed_out = out.out_of_time or self.budget.out_of_time()
+        timed_out = self._timed_out = out.out_of_time or self.budget.out_of_time()
         if module.can_validate() and (epoch % self.eval_every == 0 or epoch == self.max_epochs or timed_out):
             v = module.validate(epoch, self)
             record.valid = v.value
@@ -336,7 +337,7 @@ class Trainer:
         return record
 
     def _stop_reason(self, record: EpochRecord, module: TrainingModule) -> str | None:
-        if self.budget.out_of_time():
+        if self._timed_out or self.budget.out_of_time():
             return "time_budget"
         if record.valid is not None and self.patience and self.stalled >= self.patience:
             if module.on_patience_exhausted(record.epoch, self):
@@ -359,7 +360,8 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(module.postfix(record, self))
                 self.stopped = self._stop_reason(record, module)
-                self.checkpoint.epoch_end(epoch, module.kind, lambda: {**module.loop_state(), "loop": self.state_dict()},
+                self.checkpoint.epoch_end(epoch, module.kind,
+                                          lambda: {**module.loop_state(), "loop": self.state_dict()},
                                           last=self.stopped is not None)
                 if self.stopped is not None:
                     break

@@ -543,17 +543,7 @@ def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True)
         model.eval()
         test_s = time.perf_counter() - t_test
         scorer = CrossSpaceScorer(model, model.text_features(tx["x_text"], tx["uniq"]), text_ids_t, n_rel)
-        cos_rows = test if len(test) else valid
-        if config.cosine_samples and len(cos_rows) > config.cosine_samples:
-            cos_rows = cos_rows[np.sort(np.random.default_rng(config.seed + 2).choice(
-                len(cos_rows), config.cosine_samples, replace=False))]
-        cosine, correct, incorrect = {}, None, None
-        if len(cos_rows) and len(tx["uniq"]) > 1:
-            correct, incorrect = cosine_distribution(scorer, cos_rows, tx["ids"], config.seed + 3)
-            cosine = {"split": "test" if len(test) else "valid", "pairs": int(len(correct)),
-                      "mean_correct": float(correct.mean()), "std_correct": float(correct.std()),
-                      "mean_incorrect": float(incorrect.mean()), "std_incorrect": float(incorrect.std()),
-                      "gap": float(correct.mean() - incorrect.mean()), "auc": _auc(correct, incorrect)}
+        cosine, correct, incorrect = _cosine_summary(scorer, test, valid, tx, config)
         metrics = _clep_metrics(dataset, config, model, tx, training, result, test_metrics, cosine, notes,
                                 {"split": {"train": len(train), "valid": len(valid), "test": len(test)},
                                  "pairs": int(len(pairs)), "device": device, "test_s": test_s,
@@ -568,6 +558,22 @@ def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True)
         torch.set_num_threads(threads_before)
         if own_run and run is not None:
             run.close()
+
+
+def _cosine_summary(scorer, test: np.ndarray, valid: np.ndarray, tx: dict, config: ClepConfig):
+    """``(summary, correct cosines, incorrect cosines)`` on up to ``cosine_samples`` test (else valid)
+    triples; ``({}, None, None)`` when there is nothing to compare."""
+    cos_rows = test if len(test) else valid
+    if config.cosine_samples and len(cos_rows) > config.cosine_samples:
+        cos_rows = cos_rows[np.sort(np.random.default_rng(config.seed + 2).choice(
+            len(cos_rows), config.cosine_samples, replace=False))]
+    if not len(cos_rows) or len(tx["uniq"]) <= 1:
+        return {}, None, None
+    correct, incorrect = cosine_distribution(scorer, cos_rows, tx["ids"], config.seed + 3)
+    return ({"split": "test" if len(test) else "valid", "pairs": int(len(correct)),
+             "mean_correct": float(correct.mean()), "std_correct": float(correct.std()),
+             "mean_incorrect": float(incorrect.mean()), "std_incorrect": float(incorrect.std()),
+             "gap": float(correct.mean() - incorrect.mean()), "auc": _auc(correct, incorrect)}, correct, incorrect)
 
 
 def _clep_metrics(dataset, config: ClepConfig, model, tx: dict, training: ClepTraining, result, test_metrics: dict,

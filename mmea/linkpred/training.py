@@ -67,8 +67,8 @@ from .evaluation import filtered_metrics
 
 log = logging.getLogger("mmea.linkpred")
 
-__all__ = ["LinkPredConfig", "LinkPredTraining", "train_link_prediction", "resolve_margin", "config_from_dict", "make_optimizer",
-           "init_embeddings_from"]
+__all__ = ["LinkPredConfig", "LinkPredTraining", "train_link_prediction", "resolve_margin", "config_from_dict",
+           "make_optimizer", "init_embeddings_from"]
 
 
 @dataclass(frozen=True)

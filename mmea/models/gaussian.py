@@ -80,8 +80,8 @@ from .gaussian_math import (alignment_loss, common_space_loss, exchange_triples,
 
 log = logging.getLogger("mmea.models")
 
-__all__ = ["GaussianModel", "MmeaPointModel", "GaussianTraining", "GaussianData", "SameGraphUniformSampler", "relation_positives",
-           "pixel_image_features", "build_network", "kl_rerank_ranks"]
+__all__ = ["GaussianModel", "MmeaPointModel", "GaussianTraining", "GaussianData", "SameGraphUniformSampler",
+           "relation_positives", "pixel_image_features", "build_network", "kl_rerank_ranks"]
 
 IMAGE_SOURCES = ("auto", "features", "pixels", "none")
 

@@ -707,6 +707,7 @@ class SelfMEATraining(TrainingModule):
         self.opt.load_state_dict(saved["opt"])
         self.rng.bit_generator.state = saved["rng"]
         self.pool, self.queues = saved["pool"], list(saved["queues"])
-        self.expansions, self.rounds_done, self.last_loss = saved["expansions"], saved["rounds_done"], saved["last_loss"]
+        self.expansions, self.rounds_done = saved["expansions"], saved["rounds_done"]
+        self.last_loss = saved["last_loss"]
         self.anchor_proj_rng.bit_generator.state = saved["anchor_rng"]
         self.set_anchors(self.pool)  # the same projection as before the interruption
