@@ -53,11 +53,13 @@ BOOL_COLUMNS = ("matched", "gold", "mutual")
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 _MISSING = {"", "nan", "<na>", "na", "none", "null"}
-_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?i:nan)"
-_INFINITE = r"[+-]?(?i:inf|infinity)"
-_RANK = r"\+?\d+(?:\.0*)?"
+#: a number, NaN, or empty (missing); Python's float() would also take "1_0" and "infinity"
+_NUMBER_RE = re.compile(r"(?:[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?i:nan))?")
+_INFINITE_RE = re.compile(r"[+-]?(?i:inf|infinity)")
+_RANK_RE = re.compile(r"\+?\d+(?:\.0*)?")
 #: C0 controls but the tab, DEL and C1 controls (a lone CR included: it is not a line end here)
 _CTRL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CTRL_OR_TAB = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # in a comma-separated file a tab is no delimiter
 
 
 @dataclass
@@ -173,16 +175,17 @@ def _stray_quote(body: str, delim: str) -> int | None:
 
 def _parse_line(path: Path, ln: int, body: str, delim: str) -> list[str]:
     """The fields of one line (no newline inside); control characters and stray quotes are errors."""
-    bad = _CTRL.search(body) or (re.search("\t", body) if delim == "," else None)
+    bad = (_CTRL_OR_TAB if delim == "," else _CTRL).search(body)
     if bad:
         ch = bad.group()
         raise DataFormatError(path, ln, body, f"control character {ch!r} (U+{ord(ch):04X}) at character "
                                               f"{bad.start() + 1}")
-    if '"' in body:
-        pos = _stray_quote(body, delim)
-        if pos is not None:
-            raise DataFormatError(path, ln, body, f"quote character inside an unquoted field (character {pos + 1})",
-                                  hint='quote the whole field and double inner quotes: "a""b"')
+    if '"' not in body:
+        return body.split(delim)  # what a CSV reader gives for a line without quotes
+    pos = _stray_quote(body, delim)
+    if pos is not None:
+        raise DataFormatError(path, ln, body, f"quote character inside an unquoted field (character {pos + 1})",
+                              hint='quote the whole field and double inner quotes: "a""b"')
     try:
         return next(csv.reader((body,), delimiter=delim, strict=True))
     except csv.Error as e:
@@ -259,10 +262,10 @@ def _split_rows(path: Path, text: str, fmt: AlignmentFormat, run_file: bool):
     return header, rows, line_nos, lines
 
 
-def _first_bad(path, values, ok, line_nos, lines, message):
-    """Raise for the first row where ``ok`` is False."""
-    i = int(np.argmin(ok))
-    if not ok[i]:
+def _first_bad(path, values: list, ok, line_nos, lines, message) -> None:
+    """Raise for the first value for which ``ok(value)`` is false, naming its line."""
+    i = next((k for k, v in enumerate(values) if not ok(v)), None)
+    if i is not None:
         ln = line_nos[i]
         raise DataFormatError(path, ln, lines[ln - 1].rstrip("\r"), message(values[i]))
 
@@ -274,25 +277,23 @@ def _typed(df, path: Path, line_nos: list[int], lines: list[str], columns) -> No
     for col in columns:
         if col not in df:
             continue
-        s = df[col].astype(str).str.strip()
-        vals = s.tolist()
+        vals = [str(v).strip() for v in df[col].tolist()]
         if col in NUMBER_COLUMNS:
-            _first_bad(path, vals, (~s.str.fullmatch(_INFINITE)).to_numpy(), line_nos, lines,
-                       lambda v: f"{col} {v!r} is not finite")
-            _first_bad(path, vals, (s.str.fullmatch(_NUMBER) | (s == "")).to_numpy(), line_nos, lines,
-                       lambda v: f"{col} {v!r} is not a number")
-            num = s.where(s != "", "nan").astype(np.float64).to_numpy()
-            _first_bad(path, vals, ~np.isinf(num), line_nos, lines, lambda v: f"{col} {v!r} is not finite")
+            _first_bad(path, vals, _NUMBER_RE.fullmatch, line_nos, lines,
+                       lambda v: f"{col} {v!r} is " + ("not finite" if _INFINITE_RE.fullmatch(v) else "not a number"))
+            num = np.array([v or "nan" for v in vals], dtype=np.float64)
+            if np.isinf(num).any():  # 1e999
+                _first_bad(path, vals, lambda v: not np.isinf(float(v or "nan")), line_nos, lines,
+                           lambda v: f"{col} {v!r} is not finite")
             df[col] = num
         elif col == "rank":
-            ok = s.str.fullmatch(_RANK).to_numpy() & (s.str.lstrip("+").str.split(".").str[0].str.lstrip("0") != "")
-            _first_bad(path, vals, ok | (s == "").to_numpy(), line_nos, lines,
+            _first_bad(path, vals, lambda v: v == "" or (_RANK_RE.fullmatch(v) and float(v) >= 1), line_nos, lines,
                        lambda v: f"rank {v!r} is not an integer >= 1")
             df[col] = pd.array([None if v == "" else int(float(v)) for v in vals], dtype="Int64")
         else:
-            low = s.str.lower()
-            _first_bad(path, vals, low.isin(_TRUE | _FALSE | _MISSING).to_numpy(), line_nos, lines,
-                       lambda v: f"column {col!r}: {v!r} is not a boolean (true/false)")
+            low = [v.lower() for v in vals]
+            _first_bad(path, low, lambda v: v in _TRUE or v in _FALSE or v in _MISSING, line_nos, lines,
+                       lambda v: f"column {col!r}: {vals[low.index(v)]!r} is not a boolean (true/false)")
             df[col] = pd.array([True if v in _TRUE else False if v in _FALSE else None for v in low],
                                dtype="boolean")
 
@@ -334,11 +335,9 @@ def read_alignment_file(path: str | Path, *, run_file: bool = False, typed: Any 
     df = pd.DataFrame(rows, columns=header, dtype=object)
     df["_line"] = line_nos
     for col in ("src_id", "tgt_id"):
-        df[col] = df[col].str.strip()
-        empty = (df[col] == "").to_numpy()
-        if empty.any():
-            ln = line_nos[int(np.argmax(empty))]
-            raise DataFormatError(path, ln, lines[ln - 1].rstrip("\r"), f"empty {col}")
+        ids = [v.strip() for v in df[col].tolist()]
+        _first_bad(path, ids, bool, line_nos, lines, lambda v: f"empty {col}")
+        df[col] = ids
     if typed is None:
         typed = ("score", "rank", "matched") + (("csls", "margin", "gold", "mutual") if run_file else ())
     _typed(df, path, line_nos, lines, typed)
