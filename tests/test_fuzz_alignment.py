@@ -18,8 +18,8 @@ a well-formed shorter file: for a run, the completion record (``mmea.runs.check_
 refuses it (:func:`test_export_refuses_a_run_cut_at_a_line_end`); the export fuzz re-records
 completion after each corruption so that the reader behind that check is exercised.
 
-Default: 300 ``evaluate`` and 200 ``export`` examples (about 5 s each on one core);
-``-m slow`` runs 3000 and 1500 (about 80 s in all).
+Default: 300 ``evaluate`` and 200 ``export`` examples (3-10 s each, depending on the
+machine's load); ``-m slow`` runs 3000 and 1500 (about 100 s in all).
 """
 
 from __future__ import annotations
