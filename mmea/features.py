@@ -27,7 +27,7 @@ What a modality gives (:class:`ModalityFeatures`):
   (:func:`~mmea.encoders.numeric.numeric_profile`), and the normalised
   triples in ``extras`` (``source_entity``, ``source_attribute``,
   ``source_value``, ``source_raw``, same for target) for
-  :class:`~mmea.encoders.numeric.NumericRbfEncoder`;
+  :class:`~mmea.encoders.numeric_nn.NumericRbfEncoder`;
 - ``relations``: CSR ``(n, 2R)`` bag of relations over a shared vocabulary;
 - ``attributes``: CSR ``(n, A)`` bag of attributes over a shared vocabulary.
 

@@ -211,7 +211,7 @@ def test_self_supervised_mode_uses_no_gold_link():
 
 def test_modality_switch_and_fusion_weights_recorded():
     m = _fit(_synthetic_task(), modalities="names,structure", epochs=2, expand_every=0)
-    assert m.info["modalities"] == ["names", "structure"]
+    assert list(m.info["modalities"]) == ["names", "structure"]
     w = m.info["fusion_weights"]
     assert set(w) == {"names", "structure"} and sum(w.values()) == pytest.approx(1.0, abs=1e-3)
     assert m.embeddings()[0].shape[1] == 128 + 2 * 128
@@ -279,7 +279,7 @@ def test_image_modality_is_used_and_masked(monkeypatch):
 
     monkeypatch.setattr(sm, "load_features", with_images)
     m = _fit(task, modalities="names,images", epochs=3, expand_every=0, image_dim=16)
-    assert m.info["modalities"] == ["names", "images"]
+    assert list(m.info["modalities"]) == ["names", "images"]
     s, t = m.embeddings()
     img_block = s[:, 128:]
     assert np.allclose(img_block[~src_mask], 0)  # masked: no invented image vector

@@ -261,12 +261,3 @@ def numeric_profile(triples: NumericTriples, num_attributes: int, num_centres: i
                         shape=(triples.num_entities, num_attributes * num_centres), dtype=np.float32)
     mat.sum_duplicates()
     return mat
-
-
-def __getattr__(name: str):
-    # kept until the Gaussian model imports mmea.encoders.numeric_nn directly
-    if name == "NumericRbfEncoder":
-        from .numeric_nn import NumericRbfEncoder
-
-        return NumericRbfEncoder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ is in :mod:`mmea.models.gaussian_math` (equation numbers are the paper's):
 - **numbers** (eqs. 5-7): each numerical attribute triple ``(e, a, n)`` gives
   ``M_2 = [emb(a); W_rbf phi(n)]`` (``2 x d``; ``phi`` the RBF features of eq. 5,
   learnable centres and widths per attribute, from
-  :class:`~mmea.encoders.numeric.NumericRbfEncoder`),
+  :class:`~mmea.encoders.numeric_nn.NumericRbfEncoder`),
   ``mu_n = tanh(vec(CNN(tanh(M_2))) W)``, ``S_n = 0.5 I``,
   ``f_num = -KL(e_num || N(mu_n, S_n))``, ``L_num = log(1 + exp(-f_num))``;
 - **common space** (eq. 8): ``L_csl = KL(e || e_rel) + KL(e || e_vis) + KL(e || e_num)``
@@ -226,7 +226,7 @@ def _build_classes() -> dict[str, Any]:
     import torch.nn.functional as F
     from torch import nn
 
-    from ..encoders.numeric import NumericRbfEncoder
+    from ..encoders.numeric_nn import NumericRbfEncoder
 
     class GaussianTable(nn.Module):
         """One diagonal Gaussian ``N(mu_i, diag var_i)`` per row.

@@ -291,8 +291,8 @@ class SelfMEAModel(AlignmentModel):
         w = torch.softmax(net.w.detach(), 0).numpy()
         self.info.update(result.as_dict())
         self.info.update({
-            "modalities": ModalityCounts({m: int(sides[0]["mask"][m].sum()) + int(sides[1]["mask"][m].sum())
-                                          for m in mods}),
+            # the one shape of every model: modality -> entities (both KGs) that have it
+            "modalities": {m: int(sides[0]["mask"][m].sum()) + int(sides[1]["mask"][m].sum()) for m in mods},
             "fusion_weights": {m: round(float(x), 4) for m, x in zip(mods, w)},
             "expansions": training.expansions,
             "best_select_hits@1": round(result.best_valid, 4) if result.best_valid is not None else None,
@@ -318,7 +318,7 @@ class SelfMEAModel(AlignmentModel):
             self.ctx.note(f"selfmea: no {', '.join(dropped)} features in this task; modalities used: {', '.join(mods)}")
         if not mods:
             raise MmeaInputError("selfmea: none of the requested modalities has features in this task")
-        self.info["modalities"] = ModalityCounts.of(mods)
+        self.info["modalities"] = dict.fromkeys(mods, 0)  # counted once the inputs are built
         return feats
 
     def _modality_inputs(self, task, feats, mods: list[str]):
@@ -540,29 +540,6 @@ class SelfMEAModel(AlignmentModel):
 
     def embeddings(self):
         return self._src, self._tgt
-
-
-class ModalityCounts(dict):
-    """``model_info["modalities"]``: modality name -> number of entities (both KGs) that have it.
-
-    The one shape every model records (the Gaussian model's counts too).  For code written when
-    SelfMEA recorded a list of names, it also compares equal to the list of its names in order.
-    """
-
-    @classmethod
-    def of(cls, names) -> "ModalityCounts":
-        """The names before the counts are known (0 each)."""
-        return cls((m, 0) for m in names)
-
-    def __eq__(self, other) -> bool:
-        if isinstance(other, (list, tuple)):
-            return list(self) == list(other)
-        return dict.__eq__(self, other)
-
-    def __ne__(self, other) -> bool:
-        return not self == other
-
-    __hash__ = None
 
 
 class SelfMEATraining(TrainingModule):
