@@ -50,6 +50,8 @@ PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 #: a finite float in [0, 1] (ratios, quantiles, probabilities)
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+#: a cosine similarity in [-1, 1] (thresholds; a negative value may be a sentinel, as the field says)
+Cosine = Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
 #: a finite float with a sentinel meaning for negative values (the field's docstring says which)
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 

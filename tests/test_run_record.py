@@ -170,6 +170,23 @@ def test_every_numeric_field_of_the_run_sections_declares_a_range():
     assert missing == []
 
 
+def test_every_numeric_field_of_every_registered_model_declares_a_range():
+    from mmea.config import field_range, field_types, is_numeric
+    from mmea.models import MODELS
+
+    missing = [f"{name}.{k}" for name in MODELS.names() for k, tp in field_types(MODELS.get(name).Config).items()
+               if is_numeric(tp) and not field_range(tp)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("model, key, value", [("baseline", "name_weight", "-1"), ("selfmea", "tau", "0"),
+                                               ("gaussian", "dim", "0"), ("propagation", "pseudo_threshold", "2"),
+                                               ("selfmea", "expand_quantile", "1.5"), ("gaussian", "patience", "-3")])
+def test_model_values_out_of_their_declared_range_are_refused(model, key, value):
+    r = run("align", "--model", model, "--set", f"model.{key}={value}")
+    assert r.exit_code == 2 and f"model ({model}).{key}" in r.output, r.output
+
+
 # ------------------------------------------------------------------ item 11: a failed run's log says why
 def test_a_failed_run_logs_the_error_and_its_exit_code(tmp_path):
     out = tmp_path / "fail"

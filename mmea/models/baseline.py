@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import NonNegFloat, PositiveInt
 from .base import MODELS, AlignmentModel, load_features
 
 log = logging.getLogger("mmea.models")
@@ -53,10 +54,10 @@ class BaselineModel(AlignmentModel):
 
     @dataclass(frozen=True)
     class Config:
-        name_weight: float = 1.0
-        attribute_weight: float = 0.3
-        attribute_dim: int = 128
-        char_dim: int = 512
+        name_weight: NonNegFloat = 1.0
+        attribute_weight: NonNegFloat = 0.3
+        attribute_dim: PositiveInt = 128
+        char_dim: PositiveInt = 512
 
     def fit(self, task) -> None:
         c = self.config

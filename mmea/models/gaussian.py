@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import Fraction, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
 from ..sampling import UniformNegativeSampler
@@ -615,37 +616,37 @@ class GaussianModel(AlignmentModel):
         """
 
         point: bool = False
-        dim: int = 100
-        margin: float = 1.0
-        num_negatives: int = 2
+        dim: PositiveInt = 100
+        margin: NonNegFloat = 1.0
+        num_negatives: PositiveInt = 2
         exchange: bool = True
-        batch_size: int = 8192
-        entity_batch_size: int = 512
-        numeric_batch_size: int = 2048
-        lr: float = 0.02
-        entity_lr: float = 0.02
-        var_lr: float = 0.002
-        encoder_lr: float = 0.01
-        vis_weight: float = 1.0
-        num_weight: float = 1.0
-        csl_weight: float = 1.0
-        ac_weight: float = 1.0
-        epochs: int = 100
-        stage1_epochs: int = 50
-        stage1_fraction: float = 0.5
-        var_init: float = 0.5
-        var_min: float = 0.5
-        var_max: float = 50.0
-        modality_var: float = 0.5
-        max_norm: float = 1.0
-        rbf_centres: int = 32
+        batch_size: PositiveInt = 8192
+        entity_batch_size: PositiveInt = 512
+        numeric_batch_size: PositiveInt = 2048
+        lr: PositiveFloat = 0.02
+        entity_lr: PositiveFloat = 0.02
+        var_lr: PositiveFloat = 0.002
+        encoder_lr: NonNegFloat = 0.01
+        vis_weight: NonNegFloat = 1.0
+        num_weight: NonNegFloat = 1.0
+        csl_weight: NonNegFloat = 1.0
+        ac_weight: NonNegFloat = 1.0
+        epochs: PositiveInt = 100
+        stage1_epochs: NonNegInt = 50
+        stage1_fraction: Fraction = 0.5
+        var_init: PositiveFloat = 0.5
+        var_min: PositiveFloat = 0.5
+        var_max: PositiveFloat = 50.0
+        modality_var: PositiveFloat = 0.5
+        max_norm: PositiveFloat = 1.0
+        rbf_centres: PositiveInt = 32
         image_source: str = "auto"
-        pixel_size: int = 16
-        eval_every: int = 1
-        patience: int = 10
-        max_minutes: float = 10.0
-        rerank_k: int = 10
-        num_threads: int = 1
+        pixel_size: PositiveInt = 16
+        eval_every: PositiveInt = 1
+        patience: NonNegInt = 10
+        max_minutes: PositiveFloat = 10.0
+        rerank_k: NonNegInt = 10
+        num_threads: NonNegInt = 1
 
         def __post_init__(self) -> None:
             if self.image_source not in IMAGE_SOURCES:

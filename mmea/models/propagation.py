@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import Cosine, FiniteFloat, Fraction, NonNegFloat, NonNegInt, PositiveInt
 from .base import MODELS, AlignmentModel, load_features
 from .baseline import random_projection
 
@@ -74,16 +75,16 @@ class PropagationModel(AlignmentModel):
 
     @dataclass(frozen=True)
     class Config:
-        name_dim: int = 1024
-        anchor_dim: int = 1024
-        hops: int = 2
-        name_weight: float = 1.0
-        neighbor_weight: float = 1.0
-        anchor_weight: float = -1.0   # < 0: chosen from anchor_weights by Hits@1 on the selection links
+        name_dim: PositiveInt = 1024
+        anchor_dim: PositiveInt = 1024
+        hops: NonNegInt = 2
+        name_weight: NonNegFloat = 1.0
+        neighbor_weight: NonNegFloat = 1.0
+        anchor_weight: FiniteFloat = -1.0   # < 0: chosen from anchor_weights by Hits@1 on the selection links
         anchor_weights: tuple = (0.25, 0.5, 1.0)
         pseudo_seeds: bool = True
-        pseudo_threshold: float = 0.8
-        pseudo_valid: float = 0.1     # self-supervised: share of pseudo-seeds held out to choose the weight
+        pseudo_threshold: Cosine = 0.8
+        pseudo_valid: Fraction = 0.1     # self-supervised: share of pseudo-seeds held out to choose the weight
 
     def fit(self, task) -> None:
         from ..encoders.structure import adjacency_matrix

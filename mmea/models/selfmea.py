@@ -68,6 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import Cosine, FiniteFloat, Fraction, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
 from ..training import EpochOutput, Trainer, TimeBudget, TrainingModule, Validation
@@ -224,38 +225,38 @@ class SelfMEAModel(AlignmentModel):
     @dataclass(frozen=True)
     class Config:
         modalities: str = "structure,names,images,relations,attributes,anchors"
-        name_dim: int = 768           # char n-gram projection size (a transformer gives its own size)
-        hops: int = 2                 # graph encoder depth (1..H-hop neighbours)
-        residual_rank: int = 64       # rank of the learned residual of names / structure hops
-        bag_dim: int = 128            # output size of W_R, W_A (eqs. 3-4)
-        image_dim: int = 128          # output size of W_I (eq. 2)
-        anchor_dim: int = 384         # random projection size of the propagated seed anchors
-        epochs: int = 16
-        batch_size: int = 512         # pool pairs per NCA batch
-        lr: float = 1e-3
-        weight_lr: float = 0.05       # learning rate of the fusion logits w
+        name_dim: PositiveInt = 768           # char n-gram projection size (a transformer gives its own size)
+        hops: NonNegInt = 2                 # graph encoder depth (1..H-hop neighbours)
+        residual_rank: PositiveInt = 64       # rank of the learned residual of names / structure hops
+        bag_dim: PositiveInt = 128            # output size of W_R, W_A (eqs. 3-4)
+        image_dim: PositiveInt = 128          # output size of W_I (eq. 2)
+        anchor_dim: PositiveInt = 384         # random projection size of the propagated seed anchors
+        epochs: NonNegInt = 16
+        batch_size: PositiveInt = 512         # pool pairs per NCA batch
+        lr: PositiveFloat = 1e-3
+        weight_lr: NonNegFloat = 0.05       # learning rate of the fusion logits w
         learn_weights: str = "auto"   # yes | no | auto: learned from gold seeds, uniform with pseudo-seeds
-        alpha: float = 5.0            # NCA (eq. 6)
-        beta: float = 10.0
-        tau: float = 0.08             # RSM temperature (SelfKG default)
-        rsm_weight: float = 1.0
-        rsm_batch: int = 128
-        queue_size: int = 1024        # RSM negatives: past batches of the other KG
-        eval_every: int = 2
-        expand_every: int = 5         # epochs between seed expansions (0: never)
-        expand_rounds: int = 2
-        expand_min_cos: float = -1.0  # < 0: the expand_quantile quantile of the selection links' cosines
-        expand_quantile: float = 0.5
-        pseudo_expand_quantile: float = 0.05  # the same with held-out pseudo-seeds (the easiest pairs by design)
-        pseudo_threshold: float = 0.8  # self-supervised: initial pseudo-seeds above this name cosine
-        pseudo_valid: float = 0.1     # self-supervised: share of pseudo-seeds held out for selection
-        max_minutes: float = 0.0      # wall-clock budget of training (0: none)
-        pool_weight: float = 1.0      # weight of the proposed pairs' identity block in the final embedding
-        train_threads: int = 1        # torch threads of the training steps (0: all)
+        alpha: FiniteFloat = 5.0            # NCA (eq. 6)
+        beta: FiniteFloat = 10.0
+        tau: PositiveFloat = 0.08             # RSM temperature (SelfKG default)
+        rsm_weight: NonNegFloat = 1.0
+        rsm_batch: PositiveInt = 128
+        queue_size: NonNegInt = 1024        # RSM negatives: past batches of the other KG
+        eval_every: PositiveInt = 2
+        expand_every: NonNegInt = 5         # epochs between seed expansions (0: never)
+        expand_rounds: NonNegInt = 2
+        expand_min_cos: Cosine = -1.0  # < 0: the expand_quantile quantile of the selection links' cosines
+        expand_quantile: Fraction = 0.5
+        pseudo_expand_quantile: Fraction = 0.05  # the same with held-out pseudo-seeds (the easiest pairs by design)
+        pseudo_threshold: Cosine = 0.8  # self-supervised: initial pseudo-seeds above this name cosine
+        pseudo_valid: Fraction = 0.1     # self-supervised: share of pseudo-seeds held out for selection
+        max_minutes: NonNegFloat = 0.0      # wall-clock budget of training (0: none)
+        pool_weight: NonNegFloat = 1.0      # weight of the proposed pairs' identity block in the final embedding
+        train_threads: NonNegInt = 1        # torch threads of the training steps (0: all)
         pretrain: str = "none"        # none | clep: CLEP pre-training of the structure input (docs/clep.md)
-        pretrain_dim: int = 64        # CLEP projected size (the structure input's size with pretrain = clep)
-        pretrain_epochs: int = 3
-        pretrain_minutes: float = 2.0
+        pretrain_dim: PositiveInt = 64        # CLEP projected size (the structure input's size with pretrain = clep)
+        pretrain_epochs: NonNegInt = 3
+        pretrain_minutes: NonNegFloat = 2.0
 
     def fit(self, task) -> None:
         """Features -> modality inputs -> seed pool -> the shared training loop -> final embeddings."""
