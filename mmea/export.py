@@ -426,7 +426,9 @@ def evaluate_alignment_file(alignment_csv: str | Path, gold_links_path: str | Pa
         (:func:`candidate_ranking`) when some source has several candidates.
     """
     from .evaluation import alignment_metrics
+    from .runs import check_run_alignment
 
+    check_run_alignment(alignment_csv)  # a run's own alignment.csv: only from a finished, unedited run
     df, fmt = read_alignment_file(alignment_csv)
     gold_rows = read_gold_links(gold_links_path)
     lines = df["_line"].tolist()

@@ -125,6 +125,21 @@ def check_complete(run_dir: str | Path) -> dict:
     return rec
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """True when ``path`` is a folder written by an mmea job (it holds ``env.json`` or ``config.toml``
+    next to ``run.log``)."""
+    p = Path(path)
+    return p.is_dir() and (p / LOG_FILE).is_file() and ((p / ENV_FILE).is_file() or (p / CONFIG_FILE).is_file())
+
+
+def check_run_alignment(csv_path: str | Path) -> None:
+    """When ``csv_path`` is the ``alignment.csv`` of a run folder, refuse it unless the run finished
+    and the file is what it wrote (:func:`check_complete`); any other CSV passes unchecked."""
+    p = Path(csv_path)
+    if p.name == ALIGNMENT_FILE and is_run_dir(p.parent):
+        check_complete(p.parent)
+
+
 def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     """Make ``path`` ready for a run: new (empty or absent), cleared (``overwrite``), or reopened (``resume``).
 

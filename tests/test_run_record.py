@@ -64,6 +64,20 @@ def test_a_truncated_or_missing_alignment_or_no_completion_record_is_refused(fin
     assert "--resume" in e.value.hint
     r = run("report", str(cut))
     assert r.exit_code == 2 and "not a finished run" in r.output and "Traceback" not in r.output
+    r = run("export", str(cut))
+    assert r.exit_code == 2 and "not a finished run" in r.output
+    (cut / ALIGNMENT_FILE).write_text("".join(lines))  # even an intact file of an unfinished run
+    import csv
+
+    first = next(csv.DictReader(lines))
+    gold = tmp_path / "gold.tsv"
+    gold.write_text(f"{first['src_id']}\t{first['tgt_id']}\n")
+    r = run("evaluate", "--alignment", str(cut / ALIGNMENT_FILE), "--gold", str(gold))
+    assert r.exit_code == 2 and "not a finished run" in r.output
+    plain = tmp_path / "elsewhere.csv"  # the same CSV outside a run folder is just a CSV
+    plain.write_text("".join(lines))
+    r = run("evaluate", "--alignment", str(plain), "--gold", str(gold))
+    assert r.exit_code == 0, r.output
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_is_interrupted(tmp_path):
