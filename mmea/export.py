@@ -206,10 +206,14 @@ def alignment_frame(task, src_rows: Any, tgt_rows: Any = None, result=None, *, t
 
 
 def write_alignment(df, path: str | Path) -> Path:
-    """Write the frame as CSV (``gold`` empty where unknown); returns the path."""
+    """Write the frame as CSV (``gold`` empty where unknown), atomically: a kill mid-write leaves
+    the previous file (or none), never a truncated one; returns the path."""
+    from .runs import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
     return path
 
 
