@@ -56,6 +56,8 @@ __all__ = [
     "ValidScores",
     "Calibration",
     "score_valid_sources",
+    "valid_queries",
+    "valid_scores_from_top",
     "fit_calibration",
     "reliability_table",
     "write_calibration",
@@ -147,17 +149,11 @@ def score_valid_sources(src_emb: Any, tgt_emb: Any, valid: Any, query_src: Any, 
     from .search.csls import csls_radius
     from .search.matching import Similarity
 
-    valid = np.asarray(valid, dtype=np.int64).reshape(-1, 2)
-    if not len(valid):
-        raise MmeaInputError("no validation links to calibrate on")
+    valid = _check_valid(valid)
     src_emb, tgt_emb = np.asarray(src_emb), np.asarray(tgt_emb)
     query_src = np.asarray(query_src, dtype=np.int64).reshape(-1)
     cand = np.asarray(cand, dtype=np.int64).reshape(-1)
-    gold_of: dict[int, set] = {}
-    for s, t in valid.tolist():
-        gold_of.setdefault(s, set()).add(t)
-    vsrc = np.unique(valid[:, 0])
-    extra = np.setdiff1d(np.unique(valid[:, 1]), cand)
+    vsrc, extra = valid_queries(valid, cand)
     vcand = np.concatenate([cand, extra])  # (m + e,)
     opts = dict(index=index, device=device)
     if cand_r_tgt is None:
@@ -172,13 +168,48 @@ def score_valid_sources(src_emb: Any, tgt_emb: Any, valid: Any, query_src: Any, 
     sim = Similarity(src_emb[vsrc], tgt_emb[vcand], method=method, csls_k=csls_k,
                      radius=(r_src, np.concatenate([r_cand, r_extra])), **opts)
     res = sim.topk(2)
-    ids = np.where(res.ids >= 0, vcand[np.maximum(res.ids, 0)], -1)  # (v, k) internal target ids
-    scores = np.where(res.ids >= 0, res.scores, np.nan).astype(np.float32)
-    if ids.shape[1] < 2:  # a single candidate: no runner-up
-        ids = np.concatenate([ids, np.full((len(ids), 1), -1)], 1)
-        scores = np.concatenate([scores, np.full((len(ids), 1), np.nan, np.float32)], 1)
-    correct = np.array([t in gold_of[s] for s, t in zip(vsrc.tolist(), ids[:, 0].tolist())], dtype=bool)
-    return ValidScores(vsrc, ids[:, 0], ids[:, 1], scores[:, 0], scores[:, 1], correct, method, int(len(vcand)))
+    return valid_scores_from_top(valid, vsrc, vcand, res.ids, res.scores, method)
+
+
+def _check_valid(valid: Any) -> np.ndarray:
+    valid = np.asarray(valid, dtype=np.int64).reshape(-1, 2)
+    if not len(valid):
+        raise MmeaInputError("no validation links to calibrate on")
+    return valid
+
+
+def valid_queries(valid: Any, cand: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(vsrc, extra)``: the unique validation sources, and the validation targets not among ``cand``.
+
+    :func:`score_valid_sources` ranks ``vsrc`` against ``cand`` followed by ``extra``, so a
+    validation source's gold target is always a candidate.
+    """
+    valid = _check_valid(valid)
+    cand = np.asarray(cand, dtype=np.int64).reshape(-1)
+    return np.unique(valid[:, 0]), np.setdiff1d(np.unique(valid[:, 1]), cand)
+
+
+def valid_scores_from_top(valid: Any, vsrc: np.ndarray, vcand: np.ndarray, ids: np.ndarray, scores: np.ndarray,
+                          method: str) -> ValidScores:
+    """:class:`ValidScores` from each validation source's best candidates.
+
+    ``ids (v, k)``: positions into ``vcand`` (``-1``: none), best first; ``scores (v, k)`` their
+    ranking scores.  Used by :func:`score_valid_sources` and by an ``mmea align`` run, which
+    takes them from its one search pass (:func:`mmea.search.onepass.search_once`).
+    """
+    valid = _check_valid(valid)
+    gold_of: dict[int, set] = {}
+    for s, t in valid.tolist():
+        gold_of.setdefault(s, set()).add(t)
+    ids = np.asarray(ids, dtype=np.int64)
+    out_ids = np.where(ids >= 0, vcand[np.maximum(ids, 0)], -1)  # (v, k) internal target ids
+    scores = np.where(ids >= 0, scores, np.nan).astype(np.float32)
+    if out_ids.shape[1] < 2:  # a single candidate: no runner-up
+        out_ids = np.concatenate([out_ids, np.full((len(out_ids), 1), -1)], 1)
+        scores = np.concatenate([scores, np.full((len(out_ids), 1), np.nan, np.float32)], 1)
+    correct = np.array([t in gold_of[s] for s, t in zip(vsrc.tolist(), out_ids[:, 0].tolist())], dtype=bool)
+    return ValidScores(vsrc, out_ids[:, 0], out_ids[:, 1], scores[:, 0], scores[:, 1], correct, method,
+                       int(len(vcand)))
 
 
 # -- the fitted curve ------------------------------------------------------------------

@@ -9,7 +9,10 @@ Graphs", VLDB 2020) from the 1-based rank of each gold target:
 
 :func:`evaluate_embeddings` ranks every test link in both directions
 (src->tgt, tgt->src) by plain cosine and by CSLS (see :mod:`mmea.search.csls`)
-with ties broken by the lower candidate index.  :func:`alignment_metrics`
+with ties broken by the lower candidate index, in the blockwise passes of
+:func:`mmea.search.onepass.search_once` (an ``mmea align`` run takes its ranks,
+its top-k and its calibration scores from the same passes, and its metrics
+from :func:`metrics_from_ranks`).  :func:`alignment_metrics`
 scores a final one-to-one alignment (a matching) against gold links.
 """
 
@@ -24,6 +27,8 @@ from .errors import MmeaInputError
 __all__ = [
     "ranking_metrics",
     "evaluate_embeddings",
+    "evaluation_rows",
+    "metrics_from_ranks",
     "alignment_metrics",
     "DIRECTIONS",
     "METHODS",
@@ -65,6 +70,51 @@ def _parse_primary(primary: Any) -> tuple[str, str]:
     return direction, method
 
 
+def evaluation_rows(links: Any, num_src: int, num_tgt: int, candidates: str = "test"):
+    """The candidate sets of an evaluation: ``(src_rows (N',), tgt_rows (M',), q_src (n,), q_tgt (n,))``.
+
+    ``"test"``: the links' unique sources / targets; ``"all"``: every entity.  ``q_src`` / ``q_tgt``
+    are each link's positions in them.  Raises :class:`MmeaInputError` on an unknown set, no
+    links or ids out of range.
+    """
+    if candidates not in CANDIDATE_SETS:
+        raise MmeaInputError(f"unknown candidate set {candidates!r}; valid choices: {', '.join(CANDIDATE_SETS)}")
+    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
+    if len(links) == 0:
+        raise MmeaInputError("no test links to evaluate")
+    if links[:, 0].min() < 0 or links[:, 0].max() >= num_src or links[:, 1].min() < 0 \
+            or links[:, 1].max() >= num_tgt:
+        raise MmeaInputError(f"test link ids out of range for {num_src} source / {num_tgt} target embeddings")
+    if candidates == "test":
+        src_rows, q_src = np.unique(links[:, 0], return_inverse=True)  # candidate sources, link -> position
+        tgt_rows, q_tgt = np.unique(links[:, 1], return_inverse=True)
+        return src_rows, tgt_rows, q_src.reshape(-1), q_tgt.reshape(-1)
+    return np.arange(num_src), np.arange(num_tgt), links[:, 0], links[:, 1]
+
+
+def metrics_from_ranks(ranks: dict, *, candidates: str, num_candidates: dict, csls_k: int,
+                       primary: Any = ("src->tgt", "csls"), ks: Sequence[int] = (1, 5, 10),
+                       return_ranks: bool = False) -> dict:
+    """The evaluation dict of :func:`evaluate_embeddings` from ``ranks[direction][method]`` (one per link)."""
+    direction, method = _parse_primary(primary)
+    n = len(ranks[direction][method])
+    by_method = {f"{d}/{mth}": {**ranking_metrics(ranks[d][mth], ks), "n": int(n)}
+                 for d in DIRECTIONS for mth in METHODS}
+    key = f"{direction}/{method}"
+    out = {
+        "test": {**by_method[key], "direction": direction, "method": method},
+        "test_by_method": by_method,
+        "primary": key,
+        "candidates": candidates,
+        "num_candidates": num_candidates,
+        "num_links": int(n),
+        "csls_k": int(csls_k),
+    }
+    if return_ranks:
+        out["ranks"] = np.asarray(ranks[direction][method], dtype=np.int64)
+    return out
+
+
 def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: str = "test", csls_k: int = 10,
                         primary: Any = ("src->tgt", "csls"), ks: Sequence[int] = (1, 5, 10),
                         device: str = "cpu", block_size: int | None = None, return_ranks: bool = False,
@@ -86,7 +136,10 @@ def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: s
         return_ranks: also return ``"ranks"``: the ``(n,)`` int64 1-based rank of each
             link's gold target in the primary ranking, in the order of ``links``
             (exact: every gold target is among the candidates).
-        progress: "CSLS radii" and "evaluate" bars over the blockwise passes when stderr is a terminal.
+        progress: "CSLS radii", "search" and "evaluate" bars over the blockwise passes when stderr is a terminal.
+
+    The ranks of both directions and both methods come from the blockwise passes of
+    :func:`mmea.search.onepass.search_once` (one score block per query block and direction).
 
     Returns:
         ``{"test": {metrics, direction, method}, "test_by_method": {"src->tgt/cos": ..., "src->tgt/csls": ...,
@@ -94,54 +147,17 @@ def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: s
         "num_candidates": {"src->tgt": M', "tgt->src": N'}, "num_links": n, "csls_k": k}``;
         each metrics dict has ``hits@k`` (fractions), ``mr``, ``mrr`` and ``n``.
     """
-    from .search.csls import csls_radius, rank_of_targets
-    from .search.knn import l2_normalize
+    from .search.knn import as_float32
+    from .search.onepass import search_once
 
-    direction, method = _parse_primary(primary)
-    if candidates not in CANDIDATE_SETS:
-        raise MmeaInputError(f"unknown candidate set {candidates!r}; valid choices: {', '.join(CANDIDATE_SETS)}")
-    src = l2_normalize(src_emb, "source embeddings")
-    tgt = l2_normalize(tgt_emb, "target embeddings")
-    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
-    if len(links) == 0:
-        raise MmeaInputError("no test links to evaluate")
-    if links[:, 0].min() < 0 or links[:, 0].max() >= len(src) or links[:, 1].min() < 0 \
-            or links[:, 1].max() >= len(tgt):
-        raise MmeaInputError(f"test link ids out of range for {len(src)} source / {len(tgt)} target embeddings")
-
-    if candidates == "test":
-        src_rows, q_src = np.unique(links[:, 0], return_inverse=True)  # candidate sources, link -> position
-        tgt_rows, q_tgt = np.unique(links[:, 1], return_inverse=True)
-    else:
-        src_rows, q_src = np.arange(len(src)), links[:, 0]
-        tgt_rows, q_tgt = np.arange(len(tgt)), links[:, 1]
-    S, T = src[src_rows], tgt[tgt_rows]  # (N', d), (M', d)
-    r_src, r_tgt = csls_radius(S, T, csls_k, normalize=False, device=device, block_size=block_size,
-                               progress=progress)
-
-    by_method: dict[str, dict] = {}
-    ranks = {
-        "src->tgt": rank_of_targets(S[q_src], T, q_tgt, method=METHODS, r_src=r_src[q_src], r_tgt=r_tgt,
-                                    normalize=False, device=device, block_size=block_size, progress=progress),
-        "tgt->src": rank_of_targets(T[q_tgt], S, q_src, method=METHODS, r_src=r_tgt[q_tgt], r_tgt=r_src,
-                                    normalize=False, device=device, block_size=block_size, progress=progress),
-    }
-    for d in DIRECTIONS:
-        for mth in METHODS:
-            by_method[f"{d}/{mth}"] = {**ranking_metrics(ranks[d][mth], ks), "n": int(len(links))}
-    key = f"{direction}/{method}"
-    out = {
-        "test": {**by_method[key], "direction": direction, "method": method},
-        "test_by_method": by_method,
-        "primary": key,
-        "candidates": candidates,
-        "num_candidates": {"src->tgt": int(len(tgt_rows)), "tgt->src": int(len(src_rows))},
-        "num_links": int(len(links)),
-        "csls_k": int(csls_k),
-    }
-    if return_ranks:
-        out["ranks"] = np.asarray(ranks[direction][method], dtype=np.int64)
-    return out
+    _parse_primary(primary)
+    src, tgt = as_float32(src_emb, "source embeddings"), as_float32(tgt_emb, "target embeddings")
+    src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(links, len(src), len(tgt), candidates)
+    found = search_once(src, tgt, src_rows[q_src], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=0,
+                        reverse=False, csls_k=csls_k, device=device, block_size=block_size, progress=progress)
+    return metrics_from_ranks(found.ranks, candidates=candidates, csls_k=csls_k, primary=primary, ks=ks,
+                              num_candidates={"src->tgt": int(len(tgt_rows)), "tgt->src": int(len(src_rows))},
+                              return_ranks=return_ranks)
 
 
 def alignment_metrics(pred: Any, gold: Any) -> dict[str, float]:

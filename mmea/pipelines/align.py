@@ -58,12 +58,79 @@ def query_rows(task) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     return src, tgt, None
 
 
+def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, search, device: str,
+               progress: bool = False) -> tuple:
+    """The run's search: ``(alignment, ranks | None, validation scores | None)``.
+
+    With the exact torch engine (``search.index`` ``auto`` below
+    :data:`~mmea.search.knn.APPROX_PAIRS` pairs, or ``torch``), one blockwise pass per direction
+    (:func:`mmea.search.onepass.align_once`) gives the :class:`~mmea.search.matching.Alignment`, the gold
+    ranks of the test links (``ranks[direction][method]``, over the candidate sets of
+    :func:`mmea.evaluation.evaluate_embeddings`) and the validation sources' top 2 (as
+    :func:`mmea.calibration.score_valid_sources` ranks them).  A FAISS index searches with
+    :func:`mmea.search.matching.align`; the ranks and the validation scores are then ``None``, and
+    :func:`evaluate_run` / :func:`calibrate_run` compute them.
+    """
+    from ..calibration import valid_queries, valid_scores_from_top
+    from ..evaluation import evaluation_rows
+    from ..search.csls import _resolve_engine
+    from ..search.matching import align
+    from ..search.onepass import align_once
+
+    opts = dict(topk=max(search.topk, 2), method=search.method, csls_k=search.csls_k, matcher=search.match,
+                index=search.index, device=device, candidates=search.candidates, progress=progress)
+    if _resolve_engine(search.index, len(rows), len(cand), device) != "torch":
+        return align(src_emb, tgt_emb, rows, cand, **opts), None, None
+    once: dict = {}
+    if len(task.test):
+        src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(task.test, len(src_emb), len(tgt_emb), search.candidates)
+        if np.array_equal(tgt_rows, cand) and np.array_equal(src_rows[q_src], rows):  # always, with test links
+            once.update(gold=q_tgt, eval_src=src_rows)
+    if len(task.valid):
+        vsrc, extra = valid_queries(task.valid, cand)
+        once.update(valid_src=vsrc, extra=extra)
+    al, found = align_once(src_emb, tgt_emb, rows, cand, **opts, **once)
+    scores = None
+    if found.valid_ids is not None:
+        scores = valid_scores_from_top(task.valid, vsrc, np.concatenate([cand, extra]), found.valid_ids,
+                                       found.valid_scores, search.method)
+    return al, found.ranks, scores
+
+
+def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | None, search,
+                 progress: bool = False) -> dict:
+    """The ``test`` / ``test_by_method`` part of ``metrics.json`` and :data:`TEST_RANKS_FILE`.
+
+    ``ranks``: the gold ranks of :func:`search_run`'s pass; ``None`` (a FAISS search) ranks
+    with :func:`mmea.evaluation.evaluate_embeddings`.  A model's own re-ranked rows
+    (``rerank_metrics``, gaussian) are added to ``test_by_method``.
+    """
+    from ..evaluation import evaluate_embeddings, evaluation_rows, metrics_from_ranks
+
+    primary = ("src->tgt", search.method)
+    if ranks is None:
+        ev = evaluate_embeddings(src_emb, tgt_emb, task.test, candidates=search.candidates, csls_k=search.csls_k,
+                                 primary=primary, return_ranks=True, progress=progress)
+    else:
+        src_rows, tgt_rows, _, _ = evaluation_rows(task.test, len(src_emb), len(tgt_emb), search.candidates)
+        ev = metrics_from_ranks(ranks, candidates=search.candidates, csls_k=search.csls_k, primary=primary,
+                                num_candidates={"src->tgt": int(len(tgt_rows)), "tgt->src": int(len(src_rows))},
+                                return_ranks=True)
+    write_test_ranks(run_dir, ev.pop("ranks"))
+    rerank = getattr(model, "rerank_metrics", None)  # a model's own re-ranked rows (gaussian)
+    if rerank is not None:
+        ev["test_by_method"].update(rerank(task.test, candidates=search.candidates, csls_k=search.csls_k))
+    return ev
+
+
 def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, al, search,
-                  device: str) -> dict:
+                  device: str, scores=None) -> dict:
     """Fit the confidence calibration on the validation links; write ``calibration.json`` (+ ``valid_scores.npz``).
 
     The validation sources are ranked like the query ``rows`` (see
-    :func:`mmea.calibration.score_valid_sources`); returns a summary for ``metrics.json``.
+    :func:`mmea.calibration.score_valid_sources`), or ``scores`` (a
+    :class:`~mmea.calibration.ValidScores`) is what :func:`search_run`'s pass found for
+    them; returns a summary for ``metrics.json``.
     """
     from ..calibration import CALIBRATION_FILE, score_valid_sources, write_calibration, write_no_calibration
 
@@ -72,9 +139,10 @@ def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand:
                                             "or no gold links at all)")
         log.info("calibration: none (%s)", cal.reason)
         return {"available": False, "reason": cal.reason}
-    scores = score_valid_sources(src_emb, tgt_emb, task.valid, rows, cand, method=search.method,
-                                 csls_k=search.csls_k, index=search.index, device=device,
-                                 cand_r_tgt=al.result.r_tgt)
+    if scores is None:
+        scores = score_valid_sources(src_emb, tgt_emb, task.valid, rows, cand, method=search.method,
+                                     csls_k=search.csls_k, index=search.index, device=device,
+                                     cand_r_tgt=al.result.r_tgt)
     cal = write_calibration(run_dir, scores)
     log.info("calibration: isotonic on the %s, %d validation sources (H@1 %.3f)", cal.feature, cal.n_valid,
              cal.n_correct / max(cal.n_valid, 1))
@@ -148,10 +216,9 @@ def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, r
 def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> dict:
     """The body of :func:`run_align` inside its run directory."""
     from ..data.catalog import load_pair_task, mmea_home
-    from ..evaluation import alignment_metrics, evaluate_embeddings
+    from ..evaluation import alignment_metrics
     from ..export import alignment_frame, write_alignment
     from ..models import MODELS, RunContext
-    from ..search.matching import align
 
     seed_everything(cfg.seed)
     d = cfg.data
@@ -183,27 +250,19 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         "device": device,
     }
     s = cfg.search
+    rows, cand, gold = query_rows(task)
+    if s.candidates == "all":
+        cand = np.arange(task.target.num_entities)
+    with run.stage("search"):  # the one pass: ranks, top-k, reverse best, validation top-2
+        al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s,
+                                             device if device == "cpu" else "cuda", progress)
     if len(task.test):
         with run.stage("evaluate"):
-            ev = evaluate_embeddings(src_emb, tgt_emb, task.test, candidates=s.candidates, csls_k=s.csls_k,
-                                     primary=("src->tgt", s.method), return_ranks=True, progress=progress)
-            write_test_ranks(run.path, ev.pop("ranks"))
-            rerank = getattr(model, "rerank_metrics", None)  # a model's own re-ranked rows (gaussian)
-            if rerank is not None:
-                ev["test_by_method"].update(rerank(task.test, candidates=s.candidates, csls_k=s.csls_k))
-        metrics.update(ev)
+            metrics.update(evaluate_run(run.path, task, model, src_emb, tgt_emb, ranks, s, progress))
     else:
         metrics["test"] = {}
         (run.path / TEST_RANKS_FILE).unlink(missing_ok=True)  # a stale file of an earlier run in this folder
         notes.append("no gold test links: ranking metrics were not computed")
-
-    rows, cand, gold = query_rows(task)
-    if s.candidates == "all":
-        cand = np.arange(task.target.num_entities)
-    with run.stage("search"):
-        al = align(src_emb, tgt_emb, rows, cand, topk=max(s.topk, 2), method=s.method, csls_k=s.csls_k,
-                   matcher=s.match, index=s.index, device=device if device == "cpu" else "cuda",
-                   candidates=s.candidates, progress=progress)
     if s.match != "none" or gold is not None:
         pred = al.predicted_pairs()
         m = {"method": s.match, "pairs": int(len(pred))}
@@ -212,7 +271,7 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         metrics["matched"] = m
     with run.stage("calibrate"):
         metrics["calibration"] = calibrate_run(run.path, task, src_emb, tgt_emb, rows, cand, al, s,
-                                               device if device == "cpu" else "cuda")
+                                               device if device == "cpu" else "cuda", scores=valid_scores)
     with run.stage("export"):
         df = alignment_frame(task, al, topk=s.topk, gold=task.test if gold is not None else None)
         csv_path = run.path / "alignment.csv"

@@ -288,11 +288,15 @@ class GreedyMatcher(Matcher):
 
 @MATCHERS.register
 class MutualMatcher(Matcher):
-    """Mutual nearest neighbours only: y is x's best target and x is y's best source."""
+    """Mutual nearest neighbours only: y is x's best target and x is y's best source.
+
+    The best sources come from ``result.reverse_best`` when the search found them already.
+    """
 
     def _match(self, sim, result):
         fwd = (result if result is not None else sim.topk(1)).ids[:, 0]  # (n,)
-        bwd = sim.reverse_topk(1).ids[:, 0]  # (m,)
+        known = result.reverse_best if result is not None else None
+        bwd = known if known is not None and len(known) == sim.m else sim.reverse_topk(1).ids[:, 0]  # (m,)
         src = np.flatnonzero((fwd >= 0) & (bwd[np.maximum(fwd, 0)] == np.arange(sim.n)))
         return Matching(src, fwd[src], sim.score_pairs(src, fwd[src]))
 

@@ -1,0 +1,156 @@
+"""Search once: the fused passes equal the separate computations they replace (ranks, top-k, calibration)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmea.calibration import score_valid_sources, valid_queries, valid_scores_from_top
+from mmea.errors import MmeaInputError
+from mmea.evaluation import evaluate_embeddings, evaluation_rows
+from mmea.search.csls import csls_radius, rank_of_targets
+from mmea.search.knn import l2_normalize
+from mmea.search.matching import align
+from mmea.search.onepass import align_once, search_once
+
+
+def quantized(n: int, d: int, seed: int) -> np.ndarray:
+    """Rows with four entries of +-1 (norm 2, so +-0.5 once normalised) and a few zero rows: every
+    cosine is a multiple of 1/4, exact in float32 whatever the product's blocking, so ties are real ties."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, d), np.float32)
+    for i in range(n):
+        x[i, rng.choice(d, 4, replace=False)] = rng.choice([-1.0, 1.0], 4)
+    x[rng.choice(n, max(1, n // 20), replace=False)] = 0  # zero rows: cosine 0 with everything
+    return x
+
+
+def gaussian(n: int, d: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+
+
+def separate_ranks(src, tgt, links, candidates, csls_k, block_size=None):
+    """The ranks as evaluate_embeddings computed them before the fused pass: radii, then one pass per direction."""
+    src, tgt = l2_normalize(src), l2_normalize(tgt)
+    src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(links, len(src), len(tgt), candidates)
+    S, T = src[src_rows], tgt[tgt_rows]
+    r_src, r_tgt = csls_radius(S, T, csls_k, normalize=False, block_size=block_size)
+    both = ("cos", "csls")
+    return {"src->tgt": rank_of_targets(S[q_src], T, q_tgt, method=both, r_src=r_src[q_src], r_tgt=r_tgt,
+                                        normalize=False, block_size=block_size),
+            "tgt->src": rank_of_targets(T[q_tgt], S, q_src, method=both, r_src=r_tgt[q_tgt], r_tgt=r_src,
+                                        normalize=False, block_size=block_size)}
+
+
+def task_like(n_src, n_tgt, n_test, n_valid, seed, dup_src=0, dup_tgt=0):
+    """Test and validation links over distinct entities; ``dup_*`` test sources / targets get a second link."""
+    rng = np.random.default_rng(seed)
+    s, t = rng.permutation(n_src), rng.permutation(n_tgt)
+    test = np.stack([s[:n_test], t[:n_test]], 1)
+    valid = np.stack([s[n_test:n_test + n_valid], t[n_test:n_test + n_valid]], 1)
+    extra = [np.stack([test[:dup_src, 0], t[n_test + n_valid:n_test + n_valid + dup_src]], 1),
+             np.stack([s[n_test + n_valid:n_test + n_valid + dup_tgt], test[-dup_tgt:, 1] if dup_tgt else
+                       np.zeros(0, np.int64)], 1)]
+    return np.concatenate([test] + extra), valid
+
+
+def check_fused(src, tgt, test, valid, candidates, method, csls_k, topk=3, block_size=None, matcher="none"):
+    rows = test[:, 0]
+    cand = np.unique(test[:, 1]) if candidates == "test" else np.arange(len(tgt))
+    src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(test, len(src), len(tgt), candidates)
+    assert np.array_equal(tgt_rows, cand) and np.array_equal(src_rows[q_src], rows)
+    vsrc, extra = valid_queries(valid, cand)
+    al, found = align_once(src, tgt, rows, cand, topk=topk, method=method, csls_k=csls_k, matcher=matcher,
+                           block_size=block_size, gold=q_tgt, eval_src=src_rows, valid_src=vsrc, extra=extra)
+    # the metrics' ranks
+    ref = separate_ranks(src, tgt, test, candidates, csls_k, block_size)
+    for d in ref:
+        for mth in ref[d]:
+            np.testing.assert_array_equal(found.ranks[d][mth], ref[d][mth], err_msg=f"{d}/{mth}")
+    # the search: top-k ids and scores, radii, reverse best, matching
+    old = align(src, tgt, rows, cand, topk=topk, method=method, csls_k=csls_k, matcher=matcher,
+                block_size=block_size)
+    new = al.result
+    for f in ("ids", "cos", "csls", "r_src", "r_tgt", "reverse_best"):
+        np.testing.assert_array_equal(getattr(new, f)[:, :old.result.topk] if f in ("ids", "cos", "csls")
+                                      else getattr(new, f), getattr(old.result, f), err_msg=f)
+    np.testing.assert_array_equal(al.predicted_pairs(), old.predicted_pairs())
+    # the calibration's validation scores
+    ref_v = score_valid_sources(src, tgt, valid, rows, cand, method=method, csls_k=csls_k,
+                                cand_r_tgt=old.result.r_tgt)
+    got_v = valid_scores_from_top(valid, vsrc, np.concatenate([cand, extra]), found.valid_ids, found.valid_scores,
+                                  method)
+    for f in ("src", "top1", "top2", "score1", "score2", "correct"):
+        np.testing.assert_array_equal(getattr(got_v, f), getattr(ref_v, f), err_msg=f)
+    assert got_v.num_candidates == ref_v.num_candidates
+    return found
+
+
+@pytest.mark.parametrize("candidates", ["test", "all"])
+@pytest.mark.parametrize("method", ["csls", "cos"])
+def test_fused_pass_equals_separate_computations_with_ties(candidates, method):
+    src, tgt = quantized(90, 5, 1), quantized(80, 5, 2)  # few distinct directions: many exact ties
+    test, valid = task_like(90, 80, 50, 12, seed=3)
+    check_fused(src, tgt, test, valid, candidates, method, csls_k=4, block_size=7)
+
+
+@pytest.mark.parametrize("candidates", ["test", "all"])
+def test_fused_pass_with_duplicate_sources_and_targets(candidates):
+    """A source with two gold targets and a target with two gold sources (MMKG has a few one-to-many links)."""
+    src, tgt = quantized(70, 4, 4), quantized(75, 4, 5)
+    test, valid = task_like(70, 75, 40, 8, seed=6, dup_src=3, dup_tgt=2)
+    assert len(np.unique(test[:, 0])) < len(test) and len(np.unique(test[:, 1])) < len(test)
+    check_fused(src, tgt, test, valid, candidates, "csls", csls_k=3, block_size=6)
+
+
+@pytest.mark.parametrize("matcher", ["greedy", "mutual"])
+def test_fused_pass_feeds_the_matchers(matcher):
+    src, tgt = gaussian(60, 8, 7), gaussian(65, 8, 8)
+    test, valid = task_like(60, 65, 45, 10, seed=9)
+    check_fused(src, tgt, test, valid, "test", "csls", csls_k=5, matcher=matcher)
+
+
+def test_fused_pass_random_default_blocks():
+    src, tgt = gaussian(400, 16, 10), gaussian(420, 16, 11)
+    test, valid = task_like(400, 420, 300, 40, seed=12)
+    for candidates in ("test", "all"):
+        check_fused(src, tgt, test, valid, candidates, "csls", csls_k=10)
+
+
+def test_fused_pass_without_gold():
+    """Query sources with no gold target (no test links): the search and the calibration only."""
+    src, tgt = quantized(50, 5, 13), quantized(45, 5, 14)
+    rows, cand = np.arange(5, 50), np.arange(3, 45)
+    valid = np.array([[0, 0], [1, 1], [2, 2], [3, 40]])
+    vsrc, extra = valid_queries(valid, cand)
+    al, found = align_once(src, tgt, rows, cand, topk=2, csls_k=3, block_size=4, valid_src=vsrc, extra=extra)
+    assert found.ranks is None
+    old = align(src, tgt, rows, cand, topk=2, csls_k=3, block_size=4)
+    for f in ("ids", "cos", "csls", "r_src", "r_tgt", "reverse_best"):
+        np.testing.assert_array_equal(getattr(al.result, f), getattr(old.result, f), err_msg=f)
+    ref_v = score_valid_sources(src, tgt, valid, rows, cand, csls_k=3)
+    got_v = valid_scores_from_top(valid, vsrc, np.concatenate([cand, extra]), found.valid_ids, found.valid_scores,
+                                  "csls")
+    np.testing.assert_array_equal(got_v.top1, ref_v.top1)
+    np.testing.assert_array_equal(got_v.score2, ref_v.score2)
+
+
+def test_evaluate_embeddings_keeps_its_ranks():
+    src, tgt = quantized(60, 4, 15), quantized(60, 4, 16)
+    test, _ = task_like(60, 60, 40, 0, seed=17, dup_src=2)
+    for candidates in ("test", "all"):
+        ev = evaluate_embeddings(src, tgt, test, candidates=candidates, csls_k=3, return_ranks=True, block_size=5)
+        ref = separate_ranks(src, tgt, test, candidates, 3)
+        np.testing.assert_array_equal(ev["ranks"], ref["src->tgt"]["csls"])
+
+
+def test_search_once_rejects_bad_input():
+    src, tgt = gaussian(5, 3, 0), gaussian(6, 3, 1)
+    with pytest.raises(MmeaInputError, match="out of range"):
+        search_once(src, tgt, [0, 9], [0, 1])
+    with pytest.raises(MmeaInputError, match="eval sources"):
+        search_once(src, tgt, [0, 1], [0, 1], eval_src=[1, 2])
+    with pytest.raises(MmeaInputError, match="gold targets"):
+        search_once(src, tgt, [0, 1], [0, 1], gold=[0])
+    with pytest.raises(MmeaInputError, match="dimension"):
+        search_once(src, gaussian(6, 4, 1), [0], [0])
