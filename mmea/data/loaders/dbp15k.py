@@ -30,8 +30,9 @@ import numpy as np
 
 from ...errors import DataFormatError, MmeaInputError
 from ..graph import AlignmentTask, KnowledgeGraph, local_name
-from ..parsing import (LoadReport, check_links, iter_lines, note_read, read_id_map, read_int_pairs,
-                       read_int_triples)
+from ..parsing import (LoadReport, check_id, check_links, decode_utf8, iter_lines, nonblank_line_numbers,
+                       optional_file, read_file_bytes, read_id_map, read_int_pairs, read_int_triples,
+                       require_rows, warn_unterminated)
 from .base import LOADERS, DatasetLoader, LoadOptions, log
 from ..splits import DEFAULT_SEED_RATIO, seeded_split, split_from_parts, union_links
 from .tsv import drop_duplicate_rows
@@ -46,16 +47,21 @@ _REQUIRED = ("ent_ids_1", "ent_ids_2", "triples_1", "triples_2")
 
 
 def _first_existing(folder: Path, names) -> Path | None:
+    """The first of ``names`` present in ``folder`` (a directory in its place is an error)."""
     for n in names:
-        if (folder / n).is_file():
+        if optional_file(folder / n) is not None:
             return folder / n
     return None
 
 
 def _is_pair_folder(path: Path) -> bool:
-    """The DBP15k files are there (an ``attr`` file marks the MMKG converted layout instead)."""
-    return all((path / f).is_file() for f in _REQUIRED) and not (path / "attr").is_file() and \
-        _first_existing(path, ALL_LINK_FILES + TRAIN_LINK_FILES + TEST_LINK_FILES) is not None
+    """The DBP15k files are there (an ``attr`` file marks the MMKG converted layout instead).
+
+    ``exists()`` rather than ``is_file()``: a directory in place of a file is then
+    reported by the loader, naming it, instead of "not in any supported layout".
+    """
+    return all((path / f).exists() for f in _REQUIRED) and not (path / "attr").exists() and \
+        any((path / f).exists() for f in ALL_LINK_FILES + TRAIN_LINK_FILES + TEST_LINK_FILES)
 
 
 def _row_line(path: Path, row: int) -> tuple[int | None, str | None]:
@@ -68,8 +74,7 @@ def _row_line(path: Path, row: int) -> tuple[int | None, str | None]:
 
 def _row_line_numbers(path: Path) -> np.ndarray:
     """1-based line numbers of the non-blank lines (the rows of the integer readers)."""
-    lines = Path(path).read_bytes().splitlines()
-    return np.asarray([i for i, ln in enumerate(lines, start=1) if ln.strip()], dtype=np.int64)
+    return nonblank_line_numbers(path)
 
 
 class _IntIndex:
@@ -112,11 +117,16 @@ class _Side:
     def __init__(self, folder: Path, k: int, report: LoadReport, prefix: str):
         self.ent_path = folder / f"ent_ids_{k}"
         self.triple_path = folder / f"triples_{k}"
-        self.gids, self.uris = read_id_map(self.ent_path)
+        self.ent_lines: list[int] = []
+        self.gids, self.uris = read_id_map(self.ent_path, what="URI", line_nos=self.ent_lines)
+        require_rows(self.ent_path, len(self.gids), "entity lines (`id<TAB>URI`)")
         self.index = _IntIndex(self.gids)
         report.count(f"{prefix}entities", len(self.gids))
 
         raw = read_int_triples(self.triple_path)
+        require_rows(self.triple_path, len(raw), "triples (`head relation tail`)")
+        for path in (self.ent_path, self.triple_path):
+            warn_unterminated(path, report, prefix)
         heads = self.index.map_column(raw[:, 0], self.triple_path, "head entity", self.ent_path.name)
         tails = self.index.map_column(raw[:, 2], self.triple_path, "tail entity", self.ent_path.name)
 
@@ -143,15 +153,48 @@ class _Side:
         return {u: i for i, u in enumerate(self.uris)}
 
 
+def _check_disjoint_ids(s1: _Side, s2: _Side) -> None:
+    """Both KGs share one global id space: an id defined by both ``ent_ids`` files is an error
+    naming both lines (the entity would otherwise take the other KG's translated name)."""
+    shared = np.intersect1d(s1.gids, s2.gids)
+    if not len(shared):
+        return
+    k = int(shared[0])
+    j1, j2 = int(np.flatnonzero(s1.gids == k)[0]), int(np.flatnonzero(s2.gids == k)[0])
+    ln2 = s2.ent_lines[j2]
+    raise DataFormatError(s2.ent_path, ln2, f"{k}\t{s2.uris[j2]}",
+                          f"entity id {k} is already defined in {s1.ent_path.name}, line {s1.ent_lines[j1]} "
+                          f"({s1.uris[j1]!r}); {len(shared)} shared id(s) in all",
+                          hint="the two ent_ids files share one global id space: every id must be unique "
+                               "across both")
+
+
 # ---------------------------------------------------------------------------
 # links and split
 # ---------------------------------------------------------------------------
 
+def _check_not_swapped(path: Path, raw: np.ndarray, s1: _Side, s2: _Side) -> None:
+    """An error with a hint when a link line names a KG2 entity first and a KG1 entity second."""
+    in1_first = s1.index.find(raw[:, 0])[1]
+    swapped = ~in1_first & s2.index.find(raw[:, 0])[1] & s1.index.find(raw[:, 1])[1]
+    if swapped.any():
+        row = int(np.argmax(swapped))
+        ln, text = _row_line(path, row)
+        raise DataFormatError(path, ln, text, f"first-column entity id {int(raw[row, 0])} is an entity of "
+                                              f"{s2.ent_path.name}, not of {s1.ent_path.name}",
+                              hint=f"the columns look swapped (KG2 entity first; {int(swapped.sum())} such line(s)); "
+                                   f"link lines are `{s1.ent_path.name} id<TAB>{s2.ent_path.name} id`")
+
+
 def _read_links(path: Path, s1: _Side, s2: _Side, report: LoadReport, what: str) -> np.ndarray:
     raw = read_int_pairs(path)
+    require_rows(path, len(raw), "links (`id1 id2`)")
+    warn_unterminated(path, report)
+    _check_not_swapped(path, raw, s1, s2)
     a = s1.index.map_column(raw[:, 0], path, "first-column entity", s1.ent_path.name)
     b = s2.index.map_column(raw[:, 1], path, "second-column entity", s2.ent_path.name)
-    return check_links(np.stack([a, b], axis=1), path, report, _row_line_numbers(path), what=what)
+    return check_links(np.stack([a, b], axis=1), path, report, _row_line_numbers(path), what=what,
+                       ids=(s1.gids.tolist(), s2.gids.tolist()))
 
 
 def _split(folder: Path, s1: _Side, s2: _Side, options: LoadOptions, report: LoadReport
@@ -185,13 +228,7 @@ def _split(folder: Path, s1: _Side, s2: _Side, options: LoadOptions, report: Loa
 # ---------------------------------------------------------------------------
 
 def _read_translated_json(path: Path) -> list:
-    raw = path.read_bytes()
-    note_read(path, len(raw))
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        ln = raw.count(b"\n", 0, e.start) + 1
-        raise DataFormatError(path, ln, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    text = decode_utf8(path, read_file_bytes(path))
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -216,12 +253,12 @@ def _find_translated(folder: Path, pair: str, options: LoadOptions) -> tuple[Pat
     """
     name = f"dbp_{pair}.json"
     beside = folder.parent / "translated_ent_name" / name
-    if beside.is_file():
+    if optional_file(beside) is not None:
         return beside, None
     roots = [folder.parent.parent] + ([Path(options.data_root)] if options.data_root is not None else [])
     for root in roots:
         cand = root / "DBP15k" / "translated_ent_name" / name
-        if cand.is_file():
+        if optional_file(cand) is not None:
             id_dir = cand.parent.parent / pair
             same = id_dir.is_dir() and id_dir.resolve() == folder.resolve()
             return cand, None if same else id_dir
@@ -253,7 +290,7 @@ def _translated_names(folder: Path, pair: str, sides: list[_Side], options: Load
     if id_dir is None:  # same id space as this folder
         keys_per_side = [s.gids.tolist() for s in sides]
         by_key = by_id
-    elif all((id_dir / f"ent_ids_{k}").is_file() for k in (1, 2)):  # another copy: match by URI
+    elif all(optional_file(id_dir / f"ent_ids_{k}") is not None for k in (1, 2)):  # another copy: match by URI
         uri_of: dict[int, str] = {}
         for k in (1, 2):
             ids, uris = read_id_map(id_dir / f"ent_ids_{k}")
@@ -304,7 +341,7 @@ def _find_mugnn(folder: Path, pair: str, langs: tuple[str, str], options: LoadOp
     if options.data_root is not None:
         cands.append(Path(options.data_root) / "DBP15k_MuGNN" / pair)
     for c in cands:
-        if any(p.is_file() for lang in langs for p in _mugnn_files(c, lang).values()):
+        if any(p.exists() for lang in langs for p in _mugnn_files(c, lang).values()):
             return c
     return None
 
@@ -328,15 +365,7 @@ def _check_count(path: Path, declared: int, found: int, report: LoadReport) -> N
 def _text_lines(path: Path) -> list[tuple[int, str]]:
     """``(line_no, line)`` of the non-blank lines, decoding the file at once (fast);
     bytes that are not UTF-8 are an error naming their line."""
-    raw = Path(path).read_bytes() if Path(path).is_file() else None
-    if raw is None:
-        raise DataFormatError(path, None, None, "file not found")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        for _ in iter_lines(path):  # raises the error naming the line
-            pass
-        raise  # pragma: no cover - iter_lines always raises first
+    text = decode_utf8(path, read_file_bytes(path))
     return [(i, ln.rstrip("\r")) for i, ln in enumerate(text.split("\n"), start=1) if ln.strip()]
 
 
@@ -349,6 +378,7 @@ def _read_counted_uri_map(path: Path, report: LoadReport) -> tuple[np.ndarray, l
         uri, sep, k = line.rpartition("\t")
         if not sep or not uri.strip():
             raise DataFormatError(path, ln, line, "expected `URI<TAB>id`")
+        check_id(path, ln, line, uri.strip(), "URI")
         try:
             ids.append(int(k))
         except ValueError:
@@ -370,8 +400,7 @@ def _read_entity2att(path: Path, report: LoadReport) -> tuple[np.ndarray, np.nda
 
     Returns ``(row_entity (r,), pair_row (m,), pair_attr (m,), row_line_no (r,))``.
     """
-    data = Path(path).read_bytes()
-    note_read(path, len(data))
+    data = read_file_bytes(path)
     raw_lines = data.split(b"\n")
     rows = [(i, ln) for i, ln in enumerate(raw_lines, start=1) if ln.strip()]
     if not rows:
@@ -409,7 +438,7 @@ def _mugnn_attributes(mdir: Path, lang: str, side: _Side, k: int, report: LoadRe
                       ) -> tuple[list[str], np.ndarray, dict] | None:
     """(attribute URIs, (entity, attribute) pairs in this side's ids, files) or ``None`` if absent."""
     files = _mugnn_files(mdir, lang)
-    missing = [p.name for p in files.values() if not p.is_file()]
+    missing = [p.name for p in files.values() if optional_file(p) is None]
     if missing:
         report.skip(f"kg{k} attribute files missing", len(missing))
         report.warn(f"{mdir}: no attributes for KG {k}: {', '.join(missing)} not found")
@@ -486,6 +515,7 @@ class Dbp15kLoader(DatasetLoader):
         notes: list[str] = []
 
         sides = [_Side(folder, k, report, f"kg{k} ") for k in (1, 2)]
+        _check_disjoint_ids(sides[0], sides[1])
         train, valid, test, link_prov = _split(folder, sides[0], sides[1], options, report)
         translated, translated_path = _translated_names(folder, pair, sides, options, report, notes)
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from ...errors import DataFormatError
 from ..graph import KnowledgeGraph, LinkPredictionDataset
-from ..parsing import LoadReport, note_read
+from ..parsing import (LoadReport, check_id, decode_utf8, find_bad_id_char, optional_file, raise_bad_id_char,
+                       read_file_bytes, require_rows)
 from .base import LOADERS, DatasetLoader, LoadOptions
 
 log = logging.getLogger("mmea.data")
@@ -40,26 +41,15 @@ def read_text(path: str | Path) -> str:
     """Whole UTF-8 file as text with ``\\r\\n`` normalised to ``\\n``.
 
     A byte sequence that is not UTF-8 raises a :class:`DataFormatError` naming
-    the line it is on; a missing file raises one too.
+    the line it is on; a missing file (or a directory in its place) raises one
+    too.  A leading byte-order mark is dropped.
     """
     return _read_bytes_and_text(Path(path))[1]
 
 
 def _read_bytes_and_text(path: Path) -> tuple[bytes, str]:
-    if not path.is_file():
-        raise DataFormatError(path, None, None, "file not found")
-    data = path.read_bytes()
-    note_read(path, len(data))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line_no = data.count(b"\n", 0, e.start) + 1
-        start = data.rfind(b"\n", 0, e.start) + 1
-        end = data.find(b"\n", e.start)
-        raw = data[start:end if end >= 0 else len(data)]
-        raise DataFormatError(path, line_no, raw[:200].decode("utf-8", "backslashreplace"),
-                              f"not valid UTF-8 ({e.reason} at byte {e.start - start} of the line)",
-                              hint="re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
+    data = read_file_bytes(path)
+    text = decode_utf8(path, data)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     return data, text
@@ -95,6 +85,9 @@ def read_tab_triples(path: str | Path, report: LoadReport | None = None) -> Stri
     """
     path = Path(path)
     data, text = _read_bytes_and_text(path)
+    bad = find_bad_id_char(text, allowed="\t\n")
+    if bad is not None:  # every field of a triple is an id
+        raise_bad_id_char(path, text, bad)
     tabs = _tabs_per_line(data)
     if len(tabs) and (tabs == 2).all():  # fast path: one split over the whole file
         tokens = text.replace("\n", "\t").split("\t")
@@ -155,7 +148,7 @@ def read_text_map(path: str | Path, report: LoadReport, what: str) -> dict[str, 
         parts = line.split("\t", 1)
         if len(parts) != 2:
             raise DataFormatError(path, i, line, f"expected `id<TAB>{what}`")
-        key, val = parts[0].strip(), parts[1].strip()
+        key, val = check_id(path, i, line, parts[0].strip()), parts[1].strip()
         if key in out:
             n_dup += 1
             first_dup = first_dup or i
@@ -199,12 +192,14 @@ class LinkpredLoader(DatasetLoader):
     @classmethod
     def detect(cls, path: Path) -> bool:
         path = Path(path)
-        return all((path / f).is_file() for f in SPLIT_FILES)
+        # exists(), not is_file(): a directory in place of a file is then an error naming it
+        return all((path / f).exists() for f in SPLIT_FILES)
 
     def load(self, path: Path, options: LoadOptions | None = None) -> LinkPredictionDataset:
         path = Path(path)
         report = LoadReport()
         splits = {f.split(".")[0]: read_tab_triples(path / f, report) for f in SPLIT_FILES}
+        require_rows(path / "train.txt", len(splits["train"]), "training triples")
         for part, st in splits.items():
             report.count(f"{part} triples", len(st))
 
@@ -257,7 +252,7 @@ def _report_duplicates(arrays: dict[str, np.ndarray], n_ent: int, n_rel: int, re
 def _texts_for(path: Path, keys: list[str], what: str, report: LoadReport, notes: list[str],
                sources: dict) -> list[str] | None:
     """Per-key text from an optional ``key<TAB>text`` file ("" where missing, counted), or None."""
-    if not path.is_file():
+    if optional_file(path) is None:
         return None
     table = read_text_map(path, report, what)
     sources[what] = str(path)

@@ -67,7 +67,8 @@ import numpy as np
 
 from ...errors import DataFormatError, MmeaInputError
 from ..graph import AlignmentTask, KnowledgeGraph, local_name
-from ..parsing import LoadReport, check_links, map_ids, parse_numeric, read_columns, read_id_map, \
+from ..parsing import LoadReport, check_links, find_bad_id_char, map_ids, nonblank_line_numbers, optional_file, \
+    parse_numeric, raise_bad_id_char, read_columns, read_id_map, \
     read_int_pairs, read_int_triples
 from ..splits import seeded_split
 from .base import LOADERS, DatasetLoader, LoadOptions
@@ -161,12 +162,11 @@ def _empty_attributes() -> dict:
 
 def _nonblank_line_nos(path: Path) -> np.ndarray:
     """1-based numbers of the non-blank lines (the rows of :func:`read_int_pairs` / ``read_int_triples``)."""
-    lines = path.read_bytes().splitlines()
-    return np.array([i for i, ln in enumerate(lines, start=1) if ln.strip()], dtype=np.int64)
+    return nonblank_line_numbers(path)
 
 
 def _first_existing(folder: Path, *names: str) -> Path | None:
-    return next((folder / n for n in names if (folder / n).is_file()), None)
+    return next((folder / n for n in names if optional_file(folder / n) is not None), None)
 
 
 def _find_companion(path: Path, options: LoadOptions, name: str) -> Path | None:
@@ -206,9 +206,10 @@ def _one_to_many_policy(options: LoadOptions) -> str:
 
 
 def _check_gold_links(links: np.ndarray, path: Path, report: LoadReport, line_nos: np.ndarray | None,
-                      policy: str, notes: list[str], what: str = "links") -> np.ndarray:
-    """De-duplicate gold links; one-to-many links are kept (counted, warned) or an error (``policy``)."""
-    return check_links(links, path, report, line_nos, what, one_to_many=policy, notes=notes)
+                      policy: str, notes: list[str], what: str = "links", ids=None) -> np.ndarray:
+    """De-duplicate gold links; one-to-many links are kept (counted, warned) or an error (``policy``).
+    ``ids`` (file ids of both sides) lets an error name entities as the file does."""
+    return check_links(links, path, report, line_nos, what, one_to_many=policy, notes=notes, ids=ids)
 
 
 def _sorted_links(links: np.ndarray) -> np.ndarray:
@@ -261,7 +262,7 @@ def _fb15k_names(mmkg_root: Path | None, ids: list[str], report: LoadReport, not
                  sources: dict) -> list[str]:
     """FB15K names from ``MMKG/extra/FB15K_entity2text.txt`` ("" where missing, counted)."""
     path = mmkg_root / "extra" / FB15K_NAMES_FILE if mmkg_root is not None else None
-    if path is None or not path.is_file():
+    if path is None or optional_file(path) is None:
         report.warn(f"FB15K names not found (MMKG/extra/{FB15K_NAMES_FILE}); FB15K entities have no names")
         notes.append("FB15K entity names are missing (MMKG/extra/FB15K_entity2text.txt not found)")
         return [""] * len(ids)
@@ -283,7 +284,7 @@ def _image_index_file(mmkg_root: Path | None, label: str) -> Path | None:
     if mmkg_root is None:
         return None
     direct = mmkg_root / label / f"{label}_ImageIndex.txt"
-    if direct.is_file():
+    if optional_file(direct) is not None:
         return direct
     return next(iter(sorted(mmkg_root.glob(f"*/{label}_ImageIndex.txt"))), None)
 
@@ -437,7 +438,7 @@ def _read_relation_names(path: Path | None, label: str, report: LoadReport) -> t
     """rel_ids file -> (file id -> internal id, relation URIs)."""
     if path is None:
         return {}, []
-    ids, uris = read_id_map(path)
+    ids, uris = read_id_map(path, what="relation")
     report.count(f"{label} relations", len(ids))
     return {int(k): i for i, k in enumerate(ids.tolist())}, [_unbracket(u) for u in uris]
 
@@ -473,7 +474,8 @@ def _map_link_file(path: Path, idx1: dict[int, int], idx2: dict[int, int], label
             raise DataFormatError(path, int(line_nos[j]), f"{raw[j, 0]}\t{raw[j, 1]}",
                                   f"{why}; {len(bad)} such line(s) in all")
     links = np.stack([map_ids(raw[:, 0], idx1, path, line_nos), map_ids(raw[:, 1], idx2, path, line_nos)], axis=1)
-    return _check_gold_links(links.reshape(-1, 2), path, report, line_nos, policy, notes, what)
+    return _check_gold_links(links.reshape(-1, 2), path, report, line_nos, policy, notes, what,
+                             ids=(list(idx1), list(idx2)))
 
 
 @LOADERS.register
@@ -487,7 +489,8 @@ class MmkgConvertedLoader(DatasetLoader):
     def detect(cls, path: Path) -> bool:
         path = Path(path)
         # `attr` (the ^^^ / ||| attribute lines) tells it apart from the DBP15k GCN-Align layout
-        return all((path / f).is_file() for f in ("ent_ids_1", "ent_ids_2", "ref_ent_ids", "attr"))
+        # exists(), not is_file(): a directory in place of a file is then an error naming it
+        return all((path / f).exists() for f in ("ent_ids_1", "ent_ids_2", "ref_ent_ids", "attr"))
 
     def load(self, path: Path, options: LoadOptions | None = None) -> AlignmentTask:
         path = Path(path)
@@ -500,16 +503,18 @@ class MmkgConvertedLoader(DatasetLoader):
         files = _converted_files(path)
 
         # entities (one global id space)
-        gids1, uris1 = read_id_map(files["ent_ids_1"])
-        gids2, uris2 = read_id_map(files["ent_ids_2"])
+        lines1: list[int] = []
+        lines2: list[int] = []
+        gids1, uris1 = read_id_map(files["ent_ids_1"], what="URI", line_nos=lines1)
+        gids2, uris2 = read_id_map(files["ent_ids_2"], what="URI", line_nos=lines2)
         idx1 = {int(k): i for i, k in enumerate(gids1.tolist())}
         idx2 = {int(k): i for i, k in enumerate(gids2.tolist())}
         both = set(idx1) & set(idx2)
         if both:
             k = min(both)
-            raise DataFormatError(files["ent_ids_2"], None, None,
-                                  f"entity id {k} is defined in both ent_ids_1 and ent_ids_2 "
-                                  f"({len(both)} shared ids); the layout needs one global id space")
+            raise DataFormatError(files["ent_ids_2"], lines2[idx2[k]], f"{k}\t{uris2[idx2[k]]}",
+                                  f"entity id {k} is defined in both ent_ids_1 (line {lines1[idx1[k]]}) and "
+                                  f"ent_ids_2 ({len(both)} shared ids); the layout needs one global id space")
         uris1 = [_unbracket(u) for u in uris1]
         uris2 = [_unbracket(u) for u in uris2]
         report.count(f"{label1} entities", len(uris1))
@@ -694,6 +699,9 @@ def _read_nt_triples(path: Path) -> StringTriples:
     :class:`DataFormatError` naming it.
     """
     text = read_text(path)
+    bad = find_bad_id_char(text, allowed="\t\n")
+    if bad is not None:
+        raise_bad_id_char(path, text, bad, "term")
     tokens = text.split()
     lines = text.split("\n")
     nonblank = [i for i, ln in enumerate(lines, start=1) if ln.strip()]
@@ -713,7 +721,7 @@ def _read_nt_triples(path: Path) -> StringTriples:
 
 def _read_numeric_triples(path: Path, report: LoadReport, label: str) -> list[tuple[int, str, str, str]]:
     """``entity<TAB><attribute uri><TAB>value`` -> ``(line_no, entity, attribute, value)``, brackets removed."""
-    rows = read_columns(path, 3)
+    rows = read_columns(path, 3, id_cols=2)
     report.count(f"{label} numerical triples", len(rows))
     return [(i, _unbracket(p[0]), _unbracket(p[1]), p[2].strip()) for i, p in rows]
 
@@ -775,7 +783,7 @@ class MmkgLoader(DatasetLoader):
         if options.pair is None and len(available) > 1:
             notes.append(f"pair not given; {label1}-{KG2} loaded (choices: {', '.join(available)})")
         sameas_path = path / label1 / f"{label1}_SameAsLink.txt"
-        if not sameas_path.is_file():
+        if optional_file(sameas_path) is None:
             raise DataFormatError(sameas_path, None, None, f"file not found (the gold links of {label1}-{KG2})")
 
         t1, t2 = _EntityTable(label1), _EntityTable(KG2)
@@ -824,7 +832,7 @@ class MmkgLoader(DatasetLoader):
                              meta=dict(metas[KG2], source_files=src2, attribute_types=attrs[KG2]["types"]))
 
         links = _check_gold_links(raw_links, sameas_path, report, np.array([i for i, _, _ in sameas], np.int64),
-                                  policy, notes)
+                                  policy, notes, ids=(uris1, uris2))
         train, valid, test, split = seeded_split(links, _seed_ratio(options), options)
         split["links"] = str(sameas_path)
         provenance = {"loader": "mmkg", "path": str(path), "source": src1, "target": src2,
@@ -854,7 +862,7 @@ class MmkgLoader(DatasetLoader):
                         fb15k: tuple | None = None) -> tuple[np.ndarray, list[str]]:
         """Relation triples of one KG (entities added to ``table``); FB15K falls back to FB15k-237."""
         label = table.label
-        if path.is_file():
+        if optional_file(path) is not None:
             st = _read_nt_triples(path)
             literal = [j for j, t in enumerate(st.tails) if t.startswith('"')]
             if literal:
@@ -883,7 +891,7 @@ class MmkgLoader(DatasetLoader):
 
     @staticmethod
     def _numeric(path: Path, table: _EntityTable, report: LoadReport, src: dict) -> dict:
-        if not path.is_file():
+        if optional_file(path) is None:
             src["attributes"] = None
             return _empty_attributes()
         rows = _read_numeric_triples(path, report, table.label)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import MmeaInputError
 from ..graph import AlignmentTask, KnowledgeGraph, local_name
-from ..parsing import LoadReport, check_links, map_ids, parse_numeric, read_columns
+from ..parsing import LoadReport, check_links, map_ids, optional_file, parse_numeric, read_columns, require_rows
 from .base import LOADERS, DatasetLoader, LoadOptions, log
 from ..splits import DEFAULT_SEED_RATIO, seeded_split, split_from_parts, union_links
 from .tsv import drop_duplicate_rows
@@ -56,7 +56,8 @@ class _KgBuilder:
         self.entities, self.relations, self.attributes = _Vocab(), _Vocab(), _Vocab()
         self.rel_path = folder / f"rel_triples_{k}"
         self.attr_path = folder / f"attr_triples_{k}"
-        rows = read_columns(self.rel_path, 3, max_split=False)
+        rows = read_columns(self.rel_path, 3, max_split=False, id_cols=3)
+        require_rows(self.rel_path, len(rows), "relation triples")
         # heads and tails interleaved, so entities are numbered in line order
         ht = self.entities.ids([p[j].strip() for _, p in rows for j in (0, 2)]).reshape(-1, 2)
         r = self.relations.ids([p[1].strip() for _, p in rows])
@@ -66,8 +67,8 @@ class _KgBuilder:
 
         self.attr_triples = np.zeros((0, 2), dtype=np.int64)
         self.values: list[str] = []
-        if self.attr_path.is_file():
-            rows = read_columns(self.attr_path, 3)
+        if optional_file(self.attr_path) is not None:
+            rows = read_columns(self.attr_path, 3, id_cols=2)
             pairs = np.stack([self.entities.ids([p[0].strip() for _, p in rows]),
                               self.attributes.ids([p[1].strip() for _, p in rows])], axis=1) if rows else \
                 np.zeros((0, 2), dtype=np.int64)
@@ -112,7 +113,7 @@ def _read_links(path: Path, b1: _KgBuilder, b2: _KgBuilder, report: LoadReport, 
                 add_entities: bool) -> np.ndarray:
     """``e1<TAB>e2`` lines -> internal links; new entities are added when ``add_entities``,
     otherwise an entity no file defines is an error naming its line."""
-    rows = read_columns(path, 2, max_split=False)
+    rows = read_columns(path, 2, max_split=False, id_cols=2)
     lines = np.asarray([ln for ln, _ in rows], dtype=np.int64)
     raw = np.asarray([[p[0].strip(), p[1].strip()] for _, p in rows], dtype=object).reshape(-1, 2)
     if add_entities:
@@ -121,7 +122,8 @@ def _read_links(path: Path, b1: _KgBuilder, b2: _KgBuilder, report: LoadReport, 
     else:
         links = np.stack([map_ids(raw[:, 0], b1.entities.index, path, lines, what="first-column entity"),
                           map_ids(raw[:, 1], b2.entities.index, path, lines, what="second-column entity")], axis=1)
-    return check_links(links.reshape(-1, 2), path, report, lines, what=what)
+    return check_links(links.reshape(-1, 2), path, report, lines, what=what,
+                       ids=(b1.entities.items, b2.entities.items))
 
 
 def _fold_folder(folder: Path, fold: int) -> Path | None:
@@ -152,7 +154,8 @@ class OpenEALoader(DatasetLoader):
     @classmethod
     def detect(cls, path: Path) -> bool:
         path = Path(path)
-        return all((path / f).is_file() for f in ("rel_triples_1", "rel_triples_2", "ent_links"))
+        # exists(), not is_file(): a directory in place of a file is then an error naming it
+        return all((path / f).exists() for f in ("rel_triples_1", "rel_triples_2", "ent_links"))
 
     def load(self, path: Path, options: LoadOptions | None = None) -> AlignmentTask:
         options = options or LoadOptions()
@@ -177,7 +180,7 @@ class OpenEALoader(DatasetLoader):
         if fold_dir is not None:
             files = {p: fold_dir / f"{p}_links" for p in SPLIT_PARTS}
             parts = {p: _read_links(f, b1, b2, report, f"{p} links", add_entities=False)
-                     for p, f in files.items() if f.is_file()}
+                     for p, f in files.items() if optional_file(f) is not None}
             union_links([links, *parts.values()], f"{links_path} + {fold_dir}")
             train, valid, test, extra = split_from_parts(links, parts.get("train"), parts.get("valid"),
                                                          parts.get("test"), options, str(fold_dir))

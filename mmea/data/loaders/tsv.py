@@ -28,7 +28,8 @@ import numpy as np
 
 from ...errors import DataFormatError, MmeaInputError
 from ..graph import AlignmentTask, KnowledgeGraph, local_name
-from ..parsing import LoadReport, check_links, iter_lines, parse_numeric
+from ..parsing import (LoadReport, check_id, check_links, iter_lines, optional_file, parse_numeric, required_file,
+                       strip_bom, warn_unterminated)
 from ..splits import (DEFAULT_SEED_RATIO, carve_valid, seeded_split, split_from_parts, subtract_links,
                       union_links)
 from .base import LOADERS, DatasetLoader, LoadOptions, log
@@ -78,16 +79,19 @@ def drop_duplicate_rows(rows: np.ndarray, path: str | Path, report: LoadReport, 
 # ---------------------------------------------------------------------------
 
 def _read_tsv(path: Path, columns: tuple[str, ...], *, min_cols: int | None = None,
-              rest_in_last: bool = False) -> list[tuple[int, list[str], str]]:
+              rest_in_last: bool = False, id_cols: int | None = None) -> list[tuple[int, list[str], str]]:
     """``(line_no, fields, line)`` for every non-comment line, fields stripped.
 
     Exactly ``len(columns)`` tab-separated fields (``min_cols`` allows fewer);
     with ``rest_in_last`` the last field takes the rest of the line.  The
     fields must not be empty, except the last one of a free-text or optional column.
+    The first ``id_cols`` fields (default: every field but a free-text last one)
+    are ids and must not hold control characters.
     """
     ncols = len(columns)
     lo = ncols if min_cols is None else min_cols
     required = ncols - 1 if (rest_in_last or min_cols is not None) else ncols
+    n_ids = (ncols - 1 if rest_in_last else ncols) if id_cols is None else id_cols
     rows = []
     for ln, line in iter_lines(path):
         if line.startswith("#"):
@@ -101,6 +105,8 @@ def _read_tsv(path: Path, columns: tuple[str, ...], *, min_cols: int | None = No
         for j in range(min(required, len(parts))):
             if not parts[j]:
                 raise DataFormatError(path, ln, line, f"empty {columns[j]} field")
+        for j in range(min(n_ids, len(parts))):
+            check_id(path, ln, line, parts[j], f"{columns[j]} field")
         rows.append((ln, parts, line))
     return rows
 
@@ -151,23 +157,55 @@ def _first_per_entity(rows, table: _EntityTable, path: Path, report: LoadReport,
     return out
 
 
+def _read_triples(path: Path, table: _EntityTable, report: LoadReport, prefix: str,
+                  notes: list[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """Relation triples of ``triples.tsv`` (relations numbered in order of first appearance).
+
+    An empty file (no byte but blanks: a failed copy, usually) is an error; a
+    file with comment lines only is a KG without relation triples, which is
+    legal but changes what a model can use: counted, warned and noted.
+    """
+    relations: dict[str, int] = {}
+    trip = []
+    rows = _read_tsv(path, ("head", "relation", "tail"))
+    if not rows and not strip_bom(path.read_bytes()).strip():
+        raise DataFormatError(path, None, None, "empty file: triples.tsv is required and holds no line",
+                              hint="if this KG really has no relation triples, write one comment line "
+                                   "(`# head<TAB>relation<TAB>tail`) and no triples; see docs/formats.md")
+    for ln, (h, r, t), line in rows:
+        trip.append((table.get(h, path, ln, line), relations.setdefault(r, len(relations)),
+                     table.get(t, path, ln, line)))
+    triples = np.asarray(trip, dtype=np.int64).reshape(-1, 3)
+    triples = drop_duplicate_rows(triples, path, report, f"{prefix}duplicate triples")
+    report.count(f"{prefix}triples", len(triples))
+    if not rows:
+        report.skip(f"{prefix}KGs without relation triples", 1)
+        report.warn(f"{path}: no relation triples (comment lines only): models that use the graph "
+                    f"structure have nothing to use on this side")
+        notes.append("no relation triples (triples.tsv has comment lines only): structure-based models "
+                     "have nothing to use on this side")
+    return triples, relations
+
+
 def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "") -> KnowledgeGraph:
     """Read one TSV KG folder into a :class:`KnowledgeGraph`, filling ``report``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MmeaInputError(f"{folder}: no such directory")
-    if not (folder / "triples.tsv").is_file():
+    if optional_file(folder / "triples.tsv") is None:
         raise MmeaInputError(f"{folder}: no triples.tsv",
                              hint="a TSV knowledge-graph folder needs triples.tsv "
                                   "(head<TAB>relation<TAB>tail); see docs/formats.md")
-    files = {f: folder / f for f in KG_FILES if (folder / f).is_file()}
+    files = {f: folder / f for f in KG_FILES if optional_file(folder / f) is not None}
+    for path in files.values():
+        warn_unterminated(path, report, prefix)
     table = _EntityTable()
 
     if "entities.tsv" in files:
         path = files["entities.tsv"]
         seen_line: dict[str, int] = {}
         repeated = 0
-        for ln, parts, line in _read_tsv(path, ("entity", "uri"), min_cols=1):
+        for ln, parts, line in _read_tsv(path, ("entity", "uri"), min_cols=1, id_cols=2):
             uri = parts[1] if len(parts) > 1 and parts[1] else parts[0]
             if parts[0] in table.index:
                 if table.uris[table.index[parts[0]]] != uri:
@@ -183,16 +221,8 @@ def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "
         table.fixed_by = path
         report.count(f"{prefix}entities listed", len(table.ids))
 
-    # triples: relations numbered in order of first appearance
-    path = files["triples.tsv"]
-    relations: dict[str, int] = {}
-    trip = []
-    for ln, (h, r, t), line in _read_tsv(path, ("head", "relation", "tail")):
-        trip.append((table.get(h, path, ln, line), relations.setdefault(r, len(relations)),
-                     table.get(t, path, ln, line)))
-    triples = np.asarray(trip, dtype=np.int64).reshape(-1, 3)
-    triples = drop_duplicate_rows(triples, path, report, f"{prefix}duplicate triples")
-    report.count(f"{prefix}triples", len(triples))
+    meta_notes: list[str] = []
+    triples, relations = _read_triples(files["triples.tsv"], table, report, prefix, meta_notes)
 
     names_given = None
     if "names.tsv" in files:
@@ -223,8 +253,8 @@ def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "
     images_given = None
     if "images.tsv" in files:
         path = files["images.tsv"]
-        images_given = _first_per_entity(_read_tsv(path, ("entity", "path")), table, path, report, prefix,
-                                         "image")
+        images_given = _first_per_entity(_read_tsv(path, ("entity", "path"), id_cols=1), table, path, report,
+                                         prefix, "image")
 
     descr_given = None
     if "descriptions.tsv" in files:
@@ -235,7 +265,7 @@ def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "
     n = len(table.ids)
     report.count(f"{prefix}entities", n)
     report.count(f"{prefix}relations", len(relations))
-    meta = {"folder": str(folder), "files": {f: str(p) for f, p in files.items()}, "notes": []}
+    meta = {"folder": str(folder), "files": {f: str(p) for f, p in files.items()}, "notes": meta_notes}
 
     if names_given is None:
         names = [local_name(u) for u in table.uris]
@@ -309,6 +339,7 @@ def _read_link_file(path: Path, kg1: KnowledgeGraph, kg2: KnowledgeGraph, report
     """``kg1_entity<TAB>kg2_entity`` lines -> validated internal links ``(n, 2)``."""
     idx1, idx2 = _entity_lookup(kg1), _entity_lookup(kg2)
     rows, lines = [], []
+    warn_unterminated(path, report)
     for ln, (a, b), line in _read_tsv(path, ("kg1_entity", "kg2_entity")):
         i, j = idx1.get(a), idx2.get(b)
         if i is None or j is None:
@@ -320,18 +351,19 @@ def _read_link_file(path: Path, kg1: KnowledgeGraph, kg2: KnowledgeGraph, report
         rows.append((i, j))
         lines.append(ln)
     return check_links(np.asarray(rows, dtype=np.int64).reshape(-1, 2), path, report,
-                       np.asarray(lines, dtype=np.int64), what=what)
+                       np.asarray(lines, dtype=np.int64), what=what, ids=(kg1.ids, kg2.ids))
 
 
 def _tsv_split(link_dir: Path, links_path: Path | None, kg1: KnowledgeGraph, kg2: KnowledgeGraph,
                options: LoadOptions, report: LoadReport, notes: list[str]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Gold links and their split for a TSV pair; provenance of both."""
-    if links_path is None and (link_dir / "links.tsv").is_file():
-        links_path = link_dir / "links.tsv"
-    if links_path is not None and not Path(links_path).is_file():
-        raise MmeaInputError(f"{links_path}: links file not found")
-    split_files = {p: link_dir / f"{p}_links.tsv" for p in SPLIT_PARTS if (link_dir / f"{p}_links.tsv").is_file()}
+    if links_path is None:
+        links_path = optional_file(link_dir / "links.tsv")
+    else:
+        required_file(links_path, "links file")
+    split_files = {p: link_dir / f"{p}_links.tsv" for p in SPLIT_PARTS
+                   if optional_file(link_dir / f"{p}_links.tsv") is not None}
     prov: dict = {"links": str(links_path) if links_path else None}
     all_links = _read_link_file(Path(links_path), kg1, kg2, report, "links") if links_path else None
 
@@ -405,8 +437,8 @@ class TsvLoader(DatasetLoader):
 
     @classmethod
     def detect(cls, path: Path) -> bool:
-        path = Path(path)
-        return (path / "kg1" / "triples.tsv").is_file() and (path / "kg2" / "triples.tsv").is_file()
+        path = Path(path)  # exists(), not is_file(): a directory in its place is then an error naming it
+        return (path / "kg1" / "triples.tsv").exists() and (path / "kg2" / "triples.tsv").exists()
 
     def load(self, path: Path, options: LoadOptions | None = None) -> AlignmentTask:
         options = options or LoadOptions()
