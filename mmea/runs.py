@@ -320,16 +320,20 @@ class RunDir:
         write_json(p, metrics)
         return p
 
-    def mark_complete(self, **extra) -> Path:
+    def mark_complete(self, output: str = ALIGNMENT_FILE, **extra) -> Path:
         """Record, last, that the run finished: ``complete.json`` with the row count and SHA-256 of
-        ``alignment.csv`` (checked by :func:`check_complete`) and ``extra`` fields."""
-        csv = self.path / ALIGNMENT_FILE
-        rows, digest = file_digest(csv)
-        rec = {"finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "alignment": {"file": ALIGNMENT_FILE, "rows": rows, "sha256": digest}, **extra}
+        ``alignment.csv`` (checked by :func:`check_complete`) and ``extra`` fields.  A job without an
+        alignment names its main ``output`` file instead (``embeddings.npz``: its size and SHA-256)."""
+        rows, digest = file_digest(self.path / output)
+        done = {"finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if output == ALIGNMENT_FILE:
+            rec = {**done, "alignment": {"file": ALIGNMENT_FILE, "rows": rows, "sha256": digest}, **extra}
+        else:
+            rec = {**done, "output": {"file": output, "bytes": (self.path / output).stat().st_size,
+                                      "sha256": digest}, **extra}
         p = self.path / COMPLETE_FILE
         write_json(p, rec)
-        log.info("run complete: %s (%d alignment rows)", p, rows)
+        log.info("run complete: %s (%s)", p, f"{rows} alignment rows" if output == ALIGNMENT_FILE else output)
         return p
 
     def record_failure(self, exc: BaseException) -> None:
