@@ -73,6 +73,10 @@ class DataConfig:
     valid_ratio: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.1
     use_dataset_split: bool = False
     fold: PositiveInt = 1
+    fb15k_triples: str = "union"  # MMKG's FB15K side: FB15k-237 ∪ FB15K valid/test, or "fb15k237" alone
+
+    #: the closed string choices (mmea.data.loaders.fb15k_triples.FB15K_TRIPLE_SOURCES)
+    CHOICES: typing.ClassVar[dict] = {"fb15k_triples": ("union", "fb15k237")}
 
 
 @dataclass(frozen=True)

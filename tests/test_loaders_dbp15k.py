@@ -340,3 +340,97 @@ def test_real_zh_en_loads_fast(data_dir):
     elapsed = time.perf_counter() - t0
     assert elapsed < 10, f"loading DBP15k zh_en took {elapsed:.1f} s"
     assert task.source.translated_names is not None and len(task.source.attr_triples) > 0
+
+
+# -- issue 19: BOM, id collisions, directories, empty files, control characters, hints --
+
+def test_leading_bom_is_dropped_in_every_file(dbp):
+    before = load(dbp)
+    for f in ("ent_ids_1", "ent_ids_2", "triples_2", "ref_ent_ids", "cleaned_rel_ids_1"):
+        write(dbp / f, b"\xef\xbb\xbf" + (dbp / f).read_bytes())
+    tr = dbp.parent / "translated_ent_name" / "dbp_zh_en.json"
+    write(tr, b"\xef\xbb\xbf" + tr.read_bytes())
+    after = load(dbp)
+    assert after.source.ids == before.source.ids and after.source.uris == before.source.uris
+    assert after.source.relations == before.source.relations
+    assert after.source.translated_names == before.source.translated_names
+    np.testing.assert_array_equal(after.all_links, before.all_links)
+
+
+def test_ent_ids_2_repeating_an_ent_ids_1_id_is_an_error_naming_both_lines(dbp):
+    """The entity silently took the other KG's translated name."""
+    write(dbp / "ent_ids_2", lines([(10, EN + "Beijing"), (2, EN + "Shanghai")]))
+    with pytest.raises(DataFormatError, match="entity id 2 is already defined in ent_ids_1, line 3") as e:
+        load(dbp)
+    assert e.value.path.endswith("ent_ids_2") and e.value.line_no == 2
+
+
+def test_empty_uri_is_an_error(dbp):
+    write(dbp / "ent_ids_1", f"0\t{ZH}a\n1\t \n")
+    with pytest.raises(DataFormatError, match="empty URI") as e:
+        load(dbp)
+    assert e.value.path.endswith("ent_ids_1") and e.value.line_no == 2
+
+
+@pytest.mark.parametrize("name", ["ref_ent_ids", "cleaned_rel_ids_1", "triples_2", "ent_ids_1"])
+def test_directory_in_place_of_a_file_is_an_error(dbp, name):
+    (dbp / name).unlink()
+    (dbp / name).mkdir()
+    with pytest.raises(DataFormatError, match="is a directory, expected a file") as e:
+        LOADERS.make(detect_loader(dbp)).load(dbp, LoadOptions())
+    assert e.value.path == str(dbp / name)
+
+
+def test_directory_in_place_of_a_companion_file_is_an_error(dbp):
+    tr = dbp.parent / "translated_ent_name" / "dbp_zh_en.json"
+    tr.unlink()
+    tr.mkdir()
+    with pytest.raises(DataFormatError, match="is a directory"):
+        load(dbp)
+
+
+@pytest.mark.parametrize("name", ["ent_ids_2", "triples_1", "ref_ent_ids"])
+def test_empty_required_file_is_an_error(dbp, name):
+    write(dbp / name, "")
+    with pytest.raises(DataFormatError, match="empty file") as e:
+        load(dbp)
+    assert e.value.path.endswith(name)
+
+
+def test_swapped_link_columns_get_a_swap_hint(dbp):
+    write(dbp / "ref_ent_ids", "0\t10\n11\t1\n")
+    with pytest.raises(DataFormatError, match="first-column entity id 11 is an entity of ent_ids_2") as e:
+        load(dbp)
+    assert e.value.line_no == 2 and "swapped" in e.value.hint
+
+
+def test_conflicting_links_name_the_file_ids(dbp):
+    write(dbp / "ref_ent_ids", "0\t10\n1\t11\n0\t12\n")
+    with pytest.raises(DataFormatError, match=r"entity 0 \(source side\) is linked to two different entities "
+                                               r"\(10 and 12\)"):
+        load(dbp)
+    write(dbp / "ref_ent_ids", "3\t13\n4\t13\n")  # internal ids 3, 4 -> 3; the file's id is 13
+    with pytest.raises(DataFormatError, match=r"entity 13 \(target side\)"):
+        load(dbp)
+
+
+@pytest.mark.parametrize("text,line_no", [("0\t10\n1\t1\x001\n", 2), ("0\t1_0\n", 1), ("0\t10\n\x0b1\t11\n", 2)])
+def test_control_characters_and_odd_digits_in_integer_ids_are_errors(dbp, text, line_no):
+    """``1_0`` is 10 to ``int()``; a NUL or a vertical tab must not split or join ids silently."""
+    write(dbp / "ref_ent_ids", text)
+    with pytest.raises(DataFormatError) as e:
+        load(dbp)
+    assert e.value.path.endswith("ref_ent_ids") and e.value.line_no == line_no
+
+
+def test_control_character_in_a_uri_is_an_error(dbp):
+    write(dbp / "ent_ids_1", f"0\t{ZH}a\n1\t{ZH}b\x00\n")
+    with pytest.raises(DataFormatError, match="NUL") as e:
+        load(dbp)
+    assert e.value.line_no == 2
+
+
+def test_file_without_final_line_break_is_a_counted_warning(dbp):
+    write(dbp / "triples_2", (dbp / "triples_2").read_text().rstrip("\n"))
+    rep = load(dbp).meta["load_report"]
+    assert rep["read"]["kg2 files without a final line break"] == 1

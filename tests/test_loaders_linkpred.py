@@ -136,3 +136,23 @@ def test_real_fb15k237(data_dir):
     for part in (ds.train, ds.valid, ds.test):
         assert part.min() >= 0 and part[:, [0, 2]].max() < 14541 and part[:, 1].max() < 237
     assert elapsed < 3.0
+
+
+def test_bom_directory_control_character_and_empty_train(tmp_path):
+    """The shared input rules (issue 19) hold here too: BOM dropped, a directory or a NUL is an error."""
+    root = write_folder(tmp_path / "lp")
+    before = load(root)
+    (root / "train.txt").write_bytes(b"\xef\xbb\xbf" + (root / "train.txt").read_bytes())
+    assert load(root).graph.ids == before.graph.ids
+    (root / "train.txt").write_bytes(b"/m/a\t/r/x\t/m/b\n/m/b\x00\t/r/y\t/m/c\n")
+    with pytest.raises(DataFormatError, match="NUL") as e:
+        load(root)
+    assert e.value.line_no == 2
+    (root / "train.txt").write_bytes(b"")
+    with pytest.raises(DataFormatError, match="empty file"):
+        load(root)
+    write_folder(root)
+    (root / "entity2text.txt").unlink()
+    (root / "entity2text.txt").mkdir()
+    with pytest.raises(DataFormatError, match="is a directory"):
+        load(root)

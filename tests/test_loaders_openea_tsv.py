@@ -370,3 +370,116 @@ def test_tsv_repeated_names_and_duplicate_triples_are_counted(tsv_pair):
     rep = load_tsv(tsv_pair).meta["load_report"]
     assert rep["skipped"]["kg2 repeated entities in names.tsv"] == 1
     assert rep["skipped"]["kg2 duplicate triples"] == 1
+
+
+# -- issue 19: BOM, directories, empty files, control characters, messages -----------
+
+BOM = "\ufeff"
+
+
+def test_tsv_leading_bom_is_dropped_in_every_file(tsv_pair):
+    """A BOM at the start of kg2/triples.tsv made an extra entity '\\ufeffb:paris'; in links.tsv it was an error."""
+    before = load_tsv(tsv_pair)
+    for f in ("kg2/triples.tsv", "kg2/names.tsv", "links.tsv", "kg1/attributes.tsv"):
+        write(tsv_pair / f, BOM + (tsv_pair / f).read_text(encoding="utf-8"))
+    after = load_tsv(tsv_pair)
+    assert after.source.ids == before.source.ids and after.target.ids == before.target.ids
+    assert after.target.names == before.target.names
+    assert pairs(after.all_links) == pairs(before.all_links)
+    kg = load_tsv_kg(tsv_pair / "kg2")
+    assert not any(e.startswith(BOM) for e in kg.ids)
+
+
+def test_bom_inside_a_line_is_an_error(tsv_pair):
+    write(tsv_pair / "kg2" / "triples.tsv", "b:paris\tnext\tb:lyon\n" + BOM + "b:lyon\tnear\tb:nice\n")
+    with pytest.raises(DataFormatError, match="byte-order mark") as e:
+        load_tsv(tsv_pair)
+    assert e.value.path.endswith("kg2/triples.tsv") and e.value.line_no == 2
+
+
+@pytest.mark.parametrize("where", ["links.tsv", "kg1/names.tsv", "kg2/attributes.tsv", "train_links.tsv",
+                                   "kg1/triples.tsv"])
+def test_tsv_directory_in_place_of_a_file_is_an_error(tsv_pair, where):
+    """``links.tsv/`` was read as "no links" (exit 0, evaluation skipped), ``names.tsv/`` as "no names"."""
+    target = tsv_pair / where
+    if target.exists():
+        target.unlink()
+    target.mkdir()
+    with pytest.raises(DataFormatError, match="is a directory, expected a file") as e:
+        LOADERS.make(detect_loader(tsv_pair)).load(tsv_pair, LoadOptions())
+    assert e.value.path == str(target)
+
+
+def test_load_tsv_pair_links_path_that_is_a_directory(tsv_pair):
+    (tsv_pair / "elsewhere").mkdir()
+    with pytest.raises(DataFormatError, match="is a directory"):
+        load_tsv_pair(tsv_pair / "kg1", tsv_pair / "kg2", links_path=tsv_pair / "elsewhere")
+
+
+def test_tsv_empty_triples_file_is_an_error(tsv_pair):
+    write(tsv_pair / "kg2" / "triples.tsv", "")
+    with pytest.raises(DataFormatError, match="empty file") as e:
+        load_tsv(tsv_pair)
+    assert e.value.path.endswith("kg2/triples.tsv") and "comment line" in e.value.hint
+    write(tsv_pair / "kg2" / "triples.tsv", "\n  \n")
+    with pytest.raises(DataFormatError, match="empty file"):
+        load_tsv(tsv_pair)
+
+
+def test_tsv_comment_only_triples_is_a_counted_warning_and_note(tsv_pair):
+    write(tsv_pair / "kg2" / "triples.tsv", "# head\trelation\ttail\n")
+    task = load_tsv(tsv_pair)
+    rep = task.meta["load_report"]
+    assert len(task.target.triples) == 0 and rep["skipped"]["kg2 KGs without relation triples"] == 1
+    assert any("no relation triples" in w for w in rep["warnings"])
+    assert any(n.startswith("kg2: no relation triples") for n in task.meta["notes"])
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x1b", "\x7f", "\x85", "\r"])
+def test_tsv_control_character_in_an_id_is_an_error(tsv_pair, char):
+    """A NUL inside an id made a new entity ('b:lyon' and 'b:lyon\\x00' print alike)."""
+    write(tsv_pair / "kg2" / "triples.tsv", f"b:paris\tnext\tb:lyon\nb:ly{char}on\tnear\tb:nice\n")
+    with pytest.raises(DataFormatError, match="contains a") as e:
+        load_tsv(tsv_pair)
+    assert e.value.path.endswith("kg2/triples.tsv") and e.value.line_no == 2 and "head field" in str(e.value)
+    write(tsv_pair / "kg2" / "triples.tsv", "b:paris\tnext\tb:lyon\n")
+    write(tsv_pair / "links.tsv", f"a:paris\tb:pa{char}ris\n")
+    with pytest.raises(DataFormatError, match="contains a"):
+        load_tsv(tsv_pair)
+
+
+def test_tsv_control_character_in_a_name_is_kept(tsv_pair):
+    write(tsv_pair / "kg2" / "names.tsv", "b:paris\tPa\x07ris\n")
+    assert load_tsv(tsv_pair).target.names[0] == "Pa\x07ris"
+
+
+def test_tsv_conflicting_links_name_the_file_ids(tsv_pair):
+    write(tsv_pair / "links.tsv", "a:paris\tb:paris\na:lyon\tb:paris\n")
+    with pytest.raises(DataFormatError) as e:
+        load_tsv(tsv_pair)
+    msg = str(e.value)
+    assert "entity 'b:paris' (target side)" in msg and "'a:paris' and 'a:lyon'" in msg and "lines 1 and 2" in msg
+
+
+def test_tsv_file_without_final_line_break_is_a_counted_warning(tsv_pair):
+    """A copy cut inside its last id ('b:brest' -> 'b:bre') cannot be told from a real id: the report says so."""
+    text = (tsv_pair / "links.tsv").read_text(encoding="utf-8")
+    write(tsv_pair / "links.tsv", text.rstrip("\n"))
+    rep = load_tsv(tsv_pair).meta["load_report"]
+    assert rep["read"]["files without a final line break"] == 1
+    assert any("links.tsv: the last line has no line break" in w for w in rep["warnings"])
+
+
+def test_openea_directory_control_character_and_empty_file(openea):
+    (openea / "attr_triples_2").unlink()
+    (openea / "attr_triples_2").mkdir()
+    with pytest.raises(DataFormatError, match="is a directory"):
+        load_openea(openea)
+    (openea / "attr_triples_2").rmdir()
+    write(openea / "rel_triples_2", FR + "a\t" + FR + "p\t" + FR + "b\x00\n")
+    with pytest.raises(DataFormatError, match="NUL") as e:
+        load_openea(openea)
+    assert e.value.line_no == 1
+    write(openea / "rel_triples_2", "")
+    with pytest.raises(DataFormatError, match="empty file"):
+        load_openea(openea)

@@ -225,7 +225,7 @@ def download_entry(entry: CatalogEntry, root: Path) -> list[str]:
 def load_pair_task(src: str | None, tgt: str | None, *, pair: str | None = None, links: str | None = None,
                    data_dir: str | None = None, seed_ratio: float | None = None, seed: int = 0,
                    valid_ratio: float = 0.1, use_dataset_split: bool = False, fold: int = 1,
-                   download: bool = False, progress: bool = False):
+                   download: bool = False, progress: bool = False, fb15k_triples: str = "union"):
     """Load an :class:`~mmea.data.AlignmentTask` from catalog names or folders.
 
     * ``pair`` a folder in any supported layout (auto-detected) or a catalog pair name;
@@ -238,18 +238,18 @@ def load_pair_task(src: str | None, tgt: str | None, *, pair: str | None = None,
     with loading_bar(progress, desc="loading"):
         return _load_pair_task(src, tgt, pair=pair, links=links, data_dir=data_dir, seed_ratio=seed_ratio,
                                seed=seed, valid_ratio=valid_ratio, use_dataset_split=use_dataset_split, fold=fold,
-                               download=download)
+                               download=download, fb15k_triples=fb15k_triples)
 
 
 def _load_pair_task(src, tgt, *, pair, links, data_dir, seed_ratio, seed, valid_ratio, use_dataset_split, fold,
-                    download):
+                    download, fb15k_triples="union"):
     """The body of :func:`load_pair_task`."""
     from .loaders import LOADERS, LoadOptions, detect_loader
 
     t0 = time.perf_counter()
     catalog = load_catalog()
     opts = dict(seed_ratio=seed_ratio, seed=seed, valid_ratio=valid_ratio, use_dataset_split=use_dataset_split,
-                fold=fold)
+                fold=fold, extra={"fb15k_triples": fb15k_triples})  # MMKG: which FB15K triples (fb15k_triples.py)
     if pair and Path(pair).exists():
         root = Path(pair)
         name = detect_loader(root)

@@ -345,10 +345,10 @@ def read_id_map(path: str | Path, *, skip_first: bool = False, what: str = "name
         k = _to_int(path, i, line, parts[0])
         if k in seen:
             raise DataFormatError(path, i, line, f"id {k} already defined on line {seen[k]}")
+        check_id(path, i, line, parts[1], what)
         val = parts[1].strip()
         if not val:
             raise DataFormatError(path, i, line, f"empty {what}")
-        check_id(path, i, line, val, what)
         seen[k] = i
         ids.append(k)
         vals.append(val)

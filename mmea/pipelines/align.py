@@ -226,7 +226,8 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     with run.stage("load"):
         task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
                               seed_ratio=d.seed_ratio, seed=cfg.seed, valid_ratio=d.valid_ratio,
-                              use_dataset_split=d.use_dataset_split, fold=d.fold, progress=progress)
+                              use_dataset_split=d.use_dataset_split, fold=d.fold, progress=progress,
+                              fb15k_triples=d.fb15k_triples)
     notes = list(task.meta.get("notes", []))
     for n in notes:
         log.warning("note: %s", n)

@@ -123,6 +123,8 @@ class _Side:
         self.index = _IntIndex(self.gids)
         report.count(f"{prefix}entities", len(self.gids))
 
+    def read_triples(self, folder: Path, k: int, report: LoadReport, prefix: str) -> None:
+        """Triples and relation names of this side (after both sides' ids are known to be disjoint)."""
         raw = read_int_triples(self.triple_path)
         require_rows(self.triple_path, len(raw), "triples (`head relation tail`)")
         for path in (self.ent_path, self.triple_path):
@@ -131,7 +133,8 @@ class _Side:
         tails = self.index.map_column(raw[:, 2], self.triple_path, "tail entity", self.ent_path.name)
 
         self.rel_path = _first_existing(folder, [f.format(k) for f in RELATION_NAME_FILES])
-        name_ids, rel_names = read_id_map(self.rel_path) if self.rel_path else (np.zeros(0, np.int64), [])
+        name_ids, rel_names = (read_id_map(self.rel_path, what="relation") if self.rel_path
+                               else (np.zeros(0, np.int64), []))
         rel_ids = np.unique(np.concatenate([raw[:, 1], name_ids]))  # union, renumbered 0..R-1
         by_id = dict(zip(name_ids.tolist(), rel_names))
         self.relation_ids = rel_ids.tolist()
@@ -516,6 +519,8 @@ class Dbp15kLoader(DatasetLoader):
 
         sides = [_Side(folder, k, report, f"kg{k} ") for k in (1, 2)]
         _check_disjoint_ids(sides[0], sides[1])
+        for k, side in enumerate(sides, start=1):
+            side.read_triples(folder, k, report, f"kg{k} ")
         train, valid, test, link_prov = _split(folder, sides[0], sides[1], options, report)
         translated, translated_path = _translated_names(folder, pair, sides, options, report, notes)
 

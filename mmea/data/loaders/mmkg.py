@@ -72,6 +72,7 @@ from ..parsing import LoadReport, check_links, find_bad_id_char, map_ids, nonbla
     read_int_pairs, read_int_triples
 from ..splits import seeded_split
 from .base import LOADERS, DatasetLoader, LoadOptions
+from .fb15k_triples import union_folder, union_with_openke
 from .linkpred import SPLIT_FILES, StringTriples, read_tab_triples, read_text, read_text_map
 
 log = logging.getLogger("mmea.data")
@@ -342,8 +343,9 @@ def _encode_triples(st: StringTriples, entity_id, relation_name=lambda r: r) -> 
 
 
 def _substitute_fb15k_triples(folder: Path | None, index: dict[str, int], report: LoadReport, notes: list[str],
-                              substitutions: list, grow: bool, missing: str) -> tuple[np.ndarray, list[str], dict]:
-    """FB15k-237 triples standing in for the missing FB15K relation triples (or none, with a warning)."""
+                              substitutions: list, grow: bool, missing: str, openke: Path | None = None
+                              ) -> tuple[np.ndarray, list[str], dict]:
+    """FB15k-237 triples (∪ FB15K valid/test from ``openke``) standing in for the missing FB15K triples."""
     if folder is None:
         msg = (f"FB15K relation triples are missing ({missing}) and no FB15k-237 folder was found "
                f"(looked beside the data and in data_root; set fb15k_triples); FB15K has no relation triples")
@@ -351,6 +353,9 @@ def _substitute_fb15k_triples(folder: Path | None, index: dict[str, int], report
         notes.append(msg)
         return np.zeros((0, 3), np.int64), [], {"triples": None}
     st = _read_fb15k237(folder, report)
+    union = None
+    if openke is not None:  # FB15k-237 ∪ FB15K valid ∪ FB15K test (see fb15k_triples)
+        st, union = union_with_openke(st, openke, report)
     if grow:
         triples, relations = _encode_triples(st, lambda k: index.setdefault(k, len(index)))
     else:
@@ -360,13 +365,15 @@ def _substitute_fb15k_triples(folder: Path | None, index: dict[str, int], report
         report.skip(f"{KG2} substitute triples with an entity outside {KG2}", n_dropped)
         report.warn(f"{folder}: {n_dropped} triple(s) name entities that are not {KG2} entities (ignored)")
     report.count("FB15K relation triples (from FB15k-237)", len(triples))
-    msg = (f"FB15K relation triples are missing; FB15k-237 triples ({len(triples):,} of them, "
+    what = "FB15k-237 ∪ FB15K valid ∪ FB15K test triples (KG triples, not alignment links;" if union else \
+        "FB15k-237 triples ("
+    msg = (f"FB15K relation triples are missing; {what} {len(triples):,} of them, "
            f"{len(relations)} relations) stand in for them")
     if n_dropped:
         msg += f" ({n_dropped:,} FB15k-237 triples with entities outside FB15K left out)"
     report.warn(msg)  # logged with the report
     notes.append(msg)
-    files = [str(folder / f) for f in SPLIT_FILES]
+    files = [str(folder / f) for f in SPLIT_FILES] + (union["files"] if union else [])
     substitutions.append({"part": "FB15K relation triples", "missing": missing, "used": files,
                           "triples": int(len(triples)), "relations": len(relations), "dropped": n_dropped})
     return triples, relations, {"triples": files, "relations": "FB15k-237 relations (first appearance)",
@@ -540,7 +547,7 @@ class MmkgConvertedLoader(DatasetLoader):
             mid_index = {u: i for i, u in enumerate(uris2)}
             triples2, rels2_sub, info = _substitute_fb15k_triples(
                 _fb15k237_folder(path, options), mid_index, report, notes, substitutions, grow=False,
-                missing=str(path / "triples_2"))
+                missing=str(path / "triples_2"), openke=union_folder(path, options, report, notes))
             if info["triples"] is not None:
                 kg2_meta["relations_file_count"] = len(rels2)
                 kg2_meta["relations_file_coverage"] = len(set(rels2_sub) & set(rels2))
@@ -880,7 +887,8 @@ class MmkgLoader(DatasetLoader):
         if fb15k is not None:
             root, options, substitutions = fb15k
             triples, rels, info = _substitute_fb15k_triples(_fb15k237_folder(root, options), table.index, report,
-                                                            notes, substitutions, grow=True, missing=str(path))
+                                                            notes, substitutions, grow=True, missing=str(path),
+                                                            openke=union_folder(root, options, report, notes))
             src.update(info)
             return triples, rels
         msg = f"{label} relation triples are missing ({path.name} not found); {label} has no relation triples"

@@ -101,12 +101,12 @@ def _read_tsv(path: Path, columns: tuple[str, ...], *, min_cols: int | None = No
             raise DataFormatError(path, ln, line, f"expected {ncols} tab-separated fields "
                                                   f"({'<TAB>'.join(columns)}), found {len(parts)}",
                                   hint="separate the columns with one TAB; lines starting with # are comments")
+        for j in range(min(n_ids, len(parts))):  # before stripping: str.strip() eats some controls
+            check_id(path, ln, line, parts[j], f"{columns[j]} field")
         parts = [p.strip() for p in parts]
         for j in range(min(required, len(parts))):
             if not parts[j]:
                 raise DataFormatError(path, ln, line, f"empty {columns[j]} field")
-        for j in range(min(n_ids, len(parts))):
-            check_id(path, ln, line, parts[j], f"{columns[j]} field")
         rows.append((ln, parts, line))
     return rows
 
