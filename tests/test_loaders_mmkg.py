@@ -476,8 +476,9 @@ def test_real_converted(data_dir, pair, n1, t1, n_links, n_sup):
     assert len(task.all_links) == n_links
     assert len(task.test) == n_links - round(0.2 * n_links)
     assert all(task.target.names) and all(task.source.names)
-    assert task.target.num_relations == 237 and len(task.target.triples) > 300_000  # FB15k-237 stands in
-    assert any("FB15k-237 triples" in n for n in task.meta["notes"])
+    # FB15k-237 ∪ FB15K valid ∪ FB15K test stands in (the default, data.fb15k_triples = "union")
+    assert task.target.num_relations == 1056 and len(task.target.triples) == 381_186
+    assert any("FB15k-237 ∪ FB15K valid ∪ FB15K test triples" in n for n in task.meta["notes"])
     assert len(task.target.attr_triples) == 29394  # from attr, not doubled by FB15K_NumericalTriples.txt
     assert np.isfinite(task.source.attr_numeric).mean() > 0.99
     assert task.source.meta["image_index_count"] > 11000 and task.source.image_mask is None
@@ -498,3 +499,110 @@ def test_real_raw_mmkg(data_dir, pair, n_links):
     assert task.source.num_entities >= len(np.unique(task.all_links[:, 0]))
     assert len(task.target.attr_triples) == 29395
     assert elapsed < 10
+
+
+# ---------------------------------------------------------------------------
+# FB15K's own valid / test triples (OpenKE id form) added to FB15k-237
+# ---------------------------------------------------------------------------
+
+# entity2id / relation2id: name<TAB>id; valid2id / test2id: head TAIL relation (ids); first line = count
+OPENKE = {
+    "entity2id.txt": ["4", "/m/0a\t0", "/m/0b\t1", "/m/0c\t2", "/m/0d\t3"],
+    "relation2id.txt": ["3", "/location/location/contains\t0", "/film/film/genre\t1", "/award/award/winner\t2"],
+    "valid2id.txt": ["2", "2 3 0", "3 1 2"],  # /m/0c contains /m/0d (already in FB15k-237); /m/0d winner /m/0b (new)
+    "test2id.txt": ["2", "1 0 2", "3 1 2"],  # /m/0b winner /m/0a (new); a repeat of the valid line (once)
+}
+
+
+def write_openke(root: Path, **override) -> Path:
+    folder = root / "MMKG" / "FB15K" / "openke"
+    for name, lines in dict(OPENKE, **override).items():
+        _write(folder / name, lines)
+    return folder
+
+
+def test_fb15k_union_adds_valid_and_test_triples_once(tmp_path):
+    folder = write_converted(tmp_path)
+    write_openke(tmp_path)
+    task = load_conv(folder)
+    t = task.target
+    # FB15k-237's 4 kept triples, then the 2 new FB15K ones (head tail relation decoded), each once
+    assert t.relations == ["/location/location/contains", "/film/film/genre", "/people/person/nationality",
+                           "/award/award/winner"]
+    np.testing.assert_array_equal(t.triples, [[0, 0, 1], [1, 1, 2], [2, 0, 3], [3, 2, 0], [3, 3, 1], [1, 3, 0]])
+    rep = task.meta["load_report"]["read"]
+    assert rep["FB15K valid2id.txt triples not in FB15k-237 (added)"] == 1
+    assert rep["FB15K test2id.txt triples not in FB15k-237 (added)"] == 1
+    assert any("FB15k-237 ∪ FB15K valid ∪ FB15K test triples (KG triples, not alignment links; 6 of them" in n
+               for n in task.meta["notes"])
+    assert any(str(tmp_path / "MMKG" / "FB15K" / "openke" / "test2id.txt") in f
+               for f in task.provenance["substitutions"][0]["used"])
+
+
+def test_fb15k_union_is_not_alignment_data(tmp_path):
+    """The FB15K valid/test files are KG triples: they change the FB15K graph only, never the links or their split."""
+    folder = write_converted(tmp_path)
+    old = load_conv(folder, extra={"fb15k_triples": "fb15k237"})
+    write_openke(tmp_path)
+    new = load_conv(folder)
+    for part in ("train", "valid", "test"):
+        np.testing.assert_array_equal(getattr(old, part), getattr(new, part))
+    np.testing.assert_array_equal(old.source.triples, new.source.triples)
+    assert new.target.num_entities == old.target.num_entities  # no new entity on either side
+    assert new.target.triples.max() < new.target.num_entities
+    assert len(new.target.triples) == len(old.target.triples) + 2
+
+
+def test_fb15k_triples_fb15k237_keeps_the_old_behaviour(tmp_path):
+    folder = write_converted(tmp_path)
+    write_openke(tmp_path)
+    task = load_conv(folder, extra={"fb15k_triples": "fb15k237"})
+    assert len(task.target.triples) == 4 and task.target.num_relations == 3
+    assert any("data.fb15k_triples = fb15k237" in n for n in task.meta["notes"])
+    with pytest.raises(MmeaInputError, match="fb15k_triples must be one of union, fb15k237"):
+        load_conv(folder, extra={"fb15k_triples": "fb15k"})
+
+
+def test_fb15k_union_without_openke_folder_warns(tmp_path):
+    task = load_conv(write_converted(tmp_path))  # no MMKG/FB15K/openke here
+    assert len(task.target.triples) == 4
+    assert any("FB15K's own valid/test triples" in n and "not found" in n for n in task.meta["notes"])
+
+
+def test_fb15k_union_raw_layout(tmp_path):
+    write_companions(tmp_path)
+    write_openke(tmp_path)
+    root = tmp_path / "MMKG"
+    _write(root / "DB15K" / "DB15K_SameAsLink.txt", [f"/m/0a <SameAs> <{DBR}Seoul> .", f"/m/0c <SameAs> <{DBR}Paris> ."])
+    task = MmkgLoader().load(root, LoadOptions(pair="DB15K", seed_ratio=0.5))
+    assert len(task.target.triples) == 7  # FB15k-237's 5 (the raw layout keeps /m/0zz) + 2 from FB15K valid/test
+    assert "/award/award/winner" in task.target.relations
+
+
+@pytest.mark.parametrize("name,lines,line_no,what", [
+    ("valid2id.txt", ["3", "2 3 0", "3 1 2"], 1, "the count says 3 lines, the file has 2"),
+    ("valid2id.txt", ["2", "2 3 0", "3 1 x"], 3, "three integer ids"),
+    ("test2id.txt", ["2", "1 0 2", "3 9 2"], 3, "an id outside entity2id"),
+    ("entity2id.txt", ["2", "/m/0a\t0", "/m/0b\t0"], 3, "repeated"),
+    ("relation2id.txt", ["many", "/x\t0"], 1, "number of lines"),
+])
+def test_openke_bad_input_names_file_and_line(tmp_path, name, lines, line_no, what):
+    folder = write_converted(tmp_path)
+    write_openke(tmp_path, **{name: lines})
+    with pytest.raises(DataFormatError, match=what) as e:
+        load_conv(folder)
+    assert Path(e.value.path).name == name and e.value.line_no == line_no
+
+
+@pytest.mark.data
+def test_real_fb15k_union_counts(data_dir):
+    folder = data_dir / "DH-MEA_converted" / "DB15K-FB15K"
+    if not (data_dir / "MMKG" / "FB15K" / "openke").is_dir() or not folder.is_dir():
+        pytest.skip("MMKG/FB15K/openke not found")
+    old = MmkgConvertedLoader().load(folder, LoadOptions(extra={"fb15k_triples": "fb15k237"}))
+    new = MmkgConvertedLoader().load(folder, LoadOptions())
+    assert (len(old.target.triples), old.target.num_relations) == (310_116, 237)
+    # 1,056 of FB15K's 1,345 relations occur in FB15k-237 ∪ valid ∪ test (the 289 others only in FB15K train)
+    assert (len(new.target.triples), new.target.num_relations) == (381_186, 1056)
+    for part in ("train", "valid", "test"):
+        np.testing.assert_array_equal(getattr(old, part), getattr(new, part))

@@ -365,9 +365,9 @@ def _substitute_fb15k_triples(folder: Path | None, index: dict[str, int], report
         report.skip(f"{KG2} substitute triples with an entity outside {KG2}", n_dropped)
         report.warn(f"{folder}: {n_dropped} triple(s) name entities that are not {KG2} entities (ignored)")
     report.count("FB15K relation triples (from FB15k-237)", len(triples))
-    what = "FB15k-237 ∪ FB15K valid ∪ FB15K test triples (KG triples, not alignment links;" if union else \
+    what = "FB15k-237 ∪ FB15K valid ∪ FB15K test triples (KG triples, not alignment links; " if union else \
         "FB15k-237 triples ("
-    msg = (f"FB15K relation triples are missing; {what} {len(triples):,} of them, "
+    msg = (f"FB15K relation triples are missing; {what}{len(triples):,} of them, "
            f"{len(relations)} relations) stand in for them")
     if n_dropped:
         msg += f" ({n_dropped:,} FB15k-237 triples with entities outside FB15K left out)"
