@@ -136,7 +136,7 @@ def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: s
         return_ranks: also return ``"ranks"``: the ``(n,)`` int64 1-based rank of each
             link's gold target in the primary ranking, in the order of ``links``
             (exact: every gold target is among the candidates).
-        progress: "CSLS radii", "search" and "evaluate" bars over the blockwise passes when stderr is a terminal.
+        progress: "CSLS radii" and "evaluate" bars over the blockwise passes when stderr is a terminal.
 
     The ranks of both directions and both methods come from the blockwise passes of
     :func:`mmea.search.onepass.search_once` (one score block per query block and direction).
@@ -154,7 +154,8 @@ def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: s
     src, tgt = as_float32(src_emb, "source embeddings"), as_float32(tgt_emb, "target embeddings")
     src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(links, len(src), len(tgt), candidates)
     found = search_once(src, tgt, src_rows[q_src], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=0,
-                        reverse=False, csls_k=csls_k, device=device, block_size=block_size, progress=progress)
+                        reverse=False, csls_k=csls_k, device=device, block_size=block_size, progress=progress,
+                        desc="evaluate")
     return metrics_from_ranks(found.ranks, candidates=candidates, csls_k=csls_k, primary=primary, ks=ks,
                               num_candidates={"src->tgt": int(len(tgt_rows)), "tgt->src": int(len(src_rows))},
                               return_ranks=return_ranks)
