@@ -138,8 +138,8 @@ def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: s
             (exact: every gold target is among the candidates).
         progress: "CSLS radii" and "evaluate" bars over the blockwise passes when stderr is a terminal.
 
-    The ranks of both directions and both methods come from the blockwise passes of
-    :func:`mmea.search.onepass.search_once` (one score block per query block and direction).
+    The ranks of both directions and both methods come from the two blockwise passes of
+    :func:`mmea.search.onepass.search_once` (each cosine block computed once per pass).
 
     Returns:
         ``{"test": {metrics, direction, method}, "test_by_method": {"src->tgt/cos": ..., "src->tgt/csls": ...,

@@ -1,4 +1,4 @@
-"""The ``mmea align`` job: load -> fit -> embed -> evaluate -> search -> match -> export.
+"""The ``mmea align`` job: load -> fit -> embed -> search (+ match) -> evaluate -> calibrate -> export.
 
 The output contract (stable for every model): ``RUN_DIR/alignment.csv``,
 ``RUN_DIR/metrics.json`` with ``dataset``, ``model``, ``split`` (train / valid /
@@ -9,6 +9,15 @@ stage), ``calibration`` and ``notes``; ``RUN_DIR/config.toml``; ``RUN_DIR/run.lo
 ``RUN_DIR/test_ranks.npy`` (:data:`TEST_RANKS_FILE`); ``RUN_DIR/checkpoint.pt`` for models
 with a training loop (:mod:`mmea.checkpoint`), which ``mmea align --resume RUN_DIR``
 (:func:`resume_align`) continues from.
+
+Stage timings (``metrics.json`` ``timings``): ``load_s``, ``train_s``; ``search_s`` the
+search (:func:`search_run`: one set of blockwise passes gives the gold ranks of both
+directions and methods, each query's top-k, the reverse best matches and the validation
+sources' top 2, see :mod:`mmea.search.onepass`) and the matcher; ``evaluate_s`` the
+metrics from those ranks (+ a model's own re-ranking); ``calibrate_s`` the isotonic fit;
+``export_s`` writing ``alignment.csv``.  With a FAISS index (``search.index`` ``flat``,
+``ivf``, ``hnsw``) the search is FAISS's, and ``evaluate_s`` / ``calibrate_s`` include
+their own ranking passes.
 """
 
 from __future__ import annotations
@@ -158,19 +167,11 @@ def write_test_ranks(run_dir: Path, ranks: np.ndarray) -> Path:
 
 
 def resume_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config of an ``mmea align`` run directory, for ``--resume``; input errors say what is wrong."""
-    from .align_config import load_config
+    """The resolved config of an ``mmea align`` run directory, for ``--resume`` (the job's one reader:
+    :func:`mmea.pipelines.align_config.resume_config`)."""
+    from .align_config import resume_config as read
 
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise MmeaInputError(f"{path}: run directory not found, so there is nothing to resume",
-                             hint="pass a directory written by mmea align")
-    cpath = path / "config.toml"
-    if not cpath.is_file():
-        raise MmeaInputError(f"{cpath}: file not found, so {path} is not an mmea align run to resume")
-    if 'task = "linkpred"' in cpath.read_text(encoding="utf-8"):
-        raise MmeaInputError(f"{path} is an mmea linkpred run", hint=f"mmea linkpred --resume {path}")
-    return load_config(cpath)
+    return read(run_dir)
 
 
 def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, resume: bool = False,
@@ -218,6 +219,7 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     from ..data.catalog import load_pair_task, mmea_home
     from ..evaluation import alignment_metrics
     from ..export import alignment_frame, write_alignment
+    from ..features import run_features
     from ..models import MODELS, RunContext
 
     seed_everything(cfg.seed)
@@ -238,8 +240,10 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     model_cls = MODELS.get(cfg.model_name)
     params = {k: v for k, v in cfg.model.items() if k != "name"}
     model = model_cls(model_cls.Config(**params), ctx)
+    with run.stage("features"):  # task -> features: what the model requests, computed once (cached)
+        features = run_features(task, model.feature_requests(model.config), ctx)
     with run.stage("train"), ckpt.guard():  # Ctrl-C: the checkpoint first
-        model.fit(task)
+        model.fit(task, features)
     src_emb, tgt_emb = model.embeddings()  # (N, d), (M, d)
 
     metrics: dict = {

@@ -1,4 +1,4 @@
-"""Search once: one blockwise pass per direction gives the ranks, the candidates and the validation scores.
+"""Search once: the same two blockwise passes give a run's ranks, its candidates and its validation scores.
 
 An ``mmea align`` run needs, from the same embeddings,
 
@@ -8,26 +8,32 @@ An ``mmea align`` run needs, from the same embeddings,
 * the top-2 targets of each validation source (the calibration, :mod:`mmea.calibration`).
 
 Computed one after the other, each of these recomputes the CSLS radii and the
-``(n, m)`` cosines.  :func:`search_once` computes them in three blockwise passes
-and never holds more than one ``(block, m)`` score block:
+``(n, m)`` cosines (six products of the embedding matrices).  :func:`search_once`
+computes them in two blockwise passes over the same blocks, and never holds more
+than a few ``(block, m)`` score blocks:
 
-1. **radii**: the eval sources ``P`` x the candidate targets (plus the validation
-   targets that are not candidates, the *extra* columns): ``r_src`` of every
-   ``P`` row over the candidates, ``r_tgt`` of every candidate over ``P`` (the
-   metrics' radii) and, when the query rows are not ``P`` itself (duplicates, or
-   ``candidates="all"``), over the query rows with their multiplicity (the search's
-   radii, as :class:`~mmea.search.matching.Similarity` computes them).
-2. **src->tgt**: each block of query rows against the candidates: gold ranks by
-   cosine and CSLS, and the top-k by the search score; then the validation
-   sources against the candidates + extra targets: their top-2.
-3. **tgt->src**: each block of candidate targets against ``P``: the gold ranks of
-   the links whose target is in the block, and each target's best query source.
+1. **radii**: the eval sources ``P`` (the test sources, or every source with
+   ``candidates="all"``) x the candidate targets: ``r_src`` of every ``P`` row,
+   ``r_tgt`` of every candidate over ``P`` (the metrics' radii) and, when the query
+   rows are not ``P`` itself (duplicates, ``candidates="all"``), over the query rows
+   with their multiplicity, plus the validation targets that are not candidates
+   (the search's radii, as :class:`~mmea.search.matching.Similarity` computes them);
+   and the cosine of every gold pair.
+2. **everything else**, block by block of ``P`` rows: the src->tgt gold ranks (rows),
+   the tgt->src gold ranks (columns: the gold score of each target is known from
+   pass 1, so each block adds its counts), each query row's top-k, each candidate's
+   best query row (a running column maximum); then the validation sources against
+   the candidates + their own targets: their top-2.
 
-Every score is the float32 expression of :func:`~mmea.search.csls.csls_from_cos`
-on the same cosines, and ranks and top-k follow the tie rule of
-:mod:`mmea.search.csls` (score desc, lower index first), so the result equals
-:func:`~mmea.evaluation.evaluate_embeddings`, :func:`~mmea.search.matching.align` and
-:func:`~mmea.calibration.score_valid_sources` run separately (tests/test_onepass.py).
+The passes visit the query rows first, in the order of their first position among
+the rows, so the first maximum of a column is the tie winner of
+``csls_topk(tgt, src, 1)``.  Every score is the float32 expression of
+:func:`~mmea.search.csls.csls_from_cos` on the same cosines (``(2 cos - r_query) -
+r_candidate``, also for the tgt->src direction), and ranks and top-k follow the tie
+rule of :mod:`mmea.search.csls` (score desc, lower index first), so the result
+equals :func:`~mmea.evaluation.evaluate_embeddings`, :func:`~mmea.search.matching.align`
+and :func:`~mmea.calibration.score_valid_sources` run separately
+(tests/test_onepass.py).  The embeddings stay float32 at their own dimension.
 The passes are exact torch passes; FAISS indexes keep the separate search.
 """
 
