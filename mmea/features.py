@@ -16,7 +16,9 @@ Cache layout (root: ``$MMEA_HOME/cache``, ``MMEA_HOME`` defaulting to
         <array>.sparse.npz     one scipy sparse matrix each
         meta.json              key, key parts, info, array shapes (written last)
 
-What a modality gives (:class:`ModalityFeatures`):
+Each modality is one registered class of :mod:`mmea.modalities` (``MODALITY_ENCODERS``),
+which owns its options, its cache key and its computation; this module runs them through
+the store.  What a modality gives (:class:`ModalityFeatures`):
 
 - ``names``: ``(n, d)`` float32 name embeddings (``char-ngram``: the dense
   projection, and the exact TF-IDF in ``extras["source_tfidf"]`` /
@@ -32,6 +34,10 @@ What a modality gives (:class:`ModalityFeatures`):
 - ``attributes``: CSR ``(n, A)`` bag of attributes over a shared vocabulary.
 
 Every mask marks the entities that have the modality; their other rows are zero.
+
+:func:`run_features` is the align pipeline's step between the task and the model: it computes
+the features a model requests (``feature_requests(config)``) once, and the model is then
+fitted on them (``model.fit(task, features)``).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ import numpy as np
 from .data.graph import AlignmentTask
 from .encoders.names import DEFAULT_NAME_MODEL
 from .errors import MmeaInputError
+from .modalities import MODALITY_ENCODERS, FeatureRequest, as_request
 
 __all__ = [
     "MODALITIES",
@@ -64,13 +71,13 @@ __all__ = [
     "TaskFeatures",
     "compute_task_features",
     "parse_modalities",
+    "run_features",
 ]
 
 log = logging.getLogger("mmea.features")
 
-MODALITIES = ("names", "images", "numeric", "relations", "attributes")
-_ALIASES = {"name": "names", "image": "images", "visual": "images", "numbers": "numeric", "numerical": "numeric",
-            "relation": "relations", "rel": "relations", "attribute": "attributes", "attr": "attributes"}
+#: every registered modality, in the order ``mmea features`` computes them
+MODALITIES = tuple(MODALITY_ENCODERS.in_order())
 #: bump when the stored layout or a computation changes so old caches are not reused
 FEATURE_FORMAT_VERSION = 1
 
@@ -94,7 +101,7 @@ def parse_modalities(spec: str | Sequence[str] | None) -> tuple[str, ...]:
             continue
         if m == "all":
             return MODALITIES
-        m = _ALIASES.get(m, m)
+        m = MODALITY_ENCODERS.canonical(m) or m
         if m not in MODALITIES:
             raise MmeaInputError(f"unknown modality {raw.strip()!r}; valid choices: {', '.join(MODALITIES)}, all")
         if m not in out:
@@ -129,9 +136,12 @@ class FeatureOptions:
         image_ids: id list for ``.npy`` feature files [--image-ids].
         image_root: folder that relative image paths are resolved against.
         image_batch_size: images per forward pass.
-        numeric_normalization: ``robust`` | ``zscore`` | ``minmax``.
-        numeric_centres: RBF centres of the fixed numeric profile.
         share_vocabulary: merge relations / attributes of the two KGs that have the same name.
+        modality_options: per modality, options of its encoder's ``Options`` (``{"numeric":
+            {"centres": 16}}``; ``mmea features --modality-option numeric.centres=16``).  A
+            modality in the new form (e.g. ``numeric``) takes its options only from here and
+            from a model's request; the flat fields above are the run-wide ``[features]``
+            settings of names, images and the bags.
         device: ``auto`` | ``cpu`` | ``cuda`` ... (not part of the cache key).
         progress: progress bars on a terminal (not part of the cache key).
         seed: seed of random projections / random weights.
@@ -152,9 +162,8 @@ class FeatureOptions:
     image_ids: str | None = None
     image_root: str | None = None
     image_batch_size: int = 32
-    numeric_normalization: str = "robust"
-    numeric_centres: int = 8
     share_vocabulary: bool = True
+    modality_options: dict = field(default_factory=dict)
     device: str = "auto"
     progress: bool = True
     seed: int = 0
@@ -370,15 +379,17 @@ class TaskFeatures:
     fingerprint: str
     modalities: dict
     time_s: float = 0.0
+    unavailable: dict = field(default_factory=dict)
+    """optional modalities whose encoder cannot run here: modality -> the error (the model decides)"""
 
     def __getitem__(self, modality: str) -> ModalityFeatures:
-        m = _ALIASES.get(modality, modality)
+        m = MODALITY_ENCODERS.canonical(modality) or modality
         if m not in self.modalities:
             raise KeyError(f"modality {modality!r} was not computed; have {', '.join(self.modalities)}")
         return self.modalities[m]
 
     def __contains__(self, modality: str) -> bool:
-        return _ALIASES.get(modality, modality) in self.modalities
+        return (MODALITY_ENCODERS.canonical(modality) or modality) in self.modalities
 
     def summary(self) -> dict:
         """Sizes, coverage per modality, encoders that ran and times (JSON-serialisable)."""
@@ -400,214 +411,89 @@ class TaskFeatures:
         return "\n".join(lines)
 
 
-def _file_signature(path: Path) -> str:
-    """Name, size and mtime of a file, or of every file under a folder (for cache keys)."""
-    path = Path(path)
-    if path.is_file():
-        st = path.stat()
-        return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
-    h = hashlib.sha1()
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
-# -- one function per modality: (key parts, compute) --------------------------------
-
-def _names_job(task: AlignmentTask, o: FeatureOptions):
-    from .encoders.names import SentenceTransformerEncoder, resolve_name_encoder, task_texts
-
-    enc = resolve_name_encoder(
-        o.name_encoder, model=o.name_model, batch_size=o.name_batch_size, device=o.device,
-        progress=o.progress, ngram_range=tuple(o.name_ngram_range), dim=o.name_dim,
-        projection=o.name_projection, transliterate=o.transliterate, seed=o.seed)
-    model_sig = None
-    if isinstance(enc, SentenceTransformerEncoder):
-        path = enc.model_path()  # raises the actionable error when absent
-        model_sig = {"path": str(path), "files": _file_signature(path)}
-    fallback = getattr(enc, "auto_fallback_reason", None)
-    parts = {"encoder": enc.registry_name, "requested": o.name_encoder, "model": enc.config().get("model"),
-             "model_files": model_sig, "options": {**enc.config(), "name_source": o.name_source}}
-
-    def compute():
-        src_t, tgt_t = task_texts(task.source, task.target, o.name_source)
-        src, tgt = enc.encode_pair(src_t.texts, tgt_t.texts)
-        info = dict(src.info)
-        info.update({"requested": o.name_encoder, "name_source": o.name_source,
-                     "text_origin": {"source": src_t.counts, "target": tgt_t.counts}})
-        if fallback:
-            info["fallback_reason"] = fallback
-        arrays = {"source": src.matrix, "target": tgt.matrix, "source_mask": src.mask, "target_mask": tgt.mask}
-        for k in src.extras:
-            arrays[f"source_{k}"], arrays[f"target_{k}"] = src.extras[k], tgt.extras[k]
-        return arrays, info
-
-    return parts, compute
-
-
-def _images_job(task: AlignmentTask, o: FeatureOptions):
-    from .encoders import EncodedFeatures
-    from .encoders.images import ImageFeatureExtractor, image_features_for_kg, load_precomputed_image_features
-
-    if o.image_features:
-        files = [Path(p).expanduser() for p in o.image_features]
-        for f in files:
-            if not f.is_file():
-                raise MmeaInputError(f"image feature file {f} does not exist (--image-features)")
-        parts = {"encoder": "precomputed", "model": [str(f) for f in files],
-                 "options": {"files": [_file_signature(f) for f in files],
-                             "ids": _file_signature(Path(o.image_ids)) if o.image_ids else None}}
-
-        def load_side(kg):
-            got: list[EncodedFeatures] = []
-            for f in files:
-                try:
-                    got.append(load_precomputed_image_features(f, kg, o.image_ids))
-                except MmeaInputError as e:
-                    if "none of its" not in e.message:  # a file for the other KG only is fine
-                        raise
-            if not got:
-                raise MmeaInputError(f"no image feature file has vectors for entities of {task.__class__.__name__} "
-                                     f"side {kg.name}", hint="check that the keys are entity ids or URIs")
-            dims = {g.dim for g in got}
-            if len(dims) > 1:
-                raise MmeaInputError(f"image feature files have different dimensions {sorted(dims)}")
-            mat, mask = np.zeros_like(got[0].matrix), np.zeros(kg.num_entities, dtype=bool)
-            for g in got:  # first file that has an entity wins
-                new = g.mask & ~mask
-                mat[new], mask[new] = g.matrix[new], True
-            return EncodedFeatures(mat, mask, {"encoder": "precomputed", "model": [str(f) for f in files],
-                                               "dim": int(mat.shape[1]), "images_encoded": int(mask.sum())})
-
-        def compute_pre():
-            t0 = time.perf_counter()
-            s, t = load_side(task.source), load_side(task.target)
-            info = {**s.info, "time_s": round(time.perf_counter() - t0, 3)}
-            return {"source": s.matrix, "target": t.matrix, "source_mask": s.mask, "target_mask": t.mask}, info
-
-        return parts, compute_pre
-
-    ext = ImageFeatureExtractor(o.image_encoder, weights_path=o.image_weights,
-                                allow_random_weights=o.allow_random_image_weights, batch_size=o.image_batch_size,
-                                device=o.device, seed=o.seed, progress=o.progress)
-    parts = {"encoder": ext.arch, "model": ext.arch, "options": ext.config(), "image_root": o.image_root}
-
-    def compute():
-        t0 = time.perf_counter()
-        s = image_features_for_kg(task.source, ext, o.image_root)
-        t = image_features_for_kg(task.target, ext, o.image_root)
-        sm, tm = s.matrix, t.matrix
-        if sm.shape[1] == 0 and tm.shape[1]:  # a KG without images: zero rows of the other's size
-            sm = np.zeros((sm.shape[0], tm.shape[1]), dtype=np.float32)
-        elif tm.shape[1] == 0 and sm.shape[1]:
-            tm = np.zeros((tm.shape[0], sm.shape[1]), dtype=np.float32)
-        if sm.shape[1] != tm.shape[1]:
-            raise MmeaInputError(f"image features of the two KGs differ in size ({s.dim} vs {t.dim})",
-                                 hint="use the same extractor or precomputed features of one model for both")
-        if sm.shape[1] == 0:
-            log.warning("images: no entity of %s or %s has an image or image features; the modality is empty "
-                        "(import features with --image-features)", task.source.name, task.target.name)
-        info = {**(s.info if s.info.get("encoder") != "none" else t.info),
-                "source": s.info, "target": t.info, "time_s": round(time.perf_counter() - t0, 3)}
-        return {"source": sm, "target": tm, "source_mask": s.mask, "target_mask": t.mask}, info
-
-    return parts, compute
-
-
-def _numeric_job(task: AlignmentTask, o: FeatureOptions):
-    from .encoders.numeric import numeric_features, numeric_profile
-
-    parts = {"encoder": "rbf", "model": None,
-             "options": {"normalization": o.numeric_normalization, "centres": o.numeric_centres}}
-
-    def compute():
-        t0 = time.perf_counter()
-        src, tgt, stats = numeric_features(task.source, task.target, method=o.numeric_normalization)
-        a = len(stats.vocab)
-        arrays = {"source": numeric_profile(src, a, o.numeric_centres),
-                  "target": numeric_profile(tgt, a, o.numeric_centres),
-                  "source_mask": src.mask, "target_mask": tgt.mask}
-        for side, tr in (("source", src), ("target", tgt)):
-            arrays.update({f"{side}_entity": tr.entity, f"{side}_attribute": tr.attribute,
-                           f"{side}_value": tr.value, f"{side}_raw": tr.raw})
-        info = {"encoder": "rbf", "model": None, "dim": a * o.numeric_centres, "num_attributes": a,
-                "centres": o.numeric_centres, "normalization": stats.method,
-                "log_scaled_attributes": int(stats.log.sum()), "vocab": stats.vocab,
-                "triples": {"source": int(len(src.entity)), "target": int(len(tgt.entity))},
-                "shared_attributes": int(np.sum((np.bincount(src.attribute, minlength=a) > 0)
-                                                & (np.bincount(tgt.attribute, minlength=a) > 0))),
-                "time_s": round(time.perf_counter() - t0, 3)}
-        return arrays, info
-
-    return parts, compute
-
-
-def _bag_job(task: AlignmentTask, o: FeatureOptions, kind: str):
-    from .encoders import bags
-
-    names_fn, bag_fn = ((bags.relation_names, bags.bag_of_relations) if kind == "relations"
-                        else (bags.attribute_names, bags.bag_of_attributes))
-    parts = {"encoder": f"bag-of-{kind}", "model": None, "options": {"share_vocabulary": o.share_vocabulary}}
-
-    def compute():
-        t0 = time.perf_counter()
-        na, nb = names_fn(task.source), names_fn(task.target)
-        ma, mb, vocab = bags.shared_vocabulary(na, nb, by_name=o.share_vocabulary)
-        s, t = bag_fn(task.source, ma, len(vocab)), bag_fn(task.target, mb, len(vocab))
-        smask = np.diff(s.indptr) > 0
-        tmask = np.diff(t.indptr) > 0
-        info = {"encoder": f"bag-of-{kind}", "model": None, "dim": int(s.shape[1]),
-                "vocabulary": {"source": len(na), "target": len(nb), "joint": len(vocab),
-                               "shared": len(na) + len(nb) - len(vocab)},
-                "time_s": round(time.perf_counter() - t0, 3)}
-        return {"source": s, "target": t, "source_mask": smask, "target_mask": tmask}, info
-
-    return parts, compute
-
-
-def compute_task_features(task: AlignmentTask, modalities: Sequence[str] | str = MODALITIES,
+def compute_task_features(task: AlignmentTask, modalities: Sequence[str] | str | dict = MODALITIES,
                           options: FeatureOptions | None = None, store: FeatureStore | None = None
                           ) -> TaskFeatures:
     """Features of ``task`` for each modality, from ``store`` when cached.
 
+    ``modalities``: names (``"names,images"`` or a sequence), or a dict modality ->
+    :class:`~mmea.modalities.FeatureRequest` (or an options dict), as a model's
+    ``feature_requests`` gives.  Each modality's options are its encoder's defaults, then the
+    run-wide ``options`` it reads, then ``options.modality_options[m]``, then the request's.
     ``store=None`` computes without caching; pass ``FeatureStore()`` for the
     default cache under ``$MMEA_HOME/cache``.  Errors (missing weights,
-    unreadable feature files) are :class:`~mmea.errors.MmeaError` with a hint.
+    unreadable feature files) are :class:`~mmea.errors.MmeaError` with a hint; an optional
+    request whose encoder has no weights here is left out and its error kept in
+    :attr:`TaskFeatures.unavailable`.
     """
+    from .encoders import WeightsNotFoundError
+
     o = options or FeatureOptions()
     store = store or FeatureStore(enabled=False)
-    mods = parse_modalities(modalities)
+    if isinstance(modalities, dict):
+        requests = {parse_modalities([m])[0]: as_request(r) for m, r in modalities.items()}
+    else:
+        requests = {m: FeatureRequest() for m in parse_modalities(modalities)}
     fp = task.fingerprint()
     out: dict[str, ModalityFeatures] = {}
+    unavailable: dict[str, Exception] = {}
     t_all = time.perf_counter()
-    for m in mods:
-        t0 = time.perf_counter()
-        if m == "names":
-            parts, compute = _names_job(task, o)
-        elif m == "images":
-            parts, compute = _images_job(task, o)
-        elif m == "numeric":
-            parts, compute = _numeric_job(task, o)
-        else:
-            parts, compute = _bag_job(task, o, m)
-        key_parts = {"dataset": fp, "modality": m, **parts}
-        entry = store.get_or_compute(key_parts, compute, name=f"{task.name}-{m}")
-        arrays = dict(entry.arrays)
-        info = dict(entry.info)
-        info["cached"] = entry.hit
-        info["cache_key"] = entry.key
-        if entry.hit:
-            info["load_s"] = round(time.perf_counter() - t0, 3)
-        src, tgt = arrays.pop("source"), arrays.pop("target")
-        smask = np.asarray(arrays.pop("source_mask"), dtype=bool)
-        tmask = np.asarray(arrays.pop("target_mask"), dtype=bool)
-        out[m] = ModalityFeatures(m, src, tgt, smask, tmask, info, arrays)
-        cov = out[m].coverage()
-        log.info("features %s: %s, dim %d, coverage %.1f%% / %.1f%%%s", m, info.get("encoder"), out[m].dim,
-                 100 * cov["source"], 100 * cov["target"], " (cached)" if entry.hit else "")
-    return TaskFeatures(task.name, fp, out, time.perf_counter() - t_all)
+    for m, request in requests.items():
+        try:
+            out[m] = _compute_modality(task, fp, m, request, o, store)
+        except WeightsNotFoundError as e:
+            if not request.optional:
+                raise
+            unavailable[m] = e
+    return TaskFeatures(task.name, fp, out, time.perf_counter() - t_all, unavailable)
+
+
+def modality_encoder(modality: str, request: FeatureRequest | dict | None, options: FeatureOptions):
+    """The encoder of ``modality`` with its resolved options (defaults < run-wide < per-modality < request)."""
+    cls = MODALITY_ENCODERS.get(modality)
+    request = as_request(request)
+    merged = {**cls.legacy_options(options), **options.modality_options.get(cls.registry_name, {}),
+              **request.options}
+    return cls(cls.make_options(merged), device=options.device, progress=options.progress, seed=options.seed)
+
+
+def _compute_modality(task: AlignmentTask, fp: str, m: str, request: FeatureRequest, o: FeatureOptions,
+                      store: FeatureStore) -> ModalityFeatures:
+    """One modality through the store: key = (task fingerprint, modality, the encoder's key parts)."""
+    t0 = time.perf_counter()
+    parts, compute = modality_encoder(m, request, o).job(task)
+    key_parts = {"dataset": fp, "modality": m, **parts}
+    entry = store.get_or_compute(key_parts, compute, name=f"{task.name}-{m}")
+    arrays = dict(entry.arrays)
+    info = dict(entry.info)
+    info["cached"] = entry.hit
+    info["cache_key"] = entry.key
+    if entry.hit:
+        info["load_s"] = round(time.perf_counter() - t0, 3)
+    src, tgt = arrays.pop("source"), arrays.pop("target")
+    smask = np.asarray(arrays.pop("source_mask"), dtype=bool)
+    tmask = np.asarray(arrays.pop("target_mask"), dtype=bool)
+    feats = ModalityFeatures(m, src, tgt, smask, tmask, info, arrays)
+    cov = feats.coverage()
+    log.info("features %s: %s, dim %d, coverage %.1f%% / %.1f%%%s", m, info.get("encoder"), feats.dim,
+             100 * cov["source"], 100 * cov["target"], " (cached)" if entry.hit else "")
+    return feats
+
+
+def run_features(task: AlignmentTask, requests: dict, ctx) -> TaskFeatures:
+    """The features a model requests, for a run: computed once through the run's feature store.
+
+    ``requests``: modality -> :class:`~mmea.modalities.FeatureRequest` (a model's
+    ``feature_requests(config)``).  ``ctx``: the run's :class:`~mmea.models.base.RunContext`
+    (its ``[features]`` settings, device, seed, progress bars and ``cache_root``; ``None``:
+    no cache).  A fallback of the ``auto`` name encoder is recorded as a run note.
+    """
+    opts = feature_options_from_config(ctx.features, device=ctx.device, seed=ctx.seed, progress=ctx.progress)
+    store = FeatureStore(ctx.cache_root, enabled=ctx.cache_root is not None)
+    feats = compute_task_features(task, dict(requests), opts, store)
+    if "names" in feats and feats["names"].info.get("fallback_reason"):
+        ctx.note(f"name encoder: {feats['names'].info['fallback_reason']}")
+    return feats
 
 
 def options_dict(options: FeatureOptions) -> dict:

@@ -13,9 +13,10 @@ from mmea.pipelines.align_config import load_config
 from mmea.models import MODELS, RunContext
 from mmea.models.gaussian import (GaussianModel, MmeaPointModel, SameGraphUniformSampler, build_network,
                                   kl_rerank_ranks, relation_positives)
-from mmea.models.gaussian_math import (alignment_loss, common_space_loss, exchange_triples, kl_diagonal,
-                                       modality_loss, modality_score, relation_score, symmetric_kl)
+from mmea.models.gaussian_math import (alignment_loss, common_space_loss, kl_diagonal, modality_loss,
+                                       modality_score, relation_score, symmetric_kl)
 from mmea.sampling import TripleSet
+from mmea.seeds import exchange_triples
 
 T = torch.tensor
 
@@ -107,6 +108,13 @@ def _model(name="gaussian", **params):
                                                 cache_root=None))
 
 
+def _features(m, task):
+    """The features the model requests, as the align pipeline computes them before ``fit``."""
+    from mmea.features import run_features
+
+    return run_features(task, m.feature_requests(m.config), m.ctx)
+
+
 def test_negatives_stay_in_their_kg_and_never_hit_d_plus():
     task = _mm_task()
     triples, n_ent, n_rel, n_ex = relation_positives(task, task.train)
@@ -122,7 +130,8 @@ def test_negatives_stay_in_their_kg_and_never_hit_d_plus():
 # ----------------------------------------------------------------------------- the model
 def test_stage_switch_and_variance_clamp():
     m = _model(epochs=1)
-    m.setup(_mm_task())
+    task = _mm_task()
+    m.setup(task, _features(m, task))
     net = m.net
     assert net.stage == 1 and not net.common.var.requires_grad
     assert net.common(torch.arange(3))[1].dim() == 0  # frozen variances: the scalar 0.5
@@ -141,7 +150,8 @@ def test_stage_switch_and_variance_clamp():
 
 def test_replaced_scores_equal_the_scores_of_the_explicit_negatives():
     m = _model()
-    m.setup(_mm_task())
+    task = _mm_task()
+    m.setup(task, _features(m, task))
     batch = torch.as_tensor(m.data.triples[:5])
     ns = m.sampler.sample_with_info(m.data.triples[:5], 3)
     neg = torch.as_tensor(ns.negatives)  # (5, 3, 3)
@@ -161,7 +171,7 @@ def test_fit_runs_both_stages_and_entities_without_images_get_no_visual_term():
     m = _model(epochs=6, stage1_epochs=3, lr=0.05, batch_size=16, entity_batch_size=4, numeric_batch_size=4,
                eval_every=100)
     task = _mm_task()
-    m.setup(task)
+    m.setup(task, _features(m, task))
     vis0, num0 = m.net.vis_ent.mu.detach().clone(), m.net.num_ent.mu.detach().clone()
     m.train()
     assert m.info["stage2_from_round"] == 4 and m.info["rounds"] == 6
@@ -192,7 +202,7 @@ def test_point_twin_has_no_variances_and_shares_everything_else():
     nets = {}
     for name in ("gaussian", "mmea-point"):
         m = _model(name)
-        m.data = m.prepare(task)
+        m.data = m.prepare(task, _features(m, task))
         torch.manual_seed(0)
         nets[name] = build_network(m.data, m.config)
     g, p = (dict(nets[k].named_parameters()) for k in ("gaussian", "mmea-point"))

@@ -7,7 +7,7 @@ import pytest
 
 from mmea.config import FeatureConfig
 from mmea.models import MODELS, RunContext
-from mmea.models.propagation import anchor_matrix, mutual_nearest_pairs
+from mmea.seeds import anchor_matrix, mutual_nearest_pairs
 
 TESTED = {"baseline", "gaussian", "mmea-point", "propagation", "selfmea"}
 

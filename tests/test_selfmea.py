@@ -12,10 +12,10 @@ import torch
 from mmea.config import FeatureConfig
 from mmea.errors import MmeaInputError
 from mmea.models import MODELS, RunContext
-from mmea.models.selfmea import parse_selfmea_modalities, propagate_anchors
-from mmea.models.selfmea_math import (bag_gather, fuse, fused_similarity, fusion_weights, nca_loss,
-                                      propose_mutual_pairs, rsm_loss)
+from mmea.models.selfmea import parse_selfmea_modalities
+from mmea.models.selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nca_loss, rsm_loss
 from mmea.search.csls import SearchResult
+from mmea.seeds import propagate_anchors, propose_mutual_pairs
 
 
 def test_nca_loss_hand_value():
@@ -163,13 +163,13 @@ def _synthetic_task(n=240, seed=0, poison_test=False):
     return AlignmentTask("synthetic", kg1, kg2, train, valid, test)
 
 
-def _fit(task, **params):
+def _fit(task, features=None, **params):
     cls = MODELS.get("selfmea")
     defaults = dict(name_dim=128, residual_rank=8, anchor_dim=64, epochs=8, eval_every=2, expand_every=2,
                     expand_rounds=3, batch_size=64, rsm_batch=64, queue_size=256, expand_min_cos=0.0)
     m = cls(cls.Config(**{**defaults, **params}),
             RunContext(seed=0, device="cpu", features=FeatureConfig(name_encoder="char-ngram"), cache_root=None))
-    m.fit(task)
+    m.fit(task, features)
     return m
 
 
@@ -256,10 +256,9 @@ def test_selfmea_runs_on_a_real_sentence_transformer(tiny_task):
     assert (np.argmax(s @ t.T, axis=1) == np.arange(6)).mean() >= 5 / 6
 
 
-def test_image_modality_is_used_and_masked(monkeypatch):
+def test_image_modality_is_used_and_masked():
     """Image features (eq. 2) enter through W_I; entities without an image get no image weight."""
-    from mmea.features import ModalityFeatures
-    from mmea.models import selfmea as sm
+    from mmea.features import FeatureOptions, ModalityFeatures, compute_task_features
 
     task = _synthetic_task()
     n = task.source.num_entities
@@ -268,17 +267,13 @@ def test_image_modality_is_used_and_masked(monkeypatch):
     src_img, tgt_img = proto + 0.1 * rng.standard_normal(proto.shape), proto + 0.1 * rng.standard_normal(proto.shape)
     src_mask, tgt_mask = rng.random(n) > 0.3, rng.random(n) > 0.3
     src_img[~src_mask], tgt_img[~tgt_mask] = 0, 0
-    real = sm.load_features
-
-    def with_images(ctx, task_, modalities, **kw):
-        feats = real(ctx, task_, [m for m in modalities if m != "images"], **kw)
-        feats.modalities["images"] = ModalityFeatures("images", src_img.astype(np.float32),
-                                                      tgt_img.astype(np.float32), src_mask, tgt_mask,
-                                                      info={"encoder": "test"})
-        return feats
-
-    monkeypatch.setattr(sm, "load_features", with_images)
-    m = _fit(task, modalities="names,images", epochs=3, expand_every=0, image_dim=16)
+    # features come before the model: the test hands it names from the store and its own images
+    feats = compute_task_features(task, {"names": {"dim": 128}}, FeatureOptions(name_encoder="char-ngram",
+                                                                                 progress=False))
+    feats.modalities["images"] = ModalityFeatures("images", src_img.astype(np.float32),
+                                                  tgt_img.astype(np.float32), src_mask, tgt_mask,
+                                                  info={"encoder": "test"})
+    m = _fit(task, feats, modalities="names,images", epochs=3, expand_every=0, image_dim=16)
     assert list(m.info["modalities"]) == ["names", "images"]
     s, t = m.embeddings()
     img_block = s[:, 128:]

@@ -1,11 +1,14 @@
 """Alignment model base class and registry.
 
-A model reads an :class:`~mmea.data.AlignmentTask` (and the cached
-per-modality features) and produces one L2-normalised embedding per entity of
-each KG; everything after that — search, CSLS, matching, metrics, export —
-is shared (:mod:`mmea.search`, :mod:`mmea.evaluation`).  Each model declares
-its parameters as a frozen dataclass ``Config`` (validated from
-``[model]`` / ``--set``).
+Data flows one way: task -> features -> model -> embeddings.  A model declares the
+features it needs from its config (:meth:`AlignmentModel.feature_requests`: modality ->
+:class:`~mmea.modalities.FeatureRequest`); the align pipeline computes them once through the
+feature store (:func:`mmea.features.run_features`) and calls ``model.fit(task, features)``.
+The model then produces one L2-normalised embedding per entity of each KG; everything after
+that — search, CSLS, matching, metrics, export — is shared (:mod:`mmea.search`,
+:mod:`mmea.evaluation`).  Each model declares its parameters as a frozen dataclass ``Config``
+(validated from ``[model]`` / ``--set``).  Seed logic shared by models is in :mod:`mmea.seeds`;
+no model module imports another model module.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 
 from ..checkpoint import Checkpointer
 from ..config import FeatureConfig
+from ..modalities import FeatureRequest
 from ..registry import Registry
 
 log = logging.getLogger("mmea.models")
@@ -51,7 +55,11 @@ class RunContext:
 
 
 class AlignmentModel:
-    """Turns an alignment task into entity embeddings of both KGs."""
+    """Turns an alignment task (and its features) into entity embeddings of both KGs.
+
+    Template: :meth:`fit` takes the features (computing them only on the compatibility path,
+    when called without), then runs the subclass's :meth:`learn`.
+    """
 
     @dataclass(frozen=True)
     class Config:
@@ -64,8 +72,27 @@ class AlignmentModel:
         self.ctx = ctx
         self.info: dict = {}
 
-    def fit(self, task) -> None:  # pragma: no cover - abstract
-        """Learn from ``task.train`` (and ``task.valid`` for model selection); never ``task.test``."""
+    @classmethod
+    def feature_requests(cls, config) -> dict[str, FeatureRequest]:
+        """Modality -> :class:`~mmea.modalities.FeatureRequest` this model needs with ``config`` (none by default)."""
+        return {}
+
+    def fit(self, task, features=None) -> None:
+        """Learn from ``task.train`` (and ``task.valid`` for model selection); never ``task.test``.
+
+        ``features``: the :class:`~mmea.features.TaskFeatures` of :meth:`feature_requests`, as the
+        align pipeline computes them.  ``None`` is the compatibility path for callers that fit a
+        model alone (tests, notebooks): the same features are computed here, through the run's
+        feature store.
+        """
+        if features is None:
+            from ..features import run_features  # compatibility path only; the pipeline passes them
+
+            features = run_features(task, self.feature_requests(self.config), self.ctx)
+        self.learn(task, features)
+
+    def learn(self, task, features) -> None:  # pragma: no cover - abstract
+        """The model's own step of :meth:`fit`: everything after the features are there."""
         raise NotImplementedError
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
@@ -73,21 +100,5 @@ class AlignmentModel:
         raise NotImplementedError
 
 
-def load_features(ctx: RunContext, task, modalities, **option_overrides):
-    """The task's features from the run's feature store (computed once, cached by fingerprint).
-
-    ``option_overrides`` go to :class:`~mmea.features.FeatureOptions` (e.g. ``name_dim``).
-    A fallback of the ``auto`` name encoder is recorded as a run note.
-    """
-    from ..features import FeatureStore, compute_task_features, feature_options_from_config
-
-    opts = feature_options_from_config(ctx.features, device=ctx.device, seed=ctx.seed, progress=ctx.progress,
-                                       **option_overrides)
-    store = FeatureStore(ctx.cache_root, enabled=ctx.cache_root is not None)
-    feats = compute_task_features(task, list(modalities), opts, store)
-    if "names" in feats and feats["names"].info.get("fallback_reason"):
-        ctx.note(f"name encoder: {feats['names'].info['fallback_reason']}")
-    return feats
-
-
 MODELS: Registry[AlignmentModel] = Registry("model", suffix="Model")
+"""Registered alignment models; importing this package registers all of them."""

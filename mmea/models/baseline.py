@@ -17,33 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import NonNegFloat, PositiveInt
-from .base import MODELS, AlignmentModel, load_features
+from ..encoders.tfidf import tfidf_rows
+from ..modalities import FeatureRequest
+from ..seeds import random_projection
+from .base import MODELS, AlignmentModel
 
 log = logging.getLogger("mmea.models")
-
-
-def tfidf_rows(counts) -> "scipy.sparse.csr_matrix":  # noqa: F821
-    """Row-normalised TF-IDF of a sparse count matrix ``(n, V)``: ``tf * (log((1+n)/(1+df)) + 1)``."""
-    import scipy.sparse as sp
-
-    x = sp.csr_matrix(counts, dtype=np.float64)
-    n = x.shape[0]
-    df = np.bincount(x.indices, minlength=x.shape[1])  # (V,)
-    idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
-    x = x @ sp.diags(idf)
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    return sp.csr_matrix(sp.diags(inv) @ x)
-
-
-def random_projection(x, dim: int, seed: int) -> np.ndarray:
-    """Dense ``(n, dim)`` float32 Gaussian random projection of sparse ``x``, rows L2-normalised."""
-    rng = np.random.default_rng(seed)
-    proj = rng.standard_normal((x.shape[1], dim)).astype(np.float32) / np.sqrt(dim)  # (V, dim)
-    y = np.asarray(x @ proj, dtype=np.float32)  # (n, dim)
-    norms = np.linalg.norm(y, axis=1, keepdims=True)
-    np.divide(y, norms, out=y, where=norms > 0)
-    return y
 
 
 @MODELS.register
@@ -59,10 +38,16 @@ class BaselineModel(AlignmentModel):
         attribute_dim: PositiveInt = 128
         char_dim: PositiveInt = 512
 
-    def fit(self, task) -> None:
+    @classmethod
+    def feature_requests(cls, config) -> dict[str, FeatureRequest]:
+        """Names (``char_dim``: the char n-gram projection size) and, when weighted, attribute bags."""
+        req = {"names": FeatureRequest({"dim": config.char_dim})}
+        if config.attribute_weight > 0:
+            req["attributes"] = FeatureRequest()
+        return req
+
+    def learn(self, task, feats) -> None:
         c = self.config
-        mods = ["names"] + (["attributes"] if c.attribute_weight > 0 else [])
-        feats = load_features(self.ctx, task, mods, name_dim=c.char_dim)
         names = feats["names"]
         w = np.sqrt(c.name_weight)
         blocks_s = [w * np.asarray(names.source, dtype=np.float32)]  # (N, d_n)

@@ -10,7 +10,7 @@ is in :mod:`mmea.models.gaussian_math` (equation numbers are the paper's):
   ``f_rel(h, r, t) = -KL(N(mu_h - mu_t, S_h + S_t) || N(mu_r, S_r))`` and the
   margin loss ``sum_{D+} sum_{D-} [gamma - f_rel(pos) + f_rel(neg)]_+``.  Both
   KGs share one id space; ``D+`` holds the triples of both plus the
-  *exchange* triples of the train links (:func:`~.gaussian_math.exchange_triples`);
+  *exchange* triples of the train links (:func:`mmea.seeds.exchange_triples`);
   ``D-`` replaces the head or the tail by a uniformly random entity *of the
   same KG* (:class:`~mmea.sampling.UniformNegativeSampler`, filtered against
   ``D+``: a negative is never in ``D+``);
@@ -75,9 +75,11 @@ from ..errors import MmeaInputError
 from ..progress import epoch_postfix
 from ..sampling import UniformNegativeSampler
 from ..training import EpochOutput, Trainer, TimeBudget, TrainingModule, Validation
-from .base import MODELS, AlignmentModel, load_features
-from .gaussian_math import (alignment_loss, common_space_loss, exchange_triples, modality_loss, modality_score,
-                            relation_score, symmetric_kl)
+from ..modalities import FeatureRequest
+from ..seeds import exchange_triples, train_seeds
+from .base import MODELS, AlignmentModel
+from .gaussian_math import (alignment_loss, common_space_loss, modality_loss, modality_score, relation_score,
+                            symmetric_kl)
 
 log = logging.getLogger("mmea.models")
 
@@ -671,23 +673,28 @@ class GaussianModel(AlignmentModel):
         self._best_state: dict | None = None
 
     # -- data -------------------------------------------------------------------
-    def _image_features(self, task, has_images: bool) -> tuple[np.ndarray | None, np.ndarray, dict]:
+    @classmethod
+    def feature_requests(cls, config) -> dict[str, FeatureRequest]:
+        """Numeric triples always; image features unless ``image_source`` is ``pixels`` or ``none``
+        (optional with ``auto``: without encoder weights the model falls back to raw pixels)."""
+        req = {"numeric": FeatureRequest()}
+        if config.image_source in ("auto", "features"):
+            req = {"images": FeatureRequest(optional=config.image_source == "auto"), **req}
+        return req
+
+    def _image_features(self, task, feats, has_images: bool) -> tuple[np.ndarray | None, np.ndarray, dict]:
         c = self.config
         n1, n2 = task.source.num_entities, task.target.num_entities
         none = (None, np.zeros(n1 + n2, dtype=bool))
         if c.image_source == "none":
             return (*none, {"source": "none", "reason": "image_source=none"})
         if c.image_source in ("auto", "features"):
-            from ..encoders import WeightsNotFoundError
-
-            try:
-                im = load_features(self.ctx, task, ["images"])["images"]
-            except WeightsNotFoundError as e:
-                if c.image_source == "features":
-                    raise
+            if "images" not in feats:
+                e = feats.unavailable["images"]
                 self.ctx.note(f"gaussian: no image encoder weights ({e.message}); using raw {c.pixel_size}x"
                               f"{c.pixel_size} pixels as image features")
             else:
+                im = feats["images"]
                 if im.dim == 0:
                     return (*none, {"source": "none", "reason": "neither KG has images or image features"})
                 mask = np.concatenate([im.source_mask, im.target_mask])
@@ -701,13 +708,13 @@ class GaussianModel(AlignmentModel):
             "source": "pixels", "encoder": f"raw pixels {c.pixel_size}x{c.pixel_size} RGB", "dim": int(xs.shape[1]),
             "unreadable": bs + bt}
 
-    def prepare(self, task) -> GaussianData:
-        """Everything training reads (features through :mod:`mmea.features`); never ``task.test``."""
+    def prepare(self, task, feats) -> GaussianData:
+        """Everything training reads (``feats``: the features of :meth:`feature_requests`); never ``task.test``."""
         c = self.config
         n1, n2 = task.source.num_entities, task.target.num_entities
         if n1 < 1 or n2 < 1:
             raise MmeaInputError("the gaussian model needs entities in both KGs")
-        train = np.asarray(task.train, dtype=np.int64).reshape(-1, 2)
+        train = train_seeds(task)
         valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
         triples, n_ent, n_rel, n_ex = relation_positives(task, train, c.exchange)
         has_rel = np.zeros(n_ent, dtype=bool)
@@ -715,13 +722,13 @@ class GaussianModel(AlignmentModel):
 
         has_files = any(bool(p) for kg in (task.source, task.target) for p in (kg.image_paths or []))
         has_pre = any(kg.image_features is not None for kg in (task.source, task.target))
-        images, has_img, image_info = self._image_features(task, has_files or has_pre)
+        images, has_img, image_info = self._image_features(task, feats, has_files or has_pre)
         if images is not None:
             images = _standardize(images, has_img)
             if not has_img.any():
                 images, image_info = None, {"source": "none", "reason": "no entity has a readable image"}
 
-        num = load_features(self.ctx, task, ["numeric"])["numeric"]
+        num = feats["numeric"]
         ex = num.extras
         ent = np.concatenate([ex["source_entity"], ex["target_entity"] + n1]).astype(np.int64)
         attr = np.concatenate([ex["source_attribute"], ex["target_attribute"]]).astype(np.int64)
@@ -733,17 +740,17 @@ class GaussianModel(AlignmentModel):
                             has_rel, has_img, has_num, images, ent, attr, val, n_attr, image_info)
 
     # -- training ---------------------------------------------------------------
-    def fit(self, task) -> None:
+    def learn(self, task, feats) -> None:
         import torch
 
         threads = torch.get_num_threads()
         try:
-            self.setup(task)
+            self.setup(task, feats)
             self.train()
         finally:
             torch.set_num_threads(threads)
 
-    def setup(self, task) -> None:
+    def setup(self, task, feats) -> None:
         """Data (:meth:`prepare`), the network in stage 1, the sampler and one Adam per loss."""
         import torch
 
@@ -753,7 +760,7 @@ class GaussianModel(AlignmentModel):
             torch.set_num_threads(c.num_threads)
         torch.manual_seed(self.ctx.seed)
         self._rng = np.random.default_rng(self.ctx.seed)
-        data = self.data = self.prepare(task)
+        data = self.data = self.prepare(task, feats)
         net = self.net = build_network(data, c)
         net.set_stage(1)
         self.sampler = SameGraphUniformSampler(data.triples, data.num_entities, data.num_relations,

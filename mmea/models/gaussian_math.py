@@ -10,15 +10,15 @@ diagonal and stored as its diagonal ``var`` (``(..., d)``, > 0).
 - :func:`modality_score` / :func:`modality_loss`: the visual and numerical
   scores and losses (eqs. 3-4, 6-7);
 - :func:`common_space_loss` (eq. 8) and :func:`alignment_loss` (eq. 9);
-- :func:`symmetric_kl`: the score of the optional re-rank at evaluation;
-- :func:`exchange_triples`: the exchange strategy that extends ``D+`` (eq. 2).
+- :func:`symmetric_kl`: the score of the optional re-rank at evaluation.
+
+The exchange strategy that extends ``D+`` (eq. 2) is seed logic:
+:func:`mmea.seeds.exchange_triples`.
 
 Torch is imported inside the functions that need it.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 __all__ = [
     "kl_diagonal",
@@ -28,7 +28,6 @@ __all__ = [
     "modality_loss",
     "common_space_loss",
     "alignment_loss",
-    "exchange_triples",
 ]
 
 
@@ -116,44 +115,3 @@ def common_space_loss(common, modalities, masks):
 def alignment_loss(mu1, var1, mu2, var2):
     """Alignment loss (eq. 9): ``KL(e_1 || e_2)`` over train links ``(e_1, e_2)``, averaged."""
     return kl_diagonal(mu1, var1, mu2, var2).mean()
-
-
-def exchange_triples(triples: np.ndarray, links: np.ndarray) -> np.ndarray:
-    """Triples the exchange strategy adds to ``D+`` (eq. 2), new ones only.
-
-    For a seed link ``(e, e')`` every triple ``(e, r, t)`` gives ``(e', r, t)``
-    and every ``(h, r, e)`` gives ``(h, r, e')``, and symmetrically from
-    ``e'`` to ``e``; one end is swapped at a time (as in BootEA / MMEA).
-    Entity ids are those of ``triples`` (both KGs in one id space).
-
-    Args:
-        triples: ``(T, 3)`` int ``(head, relation, tail)``.
-        links: ``(L, 2)`` int seed links in the same id space (one-to-many allowed).
-
-    Returns:
-        ``(T', 3)`` int64 sorted unique triples not already in ``triples``.
-    """
-    from ..sampling import KeyGroups
-
-    t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
-    if not len(t) or not len(links):
-        return np.zeros((0, 3), dtype=np.int64)
-    both = np.concatenate([links, links[:, ::-1]])  # (2L, 2): entity -> partner
-    partners = KeyGroups.build(both[:, 0], both[:, 1])
-    out = []
-    for col in (0, 2):
-        rows, partner = partners.lookup(t[:, col])
-        new = t[rows].copy()
-        new[:, col] = partner
-        out.append(new)
-    extra = np.unique(np.concatenate(out), axis=0)
-    if not len(extra):
-        return extra.reshape(0, 3)
-    n_ent = int(max(t[:, [0, 2]].max(), links.max())) + 1
-    n_rel = int(t[:, 1].max()) + 1
-
-    def key(x):
-        return (x[:, 0] * n_rel + x[:, 1]) * n_ent + x[:, 2]
-
-    return extra[~np.isin(key(extra), key(t))]

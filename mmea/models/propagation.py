@@ -32,33 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Cosine, FiniteFloat, Fraction, NonNegFloat, NonNegInt, PositiveInt
-from .base import MODELS, AlignmentModel, load_features
-from .baseline import random_projection
+from ..modalities import FeatureRequest
+from ..seeds import hold_out, projected_anchor_hops, pseudo_seeds, train_seeds
+from .base import MODELS, AlignmentModel
 
 log = logging.getLogger("mmea.models")
-
-
-def mutual_nearest_pairs(src: np.ndarray, tgt: np.ndarray, threshold: float, *, index: str = "auto"
-                         ) -> np.ndarray:
-    """``(p, 2)`` pairs ``(i, j)`` where ``j`` is ``i``'s best target, ``i`` is ``j``'s best source,
-    and their cosine exceeds ``threshold``."""
-    from ..search.knn import knn
-
-    s_val, s_idx = knn(src, tgt, 1, index=index)  # (N, 1)
-    _, t_idx = knn(tgt, src, 1, index=index)  # (M, 1)
-    i = np.arange(len(src))
-    j = s_idx[:, 0]
-    ok = (j >= 0) & (s_val[:, 0] > threshold)
-    ok[ok] &= t_idx[j[ok], 0] == i[ok]
-    return np.stack([i[ok], j[ok]], axis=1).astype(np.int64)
-
-
-def anchor_matrix(entities: np.ndarray, n: int):
-    """One-hot seed anchors: CSR ``(n, L)`` with ``[entities[j], j] = 1``."""
-    import scipy.sparse as sp
-
-    L = len(entities)
-    return sp.csr_matrix((np.ones(L, dtype=np.float32), (entities, np.arange(L))), shape=(n, L))
 
 
 def _normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -86,26 +64,19 @@ class PropagationModel(AlignmentModel):
         pseudo_threshold: Cosine = 0.8
         pseudo_valid: Fraction = 0.1     # self-supervised: share of pseudo-seeds held out to choose the weight
 
-    def fit(self, task) -> None:
+    @classmethod
+    def feature_requests(cls, config) -> dict[str, FeatureRequest]:
+        """Names, projected to ``name_dim`` (char n-gram)."""
+        return {"names": FeatureRequest({"dim": config.name_dim})}
+
+    def learn(self, task, feats) -> None:
         from ..encoders.structure import adjacency_matrix
         c = self.config
-        names = load_features(self.ctx, task, ["names"], name_dim=c.name_dim)["names"]
+        names = feats["names"]
         self.info["name_encoder"] = {k: names.info.get(k) for k in ("encoder", "requested", "model")}
         xs = _normalize_rows(np.array(names.source, dtype=np.float32))  # (N, d)
         xt = _normalize_rows(np.array(names.target, dtype=np.float32))  # (M, d)
-
-        seeds, select = task.train, np.asarray(task.valid).reshape(-1, 2)
-        self.info["seeds"] = {"kind": "train links", "count": int(len(seeds))}
-        if len(seeds) == 0 and c.pseudo_seeds:
-            seeds = mutual_nearest_pairs(xs, xt, c.pseudo_threshold)
-            self.info["seeds"] = {"kind": f"pseudo-seeds: mutual nearest names, cosine > {c.pseudo_threshold}",
-                                  "count": int(len(seeds))}
-            log.info("propagation: %d pseudo-seeds from mutual nearest names", len(seeds))
-            if c.anchor_weight < 0 and len(seeds) >= 20:
-                # hold some pseudo-seeds out to choose the anchor weight: no gold link is used
-                perm = np.random.default_rng(self.ctx.seed).permutation(len(seeds))
-                k = int(round(c.pseudo_valid * len(seeds)))
-                select, seeds = seeds[perm[:k]], seeds[perm[k:]]
+        seeds, select = self._seeds(task, xs, xt)
 
         ps = adjacency_matrix(task.source.triples, task.source.num_entities, self_loops=False, normalization="row")
         pt = adjacency_matrix(task.target.triples, task.target.num_entities, self_loops=False, normalization="row")
@@ -117,14 +88,10 @@ class PropagationModel(AlignmentModel):
             blocks_s.append(np.sqrt(c.neighbor_weight) * _normalize_rows(np.array(hs, dtype=np.float32)))
             blocks_t.append(np.sqrt(c.neighbor_weight) * _normalize_rows(np.array(ht, dtype=np.float32)))
         if len(seeds) and c.anchor_weight != 0:
-            a_s = anchor_matrix(seeds[:, 0], task.source.num_entities)  # (N, L)
-            a_t = anchor_matrix(seeds[:, 1], task.target.num_entities)  # (M, L)
-            for _ in range(c.hops):
-                a_s, a_t = (ps @ a_s).tocsr(), (pt @ a_t).tocsr()
-                # the same projection for both sides keeps anchor j on the same axis
-                seed = self.ctx.seed + 1000 + len(blocks_s)
-                blocks_s.append(random_projection(a_s, c.anchor_dim, seed))
-                blocks_t.append(random_projection(a_t, c.anchor_dim, seed))
+            # the same projection seeds for both sides keep anchor j on the same axes
+            first_seed = self.ctx.seed + 1000 + n_fixed
+            blocks_s += projected_anchor_hops(ps, seeds[:, 0], c.hops, c.anchor_dim, first_seed)  # (N, d_a) each
+            blocks_t += projected_anchor_hops(pt, seeds[:, 1], c.hops, c.anchor_dim, first_seed)  # (M, d_a) each
             weight = c.anchor_weight if c.anchor_weight >= 0 else \
                 self._choose_anchor_weight(blocks_s, blocks_t, n_fixed, select, seeds)
             for k in range(n_fixed, len(blocks_s)):
@@ -132,6 +99,21 @@ class PropagationModel(AlignmentModel):
         self._src = np.concatenate(blocks_s, axis=1).astype(np.float32)
         self._tgt = np.concatenate(blocks_t, axis=1).astype(np.float32)
         self.info["blocks"] = len(blocks_s)
+
+    def _seeds(self, task, xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(anchor seeds, selection links)``: train and valid links, else pseudo-seeds from names
+        (some held out to choose the anchor weight: no gold link is used)."""
+        c = self.config
+        seeds, select = train_seeds(task), np.asarray(task.valid).reshape(-1, 2)
+        self.info["seeds"] = {"kind": "train links", "count": int(len(seeds))}
+        if len(seeds) == 0 and c.pseudo_seeds:
+            seeds = pseudo_seeds((xs, xt), c.pseudo_threshold)
+            self.info["seeds"] = {"kind": f"pseudo-seeds: mutual nearest names, cosine > {c.pseudo_threshold}",
+                                  "count": int(len(seeds))}
+            log.info("propagation: %d pseudo-seeds from mutual nearest names", len(seeds))
+            if c.anchor_weight < 0 and len(seeds) >= 20:
+                select, seeds = hold_out(seeds, c.pseudo_valid, np.random.default_rng(self.ctx.seed))
+        return seeds, select
 
     def _choose_anchor_weight(self, blocks_s, blocks_t, n_fixed, select, seeds) -> float:
         """The anchor weight of ``anchor_weights`` with the best Hits@1 (cosine) of the selection links.

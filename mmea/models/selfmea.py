@@ -72,8 +72,12 @@ from ..config import Cosine, FiniteFloat, Fraction, NonNegFloat, NonNegInt, Posi
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
 from ..training import EpochOutput, Trainer, TimeBudget, TrainingModule, Validation
-from .base import MODELS, AlignmentModel, load_features
-from .selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nca_loss, propose_mutual_pairs, rsm_loss
+from ..encoders.tfidf import paired_tfidf
+from ..modalities import FeatureRequest
+from ..seeds import (expand_seeds, expansion_threshold, hold_out, propagate_anchors, pseudo_seeds, train_seeds,
+                     unaligned_rows)
+from .base import MODELS, AlignmentModel
+from .selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nca_loss, rsm_loss
 
 log = logging.getLogger("mmea.models")
 
@@ -108,33 +112,6 @@ def _normalize_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, norms, out=x, where=norms > 0)
     return x
-
-
-def _bag_tfidf(src, tgt):
-    """TF-IDF rows of two bags over their shared vocabulary, idf from both KGs."""
-    import scipy.sparse as sp
-
-    from .baseline import tfidf_rows
-
-    both = tfidf_rows(sp.vstack([src, tgt]).tocsr())
-    n = src.shape[0]
-    return both[:n].tocsr().astype(np.float32), both[n:].tocsr().astype(np.float32)
-
-
-def propagate_anchors(adj, entities: np.ndarray, projection: np.ndarray, hops: int) -> list[np.ndarray]:
-    """``[normalize(P^h S R) for h in 1..hops]``: seed anchors ``S`` (one-hot ``(n, L)``) through ``P``.
-
-    ``S R`` puts row ``j`` of the random projection ``R (L, d)`` on the entity of
-    pool pair ``j``; the same ``R`` on both sides keeps anchor ``j`` on the same axes.
-    """
-    n = adj.shape[0]
-    h = np.zeros((n, projection.shape[1]), dtype=np.float32)  # (n, d)
-    np.add.at(h, entities, projection)
-    out = []
-    for _ in range(hops):
-        h = np.asarray(adj @ h, dtype=np.float32)  # (n, d)
-        out.append(_normalize_rows(h.copy()))
-    return out
 
 
 def _build_net():
@@ -258,7 +235,16 @@ class SelfMEAModel(AlignmentModel):
         pretrain_epochs: NonNegInt = 3
         pretrain_minutes: NonNegFloat = 2.0
 
-    def fit(self, task) -> None:
+    @classmethod
+    def feature_requests(cls, config) -> dict[str, FeatureRequest]:
+        """Names always (``name_dim``), and the features of the chosen modalities; images are optional
+        (skipped with a note when the image encoder cannot run offline)."""
+        mods = parse_selfmea_modalities(config.modalities)
+        needed = sorted({_FEATURE_OF[m] for m in mods if m in _FEATURE_OF} | {"names"})
+        return {f: FeatureRequest({"dim": config.name_dim} if f == "names" else {}, optional=f == "images")
+                for f in needed}
+
+    def learn(self, task, feats) -> None:
         """Features -> modality inputs -> seed pool -> the shared training loop -> final embeddings."""
         import torch
 
@@ -267,7 +253,7 @@ class SelfMEAModel(AlignmentModel):
         mods = list(parse_selfmea_modalities(c.modalities))
         rng = np.random.default_rng(self.ctx.seed)
         torch.manual_seed(self.ctx.seed)
-        feats = self._usable_features(task, mods)
+        self._usable_features(feats, mods)
         adj, xs, sides, dims = self._modality_inputs(task, feats, mods)
         pool, select = self._pool_and_selection(task, feats, xs, rng)
         learn_weights = self._learn_weights()
@@ -302,9 +288,14 @@ class SelfMEAModel(AlignmentModel):
         })
 
     # ------------------------------------------------------------------- inputs
-    def _usable_features(self, task, mods: list[str]):
-        """The features of ``mods``; modalities without features in both KGs are removed from ``mods``."""
-        feats = self._load_features(task, mods)
+    def _usable_features(self, feats, mods: list[str]) -> None:
+        """Remove from ``mods`` the modalities without features in both KGs (images whose encoder
+        cannot run offline with a note of their own)."""
+        if "images" in feats.unavailable and "images" in mods:
+            self.ctx.note(f"selfmea: images skipped, the image encoder cannot run offline "
+                          f"({feats.unavailable['images']}); pass --set features.image_features=FILE or "
+                          "features.image_weights=FILE to use them")
+            mods.remove("images")
         self.info["features"] = feats.summary()
         names = feats["names"]
         self.info["name_encoder"] = {k: names.info.get(k) for k in ("encoder", "requested", "model", "fallback_reason")}
@@ -320,7 +311,6 @@ class SelfMEAModel(AlignmentModel):
         if not mods:
             raise MmeaInputError("selfmea: none of the requested modalities has features in this task")
         self.info["modalities"] = dict.fromkeys(mods, 0)  # counted once the inputs are built
-        return feats
 
     def _modality_inputs(self, task, feats, mods: list[str]):
         """``(adjacency per KG, L2-normalised names per KG, per-side input tensors and masks, input sizes)``."""
@@ -358,7 +348,7 @@ class SelfMEAModel(AlignmentModel):
                 side["mask"]["structure"] = torch.from_numpy(np.asarray(adj[k].getnnz(axis=1) > 0))
         for mname in ("relations", "attributes"):
             if mname in mods:
-                bs, bt = _bag_tfidf(feats[mname].source, feats[mname].target)
+                bs, bt = paired_tfidf(feats[mname].source, feats[mname].target)
                 dims[mname] = bs.shape[1]
                 for side, b in zip(sides, (bs, bt)):
                     side[mname] = (torch.from_numpy(b.indptr.astype(np.int64)),
@@ -376,16 +366,14 @@ class SelfMEAModel(AlignmentModel):
         """``(pool, selection links)``: train / valid links, else held-out pseudo-seeds (``rng`` splits them)."""
         c = self.config
         if len(task.train):
-            pool = np.asarray(task.train, dtype=np.int64)
+            pool = train_seeds(task)
             select = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
             self.info["mode"] = "seeded"
             self.info["seeds"] = {"kind": "train links", "count": int(len(pool)),
                                   "selection": f"{len(select)} valid links"}
         else:
             pool = self._pseudo_seeds(feats, xs)
-            perm = rng.permutation(len(pool))
-            k = int(round(c.pseudo_valid * len(pool))) if len(pool) >= 20 else 0
-            select, pool = pool[perm[:k]], pool[perm[k:]]
+            select, pool = hold_out(pool, c.pseudo_valid, rng)
             self.info["mode"] = "self-supervised"
             self.info["seeds"] = {"kind": f"pseudo-seeds: mutual nearest names/images, cosine > {c.pseudo_threshold}",
                                   "count": int(len(pool) + len(select)),
@@ -423,32 +411,14 @@ class SelfMEAModel(AlignmentModel):
             out.append(_normalize_rows(np.concatenate([emb, block], axis=1)))
         return out[0], out[1]
 
-    def _load_features(self, task, mods):
-        """The features the modalities need; images without weights are skipped with a note."""
-        from ..encoders import WeightsNotFoundError
-
-        needed = sorted({_FEATURE_OF[m] for m in mods if m in _FEATURE_OF} | {"names"})
-        try:
-            return load_features(self.ctx, task, needed, name_dim=self.config.name_dim)
-        except WeightsNotFoundError as e:
-            if "images" not in needed:
-                raise
-            self.ctx.note(f"selfmea: images skipped, the image encoder cannot run offline ({e}); pass "
-                          "--set features.image_features=FILE or features.image_weights=FILE to use them")
-            mods.remove("images")
-            return load_features(self.ctx, task, [x for x in needed if x != "images"], name_dim=self.config.name_dim)
-
     def _pseudo_seeds(self, feats, xs) -> np.ndarray:
         """Mutual nearest neighbours of name (and image) similarity with cosine above the threshold."""
-        from .propagation import mutual_nearest_pairs
-
-        vs, vt = xs[0], xs[1]
+        images = None
         if "images" in feats and feats["images"].dim > 0:
             img = feats["images"]
-            # names and images averaged where an entity has an image; cosine of the concatenation
-            vs = _normalize_rows(np.concatenate([vs, _normalize_rows(img.source) * img.source_mask[:, None]], 1))
-            vt = _normalize_rows(np.concatenate([vt, _normalize_rows(img.target) * img.target_mask[:, None]], 1))
-        return mutual_nearest_pairs(vs, vt, self.config.pseudo_threshold)
+            # normalised in place, as SelfMEA always did: the image inputs share these arrays
+            images = (_normalize_rows(img.source), _normalize_rows(img.target), img.source_mask, img.target_mask)
+        return pseudo_seeds((xs[0], xs[1]), self.config.pseudo_threshold, images)
 
     @staticmethod
     def _precision(task, pairs: np.ndarray) -> float | None:
@@ -510,15 +480,11 @@ class SelfMEAModel(AlignmentModel):
                                for s in range(0, len(rows), chunk)]) if len(rows) else np.zeros((0, 1), np.float32)
 
     def _expand(self, net, sides, pool: np.ndarray, select: np.ndarray, min_cos: float) -> np.ndarray:
-        """Algorithm 1: mutual CSLS nearest pairs among entities outside the pool and the selection links."""
+        """Algorithm 1: mutual CSLS nearest pairs among entities outside the pool and the selection links
+        (:func:`mmea.seeds.expand_seeds`); ``min_cos < 0``: the bar set by the selection links."""
         import torch
 
-        from ..search.csls import csls_topk
-
-        used_s = np.concatenate([pool[:, 0], select[:, 0]]) if len(select) else pool[:, 0]
-        used_t = np.concatenate([pool[:, 1], select[:, 1]]) if len(select) else pool[:, 1]
-        free_s = np.setdiff1d(np.arange(sides[0]["names"].shape[0]), used_s)
-        free_t = np.setdiff1d(np.arange(sides[1]["names"].shape[0]), used_t)
+        free_s, free_t = unaligned_rows(sides[0]["names"].shape[0], sides[1]["names"].shape[0], pool, select)
         if not len(free_s) or not len(free_t):
             return np.zeros((0, 2), np.int64)
         net.eval()
@@ -526,18 +492,16 @@ class SelfMEAModel(AlignmentModel):
             es, et = self._embed_rows(net, sides[0], free_s), self._embed_rows(net, sides[1], free_t)
             if min_cos < 0:
                 # held-out true pairs set the bar: reject proposals less similar than most of them
+                cos = np.zeros(0, np.float32)
                 if len(select):
                     qs = net.joint(sides[0], torch.from_numpy(select[:, 0])).numpy()
                     qt = net.joint(sides[1], torch.from_numpy(select[:, 1])).numpy()
                     cos = (_normalize_rows(qs) * _normalize_rows(qt)).sum(1)
-                    q = self.config.expand_quantile if self.info.get("mode") == "seeded" \
-                        else self.config.pseudo_expand_quantile
-                    min_cos = float(np.quantile(cos, q))
-                else:
-                    min_cos = 0.0
+                q = self.config.expand_quantile if self.info.get("mode") == "seeded" \
+                    else self.config.pseudo_expand_quantile
+                min_cos = expansion_threshold(cos, q)
         self._last_threshold = min_cos
-        res = csls_topk(es, et, topk=1, reverse=True)
-        return propose_mutual_pairs(res, free_s, free_t, min_score=min_cos, score="cos")
+        return expand_seeds(es, et, free_s, free_t, min_cos)
 
     def embeddings(self):
         return self._src, self._tgt

@@ -1,7 +1,8 @@
 """Pure maths of SelfMEA (Liu et al., "Self-Supervised Entity Alignment Based on
 Multi-Modal Contrastive Learning", IEEE/CAA JAS 2022): the NCA loss (eq. 6),
 the relative similarity metric loss of SelfKG (Liu et al., WWW 2022), masked
-modality fusion (eq. 5) and one-to-one seed proposals (Algorithm 1).
+modality fusion (eq. 5) and the CSR gather of the bag encoders; the one-to-one seed
+proposals of Algorithm 1 are seed logic (:func:`mmea.seeds.propose_mutual_pairs`).
 
 Small functions on tensors so that tests can check them against hand values.
 torch is imported inside each function: importing this module stays instant.
@@ -9,10 +10,7 @@ torch is imported inside each function: importing this module stays instant.
 
 from __future__ import annotations
 
-import numpy as np
-
-__all__ = ["nca_loss", "rsm_loss", "fusion_weights", "fuse", "fused_similarity", "propose_mutual_pairs",
-           "bag_gather"]
+__all__ = ["nca_loss", "rsm_loss", "fusion_weights", "fuse", "fused_similarity", "bag_gather"]
 
 
 def nca_loss(sim, alpha: float = 5.0, beta: float = 10.0, eps: float = 1e-6):
@@ -105,28 +103,6 @@ def fused_similarity(sims, a_src, a_tgt):
     num = sum(a_src[:, i:i + 1] * a_tgt[:, i].unsqueeze(0) * s for i, s in enumerate(sims))  # (B, B')
     den = torch.linalg.norm(a_src, dim=1).unsqueeze(1) * torch.linalg.norm(a_tgt, dim=1).unsqueeze(0)
     return num / den.clamp_min(1e-12)
-
-
-def propose_mutual_pairs(result, src_rows: np.ndarray, tgt_rows: np.ndarray, min_score: float = -np.inf,
-                         score: str = "cos") -> np.ndarray:
-    """One-to-one seed proposals (Algorithm 1) from a search over unaligned entities.
-
-    ``result`` is a :class:`~mmea.search.csls.SearchResult` of
-    ``csls_topk(src[src_rows], tgt[tgt_rows], reverse=True)``; a pair is proposed
-    when the source's best target has that source as its best source (mutual
-    nearest neighbours under the ranking score) and its ``score`` (``cos`` or
-    ``csls``) exceeds ``min_score``.  Mutual best pairs are one-to-one by
-    construction.  Returns ``(p, 2)`` int64 global ids.
-    """
-    if result.reverse_best is None:
-        raise ValueError("propose_mutual_pairs needs a search run with reverse=True")
-    best = result.ids[:, 0]  # (n,)
-    val = (result.cos if score == "cos" else result.csls)[:, 0]
-    i = np.arange(len(best))
-    ok = best >= 0
-    ok[ok] &= result.reverse_best[best[ok]] == i[ok]
-    ok &= val > min_score
-    return np.stack([np.asarray(src_rows)[i[ok]], np.asarray(tgt_rows)[best[ok]]], axis=1).astype(np.int64)
 
 
 def bag_gather(indptr, indices, data, rows):
