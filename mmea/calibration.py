@@ -292,10 +292,83 @@ class Calibration:
         return cls(available=False, reason=reason, n_valid=n_valid)
 
 
+def _isotonic_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """The isotonic (nondecreasing) fit of ``y`` on ``x`` with weights ``w``, evaluated at ``x``.
+
+    The same float operations as ``sklearn.isotonic.IsotonicRegression(out_of_bounds="clip")
+    .fit(x, y, w).predict(x)`` (scikit-learn 1.3-1.9: equal ``x`` averaged, pool adjacent
+    violators, linear interpolation between the kept breakpoints), without importing
+    scikit-learn, whose import alone took longer than a run's whole calibration.
+    """
+    x = np.asarray(x, np.float64).reshape(-1)
+    y = np.asarray(y, np.float64).reshape(-1)
+    w = np.ones(len(x)) if w is None else np.asarray(w, np.float64).reshape(-1)
+    o = np.lexsort((y, x))
+    ux, uy, uw = _merge_equal_x(x[o], y[o], w[o])
+    fy = _pool_adjacent_violators(uy, uw)
+    keep = np.ones(len(fy), dtype=bool)  # drop the inner points of a constant run
+    keep[1:-1] = (fy[1:-1] != fy[:-2]) | (fy[1:-1] != fy[2:])
+    tx, ty = ux[keep], fy[keep]
+    if len(ty) == 1:
+        return np.repeat(ty, len(x))
+    return np.interp(np.clip(x, ux.min(), ux.max()), tx, ty)
+
+
+def _merge_equal_x(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted ``x`` within float64 resolution of a run's first value become one point: the weighted mean."""
+    eps = np.finfo(np.float64).resolution
+    xs, ys, ws = [], [], []
+    cx, cy, cw = float(x[0]), 0.0, 0.0
+    for xj, yj, wj in zip(x.tolist(), y.tolist(), w.tolist()):
+        if xj - cx >= eps:
+            xs.append(cx), ys.append(cy / cw), ws.append(cw)
+            cx, cw, cy = xj, wj, yj * wj
+        else:
+            cw += wj
+            cy += yj * wj
+    xs.append(cx), ys.append(cy / cw), ws.append(cw)
+    return np.array(xs), np.array(ys), np.array(ws)
+
+
+def _pool_adjacent_violators(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Nondecreasing least-squares fit of ``y`` (weights ``w``): pool adjacent violators, single pass
+    with backtracking (Best & Chakravarti 1990, section 3); a block ``[i..j]`` keeps ``target[i] = j``
+    and ``target[j] = i``, its weighted mean in ``y[i]`` and its weight in ``w[i]``."""
+    y, w = y.tolist(), w.tolist()
+    n = len(y)
+    target = list(range(n))
+    i = 0
+    while i < n:
+        k = target[i] + 1
+        if k == n:
+            break
+        if y[i] < y[k]:
+            i = k
+            continue
+        sum_wy, sum_w = w[i] * y[i], w[i]
+        while True:  # within a decreasing run
+            prev_y = y[k]
+            sum_wy += w[k] * y[k]
+            sum_w += w[k]
+            k = target[k] + 1
+            if k == n or prev_y < y[k]:
+                y[i], w[i] = sum_wy / sum_w, sum_w
+                target[i], target[k - 1] = k - 1, i
+                if i > 0:
+                    i = target[i - 1]  # backtrack: the pooled block may violate the one before
+                break
+    i = 0
+    while i < n:
+        k = target[i] + 1
+        y[i + 1:k] = [y[i]] * (k - i - 1)
+        i = k
+    return np.array(y, dtype=np.float64)
+
+
 def _isotonic_points(x: np.ndarray, correct: np.ndarray, prior: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Breakpoints ``(x strictly increasing, y nondecreasing in [0, 1])`` of the smoothed isotonic fit.
 
-    1. Pool adjacent violators (``sklearn.isotonic.IsotonicRegression``) gives
+    1. Pool adjacent violators (:func:`_isotonic_fit`) gives
        blocks of consecutive feature values with increasing precision ``k / n``.
     2. Each block's precision is smoothed to ``(k + prior) / (n + 2 prior)``
        (``prior = 1``: Laplace's rule), so 25 correct out of 25 reads 0.96, not 1.
@@ -303,10 +376,8 @@ def _isotonic_points(x: np.ndarray, correct: np.ndarray, prior: float = 1.0) -> 
        the smoothed values nondecreasing again.  Each block contributes its first
        and last feature value, like sklearn's thresholds.
     """
-    from sklearn.isotonic import IsotonicRegression
-
     c = correct.astype(np.float64)
-    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(x, c).predict(x)
+    fitted = _isotonic_fit(x, c)
     o = np.lexsort((fitted, x))  # by feature value (ties: one block)
     xs, fs, cs = x[o], fitted[o], c[o]
     start = np.flatnonzero(np.r_[True, np.diff(fs) != 0])  # blocks: runs of one fitted value
@@ -315,8 +386,7 @@ def _isotonic_points(x: np.ndarray, correct: np.ndarray, prior: float = 1.0) -> 
     lo, hi = xs[start], xs[np.r_[start[1:], len(xs)] - 1]
     smooth = (k + prior) / (n + 2 * prior)
     if len(start) > 1:
-        smooth = IsotonicRegression(increasing=True).fit(np.arange(len(start)), smooth,
-                                                         sample_weight=n + 2 * prior).predict(np.arange(len(start)))
+        smooth = _isotonic_fit(np.arange(len(start)), smooth, n + 2 * prior)
     px = np.ravel(np.column_stack([lo, hi]))
     py = np.repeat(smooth, 2)
     keep = np.r_[True, np.diff(px) > 0]  # a one-value block gives one point

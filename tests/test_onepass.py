@@ -154,3 +154,33 @@ def test_search_once_rejects_bad_input():
         search_once(src, tgt, [0, 1], [0, 1], gold=[0])
     with pytest.raises(MmeaInputError, match="dimension"):
         search_once(src, gaussian(6, 4, 1), [0], [0])
+
+
+# -- the calibration's isotonic fit, without importing scikit-learn -------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_isotonic_fit_equals_sklearn(seed):
+    from sklearn.isotonic import IsotonicRegression
+
+    from mmea.calibration import _isotonic_fit
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    x = np.round(rng.standard_normal(n), int(rng.integers(1, 4)))  # rounded: many equal features (ties)
+    x[: n // 10] = 1e-17 * rng.random(n // 10)  # values within float64 resolution of each other
+    y = (rng.random(n) < 1 / (1 + np.exp(-3 * x))).astype(np.float64)
+    w = rng.random(n) + 0.5 if seed % 2 else None
+    ref = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(x, y, sample_weight=w).predict(x)
+    np.testing.assert_array_equal(_isotonic_fit(x, y, w), ref)
+
+
+def test_fit_calibration_does_not_import_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from mmea.calibration import fit_calibration; "
+            "x = np.random.default_rng(0).standard_normal(300); "
+            "fit_calibration(x, x + np.random.default_rng(1).standard_normal(300) > 0); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
