@@ -96,12 +96,17 @@ def l2_normalize(x: Any, what: str = "embeddings") -> np.ndarray:
     """Rows scaled to unit L2 norm, float32 ``(n, d)``: ``x_i / ||x_i||``.
 
     After this, the inner product of two rows is their cosine.  All-zero rows
-    stay zero (cosine 0 with everything) instead of becoming NaN.
+    stay zero (cosine 0 with everything) instead of becoming NaN.  The quotient is
+    computed in float64 a chunk of rows at a time, so no float64 copy of ``x`` is made.
     """
     x = as_float32(x, what)
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))  # (n,)
     norms[norms == 0] = 1.0
-    return (x / norms[:, None]).astype(np.float32, copy=False)
+    out = np.empty_like(x)  # float32; the float64 quotient only a chunk of rows at a time
+    step = max(1, (1 << 22) // max(1, x.shape[1]))
+    for a in range(0, len(x), step):
+        out[a:a + step] = x[a:a + step] / norms[a:a + step, None]
+    return out
 
 
 def faiss_has_gpu() -> bool:
