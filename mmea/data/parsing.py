@@ -314,7 +314,7 @@ def read_columns(path: str | Path, ncols: int, *, sep: str | None = "\t", min_co
 
 
 _INT_RE = re.compile(r"[+-]?[0-9]+")
-_NOT_INT_BYTES_RE = re.compile(rb"[^0-9 \t\n+-]|\r(?!\n)")  # anything the fast path must not see
+_NOT_INT_BYTES_RE = re.compile(rb"[^0-9 \t\r\n+-]|\r(?!\n)")  # anything the fast path must not see
 
 
 def _to_int(path, i, line, s) -> int:
@@ -365,7 +365,8 @@ def _read_int_rows(path: str | Path, ncols: int) -> np.ndarray:
             return np.array(data.split(), dtype=np.int64).reshape(-1, ncols)
         except (ValueError, OverflowError):
             pass
-    # slow path, only to name the offending line
+    # slow path, line by line: names the offending line
+    rows = []
     for i, line in iter_lines(path):
         bad = find_bad_id_char(line, allowed="\t")
         if bad is not None:
@@ -373,9 +374,11 @@ def _read_int_rows(path: str | Path, ncols: int) -> np.ndarray:
         parts = line.split()
         if len(parts) != ncols:
             raise DataFormatError(path, i, line, f"expected {ncols} whitespace-separated integer ids, found {len(parts)} fields")
-        for p in parts:
-            _to_int(path, i, line, p)
-    raise DataFormatError(path, None, None, f"could not parse the rows as {ncols} integer ids per line")
+        rows.append([_to_int(path, i, line, p) for p in parts])
+    try:
+        return np.asarray(rows, dtype=np.int64).reshape(-1, ncols)
+    except OverflowError:
+        raise DataFormatError(path, None, None, "an integer id does not fit in 64 bits") from None
 
 
 def nonblank_line_numbers(path: str | Path) -> np.ndarray:

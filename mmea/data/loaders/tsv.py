@@ -119,6 +119,7 @@ class _EntityTable:
         self.ids: list[str] = []
         self.uris: list[str] = []
         self.fixed_by: Path | None = None
+        self.seen_at: list[tuple[str, int]] = []  # (file name, line) where each entity added by get() appeared
 
     def add(self, entity: str, uri: str | None = None) -> int:
         i = self.index.get(entity)
@@ -137,6 +138,7 @@ class _EntityTable:
             raise DataFormatError(path, ln, line, f"entity {entity!r} is not listed in {self.fixed_by}",
                                   hint="add it to entities.tsv, or remove entities.tsv to list entities "
                                        "in order of first appearance")
+        self.seen_at.append((path.name, ln))
         return self.add(entity)
 
 
@@ -187,6 +189,88 @@ def _read_triples(path: Path, table: _EntityTable, report: LoadReport, prefix: s
     return triples, relations
 
 
+def _read_entities_file(path: Path, table: _EntityTable, report: LoadReport, prefix: str) -> None:
+    """``entities.tsv`` into ``table``, which it then fixes (an exact repeat is counted; another URI is an error)."""
+    seen_line: dict[str, int] = {}
+    repeated = 0
+    for ln, parts, line in _read_tsv(path, ("entity", "uri"), min_cols=1, id_cols=2):
+        uri = parts[1] if len(parts) > 1 and parts[1] else parts[0]
+        if parts[0] in table.index:
+            if table.uris[table.index[parts[0]]] != uri:
+                raise DataFormatError(path, ln, line, f"entity {parts[0]!r} is already listed on line "
+                                                      f"{seen_line[parts[0]]} with another URI")
+            repeated += 1
+            continue
+        seen_line[parts[0]] = ln
+        table.add(parts[0], uri)
+    if repeated:
+        report.skip(f"{prefix}repeated lines in entities.tsv", repeated)
+        report.warn(f"{path}: {repeated} repeated entity line(s) ignored")
+    table.fixed_by = path
+    report.count(f"{prefix}entities listed", len(table.ids))
+
+
+def _read_attributes(path: Path, table: _EntityTable, report: LoadReport, prefix: str
+                     ) -> tuple[dict[str, int], list[tuple[int, int]], list[str]]:
+    """``attributes.tsv`` -> (attribute index, (entity, attribute) rows, raw values); exact repeats counted."""
+    attr_index: dict[str, int] = {}
+    attr_rows: list[tuple[int, int]] = []
+    attr_values: list[str] = []
+    seen: set[tuple[int, int, str]] = set()
+    repeated = 0
+    for ln, (e, a, v), line in _read_tsv(path, ("entity", "attribute", "value"), rest_in_last=True):
+        key = (table.get(e, path, ln, line), attr_index.setdefault(a, len(attr_index)), v)
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
+        attr_rows.append(key[:2])
+        attr_values.append(v)
+    if repeated:
+        report.skip(f"{prefix}duplicate attribute triples", repeated)
+        report.warn(f"{path}: {repeated} duplicate attribute line(s) ignored")
+    report.count(f"{prefix}attribute triples", len(attr_rows))
+    return attr_index, attr_rows, attr_values
+
+
+def _report_entities_outside_triples(table: _EntityTable, n_in_triples: int, folder: Path, report: LoadReport,
+                                     prefix: str, notes: list[str]) -> None:
+    """Without ``entities.tsv``, an entity first named by names / attributes / images / descriptions is in no
+    triple: legal (an isolated entity) but often a typo of an id, so counted and warned with where it appeared."""
+    extra = len(table.ids) - n_in_triples
+    if table.fixed_by is not None or extra <= 0:
+        return
+    where = table.seen_at[-extra:]
+    shown = ", ".join(f"{table.ids[n_in_triples + j]!r} ({f} line {ln})"
+                      for j, (f, ln) in enumerate(where[:_MAX_LISTED]))
+    report.count(f"{prefix}entities in no triple (isolated)", extra)
+    report.warn(f"{folder}: {extra} entities are in no triple of triples.tsv, only in the other files "
+                f"(isolated entities; a typo of an id?): {shown}{' ...' if extra > _MAX_LISTED else ''}")
+    notes.append(f"{extra} isolated entities (in no triple): {shown}{' ...' if extra > _MAX_LISTED else ''}")
+
+
+def _image_paths(images_given: dict | None, folder: Path, n: int, path: Path | None, report: LoadReport,
+                 prefix: str) -> list[str] | None:
+    """Per-entity image paths (``""`` = none); listed files that do not exist are counted and warned."""
+    if images_given is None:
+        return None
+    image_paths = [""] * n
+    missing_files = []
+    for i, (p, ln, _line) in images_given.items():
+        full = Path(p) if Path(p).is_absolute() else folder / p
+        if full.is_file():
+            image_paths[i] = str(full)
+        else:
+            missing_files.append(f"{p} (line {ln})")
+    report.count(f"{prefix}images", len(images_given) - len(missing_files))
+    if missing_files:
+        report.skip(f"{prefix}missing image files", len(missing_files))
+        shown = ", ".join(missing_files[:_MAX_LISTED]) + (" ..." if len(missing_files) > _MAX_LISTED else "")
+        report.warn(f"{path}: {len(missing_files)} image file(s) not found, those entities "
+                    f"count as having no image: {shown}")
+    return image_paths
+
+
 def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "") -> KnowledgeGraph:
     """Read one TSV KG folder into a :class:`KnowledgeGraph`, filling ``report``."""
     folder = Path(folder)
@@ -200,29 +284,12 @@ def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "
     for path in files.values():
         warn_unterminated(path, report, prefix)
     table = _EntityTable()
-
     if "entities.tsv" in files:
-        path = files["entities.tsv"]
-        seen_line: dict[str, int] = {}
-        repeated = 0
-        for ln, parts, line in _read_tsv(path, ("entity", "uri"), min_cols=1, id_cols=2):
-            uri = parts[1] if len(parts) > 1 and parts[1] else parts[0]
-            if parts[0] in table.index:
-                if table.uris[table.index[parts[0]]] != uri:
-                    raise DataFormatError(path, ln, line, f"entity {parts[0]!r} is already listed on line "
-                                                          f"{seen_line[parts[0]]} with another URI")
-                repeated += 1
-                continue
-            seen_line[parts[0]] = ln
-            table.add(parts[0], uri)
-        if repeated:
-            report.skip(f"{prefix}repeated lines in entities.tsv", repeated)
-            report.warn(f"{path}: {repeated} repeated entity line(s) ignored")
-        table.fixed_by = path
-        report.count(f"{prefix}entities listed", len(table.ids))
+        _read_entities_file(files["entities.tsv"], table, report, prefix)
 
     meta_notes: list[str] = []
     triples, relations = _read_triples(files["triples.tsv"], table, report, prefix, meta_notes)
+    n_in_triples = len(table.ids)
 
     names_given = None
     if "names.tsv" in files:
@@ -230,25 +297,8 @@ def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "
         rows = _read_tsv(path, ("entity", "name"), rest_in_last=True)
         names_given = _first_per_entity(rows, table, path, report, prefix, "name")
 
-    attr_index: dict[str, int] = {}
-    attr_rows: list[tuple[int, int]] = []
-    attr_values: list[str] = []
-    if "attributes.tsv" in files:
-        path = files["attributes.tsv"]
-        seen: set[tuple[int, int, str]] = set()
-        repeated = 0
-        for ln, (e, a, v), line in _read_tsv(path, ("entity", "attribute", "value"), rest_in_last=True):
-            key = (table.get(e, path, ln, line), attr_index.setdefault(a, len(attr_index)), v)
-            if key in seen:
-                repeated += 1
-                continue
-            seen.add(key)
-            attr_rows.append(key[:2])
-            attr_values.append(v)
-        if repeated:
-            report.skip(f"{prefix}duplicate attribute triples", repeated)
-            report.warn(f"{path}: {repeated} duplicate attribute line(s) ignored")
-        report.count(f"{prefix}attribute triples", len(attr_rows))
+    attr_index, attr_rows, attr_values = (_read_attributes(files["attributes.tsv"], table, report, prefix)
+                                          if "attributes.tsv" in files else ({}, [], []))
 
     images_given = None
     if "images.tsv" in files:
@@ -262,6 +312,7 @@ def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "
         rows = _read_tsv(path, ("entity", "text"), rest_in_last=True)
         descr_given = _first_per_entity(rows, table, path, report, prefix, "description")
 
+    _report_entities_outside_triples(table, n_in_triples, folder, report, prefix, meta_notes)
     n = len(table.ids)
     report.count(f"{prefix}entities", n)
     report.count(f"{prefix}relations", len(relations))
@@ -276,24 +327,11 @@ def _read_kg_folder(folder: Path, name: str, report: LoadReport, prefix: str = "
         report.count(f"{prefix}names", len(names_given))
         if missing:
             report.skip(f"{prefix}entities without a name in names.tsv", missing)
-            report.warn(f"{files['names.tsv']}: {missing} entities have no name (left empty)")
+            unnamed = [table.ids[i] for i in range(n) if i not in names_given]
+            shown = ", ".join(map(repr, unnamed[:_MAX_LISTED])) + (" ..." if missing > _MAX_LISTED else "")
+            report.warn(f"{files['names.tsv']}: {missing} entities have no name (left empty): {shown}")
 
-    image_paths = None
-    if images_given is not None:
-        image_paths = [""] * n
-        missing_files = []
-        for i, (p, ln, _line) in images_given.items():
-            full = Path(p) if Path(p).is_absolute() else folder / p
-            if full.is_file():
-                image_paths[i] = str(full)
-            else:
-                missing_files.append(f"{p} (line {ln})")
-        report.count(f"{prefix}images", len(images_given) - len(missing_files))
-        if missing_files:
-            report.skip(f"{prefix}missing image files", len(missing_files))
-            shown = ", ".join(missing_files[:_MAX_LISTED]) + (" ..." if len(missing_files) > _MAX_LISTED else "")
-            report.warn(f"{files['images.tsv']}: {len(missing_files)} image file(s) not found, those entities "
-                        f"count as having no image: {shown}")
+    image_paths = _image_paths(images_given, folder, n, files.get("images.tsv"), report, prefix)
 
     descriptions = None
     if descr_given is not None:
