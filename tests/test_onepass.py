@@ -72,9 +72,11 @@ def check_fused(src, tgt, test, valid, candidates, method, csls_k, topk=3, block
                 block_size=block_size)
     new = al.result
     for f in ("ids", "cos", "csls", "r_src", "r_tgt", "reverse_best"):
-        np.testing.assert_array_equal(getattr(new, f)[:, :old.result.topk] if f in ("ids", "cos", "csls")
-                                      else getattr(new, f), getattr(old.result, f), err_msg=f)
+        np.testing.assert_array_equal(getattr(new, f), getattr(old.result, f), err_msg=f)
     np.testing.assert_array_equal(al.predicted_pairs(), old.predicted_pairs())
+    if matcher != "none":
+        np.testing.assert_array_equal(al.matching.pairs(), old.matching.pairs())
+        np.testing.assert_array_equal(al.matching.score, old.matching.score)
     # the calibration's validation scores
     ref_v = score_valid_sources(src, tgt, valid, rows, cand, method=method, csls_k=csls_k,
                                 cand_r_tgt=old.result.r_tgt)
@@ -95,15 +97,16 @@ def test_fused_pass_equals_separate_computations_with_ties(candidates, method):
 
 
 @pytest.mark.parametrize("candidates", ["test", "all"])
-def test_fused_pass_with_duplicate_sources_and_targets(candidates):
+@pytest.mark.parametrize("method", ["csls", "cos"])
+def test_fused_pass_with_duplicate_sources_and_targets(candidates, method):
     """A source with two gold targets and a target with two gold sources (MMKG has a few one-to-many links)."""
     src, tgt = quantized(70, 4, 4), quantized(75, 4, 5)
     test, valid = task_like(70, 75, 40, 8, seed=6, dup_src=3, dup_tgt=2)
     assert len(np.unique(test[:, 0])) < len(test) and len(np.unique(test[:, 1])) < len(test)
-    check_fused(src, tgt, test, valid, candidates, "csls", csls_k=3, block_size=6)
+    check_fused(src, tgt, test, valid, candidates, method, csls_k=3, block_size=6)
 
 
-@pytest.mark.parametrize("matcher", ["greedy", "mutual"])
+@pytest.mark.parametrize("matcher", ["greedy", "mutual", "hungarian"])
 def test_fused_pass_feeds_the_matchers(matcher):
     src, tgt = gaussian(60, 8, 7), gaussian(65, 8, 8)
     test, valid = task_like(60, 65, 45, 10, seed=9)
@@ -184,3 +187,65 @@ def test_fit_calibration_does_not_import_sklearn():
             "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- the align job's stages -----------------------------------------------------------
+
+def toy_task(n=150, d=6, seed=0):
+    from mmea.data.graph import AlignmentTask, KnowledgeGraph
+
+    def kg(name):
+        ids = [f"{name}{i}" for i in range(n)]
+        return KnowledgeGraph(name, ids, [f"http://{name}.example.org/{i}" for i in range(n)], ids)
+
+    rng = np.random.default_rng(seed)
+    links = np.stack([rng.permutation(n), rng.permutation(n)], 1)
+    task = AlignmentTask("toy", kg("a"), kg("b"), links[:20], links[20:50], links[50:120])
+    return task, quantized(n, d, seed + 1), quantized(n, d, seed + 2)
+
+
+@pytest.mark.parametrize("candidates,match,method", [("test", "none", "csls"), ("all", "greedy", "csls"),
+                                                     ("test", "mutual", "cos")])
+def test_search_run_equals_the_separate_stages(tmp_path, candidates, match, method):
+    """metrics, test ranks, alignment.csv and the calibration of the fused run = the old stage by stage."""
+    from mmea.config import SearchConfig
+    from mmea.evaluation import metrics_from_ranks
+    from mmea.export import alignment_frame
+    from mmea.pipelines.align import evaluate_run, query_rows, search_run
+
+    task, src, tgt = toy_task()
+    s = SearchConfig(method=method, candidates=candidates, match=match, topk=3)
+    rows, cand, _ = query_rows(task)
+    if candidates == "all":
+        cand = np.arange(task.target.num_entities)
+    al, ranks, scores = search_run(task, src, tgt, rows, cand, s, "cpu")
+    ev = evaluate_run(tmp_path, task, None, src, tgt, ranks, s)
+    src_rows, tgt_rows, _, _ = evaluation_rows(task.test, len(src), len(tgt), candidates)
+    ref_ev = metrics_from_ranks(separate_ranks(src, tgt, task.test, candidates, s.csls_k), candidates=candidates,
+                                csls_k=s.csls_k, primary=("src->tgt", method), return_ranks=True,
+                                num_candidates={"src->tgt": len(tgt_rows), "tgt->src": len(src_rows)})
+    np.testing.assert_array_equal(np.load(tmp_path / "test_ranks.npy"), ref_ev.pop("ranks"))
+    assert ev == ref_ev
+    old = align(src, tgt, rows, cand, topk=3, method=method, matcher=match, candidates=candidates)
+    new_df, old_df = (alignment_frame(task, a, topk=s.topk, gold=task.test) for a in (al, old))
+    assert new_df.equals(old_df)
+    ref_v = score_valid_sources(src, tgt, task.valid, rows, cand, method=method, cand_r_tgt=old.result.r_tgt)
+    for f in ("src", "top1", "top2", "score1", "score2", "correct"):
+        np.testing.assert_array_equal(getattr(scores, f), getattr(ref_v, f), err_msg=f)
+
+
+def test_search_run_with_a_faiss_index_keeps_the_separate_search(tmp_path):
+    from mmea.config import SearchConfig
+    from mmea.pipelines.align import calibrate_run, evaluate_run, query_rows, search_run
+
+    task, src, tgt = toy_task()
+    s = SearchConfig(index="flat")
+    rows, cand, _ = query_rows(task)
+    al, ranks, scores = search_run(task, src, tgt, rows, cand, s, "cpu")
+    assert ranks is None and scores is None and al.result.index == "flat"
+    fused = search_run(task, src, tgt, rows, cand, SearchConfig(), "cpu")
+    np.testing.assert_array_equal(al.result.ids, fused[0].result.ids)
+    assert evaluate_run(tmp_path, task, None, src, tgt, None, s) == \
+        evaluate_run(tmp_path, task, None, src, tgt, fused[1], SearchConfig())
+    out = calibrate_run(tmp_path, task, src, tgt, rows, cand, al, s, "cpu")
+    assert out == calibrate_run(tmp_path, task, src, tgt, rows, cand, fused[0], s, "cpu", scores=fused[2])

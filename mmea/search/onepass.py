@@ -39,6 +39,7 @@ The passes are exact torch passes; FAISS indexes keep the separate search.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -490,7 +491,8 @@ def align_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int = 
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     cand = np.asarray(cand, dtype=np.int64).reshape(-1)
     match = None if matcher in (None, "none") else MATCHERS.make(matcher, **(matcher_options or {}))
-    want = max(int(topk), 2, int(getattr(match, "k", 0)))
+    keep = max(int(topk), 2)  # what align() keeps (the export reads ranks and margins from it)
+    want = max(keep, int(getattr(match, "k", 0)))
     found = search_once(src_emb, tgt_emb, rows, cand, topk=want, reverse=True, method=method, csls_k=csls_k,
                         device=device, block_size=block_size, progress=progress, **once)
     result = found.result
@@ -500,4 +502,7 @@ def align_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int = 
                          device=device, block_size=block_size, index=index,
                          radius=(result.r_src, result.r_tgt), progress=progress)
         matching = match.match(sim, result)
+    result = dataclasses.replace(result, ids=result.ids[:, :keep], cos=result.cos[:, :keep],
+                                 csls=result.csls[:, :keep])
+    found.result = result
     return Alignment(rows, cand, result, result.reverse_best, matching, candidates), found
