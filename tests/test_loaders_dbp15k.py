@@ -434,3 +434,13 @@ def test_file_without_final_line_break_is_a_counted_warning(dbp):
     write(dbp / "triples_2", (dbp / "triples_2").read_text().rstrip("\n"))
     rep = load(dbp).meta["load_report"]
     assert rep["read"]["kg2 files without a final line break"] == 1
+
+
+def test_crlf_integer_files_load_like_lf(dbp):
+    """CRLF line ends took the integer files off the fast path, then failed (found by the fuzz suite)."""
+    before = load(dbp)
+    for f in ("triples_1", "ref_ent_ids"):
+        write(dbp / f, (dbp / f).read_bytes().replace(b"\n", b"\r\n"))
+    after = load(dbp)
+    np.testing.assert_array_equal(after.source.triples, before.source.triples)
+    np.testing.assert_array_equal(after.all_links, before.all_links)

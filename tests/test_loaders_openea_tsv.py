@@ -483,3 +483,18 @@ def test_openea_directory_control_character_and_empty_file(openea):
     write(openea / "rel_triples_2", "")
     with pytest.raises(DataFormatError, match="empty file"):
         load_openea(openea)
+
+
+def test_tsv_entities_in_no_triple_and_without_a_name_are_listed(tsv_pair):
+    """Without entities.tsv any string is an entity: a typo in names.tsv or triples.tsv makes a new one,
+    which the report names (isolated / without a name) instead of passing in silence."""
+    kg = tsv_pair / "kg2"
+    write(kg / "names.tsv", (kg / "names.tsv").read_text() + "b:pariss\tParis typo\n")
+    task = load_tsv(tsv_pair)
+    rep = task.meta["load_report"]
+    assert rep["read"]["kg2 entities in no triple (isolated)"] == 1
+    assert any("'b:pariss' (names.tsv line 7)" in w and "in no triple" in w for w in rep["warnings"])
+    assert any("1 isolated entities" in n for n in task.meta["notes"])
+    write(kg / "names.tsv", "b:paris\tParis\n")
+    rep = load_tsv(tsv_pair).meta["load_report"]
+    assert any("5 entities have no name (left empty): 'b:lyon', 'b:nice'" in w for w in rep["warnings"])
