@@ -449,17 +449,20 @@ Examples:
 @click.option("--image-features", default=None, help="Precomputed image features (pickle/npy/npz/h5), comma-separated.")
 @click.option("--random-image-weights", is_flag=True, default=None,
               help="Allow random-weight image features when no pretrained weights exist (labelled as such).")
+@click.option("--modality-option", "modality_options", multiple=True, metavar="MODALITY.KEY=VALUE",
+              help="An option of a modality encoder, e.g. numeric.centres=16 (repeatable; `mmea ls modalities`).")
 @common_run_options
 @click.pass_context
 def features(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, modalities, name_encoder,
              name_model, name_source, image_encoder, image_weights, image_features, random_image_weights,
-             config_path, overrides, seed, device, out):
+             modality_options, config_path, overrides, seed, device, out):
     """Precompute and cache the per-modality features of a task; report sizes, coverage and time."""
     import sys as _sys
 
     from .pipelines.align_config import load_config
     from .data.catalog import load_pair_task
     from .features import FeatureStore, compute_task_features, feature_options_from_config, parse_modalities
+    from .modalities import parse_modality_options
     from .runs import resolve_device
 
     base = _base_from_options(
@@ -468,13 +471,14 @@ def features(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
                   "image_encoder": image_encoder, "image_weights": image_weights, "image_features": image_features,
                   "random_image_weights": random_image_weights})
     cfg = load_config(config_path, list(overrides), base)
+    per_modality = parse_modality_options(modality_options)  # checked before any data is read
     d = cfg.data
     progress = not ctx.obj["quiet"] and _sys.stderr.isatty()
     task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
                           seed_ratio=d.seed_ratio, seed=cfg.seed, use_dataset_split=d.use_dataset_split, fold=d.fold,
                           progress=progress)
     opts = feature_options_from_config(cfg.features, device=resolve_device(cfg.device), seed=cfg.seed,
-                                       progress=progress)
+                                       progress=progress, modality_options=per_modality)
     store = FeatureStore(Path(out) if out else None, enabled=cfg.features.cache)
     feats = compute_task_features(task, parse_modalities(modalities), opts, store)
     click.echo(feats.format_summary())
@@ -841,7 +845,8 @@ Examples:
   mmea ls samplers
   mmea ls losses
 """)
-@click.argument("family", type=click.Choice(["models", "losses", "samplers", "encoders", "matchers", "loaders"]))
+@click.argument("family", type=click.Choice(["models", "losses", "samplers", "encoders", "modalities", "matchers",
+                                             "loaders"]))
 def ls(family):
     """List the registered components of a family with a one-line description."""
     reg = _registry(family)
@@ -856,6 +861,8 @@ def _registry(family: str):
         from .data.loaders import LOADERS as reg
     elif family == "encoders":
         from .encoders import ENCODERS as reg
+    elif family == "modalities":
+        from .modalities import MODALITY_ENCODERS as reg
     elif family == "matchers":
         from .search.matching import MATCHERS as reg
     elif family == "samplers":

@@ -268,8 +268,8 @@ def test_image_modality_is_used_and_masked():
     src_mask, tgt_mask = rng.random(n) > 0.3, rng.random(n) > 0.3
     src_img[~src_mask], tgt_img[~tgt_mask] = 0, 0
     # features come before the model: the test hands it names from the store and its own images
-    feats = compute_task_features(task, {"names": {"dim": 128}}, FeatureOptions(name_encoder="char-ngram",
-                                                                                 progress=False))
+    feats = compute_task_features(task, {"names": {"dim": 128}, "adjacency": {}},
+                                  FeatureOptions(name_encoder="char-ngram", progress=False))
     feats.modalities["images"] = ModalityFeatures("images", src_img.astype(np.float32),
                                                   tgt_img.astype(np.float32), src_mask, tgt_mask,
                                                   info={"encoder": "test"})

@@ -44,6 +44,16 @@ class ModalityRegistry(Registry):
         """Registered names by the encoders' ``position`` (the order ``mmea features`` computes them)."""
         return sorted(self.names(), key=lambda k: (self.get(k).position, k))
 
+    def describe(self) -> list[tuple[str, str]]:
+        """(name, first docstring line and the options with their defaults), in order, for ``mmea ls modalities``."""
+        out = []
+        for k in self.in_order():
+            cls = self.get(k)
+            doc = (cls.__doc__ or "").strip().splitlines()
+            opts = cls.describe_options()
+            out.append((k, (doc[0] if doc else "") + (f"  [options: {opts}]" if opts else "")))
+        return out
+
     def get(self, name: str):
         if self.canonical(name) is None:
             raise MmeaInputError(f"unknown modality {name!r}; valid choices: {', '.join(self.in_order())}",
@@ -91,10 +101,30 @@ def file_signature(path: Path) -> str:
 
 
 def _coerce(cls, key: str, value, ftype):
-    """``value`` converted to the declared type of option ``key`` (strings from the command line)."""
-    hint = typing.get_type_hints(cls).get(key, ftype)
+    """``value`` converted to the declared type of option ``key`` (text from the command line).
+
+    ``bool``, ``int``, ``float``, ``str``, ``X | None`` (``none`` is ``None``) and tuples
+    (comma-separated) are understood; a value that is not text passes as it is.
+    """
     if not isinstance(value, str):
         return value
+    hint = typing.get_type_hints(cls).get(key, ftype)
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value.strip().lower() in ("none", "null", ""):
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        items = [x for x in value.split(",") if x.strip()]
+        types = [args[0]] * len(items) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(types) != len(items):
+            raise MmeaInputError(f"option {key!r} takes {len(types)} comma-separated values, got {value!r}")
+        return tuple(_scalar(key, x, t) for x, t in zip(items, types))
+    return _scalar(key, value, hint)
+
+
+def _scalar(key: str, value: str, hint):
     text = value.strip()
     if hint is bool:
         if text.lower() in ("1", "true", "yes", "on"):
@@ -107,9 +137,8 @@ def _coerce(cls, key: str, value, ftype):
         except ValueError:
             pass
     else:
-        return value
-    raise MmeaInputError(f"option {key!r} of {cls.__qualname__.split('.')[0]} takes a {hint.__name__}, "
-                         f"got {value!r}")
+        return text
+    raise MmeaInputError(f"option {key!r} must be of type {hint.__name__}, got {value!r}")
 
 
 class ModalityEncoder:
@@ -140,7 +169,10 @@ class ModalityEncoder:
             if k not in fields:
                 raise MmeaInputError(f"unknown option {k!r} of modality {cls.registry_name!r}; valid options: "
                                      f"{', '.join(fields) or '(none)'}")
-            kw[k] = _coerce(cls.Options, k, v, fields[k].type)
+            try:
+                kw[k] = _coerce(cls.Options, k, v, fields[k].type)
+            except MmeaInputError as e:
+                raise MmeaInputError(f"modality {cls.registry_name!r}: {e.message}") from None
         return cls.Options(**kw)
 
     @classmethod

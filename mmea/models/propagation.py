@@ -66,11 +66,11 @@ class PropagationModel(AlignmentModel):
 
     @classmethod
     def feature_requests(cls, config) -> dict[str, FeatureRequest]:
-        """Names, projected to ``name_dim`` (char n-gram)."""
-        return {"names": FeatureRequest({"dim": config.name_dim})}
+        """Names, projected to ``name_dim`` (char n-gram), and each KG's ``P = D^-1 A`` (no self loop)."""
+        return {"names": FeatureRequest({"dim": config.name_dim}),
+                "adjacency": FeatureRequest({"normalization": "row", "self_loops": False})}
 
     def learn(self, task, feats) -> None:
-        from ..encoders.structure import adjacency_matrix
         c = self.config
         names = feats["names"]
         self.info["name_encoder"] = {k: names.info.get(k) for k in ("encoder", "requested", "model")}
@@ -78,8 +78,7 @@ class PropagationModel(AlignmentModel):
         xt = _normalize_rows(np.array(names.target, dtype=np.float32))  # (M, d)
         seeds, select = self._seeds(task, xs, xt)
 
-        ps = adjacency_matrix(task.source.triples, task.source.num_entities, self_loops=False, normalization="row")
-        pt = adjacency_matrix(task.target.triples, task.target.num_entities, self_loops=False, normalization="row")
+        ps, pt = feats["adjacency"].source, feats["adjacency"].target  # (N, N), (M, M): mean over neighbours
         blocks_s, blocks_t = [np.sqrt(c.name_weight) * xs], [np.sqrt(c.name_weight) * xt]
         n_fixed = 1 + c.hops
         hs, ht = xs, xt

@@ -241,8 +241,10 @@ class SelfMEAModel(AlignmentModel):
         (skipped with a note when the image encoder cannot run offline)."""
         mods = parse_selfmea_modalities(config.modalities)
         needed = sorted({_FEATURE_OF[m] for m in mods if m in _FEATURE_OF} | {"names"})
-        return {f: FeatureRequest({"dim": config.name_dim} if f == "names" else {}, optional=f == "images")
-                for f in needed}
+        req = {f: FeatureRequest({"dim": config.name_dim} if f == "names" else {}, optional=f == "images")
+               for f in needed}
+        req["adjacency"] = FeatureRequest({"normalization": "row", "self_loops": False})  # P = D^-1 A
+        return req
 
     def learn(self, task, feats) -> None:
         """Features -> modality inputs -> seed pool -> the shared training loop -> final embeddings."""
@@ -316,12 +318,8 @@ class SelfMEAModel(AlignmentModel):
         """``(adjacency per KG, L2-normalised names per KG, per-side input tensors and masks, input sizes)``."""
         import torch
 
-        from ..encoders.structure import adjacency_matrix
-
         c, names = self.config, feats["names"]
-        n, m_ = task.source.num_entities, task.target.num_entities
-        adj = [adjacency_matrix(task.source.triples, n, self_loops=False, normalization="row"),
-               adjacency_matrix(task.target.triples, m_, self_loops=False, normalization="row")]
+        adj = [feats["adjacency"].source, feats["adjacency"].target]  # (N, N), (M, M): P = D^-1 A
         xs = [_normalize_rows(names.source), _normalize_rows(names.target)]
         name_mask = [names.source_mask.astype(bool), names.target_mask.astype(bool)]
         sides: list[dict] = [{"mask": {}}, {"mask": {}}]
