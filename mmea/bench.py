@@ -9,13 +9,12 @@ function::
     run_bench(pipeline, ...)     -> runs cells into <out>/<row>[-<dataset>]-seed<seed>/,
                                     writes results/<name>.json and results/<name>.md
 
-Three kinds of cell (``[bench] task``): ``align`` runs
-:func:`mmea.pipelines.align.run_align` with a :class:`~mmea.config.RunConfig`
-built by :func:`mmea.config.load_config` (the path ``mmea align`` takes),
-``linkpred`` runs :func:`mmea.linkpred.run_linkpred_cli` and ``clep`` runs
-:func:`mmea.clep.run_pretrain_clep_cli`.  The file format is
-described in ``docs/bench.md``.  This module imports no torch: the runners
-import what they need when a cell runs.
+``[bench] task`` names a job of :data:`mmea.pipelines.JOBS` (``align``, ``linkpred``, ``clep``);
+one :class:`BenchTask` runs the cells of any of them through the job interface every command
+uses: a cell's config is the job's ``load_config`` (the path ``mmea align --config`` /
+``mmea linkpred --config`` take) and a cell runs with the job's ``run``.  The file format is
+described in ``docs/bench.md``.  This module imports no torch: a job imports what it needs
+when a cell is resolved or run.
 """
 
 from __future__ import annotations
@@ -30,11 +29,12 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
+from .config import same_settings  # noqa: F401  (re-exported: a finished cell is stale when a setting changed)
 from .errors import MmeaError, MmeaInputError
 
 if sys.version_info >= (3, 11):
@@ -148,18 +148,6 @@ def _check_keys(table: dict, valid, path: Path, where: str) -> None:
             raise _err(path, where, f"unknown key {k!r}; valid keys: {', '.join(sorted(valid))}")
 
 
-def _deep_merge(*tables: dict) -> dict:
-    """Later tables win; nested tables merge key by key (``[defaults] data.src`` + a row's ``data.seed_ratio``)."""
-    out: dict = {}
-    for t in tables:
-        for k, v in t.items():
-            if isinstance(v, dict) and isinstance(out.get(k), dict):
-                out[k] = _deep_merge(out[k], v)
-            else:
-                out[k] = dict(v) if isinstance(v, dict) else v
-    return out
-
-
 def _normalised(value: Any) -> Any:
     """JSON round trip: tuples become lists, so stored and expected configs compare equal."""
     return json.loads(json.dumps(value, default=str))
@@ -181,369 +169,127 @@ def _is_number(v: Any) -> bool:
 
 # -------------------------------------------------------------------------------------------- tasks
 class BenchTask:
-    """What differs between ``align`` and ``linkpred`` cells; :func:`load_pipeline` does the rest."""
+    """The cells of a pipeline: one job of :data:`mmea.pipelines.JOBS` (``[bench] task``), run through
+    the job interface every command uses (``load_config``, ``run``).
 
-    name: ClassVar[str]
-    tables: ClassVar[tuple[str, ...]] = ("bench", "defaults", "rows")
-    bench_keys: ClassVar[tuple[str, ...]] = BENCH_KEYS
-    default_metrics: ClassVar[tuple[str, ...]]
+    A cell's config is the job's :func:`load_config` of the pipeline's layers, later ones winning:
+    ``mmea bench --data-dir``, the ``[bench]`` table's part (device, dataset), ``[budget]``,
+    ``[defaults]``, the dataset entry, the row, the seed; then the ``set`` strings of
+    ``[defaults]`` and the row as ``--set`` overrides.  What differs between jobs (the
+    ``datasets`` entries, the row names, how a finished run's config is read back, the label of
+    what ran) is the job's ``bench_*`` / ``stored_matches`` / ``ran_label`` hooks.
+    """
 
-    def row_key(self, label: str, raw: dict, row: dict) -> str:
-        """The row's unique, file-name-safe name: the prefix of its cell names."""
-        return slug(label)
+    def __init__(self, name: str, data_dir: str | None = None):
+        from .pipelines import JOBS
 
+        self.name = name
+        self.job = JOBS[name]
+        spec = self.job.BENCH
+        self.tables: tuple[str, ...] = spec.tables
+        self.bench_keys: tuple[str, ...] = (*BENCH_KEYS, *spec.bench_keys)
+        self.default_metrics: tuple[str, ...] = spec.default_metrics
+        self.config_keys = spec.config_keys
+        self.data_dir_layer = self.job.bench_data_dir(data_dir) if data_dir is not None else {}
+
+    # -- the configs -------------------------------------------------------------------
     def datasets(self, bench: dict, row: dict, path: Path, where: str) -> list[DatasetSpec]:
         entries = row.get("datasets", bench.get("datasets"))
+        if "dataset" in self.bench_keys:  # a job with one dataset in [bench] (or a datasets list)
+            if entries is not None and "dataset" in bench:
+                raise _err(path, "[bench]", "give either dataset or datasets, not both")
+            if entries is None and not isinstance(bench.get("dataset"), str):
+                raise _err(path, "[bench]", f"a {self.name} pipeline needs dataset = \"NAME\" (or datasets = [...])")
         if entries is None:
             return [DatasetSpec(None, {})]
         if not isinstance(entries, list) or not entries:
             raise _err(path, where, "datasets must be a non-empty list")
-        specs = [self.dataset_spec(e, path, where) for e in entries]
+        specs = []
+        for e in entries:
+            try:
+                specs.append(DatasetSpec(*self.job.bench_dataset(e)))
+            except MmeaInputError as exc:
+                raise _err(path, where, exc.message, exc.hint) from None
         labels = [s.label for s in specs]
         if len(set(map(slug, labels))) != len(labels):
             raise _err(path, where, f"dataset labels repeat: {labels}")
         return specs
 
-    def dataset_spec(self, entry: Any, path: Path, where: str) -> DatasetSpec:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def resolve(self, raw: dict, defaults: dict, row: dict, dataset: DatasetSpec, seed: int,
-                path: Path, where: str) -> tuple[dict, Any]:  # pragma: no cover - abstract
-        """``(config, params)`` of one cell; a bad key raises :class:`MmeaInputError` naming ``where``."""
-        raise NotImplementedError
-
-    def check_defaults(self, raw: dict, path: Path) -> None:
-        """Validate ``[defaults]`` (and friends) alone, so an error there is reported as such."""
-
-    def stored_matches(self, cell: Cell) -> bool | None:  # pragma: no cover - abstract
-        """None: no finished run in ``cell.out``; True/False: its stored resolved config matches or not."""
-        raise NotImplementedError
-
-    def run(self, cell: Cell, quiet: bool) -> dict:  # pragma: no cover - abstract
-        """Run one cell into ``cell.out``; returns its metrics dict."""
-        raise NotImplementedError
-
-    def ran_label(self, metrics: dict) -> str:  # pragma: no cover - abstract
-        """What actually ran, read from metrics.json (not from the declared setting)."""
-        raise NotImplementedError
-
-
-def same_settings(stored: dict, current: dict) -> bool:
-    """Whether a finished cell's stored config still matches: every key present in both is equal.
-
-    A key present on one side only is a schema change between mmea versions
-    (a setting added or retired since the cell ran, at its default), not a
-    changed setting, so it does not make finished cells stale; to rerun them
-    anyway, use ``--force``.
-    """
-    for key in stored.keys() & current.keys():
-        a, b = stored[key], current[key]
-        if isinstance(a, dict) and isinstance(b, dict):
-            if not same_settings(a, b):
-                return False
-        elif a != b:
-            return False
-    return True
-
-
-class AlignBench(BenchTask):
-    """Each cell -> :func:`mmea.pipelines.align.run_align` (config through :func:`mmea.config.load_config`)."""
-
-    name = "align"
-    default_metrics = ("test.hits@1", "test.hits@10", "test.mrr")
-    #: keys of [defaults] / [[rows]] that configure a run: RunConfig's (but ``seed``) plus ``set``
-    config_keys = ("device", "data", "features", "model", "search", "set")
-
-    def dataset_spec(self, entry: Any, path: Path, where: str) -> DatasetSpec:
-        if isinstance(entry, str) and entry:
-            # a catalog pair name or a pair folder, as `mmea align --pair`
-            return DatasetSpec(Path(entry).name or entry, {"pair": entry, "src": "", "tgt": ""})
-        if isinstance(entry, dict):
-            values = {k: v for k, v in entry.items() if k != "label"}
-            label = entry.get("label")
-            if label is None:
-                if values.get("pair"):
-                    label = Path(str(values["pair"])).name
-                elif values.get("src") and values.get("tgt"):
-                    label = f"{Path(str(values['src'])).name}-{Path(str(values['tgt'])).name}"
-                else:
-                    raise _err(path, where, f"a datasets table needs a label, a pair or src and tgt: {entry}")
-            if values.get("pair") and not (values.get("src") or values.get("tgt")):
-                values.update(src="", tgt="")
-            return DatasetSpec(str(label), values)
-        raise _err(path, where, f"a datasets entry is a pair name / folder or a table of data.* keys, got {entry!r}")
-
-    def _check_config_keys(self, table: dict, path: Path, where: str) -> None:
+    def _check_table(self, table: dict, path: Path, where: str) -> None:
         if "seed" in table:
             raise _err(path, where, "seed is not set here: list the seeds in [bench] seeds")
-        _check_keys(table, self.config_keys, path, where)
+        if self.config_keys is not None:
+            _check_keys(table, self.config_keys, path, where)
         sets = table.get("set", [])
         if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
             raise _err(path, where, 'set must be a list of "section.key=value" strings')
 
-    def _load(self, tables: list[dict], seed: int, path: Path, where: str):
-        from .pipelines.align_config import load_config
-
-        overrides = [s for t in tables for s in t.get("set", [])]
-        merged = _deep_merge(*({k: v for k, v in t.items() if k != "set"} for t in tables))
-        merged["seed"] = seed
+    def load(self, layers: list[dict], path: Path, where: str):
+        """The job's config of ``layers`` (later ones win; their ``set`` strings apply last)."""
+        overrides = [s for t in layers for s in t.get("set", [])]
+        base: dict = {}
+        for layer in layers:
+            for k, v in self.job.normalise({k: v for k, v in layer.items() if k != "set"}).items():
+                if isinstance(v, dict) and isinstance(base.get(k), dict):
+                    base[k] = {**base[k], **v}
+                else:
+                    base[k] = dict(v) if isinstance(v, dict) else v
         try:
-            return load_config(None, overrides, merged)
+            return self.job.load_config(None, overrides, base)
         except MmeaInputError as e:
             raise _err(path, where, e.message, e.hint) from None
 
-    def _base(self, raw: dict) -> dict:
-        bench = raw["bench"]
-        return {"device": bench["device"]} if "device" in bench else {}
+    def _layers(self, raw: dict, upto: str | None = None) -> list[dict]:
+        """``--data-dir``, ``[bench]``'s part and the config tables (up to and with ``upto``)."""
+        layers = [self.data_dir_layer, self.job.bench_base(raw["bench"])]
+        for t in self.tables[1:]:
+            if t == "rows":
+                break
+            layers.append(raw.get(t, {}))
+            if t == upto:
+                break
+        return layers
 
     def check_defaults(self, raw: dict, path: Path) -> None:
-        defaults = raw.get("defaults", {})
-        self._check_config_keys(defaults, path, "[defaults]")
-        self._load([self._base(raw), defaults], 0, path, "[defaults]")
+        """Validate ``[budget]`` / ``[defaults]`` alone, so an error there is reported as such."""
+        for t in self.tables[1:]:
+            if t == "rows":
+                continue
+            self._check_table(raw.get(t, {}), path, f"[{t}]")
+            self.load([self.data_dir_layer, self.job.bench_base(raw["bench"]), raw.get(t, {}), {"seed": 0}],
+                      path, f"[{t}]")
 
-    def resolve(self, raw, defaults, row, dataset, seed, path, where):
+    def resolve(self, raw: dict, row: dict, dataset: DatasetSpec, seed: int, path: Path, where: str) -> tuple[dict, Any]:
+        """``(record, config)`` of one cell; a bad key raises :class:`MmeaInputError` naming ``where``."""
         values = {k: v for k, v in row.items() if k not in ROW_KEYS}
-        self._check_config_keys(values, path, where)
-        cfg = self._load([self._base(raw), defaults, {"data": dataset.values}, values], seed, path, where)
-        return asdict(cfg), cfg
+        self._check_table(values, path, where)
+        cfg = self.load([*self._layers(raw), dataset.values, values, {"seed": seed}], path, where)
+        return self.job.config_record(cfg), cfg
 
-    @staticmethod
-    def _comparable(config_toml_text: str) -> dict:
-        d = tomllib.loads(config_toml_text)
-        d.get("data", {}).pop("data_dir", None)  # a location, not a setting
-        return d
+    def row_key(self, label: str, config) -> str:
+        """The row's unique, file-name-safe name: the prefix of its cell names."""
+        return slug(self.job.bench_row_name(label, config))
 
+    # -- the runs ----------------------------------------------------------------------
     def stored_matches(self, cell: Cell) -> bool | None:
-        from .config import to_toml
-
-        if not (cell.out / "metrics.json").is_file() or not (cell.out / "config.toml").is_file():
-            return None
-        try:
-            stored = self._comparable((cell.out / "config.toml").read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
-            return False
-        return same_settings(stored, self._comparable(to_toml(cell.config)))
+        """None: no finished run in ``cell.out``; True/False: its stored resolved config matches or not."""
+        return self.job.stored_matches(cell.config, cell.out)
 
     def run(self, cell: Cell, quiet: bool) -> dict:
-        from .pipelines import align as align_job
+        """Run one cell into ``cell.out`` (an earlier run there is replaced); returns its metrics dict."""
+        return self.job.run(cell.params, cell.out, overwrite=True, progress=not quiet)
 
-        return align_job.run_align(cell.params, out=cell.out, quiet=quiet, overwrite=True)["metrics"]
-
-    def ran_label(self, m: dict) -> str:
-        parts = [str(m.get("model", "?"))]
-        split = m.get("split") or {}
-        n_links = sum(int(split.get(k, 0)) for k in ("train", "valid", "test"))
-        seeds = int(split.get("train", 0)) + int(split.get("valid", 0))
-        kind = (m.get("split_provenance") or {}).get("kind")
-        if n_links:
-            parts.append(f"seed ratio {seeds / n_links:.2f}" + (" (dataset split)" if kind == "dataset" else ""))
-        info = m.get("model_info") or {}
-        used = info.get("seeds") or {}
-        if used.get("kind") and used["kind"] != "train links":
-            parts.append(f"{str(used['kind']).split(':')[0]} {used.get('count', '')}".strip())
-        enc = info.get("name_encoder")
-        if enc:
-            name = str(enc.get("encoder"))
-            if enc.get("model") and enc.get("model") != enc.get("encoder"):
-                name += f" ({enc['model']})"
-            parts.append(f"names {name}")
-        elif info.get("variant") in ("gaussian", "point"):  # the Gaussian models use no names
-            parts.append("no names")
-        else:
-            parts.append("names: not recorded")
-        mods = modalities_used(info)
-        if mods:
-            parts.append("+".join(map(str, mods)))
-        if "iterative" in info:
-            parts.append("iterative" if info["iterative"] else "non-iterative")
-        return " · ".join(parts)
+    def ran_label(self, metrics: dict) -> str:
+        """What actually ran, read from metrics.json (not from the declared setting)."""
+        return self.job.ran_label(metrics)
 
 
 def modalities_used(info: dict) -> list[str]:
-    """The modalities some entity has, from ``model_info.modalities``: a dict modality -> number of
-    entities that have it (every model's shape).  Cells written before that hold a list of names
-    (selfmea) or the dict with an ``"entities"`` total (gaussian); those are read too."""
-    mods = info.get("modalities")
-    if isinstance(mods, list):  # an older selfmea cell
-        return [str(m) for m in mods]
-    if isinstance(mods, dict):
-        return [str(k) for k, v in mods.items() if k != "entities" and v]
-    return []
+    """The modalities some entity has, from ``model_info.modalities`` (see
+    :func:`mmea.pipelines.align_config.modalities_used`)."""
+    from .pipelines.align_config import modalities_used as used
 
-
-class LinkpredBench(BenchTask):
-    """Each cell -> :func:`mmea.linkpred.run_linkpred_cli`; keys are :class:`LinkPredConfig` fields."""
-
-    name = "linkpred"
-    tables = ("bench", "budget", "defaults", "rows")
-    bench_keys = (*BENCH_KEYS, "dataset", "data_dir")
-    default_metrics = ("mrr", "hits@1", "hits@10")
-    #: run_linkpred_cli's named arguments; every other key goes to ``extra``
-    named = ("model", "sampler", "loss", "dim", "epochs", "num_negatives")
-    runner_defaults = {"model": "transe", "sampler": "uniform", "loss": "self-adversarial"}
-
-    def row_key(self, label: str, raw: dict, row: dict) -> str:
-        # labels repeat across models (uniform for TransE and DistMult): the model is part of the name
-        return slug(f"{label}-{self._values(raw, raw.get('defaults', {}), row, 0)['model']}")
-
-    def datasets(self, bench, row, path, where):
-        if "datasets" in row or "datasets" in bench:
-            if "dataset" in bench:
-                raise _err(path, "[bench]", "give either dataset or datasets, not both")
-            return super().datasets(bench, row, path, where)
-        if not isinstance(bench.get("dataset"), str):
-            raise _err(path, "[bench]", "a linkpred pipeline needs dataset = \"NAME\" (or datasets = [...])")
-        return [DatasetSpec(None, {"dataset": bench["dataset"]})]
-
-    def dataset_spec(self, entry, path, where):
-        if isinstance(entry, str) and entry:
-            return DatasetSpec(Path(entry).name or entry, {"dataset": entry})
-        if isinstance(entry, dict) and isinstance(entry.get("dataset"), str):
-            _check_keys(entry, ("label", "dataset", "data_dir"), path, f"{where} datasets")
-            return DatasetSpec(str(entry.get("label") or Path(entry["dataset"]).name),
-                               {k: v for k, v in entry.items() if k != "label"})
-        raise _err(path, where, f"a datasets entry is a dataset name / folder or {{dataset, data_dir, label}}, "
-                                f"got {entry!r}")
-
-    def _config(self, values: dict, path: Path, where: str):
-        from .linkpred.training import config_from_dict
-
-        try:
-            return config_from_dict(values)
-        except MmeaInputError as e:
-            raise _err(path, where, e.message, e.hint) from None
-        except TypeError as e:  # a wrong type caught by the dataclass itself
-            raise _err(path, where, str(e)) from None
-
-    def _values(self, raw: dict, defaults: dict, row: dict, seed: int) -> dict:
-        bench = raw["bench"]
-        values = {**self.runner_defaults, "device": bench.get("device", "auto"),
-                  **raw.get("budget", {}), **defaults, **row, "seed": seed}
-        return {k: v for k, v in values.items() if k not in ROW_KEYS}
-
-    def check_defaults(self, raw: dict, path: Path) -> None:
-        for table in ("budget", "defaults"):
-            if "seed" in raw.get(table, {}):
-                raise _err(path, f"[{table}]", "seed is not set here: list the seeds in [bench] seeds")
-            self._config(self._values({**raw, "budget": {}}, raw.get(table, {}), {}, 0), path, f"[{table}]")
-
-    def resolve(self, raw, defaults, row, dataset, seed, path, where):
-        if "seed" in row:
-            raise _err(path, where, "seed is not set here: list the seeds in [bench] seeds")
-        values = self._values(raw, defaults, row, seed)
-        cfg = self._config(values, path, where)
-        data_dir = dataset.values.get("data_dir", raw["bench"].get("data_dir"))
-        params = {"dataset": dataset.values["dataset"], "data_dir": data_dir, "seed": seed,
-                  "device": values["device"], **{k: values.get(k) for k in self.named},
-                  "extra": {k: v for k, v in values.items() if k not in (*self.named, "seed", "device")}}
-        return {"dataset": params["dataset"], "data_dir": data_dir, "linkpred": _normalised(asdict(cfg))}, params
-
-    def stored_matches(self, cell: Cell) -> bool | None:
-        p = cell.out / "metrics.json"
-        if not p.is_file():
-            return None
-        try:
-            stored = json.loads(p.read_text(encoding="utf-8")).get("config") or {}
-        except (OSError, ValueError):
-            return False
-        # None fields (margin, shared_negatives) are resolved at run time from the others; a field the
-        # stored run does not have is a schema addition (same_settings), not a changed setting
-        return all(_normalised(stored[k]) == v for k, v in cell.config["linkpred"].items()
-                   if v is not None and k in stored)
-
-    def run(self, cell: Cell, quiet: bool) -> dict:
-        from . import linkpred
-
-        return linkpred.run_linkpred_cli(**cell.params, out=cell.out, progress=not quiet, overwrite=True)["metrics"]
-
-    def ran_label(self, m: dict) -> str:
-        c = m.get("config") or {}
-        parts = [str(m.get("model", c.get("model", "?"))), f"sampler {m.get('sampler', c.get('sampler'))}",
-                 f"loss {m.get('loss', c.get('loss'))}"]
-        if c:
-            parts += [f"K {c.get('num_negatives')}", f"d {c.get('dim')}",
-                      "filtered" if c.get("filtered", True) else "unfiltered"]
-        return " · ".join(parts)
-
-
-class ClepBench(LinkpredBench):
-    """Each cell -> :func:`mmea.clep.run_pretrain_clep_cli`; keys are :class:`~mmea.clep.training.ClepConfig`
-    fields, plus an optional ``finetune`` table of LinkPredConfig fields (a link-prediction model trained from
-    the CLEP embeddings and from random init with the same budget, inside the cell)."""
-
-    name = "clep"
-    default_metrics = ("mrr", "hits@1", "hits@10", "mr")
-    named = ()
-    runner_defaults = {}
-
-    def row_key(self, label: str, raw: dict, row: dict) -> str:
-        return slug(label)
-
-    def _config(self, values: dict, path: Path, where: str):
-        from .clep.training import clep_config_from_dict
-        from .linkpred.training import config_from_dict
-
-        values = dict(values)
-        finetune = values.pop("finetune", None)
-        try:
-            if finetune is not None:
-                if not isinstance(finetune, dict):
-                    raise MmeaInputError("finetune must be a table of link-prediction options")
-                config_from_dict({k: v for k, v in finetune.items()})
-            return clep_config_from_dict(values)
-        except MmeaInputError as e:
-            raise _err(path, where, e.message, e.hint) from None
-
-    def resolve(self, raw, defaults, row, dataset, seed, path, where):
-        if "seed" in row:
-            raise _err(path, where, "seed is not set here: list the seeds in [bench] seeds")
-        values = self._values(raw, defaults, row, seed)
-        cfg = self._config(values, path, where)
-        finetune = values.get("finetune")
-        data_dir = dataset.values.get("data_dir", raw["bench"].get("data_dir"))
-        params = {"dataset": dataset.values["dataset"], "data_dir": data_dir,
-                  "values": {k: v for k, v in values.items() if k != "finetune"},
-                  "finetune": dict(finetune) if finetune else None}
-        return {"dataset": params["dataset"], "data_dir": data_dir, "clep": _normalised(asdict(cfg)),
-                "finetune": _normalised(params["finetune"])}, params
-
-    def stored_matches(self, cell: Cell) -> bool | None:
-        p = cell.out / "metrics.json"
-        if not p.is_file():
-            return None
-        try:
-            m = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        if not same_settings(_normalised(m.get("config") or {}), cell.config["clep"]):
-            return False
-        want = cell.config.get("finetune")
-        have = (m.get("finetune") or {}).get("config")
-        return (not want and not m.get("finetune")) or _normalised(have) == want
-
-    def run(self, cell: Cell, quiet: bool) -> dict:
-        from . import clep
-
-        return clep.run_pretrain_clep_cli(**cell.params, out=cell.out, progress=not quiet, overwrite=True)["metrics"]
-
-    def ran_label(self, m: dict) -> str:
-        c = m.get("config") or {}
-        enc = m.get("text_encoder") or {}
-        parts = [f"CLEP {m.get('graph_encoder', c.get('graph_encoder', '?'))}",
-                 f"text {enc.get('encoder', c.get('text_encoder'))}"]
-        texts = m.get("texts") or {}
-        if texts:
-            parts.append("descriptions" if texts.get("description") else "names only")
-        if c:
-            parts += [f"d {c.get('dim')}", f"p {c.get('proj_dim')}", f"batch {c.get('batch_size')}",
-                      f"{m.get('epochs_run', '?')} epochs ({m.get('stopped', '?')})"]
-        ft = m.get("finetune")
-        if ft:
-            parts.append(f"fine-tune {ft.get('model')}")
-        return " · ".join(parts)
-
-
-TASKS: dict[str, type[BenchTask]] = {"align": AlignBench, "linkpred": LinkpredBench, "clep": ClepBench}
+    return used(info)
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -570,9 +316,11 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
     bench = raw.get("bench")
     if not isinstance(bench, dict):
         raise _err(p, "[bench]", "missing table (name, task, seeds, ...)")
-    if bench.get("task") not in TASKS:
-        raise _err(p, "[bench]", f"task must be one of {', '.join(TASKS)}, got {bench.get('task')!r}")
-    task = TASKS[bench["task"]]()
+    from .pipelines import JOBS
+
+    if bench.get("task") not in JOBS:
+        raise _err(p, "[bench]", f"task must be one of {', '.join(JOBS)}, got {bench.get('task')!r}")
+    task = BenchTask(bench["task"], data_dir)
     _check_keys(raw, (*task.tables, "compare"), p, "top level")
     _check_keys(bench, task.bench_keys, p, "[bench]")
     for t in task.tables[1:]:
@@ -596,14 +344,6 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
     description = bench.get("description", "")
     if not isinstance(description, str):
         raise _err(p, "[bench]", "description must be a string")
-    if data_dir is not None:
-        if task.name == "align":
-            raw = _deep_merge({"defaults": {"data": {"data_dir": str(data_dir)}}}, raw)
-        else:
-            raw = _deep_merge({"bench": {"data_dir": str(data_dir)}}, raw)
-        bench = raw["bench"]
-
-    defaults = raw.get("defaults", {})
     task.check_defaults(raw, p)
     rows_raw = raw.get("rows") or []
     if not rows_raw:
@@ -622,17 +362,17 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
         anchor = r.get("anchor")
         if anchor is not None and not isinstance(anchor, (str, dict)):
             raise _err(p, where, "anchor must be a string or a table of published numbers")
-        key = task.row_key(label, raw, r)
+        resolved = [(ds, seed, *task.resolve(raw, r, ds, seed, p, where))
+                    for ds in task.datasets(bench, r, p, where) for seed in seeds]
+        key = task.row_key(label, resolved[0][3])
         if key in seen:
             raise _err(p, where, f"row name {key!r} repeats row #{seen[key]}; labels must be distinct")
         seen[key] = i
         row = Row(i, label, key, setting, anchor, {k: v for k, v in r.items() if k not in ROW_KEYS})
         rows.append(row)
-        for ds in task.datasets(bench, r, p, where):
-            for seed in seeds:
-                config, params = task.resolve(raw, defaults, r, ds, seed, p, where)
-                cell_name = f"{key}{'-' + slug(ds.label) if ds.label else ''}-seed{seed}"
-                cells.append(Cell(row, ds.label, seed, out / cell_name, _normalised(config), params))
+        for ds, seed, record, params in resolved:
+            cell_name = f"{key}{'-' + slug(ds.label) if ds.label else ''}-seed{seed}"
+            cells.append(Cell(row, ds.label, seed, out / cell_name, _normalised(record), params))
     comparisons = _comparisons(raw.get("compare", []), rows, metrics, p)
     return Pipeline(p, name, task, out, list(seeds), metrics, report, description, rows, cells, figures, comparisons)
 

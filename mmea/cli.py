@@ -234,28 +234,26 @@ def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, m
     --resume RUN_DIR continues an interrupted run from its checkpoint.pt with
     the run's own config.toml, and writes the results into RUN_DIR.
     """
-    from .pipelines.align_config import load_config
-    from .pipelines.align import resume_config, run_align
+    from .pipelines import JOBS
 
+    job = JOBS["align"]
     if resume:
         _reject_options_with_resume(ctx, "align")
-        cfg = resume_config(resume)
-        result = run_align(cfg, out=Path(resume), quiet=ctx.obj["quiet"], resume=True,
-                           checkpoint_every=checkpoint_every)
-        _print_align_summary(result)
-        return
-
-    base = _base_from_options(
-        seed, device,
-        data=_data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split),
-        features={"name_encoder": name_encoder, "name_model": name_model, "name_source": name_source},
-        model={"name": model, "modalities": modalities},
-        search={"match": match, "topk": topk, "candidates": candidates},
-    )
-    cfg = load_config(config_path, list(overrides), base)
-    result = run_align(cfg, out=Path(out) if out else None, quiet=ctx.obj["quiet"], overwrite=overwrite,
-                       checkpoint_every=checkpoint_every)
-    _print_align_summary(result)
+        cfg, run_dir = job.resume_config(resume), Path(resume)
+    else:
+        base = _base_from_options(
+            seed, device,
+            data=_data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split),
+            features={"name_encoder": name_encoder, "name_model": name_model, "name_source": name_source},
+            model={"name": model, "modalities": modalities},
+            search={"match": match, "topk": topk, "candidates": candidates},
+        )
+        cfg = job.load_config(config_path, list(overrides), base)
+        run_dir = Path(out) if out else job.default_run_dir(cfg)
+    metrics = job.run(cfg, run_dir, resume=bool(resume), overwrite=overwrite, progress=not ctx.obj["quiet"],
+                      checkpoint_every=checkpoint_every)
+    _print_align_summary({"metrics": metrics, "metrics_path": run_dir / "metrics.json",
+                          "alignment": run_dir / "alignment.csv", "run_dir": run_dir})
 
 
 def _print_align_summary(result: dict) -> None:
@@ -500,9 +498,10 @@ Examples:
 @click.option("--epochs", type=int, default=300, show_default=True)
 @click.option("--num-negatives", type=int, default=256, show_default=True)
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
-              help="TOML file of training options (flat keys or a [linkpred] table); options given on the "
-                   "command line and --set win over it.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Any other training option.")
+              help="TOML file: [source] (dataset, data_dir) and [linkpred] sections, or flat keys / a [linkpred] "
+                   "table; options given on the command line and --set win over it.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any other training option: KEY (= linkpred.KEY) or section.KEY, e.g. --set lr=0.01 (repeatable).")
 @click.option("--seed", type=int, default=0)
 @click.option("--device", default="auto")
 @click.option("--out", default=None, type=click.Path(file_okay=False))
@@ -515,67 +514,70 @@ def linkpred(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_nega
 
     --resume RUN_DIR continues an interrupted run from its checkpoint.pt with the run's own config.toml.
     """
-    from .linkpred import resume_linkpred
-
-    if resume:
-        _reject_options_with_resume(ctx, "linkpred")
-        res = resume_linkpred(resume, progress=not ctx.obj["quiet"], checkpoint_every=checkpoint_every)
-    else:
-        named = _with_config_file(ctx, config_file, "linkpred", {
-            "dataset": dataset, "data_dir": data_dir, "model": model, "sampler": sampler, "loss": loss, "dim": dim,
-            "epochs": epochs, "num_negatives": num_negatives, "seed": seed, "device": device})
-        res = _linkpred_new(ctx, overrides=overrides, out=out, overwrite=overwrite, checkpoint_every=checkpoint_every,
-                            **named)
-    t = res["metrics"].get("test", {})
+    cfg, run_dir = _job_config_and_dir(ctx, "linkpred", resume, config_file, overrides, out, {
+        "dataset": dataset, "data_dir": data_dir, "model": model, "sampler": sampler, "loss": loss, "dim": dim,
+        "epochs": epochs, "num_negatives": num_negatives, "seed": seed, "device": device})
+    metrics = _run_job("linkpred", cfg, run_dir, ctx, resume, overwrite, checkpoint_every)
+    t = metrics.get("test", {})
     if t:
         click.echo("test (filtered): " + "  ".join(f"{k} {v:.4f}" for k, v in t.items() if isinstance(v, float)))
-    click.echo(f"metrics: {res['metrics_path']}")
+    click.echo(f"metrics: {run_dir / 'metrics.json'}")
 
 
-def _linkpred_new(ctx, dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, overrides, seed, device,
-                  out, checkpoint_every, overwrite=False, extra=None) -> dict:
-    """A new ``mmea linkpred`` run from the options (``extra``: the config file's other keys)."""
-    from .linkpred import run_linkpred_cli
+def _job_config_and_dir(ctx, name: str, resume, config_file, overrides, out, options: dict):
+    """``(config, run directory)`` of a training job's command: the run's own config with ``--resume``
+    (no other option allowed), else :func:`_job_config` and ``--out`` (or the job's default folder)."""
+    import dataclasses
+
+    from .pipelines import JOBS
     from .runs import resolve_device
 
-    extra = {**(extra or {}), **_set_values(overrides)}
-    return run_linkpred_cli(dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, seed,
-                            resolve_device(device), out, extra, progress=not ctx.obj["quiet"],
-                            checkpoint_every=checkpoint_every, overwrite=overwrite)
+    job = JOBS[name]
+    if resume:
+        _reject_options_with_resume(ctx, {"clep": "pretrain-clep"}.get(name, name))
+        return job.resume_config(resume), Path(resume)
+    cfg = _job_config(ctx, job, config_file, overrides, options)
+    main = getattr(cfg, job.MAIN)  # the device is resolved once, here (auto -> cpu / cuda:0)
+    cfg = dataclasses.replace(cfg, **{job.MAIN: dataclasses.replace(main, device=resolve_device(main.device))})
+    return cfg, Path(out) if out else job.default_run_dir(cfg)
 
 
-def _with_config_file(ctx, path, table: str, named: dict) -> dict:
-    """``named`` option values with a ``--config`` TOML file applied under them.
+def _run_job(name: str, cfg, run_dir: Path, ctx, resume, overwrite: bool, checkpoint_every: int) -> dict:
+    from .pipelines import JOBS
 
-    The file holds flat keys or a ``[table]`` table; a key that is one of the
-    named options replaces that option's value unless the option was given on
-    the command line; the other keys are returned under ``"extra"`` (validated
-    by the command's config, which lists the valid keys).  A missing file or bad
+    return JOBS[name].run(cfg, run_dir, resume=bool(resume), overwrite=overwrite, progress=not ctx.obj["quiet"],
+                          checkpoint_every=checkpoint_every)
+
+
+#: command-line options whose config key has another name (--finetune-text = --set text_finetune=true)
+OPTION_KEYS = {"finetune_text": "text_finetune"}
+
+
+def _job_config(ctx, job, path, overrides, options: dict):
+    """A job's config from its command's options, ``--config FILE.toml`` and ``--set``, checked once.
+
+    Layers, later ones winning: the options left at their defaults, the file (any layout the job
+    reads: sections, flat keys, a ``[linkpred]`` / ``[clep]`` table), the options given on the
+    command line, then the ``--set`` overrides (``section.key=value``; a key without a section
+    goes to the job's main section).  An unknown key lists the valid ones; a missing file or bad
     TOML is an input error naming the file.
     """
-    import tomllib
-
     from click.core import ParameterSource
 
-    from .errors import MmeaInputError
+    from .config import read_toml
 
-    out = dict(named, extra={})
-    if not path:
-        return out
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise MmeaInputError(f"{path}: cannot read the config file ({e.strerror or e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise MmeaInputError(f"{path}: not valid TOML: {e}") from None
-    values = raw.get(table, raw) if isinstance(raw.get(table), dict) else raw
-    for key, value in values.items():
-        if key in named:
-            if ctx.get_parameter_source(key) != ParameterSource.COMMANDLINE:
-                out[key] = value
-        else:
-            out["extra"][key] = value
-    return out
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    layers = [{k: v for k, v in options.items() if k not in given and v is not None},
+              read_toml(path) if path else {}, {k: v for k, v in given.items() if v is not None}]
+    for layer in layers:  # option names that are not the config key
+        for option, key in OPTION_KEYS.items():
+            if option in layer:
+                layer[key] = layer.pop(option)
+    base: dict = {}
+    for layer in layers:
+        for k, v in job.normalise(layer).items():
+            base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return job.load_config(None, list(overrides), base)
 
 
 @main.command("pretrain-clep", epilog="""\b
@@ -587,6 +589,7 @@ Examples:
   mmea pretrain-clep --dataset fb15k237 --set descriptions_file=entity2textlong.txt
   mmea link-mention --kg runs/clep-fb15k237 "the capital of Germany"
   mmea linkpred --dataset fb15k237 --dim 200 --set init_from=runs/clep-fb15k237   # fine-tune from CLEP
+  mmea pretrain-clep --resume runs/clep-fb15k237-embedding-20250101-120000   # after Ctrl-C
 """)
 @click.option("--dataset", default="fb15k237", show_default=True,
               help="Catalog name or a folder with train/valid/test.txt (+ entity2text.txt, entity2textlong.txt).")
@@ -602,15 +605,17 @@ Examples:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Any other CLEP option (docs/clep.md), e.g. --set proj_dim=64 (repeatable).")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
-              help="TOML file of CLEP options (flat keys or a [clep] table); command-line options and --set win.")
+              help="TOML file: [source] (dataset, data_dir) and [clep] sections, or flat keys / a [clep] table; "
+                   "command-line options and --set win over it.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory (default runs/clep-<dataset>-<encoder>-<time>).")
 @overwrite_option
+@resume_options
 @click.pass_context
 def pretrain_clep(ctx, dataset, data_dir, graph_encoder, text_encoder, finetune_text, epochs, dim, batch_size,
-                  overrides, config_file, seed, device, out, overwrite):
+                  overrides, config_file, seed, device, out, overwrite, resume, checkpoint_every):
     """Pre-train CLEP (graph encoder <-> entity texts, symmetric contrastive loss) and evaluate link prediction
     across spaces (filtered MR, MRR, Hits@1/10).
 
@@ -619,23 +624,11 @@ def pretrain_clep(ctx, dataset, data_dir, graph_encoder, text_encoder, finetune_
     distribution of correct vs incorrect pairs (cosine_pairs.npz, cosine_hist.png).
     See docs/clep.md.
     """
-    from .clep import run_pretrain_clep_cli
-
-    from .runs import resolve_device
-
-    named = _with_config_file(ctx, config_file, "clep", {"dataset": dataset, "data_dir": data_dir, "seed": seed,
-                                                         "device": device})
-    dataset, data_dir = named["dataset"], named["data_dir"]
-    values = named["extra"]
-    for k, v in (("graph_encoder", graph_encoder), ("text_encoder", text_encoder), ("epochs", epochs),
-                 ("dim", dim), ("batch_size", batch_size)):
-        if v is not None:
-            values[k] = v
-    if finetune_text:
-        values["text_finetune"] = True
-    values.update(_set_values(overrides))
-    values["seed"], values["device"] = named["seed"], resolve_device(named["device"])
-    res = run_pretrain_clep_cli(dataset, data_dir, values, out, progress=not ctx.obj["quiet"], overwrite=overwrite)
+    cfg, run_dir = _job_config_and_dir(ctx, "clep", resume, config_file, overrides, out, {
+        "dataset": dataset, "data_dir": data_dir, "graph_encoder": graph_encoder, "text_encoder": text_encoder,
+        "finetune_text": True if finetune_text else None, "epochs": epochs, "dim": dim, "batch_size": batch_size,
+        "seed": seed, "device": device})
+    res = {"metrics": _run_job("clep", cfg, run_dir, ctx, resume, overwrite, checkpoint_every), "run_dir": run_dir}
     m = res["metrics"]
     t = m.get("test", {})
     if t:
@@ -645,19 +638,6 @@ def pretrain_clep(ctx, dataset, data_dir, graph_encoder, text_encoder, finetune_
         c = m["cosine"]
         click.echo(f"cosine: correct {c['mean_correct']:.3f}, incorrect {c['mean_incorrect']:.3f} (AUC {c['auc']:.3f})")
     click.echo(f"run: {res['run_dir']}   (mmea link-mention --kg {res['run_dir']} \"TEXT\")")
-
-
-def _set_values(overrides) -> dict:
-    from .config import parse_value
-    from .errors import MmeaInputError
-
-    out = {}
-    for item in overrides:
-        if "=" not in item:
-            raise MmeaInputError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = parse_value(v.strip())
-    return out
 
 
 @main.command("link-mention", epilog="""\b

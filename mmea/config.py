@@ -167,8 +167,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         return False, value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return True, float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return True, value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
     if tp is bool:
         return isinstance(value, bool), value
     if tp is str:
@@ -258,8 +258,9 @@ def build_dataclass(cls, values: dict, where: str):
         return _adapter(cls).validate_python(kwargs)
     except pydantic.ValidationError as e:
         raise _range_error(e, where) from None
-    except MmeaInputError as e:  # a __post_init__ check
-        raise MmeaInputError(f"{where}: {e.message}", e.hint) from None
+    except MmeaInputError as e:  # a __post_init__ check (its message may name the section already)
+        msg = e.message if e.message.startswith(f"{where}:") else f"{where}: {e.message}"
+        raise MmeaInputError(msg, e.hint) from None
 
 
 def parse_value(text: str) -> Any:
@@ -270,30 +271,53 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides: list[str], *, sections=None, top_level=None, main: str = "model") -> dict:
     """Apply ``key=value`` / ``section.key=value`` strings to a raw config dict.
 
-    A key without a section is top-level when it is one (``seed``), else a
-    model parameter (``--set point=true`` == ``--set model.point=true``).
+    A key without a section is top-level when it is one (``seed``), else a key of the job's
+    main section ``main`` (``--set point=true`` == ``--set model.point=true`` for ``mmea align``;
+    ``--set lr=0.02`` == ``--set linkpred.lr=0.02`` for ``mmea linkpred``).  ``sections`` and
+    ``top_level`` name the job's sections and top-level keys (default: ``mmea align``'s).
     """
+    sections = tuple(sections) if sections is not None else (*SECTIONS, "model")
+    top_level = tuple(top_level) if top_level is not None else tuple(TOP_LEVEL)
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for item in overrides:
         if "=" not in item:
-            raise MmeaInputError(f"--set expects key=value, got {item!r}", hint="e.g. --set search.csls_k=5")
+            raise MmeaInputError(f"--set expects key=value, got {item!r}", hint=f"e.g. --set {main}.KEY=VALUE")
         key, text = item.split("=", 1)
         key = key.strip()
         value = parse_value(text.strip())
         if "." in key:
             section, sub = key.split(".", 1)
-            if section not in SECTIONS and section != "model":
+            if section not in sections:
                 raise MmeaInputError(
-                    f"unknown section {section!r} in --set {item}; valid sections: data, features, model, search")
+                    f"unknown section {section!r} in --set {item}; valid sections: {', '.join(sorted(sections))}")
+            if not isinstance(out.get(section, {}), dict):
+                raise MmeaInputError(f"--set {item}: {section} is not a table")
             out.setdefault(section, {})[sub] = value
-        elif key in TOP_LEVEL:
+        elif key in top_level:
             out[key] = value
         else:
-            out.setdefault("model", {})[key] = value
+            out.setdefault(main, {})[key] = value
     return out
+
+
+def build_sections(cls, raw: dict, where: str = ""):
+    """A sectioned job config: ``cls`` is a frozen dataclass whose fields are section dataclasses
+    (``[source]``, ``[linkpred]`` ...); each table of ``raw`` is built by :func:`build_dataclass`,
+    an unknown section lists the valid ones.  ``where`` prefixes the messages (the job's name)."""
+    names = {f.name: f for f in fields(cls)}
+    types = field_types(cls)
+    kwargs = {}
+    for k, v in raw.items():
+        if k not in names:
+            raise MmeaInputError(f"{where + ': ' if where else ''}unknown config section {k!r}; "
+                                 f"valid sections: {', '.join(sorted(names))}")
+        if not isinstance(v, dict):
+            raise MmeaInputError(f"[{k}] must be a table, got {v!r}")
+        kwargs[k] = build_dataclass(types[k], v, k)
+    return cls(**kwargs)
 
 
 def _check_top_level(k: str, v: Any) -> Any:
@@ -330,6 +354,23 @@ def resolve_config(raw: dict, validate_model: typing.Callable[[dict], dict]) -> 
     return RunConfig(**kwargs)
 
 
+def same_settings(stored: dict, current: dict) -> bool:
+    """Whether a finished run's stored config still matches: every key present in both is equal.
+
+    A key present on one side only is a schema change between mmea versions
+    (a setting added or retired since the run, at its default), not a
+    changed setting, so it does not make finished runs stale (``mmea bench --force`` reruns them).
+    """
+    for key in stored.keys() & current.keys():
+        a, b = stored[key], current[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            if not same_settings(a, b):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
 def read_toml(path: str | Path) -> dict:
     """A TOML file as a dict; a missing or invalid file is an input error naming it."""
     p = Path(path)
@@ -338,20 +379,30 @@ def read_toml(path: str | Path) -> dict:
     try:
         return tomllib.loads(p.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as e:
-        raise MmeaInputError(f"{p}: invalid TOML: {e}") from None
+        raise MmeaInputError(f"{p}: invalid TOML: {e}",
+                             hint=f"{p}: not valid TOML; fix the line named above (key = value, strings in quotes)"
+                             ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise MmeaInputError(f"{p}: cannot read the config file ({e})") from None
 
 
-def merge_raw(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
-    """The raw config dict: a TOML file (optional), then ``base``, then the ``--set`` overrides."""
+def merge_raw(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None, *,
+              normalise: typing.Callable[[dict], dict] | None = None, **override_options) -> dict:
+    """The raw config dict: a TOML file (optional), then ``base``, then the ``--set`` overrides.
+
+    ``normalise`` rewrites the file's dict into the job's sectioned layout first (older flat
+    layouts); ``override_options`` (``sections``, ``top_level``, ``main``) go to
+    :func:`apply_overrides`.
+    """
     raw: dict = read_toml(path) if path is not None else {}
+    if normalise is not None:
+        raw = normalise(raw)
     for k, v in (base or {}).items():
         if isinstance(v, dict):
             raw.setdefault(k, {}).update(v)
         else:
             raw[k] = v
-    return apply_overrides(raw, overrides or [])
+    return apply_overrides(raw, overrides or [], **override_options)
 
 
 def _toml_value(v: Any) -> str:

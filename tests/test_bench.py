@@ -95,7 +95,7 @@ class FakeAlign:
         self.hits = hits or (lambda cfg: 0.5 + 0.1 * cfg.seed)
         self.fail = fail
 
-    def __call__(self, cfg, out=None, quiet=False, overwrite=False):
+    def __call__(self, cfg, out=None, quiet=False, overwrite=False, **kw):
         from mmea.config import to_toml
 
         self.calls.append(cfg)
@@ -324,24 +324,38 @@ def test_table_rows_are_mean_std_of_the_cells(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- linkpred
+def non_default(section, always=()) -> dict:
+    """The fields of a config section that differ from their defaults (plus ``always``): what a
+    pipeline's row, defaults and budget set, as the runners' keyword arguments were before the jobs."""
+    default = type(section)()
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if f.name in always or getattr(section, f.name) != getattr(default, f.name)}
+
+
+LP_NAMED = ("model", "sampler", "loss", "dim", "epochs", "num_negatives")
+
+
+def linkpred_call(config, out=None) -> dict:
+    """A linkpred job's config as run_linkpred_cli's keyword arguments (``extra``: the other fields set)."""
+    lp = config.linkpred
+    return dict(dataset=config.source.dataset, data_dir=config.source.data_dir,
+                **{k: getattr(lp, k) for k in LP_NAMED}, seed=lp.seed, device=lp.device, out=out,
+                extra={k: v for k, v in non_default(lp).items() if k not in (*LP_NAMED, "seed", "device")})
+
+
 class FakeLinkpred:
-    """Stands in for run_linkpred_cli: records its arguments, writes a metrics.json like the real one."""
+    """Stands in for the linkpred job's run: records its config, writes a metrics.json like the real one."""
 
     def __init__(self):
         self.calls: list[dict] = []
 
-    def __call__(self, dataset, data_dir=None, model="transe", sampler="uniform", loss="self-adversarial",
-                 dim=None, epochs=None, num_negatives=None, seed=0, device="cpu", out=None, extra=None,
-                 progress=True, overwrite=False):
-        from mmea.linkpred.training import config_from_dict, resolve_margin
+    def __call__(self, config, run_dir, *, overwrite=False, progress=True, **kw):
+        from mmea.linkpred.training import resolve_margin
 
-        kw = dict(dataset=dataset, data_dir=data_dir, model=model, sampler=sampler, loss=loss, dim=dim,
-                  epochs=epochs, num_negatives=num_negatives, seed=seed, device=device, out=out, extra=extra)
-        self.calls.append(kw)
-        values = {"model": model, "sampler": sampler, "loss": loss, "seed": seed, "device": device, **extra}
-        values.update({k: v for k, v in (("dim", dim), ("epochs", epochs), ("num_negatives", num_negatives))
-                       if v is not None})
-        cfg = config_from_dict(values)
+        out = run_dir
+        self.calls.append(linkpred_call(config, out))
+        cfg = config.linkpred
+        dataset, model, sampler, loss, seed = config.source.dataset, cfg.model, cfg.sampler, cfg.loss, cfg.seed
         m = {"dataset": dataset, "task": "linkpred", "model": model, "sampler": sampler, "loss": loss,
              "seed": seed, "device": "cpu",
              "config": {**dataclasses.asdict(cfg), "margin": resolve_margin(cfg), "shared_negatives": True},
@@ -351,15 +365,15 @@ class FakeLinkpred:
              "timings": {"train_s": 2.0, "epoch_s_mean": 0.5, "total_s": 3.0}}
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "metrics.json").write_text(json.dumps(m))
-        return {"metrics": m, "metrics_path": Path(out) / "metrics.json"}
+        return m
 
 
 @pytest.fixture
 def fake_linkpred(monkeypatch):
-    import mmea.linkpred
+    import mmea.pipelines.linkpred as job
 
     fake = FakeLinkpred()
-    monkeypatch.setattr(mmea.linkpred, "run_linkpred_cli", fake)
+    monkeypatch.setattr(job, "run", fake)
     return fake
 
 
@@ -421,14 +435,14 @@ def test_shipped_negative_sampling_pipeline_resolves_as_its_header_says(tmp_path
     assert p.metrics == ["test.mrr", "test.hits@1", "test.hits@3", "test.hits@10", "test.mr"]
     assert "false_negatives.returned_true_rate_all_splits" in p.report
     cells = {c.name: c for c in p.cells}
-    hard = cells["hard-nn-transe-seed0"].params
+    hard = linkpred_call(cells["hard-nn-transe-seed0"].params)
     assert (hard["model"], hard["sampler"], hard["num_negatives"], hard["dim"], hard["device"]) == \
         ("transe", "hard-nn", 32, 200, "cpu")
     assert hard["extra"]["sampler_options"] == {"num_neighbors": 64, "refresh_every": 2}
     assert hard["extra"]["max_minutes"] == 9.0 and hard["extra"]["normalize_entities"] is True
     assert hard["extra"]["num_threads"] == 1
-    assert cells["self-adversarial-unfiltered-transe-seed0"].params["extra"]["filtered"] is False
-    assert cells["uniform-distmult-seed0"].params["extra"]["regularization"] == 0.0001
+    assert linkpred_call(cells["self-adversarial-unfiltered-transe-seed0"].params)["extra"]["filtered"] is False
+    assert linkpred_call(cells["uniform-distmult-seed0"].params)["extra"]["regularization"] == 0.0001
     monkeypatch.chdir(tmp_path)
     r = run("-q", "bench", REPO / "pipelines" / "negative_sampling_fb15k237.toml")
     assert r.exit_code == 0 and len(fake_linkpred.calls) == 11 and "11 cells: 11 done" in r.output
@@ -437,19 +451,23 @@ def test_shipped_negative_sampling_pipeline_resolves_as_its_header_says(tmp_path
 
 
 # ------------------------------------------------------------------------------------------ clep cells
+def clep_call(config, out=None) -> dict:
+    """A clep job's config as run_pretrain_clep_cli's keyword arguments (``values``: every ClepConfig field)."""
+    return {"dataset": config.source.dataset, "data_dir": config.source.data_dir,
+            "values": dataclasses.asdict(config.clep), "out": out, "finetune": config.finetune}
+
+
 class FakeClep:
-    """Stands in for mmea.clep.run_pretrain_clep_cli: records the call, writes a plausible metrics.json."""
+    """Stands in for the clep job's run: records the config, writes a plausible metrics.json."""
 
     def __init__(self):
-        self.calls = []
+        self.calls, self.configs = [], []
 
-    def __call__(self, dataset, data_dir=None, values=None, out=None, progress=True, finetune=None, overwrite=False):
-        from mmea.clep.training import clep_config_from_dict
-
-        self.calls.append({"dataset": dataset, "data_dir": data_dir, "values": values, "out": out,
-                           "finetune": finetune})
-        cfg = clep_config_from_dict(dict(values))
-        m = {"dataset": dataset, "task": "clep", "graph_encoder": cfg.graph_encoder, "seed": cfg.seed,
+    def __call__(self, config, run_dir, *, overwrite=False, progress=True, **kw):
+        out, cfg, finetune = run_dir, config.clep, config.finetune
+        self.calls.append(clep_call(config, out))
+        self.configs.append(config)
+        m = {"dataset": config.source.dataset, "task": "clep", "graph_encoder": cfg.graph_encoder, "seed": cfg.seed,
              "device": "cpu", "text_encoder": {"encoder": "offline"}, "texts": {"description": 0, "name": 5},
              "config": dataclasses.asdict(cfg), "test": {"mr": 400.0 + cfg.seed, "mrr": 0.15, "hits@1": 0.1,
                                                          "hits@10": 0.3},
@@ -460,15 +478,15 @@ class FakeClep:
                              "clep": {"test": {"mrr": 0.22}}, "random": {"test": {"mrr": 0.20}}}
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "metrics.json").write_text(json.dumps(m))
-        return {"metrics": m, "metrics_path": Path(out) / "metrics.json", "run_dir": Path(out)}
+        return m
 
 
 @pytest.fixture
 def fake_clep(monkeypatch):
-    import mmea.clep
+    import mmea.pipelines.clep as job
 
     fake = FakeClep()
-    monkeypatch.setattr(mmea.clep, "run_pretrain_clep_cli", fake)
+    monkeypatch.setattr(job, "run", fake)
     return fake
 
 
@@ -507,8 +525,10 @@ def test_clep_pipeline_calls_the_runner_per_row_and_seed(tmp_path, fake_clep, mo
     assert [Path(c["out"]).name for c in fake_clep.calls] == ["emb-seed0", "emb-seed1", "rgcn-seed0", "rgcn-seed1"]
     c = fake_clep.calls[1]
     assert c["dataset"] == "tiny" and c["data_dir"] == str(tmp_path / "data")
-    assert c["values"] == {"device": "cpu", "max_minutes": 1.0, "num_threads": 1, "dim": 8,
-                           "graph_encoder": "embedding", "seed": 1}
+    expected = {"device": "cpu", "max_minutes": 1.0, "num_threads": 1, "dim": 8, "graph_encoder": "embedding", "seed": 1}
+    assert {k: c["values"][k] for k in expected} == expected
+    # and nothing else was set: every other field is at its default
+    assert non_default(fake_clep.configs[1].clep, ("device", "num_threads", "graph_encoder")) == expected
     assert c["finetune"] == {"model": "transe", "dim": 8, "max_minutes": 0.5}
     assert fake_clep.calls[2]["finetune"] is None
     md = (tmp_path / "results" / "cl.md").read_text()
@@ -534,13 +554,13 @@ def test_shipped_clep_pipeline_resolves_within_budget(tmp_path, fake_clep, monke
         ["clep-embedding", "clep-rgcn"]
     assert p.metrics == ["test.mr", "test.mrr", "test.hits@1", "test.hits@10"]
     cells = {c.name: c for c in p.cells}
-    emb = cells["clep-embedding-seed0"].params
+    emb = clep_call(cells["clep-embedding-seed0"].params)
     assert emb["values"]["num_threads"] == 1 and emb["values"]["text_encoder"] == "offline"
     # pre-training + two fine-tuning runs fit the ~8-minute cell budget (evaluations aside)
     assert emb["values"]["max_minutes"] + 2 * emb["finetune"]["max_minutes"] <= 6.0
     assert emb["finetune"]["dim"] == emb["values"]["dim"] and emb["finetune"]["num_threads"] == 1
-    assert cells["clep-rgcn-seed0"].params["values"]["graph_encoder"] == "rgcn"
-    assert cells["clep-rgcn-seed0"].params["values"]["max_minutes"] <= 6.5
+    assert clep_call(cells["clep-rgcn-seed0"].params)["values"]["graph_encoder"] == "rgcn"
+    assert clep_call(cells["clep-rgcn-seed0"].params)["values"]["max_minutes"] <= 6.5
     assert cells["clep-embedding-seed0"].row.anchor["test.mrr"] == 0.222
     monkeypatch.chdir(tmp_path)
     r = run("-q", "bench", REPO / "pipelines" / "clep_fb15k237.toml")

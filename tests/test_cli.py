@@ -162,22 +162,30 @@ def test_linkpred_on_a_tiny_folder(tmp_path):
 
 
 def test_linkpred_and_pretrain_clep_take_a_config_file_under_command_line_options(tmp_path, monkeypatch):
-    import mmea.clep as clep
-    import mmea.linkpred as linkpred
+    import dataclasses
+
+    import mmea.pipelines.clep as clep
+    import mmea.pipelines.linkpred as linkpred
 
     calls = {}
 
-    def fake_linkpred(dataset, data_dir, model, sampler, loss, dim, epochs, num_negatives, seed, device, out, extra,
-                      **kw):
-        calls["linkpred"] = dict(dataset=dataset, model=model, dim=dim, epochs=epochs, seed=seed, extra=extra)
-        return {"metrics": {"test": {"mrr": 0.5}}, "metrics_path": tmp_path / "m.json"}
+    def changed(section, always=()):
+        default = type(section)()
+        return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+                if f.name in always or getattr(section, f.name) != getattr(default, f.name)}
 
-    def fake_clep(dataset, data_dir, values, out, progress=True, **kw):
-        calls["clep"] = dict(dataset=dataset, values=values)
-        return {"metrics": {}, "run_dir": tmp_path / "run"}
+    def fake_linkpred(config, run_dir, **kw):  # the job's run: what the command resolved
+        lp, named = config.linkpred, ("model", "dim", "epochs", "seed")
+        calls["linkpred"] = dict(dataset=config.source.dataset, **{k: getattr(lp, k) for k in named},
+                                 extra={k: v for k, v in changed(lp).items() if k not in (*named, "device")})
+        return {"test": {"mrr": 0.5}}
 
-    monkeypatch.setattr(linkpred, "run_linkpred_cli", fake_linkpred)
-    monkeypatch.setattr(clep, "run_pretrain_clep_cli", fake_clep)
+    def fake_clep(config, run_dir, **kw):
+        calls["clep"] = dict(dataset=config.source.dataset, values=changed(config.clep, ("seed", "device")))
+        return {}
+
+    monkeypatch.setattr(linkpred, "run", fake_linkpred)
+    monkeypatch.setattr(clep, "run", fake_clep)
     cfg = tmp_path / "lp.toml"
     cfg.write_text('[linkpred]\nmodel = "distmult"\ndim = 32\nepochs = 7\nlr = 0.01\nseed = 3\n')
     r = run("linkpred", "--config", str(cfg), "--dim", "16", "--set", "lr=0.02")

@@ -18,12 +18,10 @@ This package imports no torch until a function runs.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-log = logging.getLogger("mmea.clep")
-
-__all__ = ["run_pretrain_clep_cli", "GRAPH_ENCODER_NAMES", "ClepConfig", "train_clep", "link_mention"]
+__all__ = ["run_pretrain_clep_cli", "GRAPH_ENCODER_NAMES", "ClepConfig", "train_clep", "link_mention",
+           "finetune_comparison"]
 
 #: the registered graph encoder names, without importing torch (checked against the registry in the tests)
 GRAPH_ENCODER_NAMES = ("embedding", "r-gcn", "rgcn")
@@ -40,6 +38,10 @@ def __getattr__(name):  # lazy re-exports (PEP 562): keep `import mmea.clep` tor
         from . import mention
 
         return getattr(mention, name)
+    if name == "finetune_comparison":  # the job's, kept here for callers of the earlier API
+        from ..pipelines import JOBS
+
+        return JOBS["clep"].finetune_comparison
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -47,50 +49,21 @@ def run_pretrain_clep_cli(dataset: str, data_dir=None, values: dict | None = Non
                           progress: bool = True, finetune: dict | None = None, overwrite: bool = False) -> dict:
     """Load a dataset, pre-train CLEP, evaluate; returns ``{"metrics", "metrics_path", "run_dir"}``.
 
+    The ``mmea pretrain-clep`` job (:mod:`mmea.pipelines.clep`) from keyword arguments.
     ``values`` are :class:`ClepConfig` fields (an unknown key is an error that
     lists the valid ones).  ``finetune`` (the benchmark's): LinkPredConfig fields
     of a link-prediction model trained twice in ``RUN/finetune-clep`` (``init_from``
     this run) and ``RUN/finetune-random`` with the same budget; the comparison goes
     into ``metrics["finetune"]``.  ``overwrite``: ``out`` may hold an earlier run, cleared first.
     """
-    import time
+    from ..pipelines import JOBS
 
-    from ..data.catalog import load_linkpred_dataset
-    from ..runs import RunDir, default_run_dir
-    from .training import clep_config_from_dict, train_clep
-
-    config = clep_config_from_dict(dict(values or {}))
-    label = Path(dataset).name or "dataset"
-    run = RunDir.create(out or default_run_dir("clep", f"{label}-{config.graph_encoder}"), overwrite=overwrite)
-    try:
-        with run.stage("load"):
-            t0 = time.perf_counter()
-            ds = load_linkpred_dataset(dataset, str(data_dir) if data_dir else None)
-            ds.meta.setdefault("timings", {})["load_s"] = time.perf_counter() - t0
-        metrics = train_clep(ds, config, run_dir=run, progress=progress)
-        if finetune:
-            metrics["finetune"] = finetune_comparison(ds, run.path, finetune, config.seed, progress)
-            run.write_metrics(metrics)
-        return {"metrics": metrics, "metrics_path": run.path / "metrics.json", "run_dir": run.path}
-    finally:
-        run.close()
-
-
-def finetune_comparison(ds, clep_dir: Path, values: dict, seed: int, progress: bool = False) -> dict:
-    """Train one link-prediction model from the CLEP embeddings and one from random init, same budget."""
-    from ..linkpred.training import config_from_dict, train_link_prediction
-
-    out = {}
-    for name, init in (("clep", str(clep_dir)), ("random", "")):
-        cfg = config_from_dict({"seed": seed, "device": "cpu", **values, "init_from": init})
-        m = train_link_prediction(ds, cfg, run_dir=clep_dir / f"finetune-{name}", progress=progress)
-        out[name] = {"test": {k: v for k, v in m["test"].items() if not isinstance(v, dict)},
-                     "valid_at_init": {k: v for k, v in (m.get("valid_at_init") or {}).items()
-                                       if not isinstance(v, dict)},
-                     "epochs_run": m["epochs_run"], "train_s": m["timings"]["train_s"],
-                     "run_dir": str(clep_dir / f"finetune-{name}")}
-    out["config"] = dict(values)
-    out["model"] = values.get("model", "transe")
-    out["gain_mrr"] = out["clep"]["test"]["mrr"] - out["random"]["test"]["mrr"]
-    out["gain_hits@10"] = out["clep"]["test"]["hits@10"] - out["random"]["test"]["hits@10"]
-    return out
+    job = JOBS["clep"]
+    source = {"dataset": str(dataset), "data_dir": str(data_dir) if data_dir is not None else None}
+    base = {"source": source, "clep": dict(values or {})}
+    if finetune:
+        base["finetune"] = dict(finetune)
+    config = job.load_config(None, None, base)
+    out = Path(out or job.default_run_dir(config))
+    metrics = job.run(config, out, progress=progress, overwrite=overwrite)
+    return {"metrics": metrics, "metrics_path": out / "metrics.json", "run_dir": out}

@@ -32,10 +32,14 @@ import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from pydantic import Field
+
+from ..config import FiniteFloat, NonNegInt, PositiveFloat, PositiveInt, Seed, build_dataclass
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
 from ..training import EpochOutput, TimeBudget, Trainer, TrainingModule, Validation
@@ -86,32 +90,32 @@ class ClepConfig:
     graph_encoder: str = "embedding"
     text_encoder: str = "offline"
     text_finetune: bool = False
-    text_lr: float = 2e-5
-    text_max_length: int = 0
+    text_lr: PositiveFloat = 2e-5
+    text_max_length: NonNegInt = 0
     text_source: str = "auto"
     descriptions_file: str = ""
-    dim: int = 200
-    proj_dim: int = 128
-    text_dim: int = 300
-    hidden: int = 0
-    epochs: int = 30
-    batch_size: int = 1024
-    lr: float = 0.002
-    init_tau: float = 2.6592600
+    dim: PositiveInt = 200
+    proj_dim: PositiveInt = 128
+    text_dim: PositiveInt = 300
+    hidden: NonNegInt = 0
+    epochs: PositiveInt = 30
+    batch_size: Annotated[int, Field(ge=2)] = 1024
+    lr: PositiveFloat = 0.002
+    init_tau: FiniteFloat = 2.6592600
     identity_relation: bool = True
     mask_duplicates: bool = True
-    num_bases: int = 4
-    layers: int = 1
-    max_neighbors: int = 32
-    eval_every: int = 1
-    valid_subsample: int = 1000
-    patience: int = 3
-    seed: int = 0
+    num_bases: PositiveInt = 4
+    layers: PositiveInt = 1
+    max_neighbors: NonNegInt = 32
+    eval_every: PositiveInt = 1
+    valid_subsample: NonNegInt = 1000
+    patience: NonNegInt = 3
+    seed: Seed = 0
     device: str = "cpu"
-    max_minutes: float = 6.0
-    num_threads: int = 1
-    eval_batch_size: int = 256
-    cosine_samples: int = 5000
+    max_minutes: PositiveFloat = 6.0
+    num_threads: NonNegInt = 1
+    eval_batch_size: PositiveInt = 256
+    cosine_samples: NonNegInt = 5000
 
     def __post_init__(self) -> None:
         from ..config import require_at_least
@@ -148,16 +152,14 @@ class ClepConfig:
             raise MmeaInputError("clep: text_max_length applies only with text_finetune = true")
 
 
-def clep_config_from_dict(values: dict) -> ClepConfig:
-    """A :class:`ClepConfig` from a dict; an unknown key is an error that lists the valid ones."""
+def clep_config_from_dict(values: dict, where: str = "clep") -> ClepConfig:
+    """A :class:`ClepConfig` from a dict, every key, type and declared range checked (NaN refused);
+    an unknown key is an error that lists the valid ones, a bad value names its key (``where.key``)."""
     valid = {f.name for f in fields(ClepConfig)}
     unknown = sorted(set(values) - valid)
     if unknown:
         raise MmeaInputError(f"unknown CLEP option(s): {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    try:
-        return ClepConfig(**values)
-    except TypeError as e:
-        raise MmeaInputError(f"clep: {e}") from None
+    return build_dataclass(ClepConfig, values, where)
 
 
 # ------------------------------------------------------------------------------------------------ texts
@@ -482,14 +484,17 @@ def _clep_texts(graph, config: ClepConfig, device: str, notes: list) -> dict:
             "encoder": encoder, "x_text": x_text, "dim": text_dim, "encode_s": encode_s}
 
 
-def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True) -> dict:
+def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True, *, checkpoint=None,
+               source: dict | None = None) -> dict:
     """Pre-train CLEP on ``dataset`` (a :class:`~mmea.data.LinkPredictionDataset`); returns the metrics dict.
 
     The epochs run in the shared :class:`~mmea.training.Trainer` (:class:`ClepTraining`): validation
     every ``eval_every`` epochs, ``patience`` validations without a better MRR stop it, ``max_minutes``
     of wall clock (validation included) too; the weights of the best validation are kept.
     With ``run_dir`` (a :class:`~mmea.runs.RunDir` or a path) the run files of
-    :data:`CLEP_FILES` are written there.
+    :data:`CLEP_FILES` are written there.  ``checkpoint``: a :class:`~mmea.checkpoint.Checkpointer`
+    (resume, interval, Ctrl-C; default none); ``source``: where the dataset came from
+    (``{"dataset", "data_dir"}``), written to ``config.toml`` for ``mmea pretrain-clep --resume``.
     """
     from ..config import to_toml
     from ..linkpred.evaluation import FilterIndex
@@ -514,7 +519,8 @@ def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True)
         if len(train) < 2:
             raise MmeaInputError(f"{dataset.name}: CLEP needs at least 2 training triples, got {len(train)}")
         if run is not None:
-            run.write_config(to_toml({"dataset": dataset.name, "clep": dataclasses.asdict(config)}))
+            run.write_config(to_toml({"task": "clep", "dataset": dataset.name, "clep": dataclasses.asdict(config),
+                                      "source": {k: str(v) for k, v in (source or {}).items() if v is not None}}))
         notes = list(dataset.meta.get("notes", []))
         tx = _clep_texts(graph, config, device, notes)
 
@@ -533,7 +539,7 @@ def train_clep(dataset, config: ClepConfig, run_dir=None, progress: bool = True)
                                 config, rng, n_rel, device)
         trainer = Trainer(max_epochs=config.epochs, eval_every=config.eval_every, patience=config.patience,
                           budget=TimeBudget(config.max_minutes * 60.0), monitor="valid_mrr", progress=progress,
-                          desc=f"clep/{config.graph_encoder}", unit="epoch")
+                          checkpoint=checkpoint, desc=f"clep/{config.graph_encoder}", unit="epoch")
         result = trainer.fit(training)  # the best weights are back in the model
         model.eval()
 

@@ -3,7 +3,8 @@
 * :mod:`.models` -- :data:`LP_MODELS` (``transe``, ``distmult``, ``rotate``), torch modules;
 * :mod:`.evaluation` -- the filtered MR / MRR / Hits@k protocol (:func:`filtered_metrics`);
 * :mod:`.training` -- :class:`LinkPredConfig`, :func:`train_link_prediction`;
-* :func:`run_linkpred_cli` -- what the ``mmea linkpred`` command calls.
+* :func:`run_linkpred_cli` / :func:`resume_linkpred` -- the ``mmea linkpred`` job
+  (:mod:`mmea.pipelines.linkpred`) called with keyword arguments.
 
 Samplers and losses live in :mod:`mmea.sampling` and :mod:`mmea.losses`.
 This package imports no torch until a function runs.
@@ -11,10 +12,7 @@ This package imports no torch until a function runs.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-log = logging.getLogger("mmea.linkpred")
 
 __all__ = ["run_linkpred_cli", "resume_linkpred", "LinkPredConfig", "train_link_prediction", "LP_MODEL_NAMES"]
 
@@ -41,6 +39,7 @@ def run_linkpred_cli(dataset: str, data_dir=None, model: str = "transe", sampler
                      stop_after_epochs: int = 0, overwrite: bool = False) -> dict:
     """Load a dataset, train and evaluate; returns ``{"metrics", "metrics_path", "embeddings", "run_dir"}``.
 
+    The ``mmea linkpred`` job (:mod:`mmea.pipelines.linkpred`) from keyword arguments.
     ``dataset`` is a catalog name (``fb15k237``) or a folder with
     ``train.txt`` / ``valid.txt`` / ``test.txt``.  ``None`` for ``dim``,
     ``epochs`` or ``num_negatives`` keeps the :class:`LinkPredConfig` default;
@@ -49,74 +48,31 @@ def run_linkpred_cli(dataset: str, data_dir=None, model: str = "transe", sampler
     epochs between checkpoints (0: only on Ctrl-C); ``stop_after_epochs``: a test hook,
     a Ctrl-C after that many epochs.  ``overwrite``: ``out`` may hold an earlier run, cleared first.
     """
-    from ..runs import default_run_dir
-    from .training import config_from_dict
+    from ..pipelines import JOBS
 
+    job = JOBS["linkpred"]
     values = {"model": model, "sampler": sampler, "loss": loss, "seed": seed, "device": device}
     for k, v in (("dim", dim), ("epochs", epochs), ("num_negatives", num_negatives)):
         if v is not None:
             values[k] = v
     values.update(extra or {})
-    config = config_from_dict(values)
-    label = Path(dataset).name if Path(dataset).is_dir() else dataset
-    out = out or default_run_dir("linkpred", f"{label}-{config.model}-{config.sampler}")
-    return _run_linkpred(config, dataset, data_dir, out, progress, resume=False, checkpoint_every=checkpoint_every,
-                         stop_after_epochs=stop_after_epochs, overwrite=overwrite)
+    source = {"dataset": str(dataset), "data_dir": str(data_dir) if data_dir is not None else None}
+    config = job.load_config(None, None, {"source": source, "linkpred": values})
+    return _run(config, out or job.default_run_dir(config), progress, resume=False, checkpoint_every=checkpoint_every,
+                stop_after_epochs=stop_after_epochs, overwrite=overwrite)
 
 
 def resume_linkpred(run_dir, progress: bool = True, checkpoint_every: int = 1) -> dict:
     """Continue an interrupted ``mmea linkpred`` run from its ``config.toml`` and ``checkpoint.pt``."""
-    import tomllib
+    from ..pipelines import JOBS
 
-    from ..errors import MmeaInputError
-    from .training import config_from_dict
-
-    path = Path(run_dir)
-    cpath = path / "config.toml"
-    if not path.is_dir():
-        raise MmeaInputError(f"{path}: run directory not found, so there is nothing to resume")
-    if not cpath.is_file():
-        raise MmeaInputError(f"{cpath}: file not found, so {path} is not an mmea linkpred run to resume")
-    try:
-        raw = tomllib.loads(cpath.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise MmeaInputError(f"{cpath}: invalid TOML: {e}") from None
-    if raw.get("task") != "linkpred":
-        raise MmeaInputError(f"{path} is not an mmea linkpred run", hint=f"mmea align --resume {path}")
-    source = raw.get("source") or {}
-    if "dataset" not in source:
-        raise MmeaInputError(f"{cpath}: no [source] dataset (runs made before --resume existed cannot resume)")
-    config = config_from_dict({**raw.get("linkpred", {}), "sampler_options": raw.get("sampler_options", {})})
-    return _run_linkpred(config, source["dataset"], source.get("data_dir"), path, progress, resume=True,
-                         checkpoint_every=checkpoint_every)
+    return _run(JOBS["linkpred"].resume_config(run_dir), run_dir, progress, resume=True, checkpoint_every=checkpoint_every)
 
 
-def _run_linkpred(config, dataset: str, data_dir, out, progress: bool, *, resume: bool, checkpoint_every: int,
-                  stop_after_epochs: int = 0, overwrite: bool = False) -> dict:
-    """Load ``dataset`` and train ``config`` in the run folder ``out`` (Ctrl-C writes the checkpoint first)."""
-    import time
+def _run(config, out, progress: bool, **kw) -> dict:
+    from ..pipelines import JOBS
 
-    from ..checkpoint import Checkpointer
-    from ..data.catalog import load_linkpred_dataset
-    from ..runs import RunDir
-    from .training import train_link_prediction
-
-    run = RunDir.create(out, resume=resume, overwrite=overwrite)
-    ckpt = Checkpointer(run.path, every=checkpoint_every, resume_command=f"mmea linkpred --resume {run.path}",
-                        stop_after_epochs=stop_after_epochs)
-    try:
-        if resume and ckpt.load() is None:
-            log.warning("%s: no checkpoint, so training starts from the beginning", run.path)
-        with run.stage("load"):
-            t0 = time.perf_counter()
-            ds = load_linkpred_dataset(dataset, str(data_dir) if data_dir else None)
-            ds.meta.setdefault("timings", {})["load_s"] = time.perf_counter() - t0
-        for note in ds.meta.get("notes", []):
-            log.warning("note: %s", note)
-        with ckpt.guard():
-            metrics = train_link_prediction(ds, config, run_dir=run, progress=progress, checkpoint=ckpt,
-                                            source={"dataset": dataset, "data_dir": data_dir})
-        return {"metrics": metrics, "metrics_path": run.path / "metrics.json",
-                "embeddings": run.path / "embeddings.npz", "run_dir": run.path}
-    finally:
-        run.close()
+    metrics = JOBS["linkpred"].run(config, out, progress=progress, **kw)
+    path = Path(out)
+    return {"metrics": metrics, "metrics_path": path / "metrics.json", "embeddings": path / "embeddings.npz",
+            "run_dir": path}

@@ -55,11 +55,15 @@ import math
 import os
 import time
 from dataclasses import dataclass, field, fields
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from pydantic import Field
+
 from ..checkpoint import Checkpointer
+from ..config import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Seed, build_dataclass
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
 from ..training import EpochOutput, TimeBudget, Trainer, TrainingModule, Validation
@@ -110,34 +114,34 @@ class LinkPredConfig:
     """
 
     model: str = "transe"
-    dim: int = 200
-    epochs: int = 300
-    batch_size: int = 4096
-    lr: float = 0.003
-    num_negatives: int = 256
+    dim: PositiveInt = 200
+    epochs: PositiveInt = 300
+    batch_size: PositiveInt = 4096
+    lr: PositiveFloat = 0.003
+    num_negatives: PositiveInt = 256
     sampler: str = "uniform"
     sampler_options: dict = field(default_factory=dict)
     shared_negatives: bool | None = None
     loss: str = "self-adversarial"
-    margin: float | None = None
-    adversarial_temperature: float = 1.0
-    temperature: float = 0.1
+    margin: NonNegFloat | None = None
+    adversarial_temperature: NonNegFloat = 1.0
+    temperature: PositiveFloat = 0.1
     learnable_temperature: bool = False
-    regularization: float = 0.0
-    p_norm: int = 2
+    regularization: NonNegFloat = 0.0
+    p_norm: Annotated[int, Field(ge=1, le=2)] = 2
     normalize_entities: bool = False
     filtered: bool = True
     type_constraints: bool = False
     cardinality_aware: bool = False
-    eval_every: int = 2
-    valid_subsample: int = 1000
-    patience: int = 5
-    seed: int = 0
+    eval_every: PositiveInt = 2
+    valid_subsample: NonNegInt = 1000
+    patience: NonNegInt = 5
+    seed: Seed = 0
     device: str = "cpu"
-    max_minutes: float = 25.0
-    num_threads: int = 0
-    eval_batch_size: int = 256
-    audit_every: int = 10
+    max_minutes: PositiveFloat = 25.0
+    num_threads: NonNegInt = 0
+    eval_batch_size: PositiveInt = 256
+    audit_every: NonNegInt = 10
     init_from: str = ""
 
     def __post_init__(self) -> None:
@@ -153,14 +157,15 @@ class LinkPredConfig:
             raise MmeaInputError("linkpred: sampler_options must be a table of the sampler's keyword arguments")
 
 
-def config_from_dict(values: dict) -> LinkPredConfig:
-    """A :class:`LinkPredConfig` from a dict; an unknown key is an error that lists the valid ones."""
+def config_from_dict(values: dict, where: str = "linkpred") -> LinkPredConfig:
+    """A :class:`LinkPredConfig` from a dict, every key, type and declared range checked (NaN refused);
+    an unknown key is an error that lists the valid ones, a bad value names its key (``where.key``)."""
     valid = {f.name for f in fields(LinkPredConfig)}
     unknown = sorted(set(values) - valid)
     if unknown:
         raise MmeaInputError(f"unknown link-prediction option(s): {', '.join(unknown)}; "
                              f"valid: {', '.join(sorted(valid))}")
-    return LinkPredConfig(**values)
+    return build_dataclass(LinkPredConfig, values, where)
 
 
 def init_embeddings_from(model, source: str, entity_ids=None) -> dict:

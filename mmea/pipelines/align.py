@@ -8,7 +8,7 @@ stage), ``calibration`` and ``notes``; ``RUN_DIR/config.toml``; ``RUN_DIR/run.lo
 ``RUN_DIR/calibration.json`` and ``RUN_DIR/valid_scores.npz`` (see :mod:`mmea.calibration`);
 ``RUN_DIR/test_ranks.npy`` (:data:`TEST_RANKS_FILE`); ``RUN_DIR/checkpoint.pt`` for models
 with a training loop (:mod:`mmea.checkpoint`), which ``mmea align --resume RUN_DIR``
-(:func:`resume_align`) continues from.
+(:func:`mmea.pipelines.align_config.resume_config`, then :func:`run_align` with ``resume``) continues from.
 
 Stage timings (``metrics.json`` ``timings``): ``load_s``, ``train_s``; ``search_s`` the
 search (:func:`search_run`: one set of blockwise passes gives the gold ranks of both
@@ -164,14 +164,6 @@ def write_test_ranks(run_dir: Path, ranks: np.ndarray) -> Path:
     path = Path(run_dir) / TEST_RANKS_FILE
     np.save(path, np.asarray(ranks).astype(np.int32))
     return path
-
-
-def resume_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config of an ``mmea align`` run directory, for ``--resume`` (the job's one reader:
-    :func:`mmea.pipelines.align_config.resume_config`)."""
-    from .align_config import resume_config as read
-
-    return read(run_dir)
 
 
 def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, resume: bool = False,
