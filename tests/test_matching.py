@@ -161,3 +161,19 @@ def test_align_bundles_search_reverse_and_matching():
     assert plain.matching is None and plain.result.topk == 2  # at least 2 for the margin
     with pytest.raises(MmeaInputError, match="out of range"):
         align(src, tgt, [0, 99], np.arange(30))
+
+
+def test_mutual_reads_the_reverse_best_the_search_found(monkeypatch):
+    rng = np.random.default_rng(2)
+    src, tgt = rng.standard_normal((25, 6)).astype(np.float32), rng.standard_normal((30, 6)).astype(np.float32)
+    sim = Similarity(src, tgt)
+    res = sim.topk(2)
+    ref = MATCHERS.make("mutual").match(sim, res)  # no reverse_best: searches the reverse direction
+    res.reverse_best = sim.reverse_topk(1).ids[:, 0]
+
+    def no_second_search(self, k):
+        raise AssertionError("the reverse direction was searched again")
+
+    monkeypatch.setattr(Similarity, "reverse_topk", no_second_search)
+    got = MATCHERS.make("mutual").match(sim, res)
+    assert pairs(got) == pairs(ref) and len(got) > 0
