@@ -259,7 +259,8 @@ class BenchTask:
             self.load([self.data_dir_layer, self.job.bench_base(raw["bench"]), raw.get(t, {}), {"seed": 0}],
                       path, f"[{t}]")
 
-    def resolve(self, raw: dict, row: dict, dataset: DatasetSpec, seed: int, path: Path, where: str) -> tuple[dict, Any]:
+    def resolve(self, raw: dict, row: dict, dataset: DatasetSpec, seed: int, path: Path,
+                where: str) -> tuple[dict, Any]:
         """``(record, config)`` of one cell; a bad key raises :class:`MmeaInputError` naming ``where``."""
         values = {k: v for k, v in row.items() if k not in ROW_KEYS}
         self._check_table(values, path, where)

@@ -525,7 +525,8 @@ def test_clep_pipeline_calls_the_runner_per_row_and_seed(tmp_path, fake_clep, mo
     assert [Path(c["out"]).name for c in fake_clep.calls] == ["emb-seed0", "emb-seed1", "rgcn-seed0", "rgcn-seed1"]
     c = fake_clep.calls[1]
     assert c["dataset"] == "tiny" and c["data_dir"] == str(tmp_path / "data")
-    expected = {"device": "cpu", "max_minutes": 1.0, "num_threads": 1, "dim": 8, "graph_encoder": "embedding", "seed": 1}
+    expected = {"device": "cpu", "max_minutes": 1.0, "num_threads": 1, "dim": 8, "graph_encoder": "embedding",
+                "seed": 1}
     assert {k: c["values"][k] for k in expected} == expected
     # and nothing else was set: every other field is at its default
     assert non_default(fake_clep.configs[1].clep, ("device", "num_threads", "graph_encoder")) == expected
@@ -710,3 +711,36 @@ def test_gaussian_pipelines_pair_each_gaussian_row_with_its_point_twin(name):
             drop = ("name", "point")
             assert {k: v for k, v in a["model"].items() if k not in drop} == \
                 {k: v for k, v in b["model"].items() if k not in drop}
+
+
+# ------------------------------------------------------------------------------- one task class, any job
+def test_one_task_class_runs_fake_jobs_of_each_kind(tmp_path, fake_align, fake_linkpred, fake_clep, monkeypatch):
+    """align, linkpred and clep cells all go through BenchTask -> JOBS[task].load_config / run."""
+    import mmea.bench as bench
+    from mmea.bench import BenchTask, run_bench
+    from mmea.pipelines import JOBS
+
+    classes = [v for v in vars(bench).values() if isinstance(v, type) and issubclass(v, BenchTask)]
+    assert classes == [BenchTask]
+    monkeypatch.chdir(tmp_path)
+    one = {"align": 'model.name = "baseline"\nset = ["search.topk=3"]',
+           "linkpred": 'dataset = "d"\nmodel = "distmult"\nset = ["linkpred.lr=0.5", "source.data_dir=dd"]',
+           "clep": 'dataset = "d"\ngraph_encoder = "rgcn"\nset = ["proj_dim=4"]\nfinetune = { dim = 4 }'}
+    for task, row in one.items():
+        head = f'[bench]\nname = "{task}"\ntask = "{task}"\nseeds = [3]\nout = "runs/{task}"\n'
+        if task != "align":
+            head += f'dataset = "{row.split(chr(10))[0].split(" = ")[1].strip(chr(34))}"\n'
+            row = row.split("\n", 1)[1]
+        p = load_pipeline(write(tmp_path / f"{task}.toml", head + f'[[rows]]\nlabel = "r"\n{row}\n'))
+        assert type(p.task) is BenchTask and p.task.job is JOBS[task]
+        cfg = p.cells[0].params
+        assert type(cfg) is JOBS[task].Config and p.cells[0].config == json.loads(
+            json.dumps(JOBS[task].config_record(cfg)))
+        report = run_bench(p, echo=lambda s: None)
+        assert [r.status for r in report.results] == ["done"]
+    assert fake_align.calls[0].search.topk == 3 and fake_align.calls[0].seed == 3
+    lp = fake_linkpred.calls[0]
+    assert (lp["model"], lp["seed"], lp["extra"]["lr"], lp["data_dir"], Path(lp["out"]).name) == \
+        ("distmult", 3, 0.5, "dd", "r-distmult-seed3")
+    cl = fake_clep.calls[0]
+    assert cl["values"]["proj_dim"] == 4 and cl["values"]["seed"] == 3 and cl["finetune"] == {"dim": 4}

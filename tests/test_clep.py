@@ -505,3 +505,22 @@ def test_frozen_sentence_transformer_run_has_no_finetuned_model(minilm_path, tin
     assert m["text_finetune"] is False and m["text_encoder_parameters"] == 0
     assert not (tmp_path / "run" / "text_encoder").exists()
     assert "finetuned" not in json.loads((tmp_path / "run" / "text_encoder.json").read_text())
+
+
+def test_every_numeric_field_of_the_config_declares_a_range():
+    """The declared ranges (mmea.config aliases) are what load_config checks: a field without one fails here."""
+    import dataclasses
+
+    from mmea.clep.training import ClepConfig, clep_config_from_dict
+    from mmea.config import field_range, field_types, is_numeric
+
+    types = field_types(ClepConfig)
+    bare = [f.name for f in dataclasses.fields(ClepConfig)
+            if is_numeric(types[f.name]) and not field_range(types[f.name])]
+    assert not bare, bare
+    with pytest.raises(MmeaInputError, match=r"clep\.text_lr: input should be greater than 0, got 0"):
+        clep_config_from_dict({"text_lr": 0})
+    with pytest.raises(MmeaInputError, match=r"clep\.lr must be a finite number, got nan"):
+        clep_config_from_dict({"lr": float("nan")})
+    with pytest.raises(MmeaInputError, match=r"clep\.num_bases must be int, got True"):
+        clep_config_from_dict({"num_bases": True})

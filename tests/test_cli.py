@@ -215,3 +215,90 @@ def test_a_closed_pipe_is_not_an_error(monkeypatch):
     monkeypatch.setattr(cli.click, "echo", closed)
     r = CliRunner().invoke(main, ["ls", "models"])
     assert r.exit_code == 0 and "error" not in r.output
+
+
+# ------------------------------------------------------------------ one job shape: the config of every job
+def test_importing_the_job_registry_imports_no_torch():
+    code = ("import sys; from mmea.pipelines import JOBS; assert list(JOBS) == ['align', 'linkpred', 'clep']; "
+            "assert 'torch' not in sys.modules and 'mmea.pipelines.linkpred' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_job_has_the_same_functions():
+    from mmea.pipelines import JOBS
+
+    for name in JOBS:
+        job = JOBS[name]
+        for fn in ("load_config", "resume_config", "run", "default_run_dir", "config_record", "normalise",
+                   "bench_dataset", "bench_base", "bench_data_dir", "bench_row_name", "stored_matches", "ran_label"):
+            assert callable(getattr(job, fn)), (name, fn)
+        assert job.NAME == name and job.BENCH.default_metrics
+        cfg = job.load_config()  # every section has its defaults
+        assert getattr(cfg, job.MAIN) is not None and job.load_config(None, [], {}) == cfg
+    with pytest.raises(KeyError):
+        JOBS["nope"]
+
+
+@pytest.mark.parametrize("name, overrides, message", [
+    ("linkpred", ["lr=nan"], "linkpred.lr must be a finite number, got nan"),
+    ("linkpred", ["linkpred.dim=0"], "linkpred.dim: input should be greater than or equal to 1, got 0"),
+    ("linkpred", ["patience=-1"], "linkpred.patience: input should be greater than or equal to 0"),
+    ("linkpred", ["dim=true"], "linkpred.dim must be int, got True"),
+    ("linkpred", ["lrr=0.1"], "unknown link-prediction option(s): lrr; valid: adversarial_temperature"),
+    ("linkpred", ["source.datset=x"], "unknown key source.datset; valid keys: data_dir, dataset"),
+    ("linkpred", ["model.lr=0.1"], "unknown section 'model' in --set model.lr=0.1; valid sections: linkpred, source"),
+    ("linkpred", ["sampler_options=3"], "linkpred.sampler_options must be dict"),
+    ("clep", ["init_tau=inf"], "clep.init_tau must be a finite number, got inf"),
+    ("clep", ["clep.batch_size=1"], "clep.batch_size: input should be greater than or equal to 2, got 1"),
+    ("clep", ["max_minutes=0"], "clep.max_minutes: input should be greater than 0"),
+    ("clep", ["proj_dimm=3"], "unknown CLEP option(s): proj_dimm; valid: batch_size"),
+    ("clep", ["finetune.lr=nan"], "finetune.lr must be a finite number, got nan"),
+    ("clep", ["finetune.modle=x"], "unknown link-prediction option(s): modle"),
+    ("align", ["model.lr=nan"], "model (gaussian).lr must be a finite number, got nan"),
+    ("align", ["search.cls_k=3"], "unknown key search.cls_k; valid keys: candidates, csls_k"),
+])
+def test_load_config_names_the_bad_key_of_every_job(name, overrides, message):
+    from mmea.errors import MmeaInputError
+    from mmea.pipelines import JOBS
+
+    base = {"model": {"name": "gaussian"}} if name == "align" else None
+    with pytest.raises(MmeaInputError) as e:
+        JOBS[name].load_config(None, overrides, base)
+    assert message in e.value.message, e.value.message
+
+
+def test_linkpred_and_clep_read_every_config_layout(tmp_path):
+    """Sections, flat keys, a [linkpred] / [clep] table, and a run's own config.toml read the same."""
+    from mmea.pipelines import JOBS
+
+    lp = JOBS["linkpred"]
+    layouts = {
+        "sections": '[source]\ndataset = "d"\n[linkpred]\nlr = 0.01\nsampler_options = { k = 3 }\n',
+        "flat": 'dataset = "d"\nlr = 0.01\nsampler_options = { k = 3 }\n',
+        "table": '[linkpred]\ndataset = "d"\nlr = 0.01\nsampler_options = { k = 3 }\n',
+        "run": 'task = "linkpred"\ndataset = "name"\n[linkpred]\nlr = 0.01\n[sampler_options]\nk = 3\n'
+               '[source]\ndataset = "d"\n',
+    }
+    want = lp.load_config(None, ["source.dataset=d", "lr=0.01", "sampler_options={ k = 3 }"])
+    for name, text in layouts.items():
+        (tmp_path / f"{name}.toml").write_text(text)
+        assert lp.load_config(tmp_path / f"{name}.toml") == want, name
+    assert want.linkpred.lr == 0.01 and want.linkpred.sampler_options == {"k": 3} and want.source.dataset == "d"
+    # the options (base) win over the file, --set wins over both
+    got = lp.load_config(tmp_path / "flat.toml", ["linkpred.lr=0.5"], {"linkpred": {"lr": 0.2, "dim": 4}})
+    assert (got.linkpred.lr, got.linkpred.dim) == (0.5, 4)
+    (tmp_path / "clep.toml").write_text('task = "clep"\ndataset = "x"\n[clep]\nproj_dim = 8\n[source]\ndataset = "d"\n')
+    cl = JOBS["clep"].load_config(tmp_path / "clep.toml", ["finetune.dim=8"])
+    assert cl.clep.proj_dim == 8 and cl.source.dataset == "d" and cl.finetune == {"dim": 8}
+    from mmea.errors import MmeaInputError
+
+    with pytest.raises(MmeaInputError, match="the config is for task 'clep', not 'linkpred'"):
+        lp.load_config(tmp_path / "clep.toml")
+
+
+def test_linkpred_command_set_takes_sections_and_names_the_bad_key(tmp_path):
+    r = CliRunner().invoke(main, ["linkpred", "--dataset", str(tmp_path), "--set", "linkpred.lr=nan",
+                                  "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "linkpred.lr must be a finite number" in r.output and not (tmp_path / "x").exists()
+    r = CliRunner().invoke(main, ["pretrain-clep", "--set", "source.data_dirr=x", "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "unknown key source.data_dirr; valid keys: data_dir, dataset" in r.output

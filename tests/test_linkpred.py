@@ -281,3 +281,20 @@ def test_benchmark_pipeline_rows_are_valid_configs():
         cfg = config_from_dict(values)
         assert cfg.model in LP_MODEL_NAMES and cfg.sampler in SAMPLERS and cfg.loss in LOSSES
         assert cfg.max_minutes == spec["budget"]["max_minutes"]  # the same budget for every row
+
+
+def test_every_numeric_field_of_the_config_declares_a_range():
+    """The declared ranges (mmea.config aliases) are what load_config checks: a field without one fails here."""
+    import dataclasses
+
+    from mmea.config import field_range, field_types, is_numeric
+
+    types = field_types(LinkPredConfig)
+    bare = [f.name for f in dataclasses.fields(LinkPredConfig)
+            if is_numeric(types[f.name]) and not field_range(types[f.name])]
+    assert not bare, bare
+    with pytest.raises(MmeaInputError, match=r"linkpred\.adversarial_temperature: input should be greater"):
+        config_from_dict({"adversarial_temperature": -1.0})
+    with pytest.raises(MmeaInputError, match=r"linkpred\.margin must be a finite number, got nan"):
+        config_from_dict({"margin": float("nan")})
+    assert config_from_dict({"lr": 1, "margin": None}).lr == 1.0  # an int is a float; None keeps the per-loss margin

@@ -179,6 +179,82 @@ def test_linkpred_interrupted_then_resumed_equals_the_uninterrupted_run(tmp_path
     assert b["checkpoint"]["resumed_after_epoch"] == 3 and b["loss_info"] == a["loss_info"]
     ea, eb = np.load(tmp_path / "a" / "embeddings.npz"), np.load(tmp_path / "b" / "embeddings.npz")
     assert np.array_equal(ea["entity"], eb["entity"])
+    # the resume reader gives back the config the run was started with (the same job config)
+    from mmea.pipelines import JOBS
+
+    job = JOBS["linkpred"]
+    started = job.load_config(None, [f"{k}={str(v).lower()}" for k, v in extra.items()], {
+        "source": {"dataset": str(data)}, "linkpred": {"sampler": sampler, "loss": loss, "dim": 8, "epochs": 6,
+                                                        "num_negatives": 8, "device": "cpu"}})
+    assert job.resume_config(tmp_path / "b") == started == job.resume_config(tmp_path / "a")
+
+
+def test_linkpred_and_clep_runs_record_completion_last_and_failures_in_the_log(tmp_path):
+    from mmea.pipelines import JOBS
+    from mmea.runs import file_digest
+
+    data = write_tiny_graph(tmp_path / "toy")
+    job = JOBS["linkpred"]
+    cfg = job.load_config(None, ["dim=4", "epochs=1", "num_negatives=2", "batch_size=64", "device=cpu"],
+                          {"source": {"dataset": str(data)}})
+    job.run(cfg, tmp_path / "lp", progress=False)
+    rec = json.loads((tmp_path / "lp" / "complete.json").read_text())
+    assert rec["output"]["file"] == "embeddings.npz" and rec["task"] == "linkpred"
+    assert rec["output"]["sha256"] == file_digest(tmp_path / "lp" / "embeddings.npz")[1]
+    bad = job.load_config(None, [], {"source": {"dataset": str(tmp_path / "missing")}})
+    with pytest.raises(Exception):
+        job.run(bad, tmp_path / "failed", progress=False)
+    assert not (tmp_path / "failed" / "complete.json").exists()
+    assert "run failed (exit code 2)" in (tmp_path / "failed" / "run.log").read_text()
+    clep = JOBS["clep"]
+    bad = clep.load_config(None, [], {"source": {"dataset": str(tmp_path / "missing")}})
+    with pytest.raises(Exception):
+        clep.run(bad, tmp_path / "failed-clep", progress=False)
+    assert "run failed (exit code 2)" in (tmp_path / "failed-clep" / "run.log").read_text()
+
+
+CLEP_SETTINGS = ["dim=8", "proj_dim=8", "text_dim=16", "epochs=4", "batch_size=16", "eval_every=1", "patience=0",
+                 "device=cpu"]
+
+
+def test_clep_interrupted_then_resumed_equals_the_uninterrupted_run(tmp_path):
+    from mmea.pipelines import JOBS
+
+    job = JOBS["clep"]
+    data = write_tiny_graph(tmp_path / "toy")
+    cfg = job.load_config(None, CLEP_SETTINGS, {"source": {"dataset": str(data)}})
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    job.run(cfg, whole, progress=False)
+    with pytest.raises(TrainingInterrupted, match=f"mmea pretrain-clep --resume {cut}"):
+        job.run(cfg, cut, progress=False, checkpoint_every=0, stop_after_epochs=2)
+    assert torch.load(cut / CHECKPOINT_FILE, weights_only=True)["epoch"] == 2
+    assert not (cut / "complete.json").exists() and "run interrupted" in (cut / "run.log").read_text()
+    assert job.resume_config(cut) == cfg  # the same config, read back from the run's config.toml
+    r = CliRunner().invoke(main, ["-q", "pretrain-clep", "--resume", str(cut), "--seed", "1"])
+    assert r.exit_code == 2 and "--seed cannot be given with it" in r.output
+    r = run("-q", "pretrain-clep", "--resume", str(cut))
+    assert r.exit_code == 0, r.output
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (whole, cut))
+    assert b["test"] == a["test"] and b["valid"] == a["valid"] and b["tau"] == a["tau"]
+    assert without_times(b["history"]) == without_times(a["history"]) and len(b["history"]) == 4
+    ea, eb = np.load(whole / "embeddings.npz"), np.load(cut / "embeddings.npz")
+    assert np.array_equal(ea["entity"], eb["entity"]) and np.array_equal(ea["entity_graph"], eb["entity_graph"])
+    assert json.loads((cut / "complete.json").read_text())["output"]["file"] == "embeddings.npz"
+
+
+def test_align_resume_reads_the_config_the_run_wrote(tmp_path):
+    import dataclasses
+
+    from mmea.pipelines import JOBS
+
+    job = JOBS["align"]
+    cfg = job.load_config(None, ["model.epochs=3", "search.topk=2"], {"model": {"name": "gaussian"}, "seed": 4})
+    (tmp_path / "config.toml").write_text(to_toml(dataclasses.asdict(cfg)))  # what run_align writes
+    assert job.resume_config(tmp_path) == cfg
+    (tmp_path / "config.toml").write_text('task = "clep"\n[clep]\ndim = 8\n')
+    r = CliRunner().invoke(main, ["align", "--resume", str(tmp_path)])
+    assert r.exit_code == 2 and "is an mmea pretrain-clep run" in r.output
+    assert f"mmea pretrain-clep --resume {tmp_path}" in r.output
 
 
 def test_linkpred_resume_of_an_align_run_says_so(tmp_path):

@@ -66,7 +66,8 @@ def resume_linkpred(run_dir, progress: bool = True, checkpoint_every: int = 1) -
     """Continue an interrupted ``mmea linkpred`` run from its ``config.toml`` and ``checkpoint.pt``."""
     from ..pipelines import JOBS
 
-    return _run(JOBS["linkpred"].resume_config(run_dir), run_dir, progress, resume=True, checkpoint_every=checkpoint_every)
+    return _run(JOBS["linkpred"].resume_config(run_dir), run_dir, progress, resume=True,
+                checkpoint_every=checkpoint_every)
 
 
 def _run(config, out, progress: bool, **kw) -> dict:

@@ -62,7 +62,8 @@ def resolve_config(raw: dict) -> RunConfig:
     return check_choices(schema.resolve_config(raw, validate_model_section))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> RunConfig:
     """Read a TOML file (optional), merge ``base`` and the overrides, validate everything."""
     return resolve_config(merge_raw(path, overrides, base))
 
