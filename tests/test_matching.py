@@ -168,12 +168,23 @@ def test_mutual_reads_the_reverse_best_the_search_found(monkeypatch):
     src, tgt = rng.standard_normal((25, 6)).astype(np.float32), rng.standard_normal((30, 6)).astype(np.float32)
     sim = Similarity(src, tgt)
     res = sim.topk(2)
-    ref = MATCHERS.make("mutual").match(sim, res)  # no reverse_best: searches the reverse direction
+    ref = MATCHERS.make("mutual").match(sim, result=res)  # no reverse_best: searches the reverse direction
     res.reverse_best = sim.reverse_topk(1).ids[:, 0]
 
     def no_second_search(self, k):
         raise AssertionError("the reverse direction was searched again")
 
     monkeypatch.setattr(Similarity, "reverse_topk", no_second_search)
-    got = MATCHERS.make("mutual").match(sim, res)
+    got = MATCHERS.make("mutual").match(sim, result=res)
     assert pairs(got) == pairs(ref) and len(got) > 0
+
+
+def test_align_hands_its_search_to_the_matcher(monkeypatch):
+    """One reverse search in align(): the mutual matcher gets the result (and its reverse best)."""
+    rng = np.random.default_rng(3)
+    src, tgt = rng.standard_normal((20, 6)).astype(np.float32), rng.standard_normal((25, 6)).astype(np.float32)
+    calls = []
+    orig = Similarity.reverse_topk
+    monkeypatch.setattr(Similarity, "reverse_topk", lambda self, k: calls.append(k) or orig(self, k))
+    a = align(src, tgt, np.arange(20), np.arange(25), matcher="mutual")
+    assert calls == [1] and a.matching is not None

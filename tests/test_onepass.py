@@ -249,3 +249,18 @@ def test_search_run_with_a_faiss_index_keeps_the_separate_search(tmp_path):
         evaluate_run(tmp_path, task, None, src, tgt, fused[1], SearchConfig())
     out = calibrate_run(tmp_path, task, src, tgt, rows, cand, al, s, "cpu")
     assert out == calibrate_run(tmp_path, task, src, tgt, rows, cand, fused[0], s, "cpu", scores=fused[2])
+
+
+@pytest.mark.parametrize("matcher", ["greedy", "mutual"])
+def test_align_once_matchers_search_nothing_again(monkeypatch, matcher):
+    from mmea.search.matching import Similarity
+
+    src, tgt = gaussian(40, 6, 20), gaussian(45, 6, 21)
+
+    def searched(self, k):
+        raise AssertionError("the matcher searched again")
+
+    monkeypatch.setattr(Similarity, "topk", searched)
+    monkeypatch.setattr(Similarity, "reverse_topk", searched)
+    al, _ = align_once(src, tgt, np.arange(40), np.arange(45), topk=1, matcher=matcher)
+    assert al.matching is not None and al.result.topk == 2

@@ -520,5 +520,5 @@ def align(src_emb: Any, tgt_emb: Any, src_rows: Any, tgt_rows: Any, *, topk: int
     result.reverse_best = reverse_best
     matching = None
     if matcher not in (None, "none"):
-        matching = MATCHERS.make(matcher, **(matcher_options or {})).match(sim, result)
+        matching = MATCHERS.make(matcher, **(matcher_options or {})).match(sim, result=result)
     return Alignment(src_rows, tgt_rows, result, reverse_best, matching, candidates)

@@ -501,7 +501,7 @@ def align_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int = 
         sim = Similarity(np.asarray(src_emb)[rows], np.asarray(tgt_emb)[cand], method=method, csls_k=csls_k,
                          device=device, block_size=block_size, index=index,
                          radius=(result.r_src, result.r_tgt), progress=progress)
-        matching = match.match(sim, result)
+        matching = match.match(sim, result=result)
     result = dataclasses.replace(result, ids=result.ids[:, :keep], cos=result.cos[:, :keep],
                                  csls=result.csls[:, :keep])
     found.result = result
