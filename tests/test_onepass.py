@@ -153,6 +153,8 @@ def test_search_once_rejects_bad_input():
         search_once(src, tgt, [0, 9], [0, 1])
     with pytest.raises(MmeaInputError, match="eval sources"):
         search_once(src, tgt, [0, 1], [0, 1], eval_src=[1, 2])
+    with pytest.raises(MmeaInputError, match="unique"):
+        search_once(src, tgt, [0, 1], [0, 1], eval_src=[0, 1, 1])
     with pytest.raises(MmeaInputError, match="gold targets"):
         search_once(src, tgt, [0, 1], [0, 1], gold=[0])
     with pytest.raises(MmeaInputError, match="dimension"):

@@ -412,7 +412,8 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
         rows: ``(n,)`` query source ids (duplicates allowed: the test links' sources in link order).
         cand: ``(m,)`` candidate target ids (unique).
         gold: ``(n,)`` position in ``cand`` of each row's gold target: gold ranks in both
-            directions, with radii over ``eval_src`` (as :func:`~mmea.evaluation.evaluate_embeddings`); ``None``: no ranks.
+            directions, with radii over ``eval_src`` (as :func:`~mmea.evaluation.evaluate_embeddings`);
+            ``None``: no ranks.
         eval_src: ``(p,)`` unique source ids that contain every row: the sources the tgt->src
             ranks are taken against and the metrics' ``r_tgt`` is computed over (default: the unique rows).
         topk: best targets kept per row, ranked with the radii over ``rows`` (as
@@ -438,6 +439,8 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
     if not len(rows) or not len(cand):
         raise MmeaInputError(f"nothing to search: {len(rows)} source and {len(cand)} target rows")
     P = np.unique(rows) if eval_src is None else _ids(eval_src, len(src), "source row")
+    if len(np.unique(P)) != len(P):
+        raise MmeaInputError("the eval sources must be unique")
     order, it_pos, q_src, counts, firsts = _iteration(rows, P, len(src))
     extra = np.zeros(0, np.int64) if extra is None else _ids(extra, len(tgt), "target row")
     if gold is not None and len(np.asarray(gold).reshape(-1)) != len(rows):
@@ -453,8 +456,8 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
         r_src, r_eval, r_search = _radii_pass(P_t, C_t, m, t(counts), csls_k, len(rows), links, bs, progress)
         rt_s = r_search[:m]
         r_eval = rt_s if r_eval is None else r_eval
-        fwd, back, top, best = _main_pass(P_t, C_t[:m], r_src, r_eval, rt_s, links, len(firsts), t(order), topk, method,
-                                          reverse, bs, progress, desc)
+        fwd, back, top, best = _main_pass(P_t, C_t[:m], r_src, r_eval, rt_s, links, len(firsts), t(order), topk,
+                                          method, reverse, bs, progress, desc)
         if valid_src is not None and len(valid_src):
             vs = _ids(valid_src, len(src), "validation source")
             vid, vscore = _valid_pass(t(src[vs]), C_t, r_search, csls_k, method,
