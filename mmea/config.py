@@ -8,6 +8,13 @@ the model's own frozen ``Config`` dataclass (by the job that knows the models:
 Overrides are ``section.key=value`` strings (TOML values: ``true``, ``0.3``,
 ``"x"``; a bare word is taken as a string).
 
+The same machinery serves every job of :mod:`mmea.pipelines` (one config dialect):
+:func:`merge_raw` (file, then the command-line values, then ``--set``; a job's ``normalise``
+rewrites older file layouts first), :func:`apply_overrides` with the job's sections and main
+section (``--set lr=0.02`` is ``linkpred.lr`` for ``mmea linkpred``, ``model.lr`` for
+``mmea align``), :func:`build_dataclass` per section, :func:`same_settings` to compare a
+finished run's stored config with the current one.
+
 Every value is checked up front, before any data is read, and every error names
 the key (:class:`~mmea.errors.MmeaInputError`, exit code 2):
 
