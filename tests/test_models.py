@@ -73,3 +73,20 @@ def test_propagation_anchors_use_train_links_only(tiny_task):
     _, s1, _ = _fit("propagation", tiny_task)
     _, s2, _ = _fit("propagation", other)
     assert np.array_equal(s1, s2)
+
+
+def test_no_model_module_imports_another_model_or_the_feature_computation():
+    """Data flows task -> features -> model: a model module imports the base and its own ``*_math`` / ``*_nn``
+    companions only, never another model nor :mod:`mmea.features` (the pipeline computes the features;
+    ``base`` keeps the one compatibility path for a model fitted without them)."""
+    from test_architecture import import_graph
+
+    graph = import_graph()
+    for mod, deps in graph.items():
+        if not mod.startswith("mmea.models.") or mod == "mmea.models.base":
+            continue
+        family = mod.rsplit(".", 1)[1].removesuffix("_math").removesuffix("_nn")
+        allowed = {"mmea.models.base", *(f"mmea.models.{family}{s}" for s in ("", "_math", "_nn"))}
+        others = {d for d in deps if d.startswith("mmea.models") and d not in allowed}
+        assert not others, f"{mod} imports {sorted(others)}"
+        assert "mmea.features" not in deps, f"{mod} imports mmea.features"
