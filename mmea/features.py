@@ -2,7 +2,7 @@
 
 :func:`compute_task_features` turns an :class:`~mmea.data.AlignmentTask` into
 per-side feature matrices and presence masks for each requested modality
-(``names``, ``images``, ``numeric``, ``relations``, ``attributes``).  Each
+(``names``, ``images``, ``numeric``, ``relations``, ``attributes``, ``adjacency``).  Each
 modality is cached separately by a :class:`FeatureStore` under a key that is
 the SHA-1 of (task fingerprint, modality, the encoder that actually runs, its
 model and weights, and every option that changes the output), so a re-run
@@ -31,7 +31,9 @@ the store.  What a modality gives (:class:`ModalityFeatures`):
   ``source_value``, ``source_raw``, same for target) for
   :class:`~mmea.encoders.numeric_nn.NumericRbfEncoder`;
 - ``relations``: CSR ``(n, 2R)`` bag of relations over a shared vocabulary;
-- ``attributes``: CSR ``(n, A)`` bag of attributes over a shared vocabulary.
+- ``attributes``: CSR ``(n, A)`` bag of attributes over a shared vocabulary;
+- ``adjacency``: each KG's relation-graph adjacency (CSR ``(n1, n1)`` and ``(n2, n2)``,
+  ``D^-1 A`` by default), the structure input of the graph models.
 
 Every mask marks the entities that have the modality; their other rows are zero.
 
