@@ -137,6 +137,8 @@ def test_model_aligns_a_relabelled_copy():
     np.testing.assert_allclose(np.linalg.norm(s, axis=1)[np.linalg.norm(s, axis=1) > 0], 1, rtol=1e-5)
     info = model.info
     assert info["names_used"] is False and info["hops"] == 2 and info["anchor_dim"] == 256
+    assert info["seeds"] == {"kind": "train links", "count": 48} and info["iterative"] is False
+    assert 0 < info["modalities"]["relations"] <= 320  # entities with a relation triple, both KGs
     assert info["relation_weight_choice"]["chosen_by"].startswith("Hits@1 (CSLS) on 16 valid links")
 
 
@@ -178,3 +180,12 @@ def test_bad_settings_and_no_seeds_are_clear_errors():
     empty = AlignmentTask("syn", task.source, task.target, np.zeros((0, 2)), task.valid, task.test)
     with pytest.raises(MmeaInputError, match="needs seed links"):
         _fit(empty)
+
+
+def test_bench_ran_label_says_no_names():
+    from mmea.pipelines.align_config import ran_label
+
+    task, _ = _task()
+    model = _fit(task, hops=2, anchor_dim=64, rounds=1)
+    label = ran_label({"model": "label-propagation", "split": task.split_sizes(), "model_info": model.info})
+    assert "no names" in label and "iterative" in label and "relations" in label and "not recorded" not in label

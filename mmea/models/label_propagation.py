@@ -52,7 +52,7 @@ class LabelPropagationModel(AlignmentModel):
     @dataclass(frozen=True)
     class Config:
         hops: int = 3
-        anchor_dim: int = 512          # width of the random labels; 0 = exact one-hot (one column per anchor)
+        anchor_dim: int = 1024         # width of the random labels; 0 = exact one-hot (one column per anchor)
         relation_weight: float = -1.0  # < 0: chosen from relation_weights by Hits@1 on the valid links
         relation_weights: tuple = (0.0, 0.25)
         rounds: int = 0                # iterative rounds adding mutual nearest pairs as anchors
@@ -105,7 +105,9 @@ class LabelPropagationModel(AlignmentModel):
                                                                                  if c.relation_weight < 0 else []),
             "hops": c.hops, "rounds": len(added), "rounds_requested": c.rounds,
             "anchor_dim": c.anchor_dim or int(len(anchors)), "anchor_labels": "one-hot" if c.anchor_dim == 0
-            else "random Gaussian", "seeds": int(len(seeds)), "seeds_added_per_round": added,
+            else "random Gaussian", "seeds": {"kind": "train links", "count": int(len(seeds))},
+            "iterative": c.rounds > 0, "seeds_added_per_round": added,
+            "modalities": {"relations": sum(int(np.count_nonzero(np.diff(p.indptr))) for p, _ in self._graphs)},
             "anchors_final": int(len(anchors)), "relation_weight": weight, "dim": int(self._src.shape[1]),
             "fit_s": round(time.perf_counter() - t0, 3)})
 

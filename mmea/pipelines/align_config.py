@@ -202,7 +202,7 @@ def ran_label(m: dict) -> str:
         if enc.get("model") and enc.get("model") != enc.get("encoder"):
             name += f" ({enc['model']})"
         parts.append(f"names {name}")
-    elif info.get("variant") in ("gaussian", "point"):  # the Gaussian models use no names
+    elif info.get("variant") in ("gaussian", "point") or info.get("names_used") is False:  # models without names
         parts.append("no names")
     else:
         parts.append("names: not recorded")
