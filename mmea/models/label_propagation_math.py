@@ -30,10 +30,11 @@ relation's label is the (normalised) sum of the labels of the entities it
 touches, so relations of the two KGs land in the same label space without any
 relation alignment.  The representation of an entity is the concatenation
 
-    H = [E^(1), F^(1), ..., E^(K), F^(K)] / sqrt(2K)
+    H = norm([sqrt(1 - w) E^(1), sqrt(w) F^(1), ..., sqrt(1 - w) E^(K), sqrt(w) F^(K)])
 
-whose inner product between a source and a target entity is the mean of the
-per-view, per-hop cosines ("summed cosines").  Nothing is trained; the only
+(``w`` the relation-view weight, chosen by the model), whose inner product between a
+source and a target entity is the weighted mean of the per-view, per-hop cosines
+("summed cosines") where every block is non-zero.  Nothing is trained; the only
 supervision is which seed entities share a label.
 
 Iterative rounds (LightEA's bootstrapping): the *mutual* nearest neighbours
