@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import FiniteFloat, NonNegInt, PositiveInt
 from ..errors import MmeaInputError
 from . import label_propagation_math as lpm
 from .base import MODELS, AlignmentModel
@@ -51,13 +52,13 @@ class LabelPropagationModel(AlignmentModel):
 
     @dataclass(frozen=True)
     class Config:
-        hops: int = 3
-        anchor_dim: int = 1024         # width of the random labels; 0 = exact one-hot (one column per anchor)
-        relation_weight: float = -1.0  # < 0: chosen from relation_weights by Hits@1 on the valid links
+        hops: PositiveInt = 3
+        anchor_dim: NonNegInt = 1024         # width of the random labels; 0 = exact one-hot (one column per anchor)
+        relation_weight: FiniteFloat = -1.0  # < 0: chosen from relation_weights by Hits@1 on the valid links
         relation_weights: tuple = (0.0, 0.25)
-        rounds: int = 0                # iterative rounds adding mutual nearest pairs as anchors
-        csls_k: int = 10               # CSLS neighbourhood of the mutual-nearest step
-        min_round_pairs: int = 1       # stop the rounds when a round proposes fewer pairs
+        rounds: NonNegInt = 0                # iterative rounds adding mutual nearest pairs as anchors
+        csls_k: PositiveInt = 10               # CSLS neighbourhood of the mutual-nearest step
+        min_round_pairs: NonNegInt = 1       # stop the rounds when a round proposes fewer pairs
 
         def __post_init__(self):
             if self.hops < 1 or self.anchor_dim < 0 or self.rounds < 0 or self.csls_k < 1:
