@@ -254,6 +254,27 @@ class Checkpointer:
         except KeyboardInterrupt:
             raise self.interrupted() from None
 
+    @contextmanager
+    def recorded(self, run):
+        """Around a whole job in its run directory ``run`` (:class:`mmea.runs.RunDir`): any stop is
+        logged by ``run.record_failure`` with its exit code; a Ctrl-C outside the training loop
+        still writes the pending state and becomes a :class:`TrainingInterrupted` with the resume
+        hint; the run's log is closed in every case."""
+        try:
+            yield self
+        except TrainingInterrupted as e:
+            run.record_failure(e)
+            raise
+        except KeyboardInterrupt:  # outside the training loop: nothing new to save, but resumable
+            e = self.interrupted()
+            run.record_failure(e)
+            raise e from None
+        except BaseException as e:
+            run.record_failure(e)
+            raise
+        finally:
+            run.close()
+
     def interrupted(self) -> TrainingInterrupted:
         """Write the pending state (if newer than the file) and build the interrupt to raise."""
         if self._pending is not None:

@@ -206,6 +206,35 @@ class TrainingModule:
         return epoch_postfix(record.loss, None, valid=trainer.last_valid)
 
 
+class RankingValidationModule(TrainingModule):
+    """A :class:`TrainingModule` for a torch ``self.model`` validated by filtered MRR: the shared
+    validation and best-state steps of link prediction and CLEP.
+
+    A subclass sets ``self.model``, ``self.valid_eval`` (the validation triples), ``self.eval_s``
+    (0.0) and implements ``evaluate(triples) -> {"mrr", "hits@10", ...}``; the kept state is the
+    model's ``state_dict`` and ``best_metrics`` the validation metrics of that state.
+    """
+
+    _last_metrics: dict | None = None
+    best_metrics: dict | None = None
+
+    def can_validate(self) -> bool:
+        return len(self.valid_eval) > 0
+
+    def validate(self, epoch: int, trainer) -> Validation:
+        t_eval = time.perf_counter()
+        vm = self._last_metrics = self.evaluate(self.valid_eval)
+        self.eval_s += time.perf_counter() - t_eval
+        return Validation(vm["mrr"], extra={"valid_mrr": vm["mrr"], "valid_hits@10": vm["hits@10"]})
+
+    def snapshot(self) -> dict:
+        self.best_metrics = self._last_metrics
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+
 @dataclass
 class _Best:
     epoch: int | None = None

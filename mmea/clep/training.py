@@ -42,7 +42,7 @@ from pydantic import Field
 from ..config import FiniteFloat, NonNegInt, PositiveFloat, PositiveInt, Seed, build_dataclass
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
-from ..training import EpochOutput, TimeBudget, Trainer, TrainingModule, Validation
+from ..training import EpochOutput, RankingValidationModule, TimeBudget, Trainer, Validation
 
 log = logging.getLogger("mmea.clep")
 
@@ -387,7 +387,7 @@ def _histogram_png(path: Path, correct: np.ndarray, incorrect: np.ndarray, title
     plt.close(fig)
 
 
-class ClepTraining(TrainingModule):
+class ClepTraining(RankingValidationModule):
     """CLEP for :class:`~mmea.training.Trainer`: an epoch is :func:`run_epoch` over the training pairs
     (ending early when the time budget is spent), validation the filtered MRR across spaces on the
     fixed validation subsample; the untrained model's validation (``valid_at_init``) is a candidate
@@ -426,22 +426,6 @@ class ClepTraining(TrainingModule):
                                                deadline=budget.start + budget.seconds if budget.seconds else None,
                                                texts=self.uniq_texts)
         return EpochOutput(loss, {"batches": batches, "tau": float(self.model.logit_scale.detach())}, out_of_time)
-
-    def can_validate(self) -> bool:
-        return len(self.valid_eval) > 0
-
-    def validate(self, epoch: int, trainer) -> Validation:
-        t_eval = time.perf_counter()
-        vm = self._last_metrics = self.evaluate(self.valid_eval)
-        self.eval_s += time.perf_counter() - t_eval
-        return Validation(vm["mrr"], extra={"valid_mrr": vm["mrr"], "valid_hits@10": vm["hits@10"]})
-
-    def snapshot(self) -> dict:
-        self.best_metrics = self._last_metrics
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state)
 
     def postfix(self, record, trainer) -> dict:
         return epoch_postfix(record.loss, valid_mrr=record.extra.get("valid_mrr"),

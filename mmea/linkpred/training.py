@@ -66,7 +66,7 @@ from ..checkpoint import Checkpointer
 from ..config import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Seed, build_dataclass
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
-from ..training import EpochOutput, TimeBudget, Trainer, TrainingModule, Validation
+from ..training import EpochOutput, RankingValidationModule, TimeBudget, Trainer
 from .evaluation import filtered_metrics
 
 log = logging.getLogger("mmea.linkpred")
@@ -251,7 +251,7 @@ def make_optimizer(params: list, lr: float):
         return torch.optim.Adam(params, lr=lr)
 
 
-class LinkPredTraining(TrainingModule):
+class LinkPredTraining(RankingValidationModule):
     """Link prediction for :class:`~mmea.training.Trainer`: everything one run trains and reads.
 
     An epoch is one pass over the training triples in random batches (each: negatives from the
@@ -364,22 +364,6 @@ class LinkPredTraining(TrainingModule):
                 out_of_time = True
                 break
         return EpochOutput(loss_sum / max(bi + 1, 1), {"batches": bi + 1}, out_of_time)
-
-    def can_validate(self) -> bool:
-        return len(self.valid_eval) > 0
-
-    def validate(self, epoch: int, trainer) -> Validation:
-        t_eval = time.perf_counter()
-        vm = self._last_metrics = self.evaluate(self.valid_eval)
-        self.eval_s += time.perf_counter() - t_eval
-        return Validation(vm["mrr"], extra={"valid_mrr": vm["mrr"], "valid_hits@10": vm["hits@10"]})
-
-    def snapshot(self) -> dict:
-        self.best_metrics = self._last_metrics
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state)
 
     def postfix(self, record, trainer) -> dict:
         bm = self.best_metrics or {}

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import Checkpointer, TrainingInterrupted
+from ..checkpoint import Checkpointer
 from ..config import RunConfig, to_toml
 from ..errors import MmeaInputError
 from ..runs import RunDir, default_run_dir, resolve_device, seed_everything
@@ -183,7 +183,7 @@ def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, r
     run = RunDir.create(out or default_run_dir("align", dataset_label(cfg)), resume=resume, overwrite=overwrite)
     ckpt = Checkpointer(run.path, every=checkpoint_every, resume_command=f"mmea align --resume {run.path}",
                         stop_after_epochs=stop_after_epochs)
-    try:
+    with ckpt.recorded(run):  # a stop is logged with its exit code; Ctrl-C gets the resume hint
         if resume:
             if ckpt.load() is None:
                 log.warning("%s: no checkpoint, so training starts from the beginning", run.path)
@@ -192,18 +192,6 @@ def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, r
         result = _align_in(run, cfg, ckpt, quiet)
         run.mark_complete(model=result["metrics"].get("model"), dataset=result["metrics"].get("dataset"))
         return result
-    except TrainingInterrupted as e:
-        run.record_failure(e)
-        raise
-    except KeyboardInterrupt:  # outside the training loop: nothing to save, but the run can be resumed
-        e = ckpt.interrupted()
-        run.record_failure(e)
-        raise e from None
-    except BaseException as e:
-        run.record_failure(e)
-        raise
-    finally:
-        run.close()
 
 
 def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> dict:

@@ -196,30 +196,18 @@ def run_in_dir(run_dir, resume_command: str, body, output: str, *, resume: bool,
     """The run-directory frame every training job shares: create (or reopen) the folder, the
     checkpointer, ``body(run, ckpt) -> metrics``, then ``complete.json`` last (recording ``output``);
     any failure or interrupt is written to ``run.log`` with its exit code before it propagates."""
-    from ..checkpoint import Checkpointer, TrainingInterrupted
+    from ..checkpoint import Checkpointer
     from ..runs import RunDir
 
     run = RunDir.create(run_dir, resume=resume, overwrite=overwrite)
     ckpt = Checkpointer(run.path, every=checkpoint_every, resume_command=f"{resume_command} {run.path}",
                         stop_after_epochs=stop_after_epochs)
-    try:
+    with ckpt.recorded(run):  # a stop is logged with its exit code; Ctrl-C gets the resume hint
         if resume and ckpt.load() is None:
             log.warning("%s: no checkpoint, so training starts from the beginning", run.path)
         metrics = body(run, ckpt)
         run.mark_complete(output=output, **(record or {}))
         return metrics
-    except TrainingInterrupted as e:
-        run.record_failure(e)
-        raise
-    except KeyboardInterrupt:  # outside the training loop: nothing to save, but the run can be resumed
-        e = ckpt.interrupted()
-        run.record_failure(e)
-        raise e from None
-    except BaseException as e:
-        run.record_failure(e)
-        raise
-    finally:
-        run.close()
 
 
 # ------------------------------------------------------------------------------------ mmea bench
