@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mmea align --src demo_src --tgt demo_tgt --out runs/demo
+	$(BIN)/mmea align --src demo_src --tgt demo_tgt --out runs/demo --overwrite
 	$(BIN)/mmea report runs/demo
 
 # Default suite: everything but `slow` and `gpu`; `data` tests skip when ../shared/datasets is absent.
