@@ -240,7 +240,7 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         cand = np.arange(task.target.num_entities)
     with run.stage("search"):  # the one pass: ranks, top-k, reverse best, validation top-2
         al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s,
-                                             device if device == "cpu" else "cuda", progress)
+                                             device, progress)
     if len(task.test):
         with run.stage("evaluate"):
             metrics.update(evaluate_run(run.path, task, model, src_emb, tgt_emb, ranks, s, progress))
@@ -256,7 +256,7 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         metrics["matched"] = m
     with run.stage("calibrate"):
         metrics["calibration"] = calibrate_run(run.path, task, src_emb, tgt_emb, rows, cand, al, s,
-                                               device if device == "cpu" else "cuda", scores=valid_scores)
+                                               device, scores=valid_scores)
     with run.stage("export"):
         df = alignment_frame(task, al, topk=s.topk, gold=task.test if gold is not None else None)
         csv_path = run.path / "alignment.csv"
