@@ -136,10 +136,10 @@ def evaluate_embeddings(src_emb: Any, tgt_emb: Any, links: Any, *, candidates: s
         return_ranks: also return ``"ranks"``: the ``(n,)`` int64 1-based rank of each
             link's gold target in the primary ranking, in the order of ``links``
             (exact: every gold target is among the candidates).
-        progress: "CSLS radii" and "evaluate" bars over the blockwise passes when stderr is a terminal.
+        progress: a bar over the blockwise pass when stderr is a terminal.
 
-    The ranks of both directions and both methods come from the two blockwise passes of
-    :func:`mmea.search.onepass.search_once` (each cosine block computed once per pass).
+    The ranks of both directions and both methods come from the one blockwise product pass of
+    :func:`mmea.search.onepass.search_once` (each cosine block computed once).
 
     Returns:
         ``{"test": {metrics, direction, method}, "test_by_method": {"src->tgt/cos": ..., "src->tgt/csls": ...,

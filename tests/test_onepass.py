@@ -54,14 +54,16 @@ def task_like(n_src, n_tgt, n_test, n_valid, seed, dup_src=0, dup_tgt=0):
     return np.concatenate([test] + extra), valid
 
 
-def check_fused(src, tgt, test, valid, candidates, method, csls_k, topk=3, block_size=None, matcher="none"):
+def check_fused(src, tgt, test, valid, candidates, method, csls_k, topk=3, block_size=None, matcher="none",
+                list_size=64):
     rows = test[:, 0]
     cand = np.unique(test[:, 1]) if candidates == "test" else np.arange(len(tgt))
     src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(test, len(src), len(tgt), candidates)
     assert np.array_equal(tgt_rows, cand) and np.array_equal(src_rows[q_src], rows)
     vsrc, extra = valid_queries(valid, cand)
     al, found = align_once(src, tgt, rows, cand, topk=topk, method=method, csls_k=csls_k, matcher=matcher,
-                           block_size=block_size, gold=q_tgt, eval_src=src_rows, valid_src=vsrc, extra=extra)
+                           block_size=block_size, gold=q_tgt, eval_src=src_rows, valid_src=vsrc, extra=extra,
+                           list_size=list_size)
     # the metrics' ranks
     ref = separate_ranks(src, tgt, test, candidates, csls_k, block_size)
     for d in ref:
@@ -88,22 +90,26 @@ def check_fused(src, tgt, test, valid, candidates, method, csls_k, topk=3, block
     return found
 
 
+@pytest.mark.parametrize("list_size", [1, 6, 64])
 @pytest.mark.parametrize("candidates", ["test", "all"])
 @pytest.mark.parametrize("method", ["csls", "cos"])
-def test_fused_pass_equals_separate_computations_with_ties(candidates, method):
+def test_fused_pass_equals_separate_computations_with_ties(candidates, method, list_size):
+    """Short lists (1, 6) leave many rows and columns to the exact redo; long ones settle most from the lists."""
     src, tgt = quantized(90, 5, 1), quantized(80, 5, 2)  # few distinct directions: many exact ties
     test, valid = task_like(90, 80, 50, 12, seed=3)
-    check_fused(src, tgt, test, valid, candidates, method, csls_k=4, block_size=7)
+    found = check_fused(src, tgt, test, valid, candidates, method, csls_k=4, block_size=7, list_size=list_size)
+    assert found.stats["list_size"] == max(list_size, 4)
 
 
+@pytest.mark.parametrize("list_size", [2, 64])
 @pytest.mark.parametrize("candidates", ["test", "all"])
 @pytest.mark.parametrize("method", ["csls", "cos"])
-def test_fused_pass_with_duplicate_sources_and_targets(candidates, method):
+def test_fused_pass_with_duplicate_sources_and_targets(candidates, method, list_size):
     """A source with two gold targets and a target with two gold sources (MMKG has a few one-to-many links)."""
     src, tgt = quantized(70, 4, 4), quantized(75, 4, 5)
     test, valid = task_like(70, 75, 40, 8, seed=6, dup_src=3, dup_tgt=2)
     assert len(np.unique(test[:, 0])) < len(test) and len(np.unique(test[:, 1])) < len(test)
-    check_fused(src, tgt, test, valid, candidates, method, csls_k=3, block_size=6)
+    check_fused(src, tgt, test, valid, candidates, method, csls_k=3, block_size=6, list_size=list_size)
 
 
 @pytest.mark.parametrize("matcher", ["greedy", "mutual", "hungarian"])
@@ -114,10 +120,13 @@ def test_fused_pass_feeds_the_matchers(matcher):
 
 
 def test_fused_pass_random_default_blocks():
+    """Random embeddings: the lists settle most ranks and top-k; the rest is redone, with the same result."""
     src, tgt = gaussian(400, 16, 10), gaussian(420, 16, 11)
     test, valid = task_like(400, 420, 300, 40, seed=12)
     for candidates in ("test", "all"):
-        check_fused(src, tgt, test, valid, candidates, "csls", csls_k=10)
+        for list_size in (12, 64):
+            found = check_fused(src, tgt, test, valid, candidates, "csls", csls_k=10, list_size=list_size)
+            assert 0 < found.stats["redone_rows"] < 2 * len(test), found.stats
 
 
 def test_fused_pass_without_gold():

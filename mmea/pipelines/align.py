@@ -11,7 +11,7 @@ with a training loop (:mod:`mmea.checkpoint`), which ``mmea align --resume RUN_D
 (:func:`mmea.pipelines.align_config.resume_config`, then :func:`run_align` with ``resume``) continues from.
 
 Stage timings (``metrics.json`` ``timings``): ``load_s``, ``train_s``; ``search_s`` the
-search (:func:`search_run`: one set of blockwise passes gives the gold ranks of both
+search (:func:`search_run`: one blockwise product pass gives the gold ranks of both
 directions and methods, each query's top-k, the reverse best matches and the validation
 sources' top 2, see :mod:`mmea.search.onepass`) and the matcher; ``evaluate_s`` the
 metrics from those ranks (+ a model's own re-ranking); ``calibrate_s`` the isotonic fit;
@@ -72,7 +72,7 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
     """The run's search: ``(alignment, ranks | None, validation scores | None)``.
 
     With the exact torch engine (``search.index`` ``auto`` below
-    :data:`~mmea.search.knn.APPROX_PAIRS` pairs, or ``torch``), one blockwise pass per direction
+    :data:`~mmea.search.knn.APPROX_PAIRS` pairs, or ``torch``), one blockwise product pass
     (:func:`mmea.search.onepass.align_once`) gives the :class:`~mmea.search.matching.Alignment`, the gold
     ranks of the test links (``ranks[direction][method]``, over the candidate sets of
     :func:`mmea.evaluation.evaluate_embeddings`) and the validation sources' top 2 (as

@@ -11,7 +11,7 @@ Nothing here imports torch, faiss or scipy until a function runs.
 * :mod:`.matching`: :class:`Similarity`, :data:`MATCHERS` (``none``, ``greedy``,
   ``mutual``, ``hungarian``, ``sinkhorn``), :func:`match`, :func:`align` -> :class:`Alignment`.
 * :mod:`.onepass`: :func:`~.onepass.search_once` / :func:`~.onepass.align_once`: a run's
-  gold ranks, top-k, reverse best and validation top-2 from the same two blockwise passes.
+  gold ranks, top-k, reverse best and validation top-2 from one blockwise product pass.
 * :mod:`.benchmark`: ``python -m mmea.search.benchmark`` (performance figures).
 """
 

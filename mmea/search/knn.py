@@ -99,7 +99,11 @@ def l2_normalize(x: Any, what: str = "embeddings") -> np.ndarray:
     stay zero (cosine 0 with everything) instead of becoming NaN.  The quotient is
     computed in float64 a chunk of rows at a time, so no float64 copy of ``x`` is made.
     """
-    x = as_float32(x, what)
+    return scale_rows(as_float32(x, what))
+
+
+def scale_rows(x: np.ndarray) -> np.ndarray:
+    """:func:`l2_normalize` of a float32 ``(n, d)`` array already checked by :func:`as_float32`."""
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))  # (n,)
     norms[norms == 0] = 1.0
     out = np.empty_like(x)  # float32; the float64 quotient only a chunk of rows at a time

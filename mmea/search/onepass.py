@@ -1,4 +1,4 @@
-"""Search once: the same two blockwise passes give a run's ranks, its candidates and its validation scores.
+"""Search once: one blockwise product pass gives a run's ranks, its candidates and its validation scores.
 
 An ``mmea align`` run needs, from the same embeddings,
 
@@ -7,34 +7,36 @@ An ``mmea align`` run needs, from the same embeddings,
   target's best query source (the ``mutual`` column),
 * the top-2 targets of each validation source (the calibration, :mod:`mmea.calibration`).
 
-Computed one after the other, each of these recomputes the CSLS radii and the
-``(n, m)`` cosines (six products of the embedding matrices).  :func:`search_once`
-computes them in two blockwise passes over the same blocks, and never holds more
-than a few ``(block, m)`` score blocks:
+Computed one after the other these recompute the CSLS radii and the ``(n, m)`` cosines six
+times; the CSLS radii of the targets are known only after every source has been seen, so even a
+fused computation needs two passes over the cosines.  :func:`search_once` computes the cosines
+**once**, block by block of eval-source rows (never more than one ``(block, m)`` block), and keeps
+per block only short lists:
 
-1. **radii**: the eval sources ``P`` (the test sources, or every source with
-   ``candidates="all"``) x the candidate targets: ``r_src`` of every ``P`` row,
-   ``r_tgt`` of every candidate over ``P`` (the metrics' radii) and, when the query
-   rows are not ``P`` itself (duplicates, ``candidates="all"``), over the query rows
-   with their multiplicity, plus the validation targets that are not candidates
-   (the search's radii, as :class:`~mmea.search.matching.Similarity` computes them);
-   and the cosine of every gold pair.
-2. **everything else**, block by block of ``P`` rows: the src->tgt gold ranks (rows),
-   the tgt->src gold ranks (columns: the gold score of each target is known from
-   pass 1, so each block adds its counts), each query row's top-k, each candidate's
-   best query row (a running column maximum); then the validation sources against
-   the candidates + their own targets: their top-2.
+1. **the pass**: each eval source's top-``K`` candidates by cosine (``K`` =
+   :data:`LIST_SIZE`; its radius ``r_src`` is the mean of the first ``csls_k``), each
+   candidate's top-``K`` eval sources and top-``K`` query sources (their radii: ``r_tgt``), each
+   row's largest cosine within :data:`GROUPS` groups of candidates of similar radius, and the
+   cosine of every gold pair.
+2. **settling from the lists**: a rank, a top-k or a best match read from a list is exact when
+   everything outside the list provably scores below it: outside the list a cosine is at most the
+   list's ``K``-th (and the group's largest), and a CSLS ``(2 cos - r_query) - r_candidate`` at
+   most that bound with the group's smallest radius (float rounding is monotone, so the bound
+   holds for the float32 scores).  A gold target outside its list, or a list whose bound is not
+   strictly below the score it must settle, is **redone**: that source row (or that target
+   column) against everything, each at most once; a DBP15k run redoes a few hundred of 10,500.
+   A redone product whose cosines differ in any bit from the pass's list values (small products
+   take other float32 kernels) is computed again padded to the pass's block shape.
+3. the validation sources against the candidates + their own targets: their top-2.
 
-The passes visit the query rows first, in the order of their first position among
-the rows, so the first maximum of a column is the tie winner of
-``csls_topk(tgt, src, 1)``.  Every score is the float32 expression of
-:func:`~mmea.search.csls.csls_from_cos` on the same cosines (``(2 cos - r_query) -
-r_candidate``, also for the tgt->src direction), and ranks and top-k follow the tie
-rule of :mod:`mmea.search.csls` (score desc, lower index first), so the result
-equals :func:`~mmea.evaluation.evaluate_embeddings`, :func:`~mmea.search.matching.align`
-and :func:`~mmea.calibration.score_valid_sources` run separately
-(tests/test_onepass.py).  The embeddings stay float32 at their own dimension.
-The passes are exact torch passes; FAISS indexes keep the separate search.
+Every score is the float32 expression of :func:`~mmea.search.csls.csls_from_cos` on the same
+cosines (``(2 cos - r_query) - r_candidate``, also for the tgt->src direction), and ranks and
+top-k follow the tie rule of :mod:`mmea.search.csls` (score desc, lower index first), so the
+result equals :func:`~mmea.evaluation.evaluate_embeddings`, :func:`~mmea.search.matching.align`
+and :func:`~mmea.calibration.score_valid_sources` run separately (tests/test_onepass.py, with
+short lists that force the redo and long ones that settle most from the lists).  The embeddings
+stay float32 at their own dimension.  The pass is an exact torch pass; FAISS indexes keep the
+separate search.
 """
 
 from __future__ import annotations
@@ -48,12 +50,19 @@ import numpy as np
 from ..errors import MmeaInputError
 from ..progress import progress_bar
 from .csls import METHODS, SearchResult, _mean_topk_t, _merge_column_topk, csls_from_cos
-from .knn import BLOCK_ELEMENTS, _check_device, l2_normalize, row_block_size, topk_rows
+from .knn import BLOCK_ELEMENTS, _check_device, as_float32, row_block_size, scale_rows, topk_rows
 
 if TYPE_CHECKING:
     from .matching import Alignment
 
 __all__ = ["OnePass", "search_once", "align_once"]
+
+#: candidates kept per source row and sources per candidate column by the pass (``K`` of the module doc)
+LIST_SIZE = 64
+#: column groups of the pass's bounds (:class:`_Lists`)
+GROUPS = 64
+#: rows below which a redo is always padded to the pass's block shape (tiny products take other kernels)
+MIN_ROWS = 64
 
 
 @dataclass
@@ -146,6 +155,8 @@ class _Links:
         edges = torch.arange(0, p + bs, bs, device=q_it.device)
         self.bounds = torch.searchsorted(q_it[self.by_src], edges).tolist()
         self.gold_cos = torch.zeros((self.n,), dtype=torch.float32, device=q_it.device)
+        self.fwd: dict | None = None  # {"cos", "csls"}: (n,) src->tgt ranks, set by the settling step
+        self.back: dict | None = None  # the same, tgt->src
         # each candidate's first link (-1: none); the other links of a target (rare) go apart
         by_tgt = torch.argsort(q_tgt, stable=True)
         t_sorted = q_tgt[by_tgt]
@@ -165,124 +176,6 @@ class _Links:
         return sel, rr, whole
 
 
-def _radii_pass(P, C, m: int, counts, csls_k: int, n_rows: int, links: _Links | None, bs: int, progress: bool):
-    """Pass 1 over the eval sources ``P (p, d)`` x ``C (m + e, d)`` (candidates, then extra targets).
-
-    Returns ``r_src (p,)`` over the candidates; ``r_eval (m,)`` over all ``P`` rows (``None``
-    without links, and when every count is 1: then it is ``r_search[:m]``); ``r_search (m + e,)``
-    over the ``P`` rows repeated ``counts (p,)`` times.  Stores each link's gold cosine in ``links``.
-    """
-    import torch
-
-    p, mc = P.shape[0], C.shape[0]
-    kc, ke, ks = min(csls_k, m), min(csls_k, p), min(csls_k, max(n_rows, 1))
-    same = bool((counts == 1).all())  # query rows = P: one column top-k serves both
-    r_src = torch.empty((p,), dtype=torch.float32, device=P.device)
-    col_e = col_s = col_x = None
-    buf = torch.empty((min(bs, p), m), dtype=torch.float32, device=P.device)
-    CT, XT = C[:m].T, C[m:].T
-    with progress_bar(total=p, progress=progress, desc="CSLS radii", unit="row", leave=False) as bar:
-        for i, a in enumerate(range(0, p, bs)):
-            e = min(a + bs, p)
-            S = torch.mm(P[a:e], CT, out=buf[:e - a])  # (b, m): the same product as pass 2's
-            r_src[a:e] = _mean_top(S, kc)
-            if links is not None:
-                sel, rr, _ = links.rows_in(i, a, e)
-                links.gold_cos[sel] = S[rr, links.q_tgt[sel]]
-                if not same:
-                    col_e = _merge_column_topk(col_e, S, ke)
-            c = counts[a:e]
-            if int(c.sum()):
-                # the extra targets' columns (validation targets) too, for their search radius
-                Sx = P[a:e] @ XT if mc > m else None  # (b, e)
-                if not bool((c == 1).all()):  # query rows repeated as often as they are rows
-                    rep = torch.repeat_interleave(torch.arange(e - a, device=S.device), c)
-                    S, Sx = S[rep], (Sx[rep] if Sx is not None else None)
-                col_s = _merge_column_topk(col_s, S, ks)
-                if Sx is not None:
-                    col_x = _merge_column_topk(col_x, Sx, ks)
-            bar.update(e - a)
-    r_search = _mean_topk_t(col_s, dim=0)
-    if mc > m:
-        r_search = torch.cat([r_search, _mean_topk_t(col_x, dim=0)])
-    return r_src, (_mean_topk_t(col_e, dim=0) if links is not None and not same else None), r_search
-
-
-class _ColumnRanks:
-    """tgt->src ranks accumulated block by block from the columns of the src->tgt blocks.
-
-    A target's rank of its gold source is ``1 + #{i: s_i > s_g} + #{i: s_i = s_g, i < g}`` over
-    the eval sources (``i``, ``g``: their eval positions); the gold score is known from pass 1, so
-    each block adds its counts.  The CSLS of target ``j`` and source ``i`` is
-    ``(2 cos - r_tgt[j]) - r_src[i]`` (the target is the query).
-    """
-
-    def __init__(self, links: _Links, r_src, r_eval):
-        import torch
-
-        L = self.links = links
-        gold = {"cos": L.gold_cos, "csls": csls_from_cos(L.gold_cos, r_eval[L.q_tgt], r_src[L.q_it])}
-        has = L.col_link >= 0
-        first = L.col_link.clamp(min=0)
-        big = torch.iinfo(torch.int64).max
-        self.g = {k: torch.where(has, v[first], torch.tensor(float("inf"), device=v.device)) for k, v in gold.items()}
-        self.gi = torch.where(has, L.q_eval[first], torch.zeros_like(first))  # (m,) eval position of the gold
-        self.gpos = torch.where(has, L.q_it[first], torch.full_like(first, big))  # (m,) its iteration position
-        self.gx = {k: v[L.more] for k, v in gold.items()}  # (x,) the other links of a target
-        self.gix, self.gposx, self.cx = L.q_eval[L.more], L.q_it[L.more], L.q_tgt[L.more]
-        self.cnt = {k: torch.zeros_like(self.gi) for k in METHODS}
-        self.cntx = {k: torch.zeros_like(self.gix) for k in METHODS}
-
-    def add(self, method: str, Z, a: int, e: int, rowpos, work) -> None:
-        """Counts of block ``Z (b, m)`` (cosine, or the CSLS above) of iteration rows ``a:e``,
-        whose eval positions are ``rowpos (b,)``."""
-        self.cnt[method] += self._count(Z, self.g[method], self.gi, self.gpos, a, e, rowpos, work)
-        if len(self.cx):
-            self.cntx[method] += self._count(Z[:, self.cx], self.gx[method], self.gix, self.gposx, a, e, rowpos)
-
-    @staticmethod
-    def _count(Z, g, gi, gpos, a, e, rowpos, work=None):
-        gt, eq = _gt_eq(Z, g[None, :], 0, work)
-        here = ((gpos >= a) & (gpos < e)).long()  # the gold cell itself is in this block
-        tied = (eq > here).nonzero().flatten()  # columns where another source ties the gold
-        if len(tied):
-            gt[tied] += ((Z[:, tied] == g[tied][None, :]) & (rowpos[:, None] < gi[tied][None, :])).sum(0)
-        return gt
-
-    def ranks(self) -> dict:
-        L = self.links
-        out = {}
-        for k in METHODS:
-            r = 1 + self.cnt[k][L.q_tgt]
-            r[L.more] = 1 + self.cntx[k]
-            out[k] = r
-        return out
-
-
-class _ReverseBest:
-    """Each candidate target's best query source (the ``mutual`` column), merged block by block.
-
-    The query rows come first in the iteration, in the order of their first position among the
-    rows, so the first maximum (``torch.max`` returns the first) breaks ties as
-    ``csls_topk(tgt, src, 1)`` does.
-    """
-
-    def __init__(self, m: int, device):
-        import torch
-
-        self.value = torch.full((m,), -float("inf"), dtype=torch.float32, device=device)
-        self.key = torch.zeros((m,), dtype=torch.int64, device=device)
-
-    def add(self, Y, a: int) -> None:
-        """Merge the block ``Y (b, m)`` of query rows ``a:a+b`` (iteration positions)."""
-        import torch
-
-        top, idx = Y.max(dim=0)  # (m,)
-        better = top > self.value  # a later block wins only with a higher score
-        self.value = torch.where(better, top, self.value)
-        self.key = torch.where(better, idx + a, self.key)
-
-
 def _row_topk(S, X, rs, r_search, t: int, method: str):
     """Top-``t`` ``(ids, cos, csls)`` of each row of the cosine block ``S (b, m)`` by ``method``.
 
@@ -298,63 +191,301 @@ def _row_topk(S, X, rs, r_search, t: int, method: str):
     return ids, cos, (X.gather(1, ids) if X is not None else csls_from_cos(cos, rs, r_search[ids]))
 
 
-def _main_pass(P, Cm, r_src, r_eval, r_search, links: _Links | None, nq: int, eval_pos, topk: int, method: str,
-               reverse: bool, bs: int, progress: bool, desc: str = "search"):
-    """Pass 2 over the eval sources ``P (p, d)`` x the candidates ``Cm (m, d)``, in pass 1's blocks.
+def _merge_column_lists(lst, S, k: int, offset: int):
+    """Running top-``k`` ``(values (<= k, m) descending, iteration rows (<= k, m))`` of each column,
+    merged with the block ``S (b, m)`` whose rows are the iteration rows ``offset:offset + b``."""
+    import torch
 
-    The first ``nq`` rows of ``P`` are the query rows; ``eval_pos (p,)`` each row's eval position.
-    Returns ``(src->tgt ranks, tgt->src ranks)`` per link (``None`` without links), the
-    top-``topk`` ``(ids, cos, csls)`` of the query rows (``None`` for 0) and each candidate's
-    best query row (its iteration position; ``None`` unless ``reverse``).
+    bv, bi = torch.topk(S, min(k, S.shape[0]), dim=0)  # (<= k, m)
+    bi += offset
+    if lst is None:
+        return bv, bi
+    v, i = torch.cat([lst[0], bv]), torch.cat([lst[1], bi])
+    tv, ti = torch.topk(v, min(k, v.shape[0]), dim=0)
+    return tv, i.gather(0, ti)
+
+
+@dataclass
+class _Lists:
+    """What the one product pass keeps: each eval source's top-``K`` candidates (``row_v/row_i (p, K)``,
+    cosines descending and candidate columns), each candidate's top-``K`` eval sources
+    (``col (values, iteration rows)``, ``(K, m)``) and, when the query rows are fewer than the eval
+    sources, its top-``K`` query rows (``colq``); the radii; each link's gold cosine."""
+
+    row_v: Any
+    row_i: Any
+    col: tuple
+    colq: tuple
+    r_src: Any
+    r_eval: Any
+    r_search: Any
+    perm: Any = None  # (G * w,) the candidate columns grouped (padded by repeating the last one)
+    group_max: Any = None  # (p, G) each row's largest cosine within each group
+
+    def bound(self, rows, r_cand):
+        """``(n,)`` an upper bound of the CSLS ``(2 cos - r_src) - r_cand`` of each row of ``rows`` with
+        every candidate outside its list: per group, the smaller of the group's largest cosine and the
+        list's ``K``-th, against the group's smallest radius (float rounding is monotone, so it holds
+        for the float32 scores too)."""
+        G = self.group_max.shape[1]
+        rmin = r_cand[self.perm].view(G, -1).amin(1)  # (G,)
+        cap = self.group_max[rows].clamp(max=self.row_v[rows, -1:])  # (n, G)
+        return csls_from_cos(cap, self.r_src[rows, None], rmin[None, :]).amax(1)
+
+
+def _column_groups(S, k: int, groups: int = GROUPS):
+    """``(G * w,)`` the columns of the first block ``S (b, m)`` ordered by the mean of their top ``k``
+    (an estimate of their CSLS radius), cut into ``G`` groups of ``w`` (the last column repeated to
+    fill the last group): columns of one group have close radii, so the bounds of :class:`_Lists`
+    are tight.  Any grouping gives a valid bound; this one only makes it useful."""
+    import torch
+
+    m = S.shape[1]
+    G = min(groups, m)
+    w = -(-m // G)
+    est = torch.topk(S, min(k, S.shape[0]), dim=0).values.mean(0)  # (m,)
+    perm = torch.argsort(est)
+    return torch.cat([perm, perm[-1:].expand(G * w - m)])
+
+
+def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _Links | None, K: int, bs: int,
+               progress: bool, desc: str = "search") -> _Lists:
+    """The one pass over the eval sources ``P (p, d)`` x ``C (m + e, d)`` (candidates, then extra targets).
+
+    Per block of ``P`` rows: the cosine block, its rows' top-``K`` (and radius ``r_src``, the mean of the
+    first ``csls_k``), its columns merged into the running column lists (over all rows: the metrics'
+    ``r_eval``; over the query rows repeated ``counts`` times: the search radii ``r_search``, which also
+    cover the extra targets), and the gold cosine of each link whose source is in the block.
     """
     import torch
 
-    p, m = P.shape[0], Cm.shape[0]
-    dev = P.device
-    t = min(int(topk), m)
-    top = tuple(torch.zeros((nq, t), dtype=dt, device=dev) for dt in (torch.int64, torch.float32, torch.float32))
-    fwd = {k: torch.empty((links.n,), dtype=torch.int64, device=dev) for k in METHODS} if links else None
-    cols = _ColumnRanks(links, r_src, r_eval) if links else None
-    best = _ReverseBest(m, dev) if reverse else None
-    same_r = r_search is r_eval
-    colidx = torch.arange(m, device=dev)
-    bufs = [torch.empty((min(bs, p), m), dtype=torch.float32, device=dev) for _ in range(4)]  # S, X, Y, work
-    CT = Cm.T
+    p, mc = P.shape[0], C.shape[0]
+    kr, kc, ke, ks = min(K, m), min(csls_k, m), min(csls_k, p), min(csls_k, max(n_rows, 1))
+    same = bool((counts == 1).all())  # query rows = P: the column lists serve both radii
+    row_v = torch.empty((p, kr), dtype=torch.float32, device=P.device)
+    row_i = torch.empty((p, kr), dtype=torch.int64, device=P.device)
+    r_src = torch.empty((p,), dtype=torch.float32, device=P.device)
+    col = colq = col_s = col_x = perm = None
+    buf = torch.empty((min(bs, p), m), dtype=torch.float32, device=P.device)
+    CT, XT = C[:m].T, C[m:].T
     with progress_bar(total=p, progress=progress, desc=desc, unit="row", leave=False) as bar:
         for i, a in enumerate(range(0, p, bs)):
             e = min(a + bs, p)
-            b, q = e - a, max(0, min(e, nq) - a)  # block rows, query rows among them (a prefix)
-            S = torch.mm(P[a:e], CT, out=bufs[0][:b])  # (b, m)
-            rs = r_src[a:e, None]  # (b, 1)
-            X = Y = None  # the block's CSLS with the metrics' radii: rows as queries (X), columns (Y)
+            S = torch.mm(P[a:e], CT, out=buf[:e - a])  # (b, m)
+            v, ix = torch.topk(S, kr, dim=1)  # (b, kr) descending
+            row_v[a:e], row_i[a:e] = v, ix
+            r_src[a:e] = _mean_topk_t(v[:, :kc])
+            if perm is None:
+                perm = _column_groups(S, ke)
+                group_max = torch.empty((p, len(perm) // min(GROUPS, m)), dtype=torch.float32, device=P.device)
+            group_max[a:e] = S.index_select(1, perm).view(e - a, group_max.shape[1], -1).amax(2)
             if links is not None:
-                sel, rr, whole = links.rows_in(i, a, e)
-                g = links.q_tgt[sel, None]
-                if whole:
-                    fwd["cos"][sel] = _row_ranks(S, g, colidx, bufs[3][:b])
-                    X = _csls_into(bufs[1][:b], S, rs, r_eval[None, :])
-                    fwd["csls"][sel] = _row_ranks(X, g, colidx, bufs[3][:b])
-                elif len(sel):
-                    Sl = S[rr]
-                    fwd["cos"][sel] = _row_ranks(Sl, g, colidx, None)
-                    fwd["csls"][sel] = _row_ranks(csls_from_cos(Sl, rs[rr], r_eval[None, :]), g, colidx, None)
-                    del Sl
-                cols.add("cos", S, a, e, eval_pos[a:e], bufs[3][:b])
-                Y = _csls_into(bufs[2][:b], S, r_eval[None, :], rs)
-                cols.add("csls", Y, a, e, eval_pos[a:e], bufs[3][:b])
-            if t and q:
-                Xq = X[:q] if X is not None and same_r else None
-                ids, cos, csls = _row_topk(S[:q], Xq, rs[:q], r_search, t, method)
-                top[0][a:a + q], top[1][a:a + q], top[2][a:a + q] = ids, cos, csls
-            if best is not None and q:
-                if method == "cos":
-                    best.add(S[:q], a)
-                elif Y is not None and same_r:
-                    best.add(Y[:q], a)
-                else:
-                    best.add(_csls_into(bufs[2][:q], S[:q], r_search[None, :], rs[:q]), a)
-            bar.update(b)
-    return fwd, (cols.ranks() if cols else None), (top if t else None), (best.key if best else None)
+                sel, rr, _ = links.rows_in(i, a, e)
+                links.gold_cos[sel] = S[rr, links.q_tgt[sel]]
+            col = _merge_column_lists(col, S, min(K, p), a)
+            q = max(0, min(e, nq) - a)
+            if q and nq < p:
+                colq = _merge_column_lists(colq, S[:q], min(K, nq), a)
+            c = counts[a:e]
+            if int(c.sum()):
+                Sx = P[a:e] @ XT if mc > m else None  # (b, e): the extra targets' columns, for their radius
+                if not same:  # query rows repeated as often as they are rows
+                    rep = torch.repeat_interleave(torch.arange(e - a, device=S.device), c)
+                    col_s = _merge_column_topk(col_s, S[rep], ks)
+                    Sx = Sx[rep] if Sx is not None else None
+                if Sx is not None:
+                    col_x = _merge_column_topk(col_x, Sx, ks)
+            bar.update(e - a)
+    r_eval = _mean_topk_t(col[0][:ke], dim=0)
+    r_search = r_eval if same else _mean_topk_t(col_s, dim=0)
+    if mc > m:
+        r_search = torch.cat([r_search, _mean_topk_t(col_x, dim=0)])
+    return _Lists(row_v, row_i, col, colq if nq < p else col, r_src, r_eval, r_search, perm, group_max)
+
+
+def _count_ranks(X, gs, idx, gidx):
+    """``1 + #{x > g} + #{x == g, idx < gidx}`` per row of ``X (n, k)`` (the tie rule: lower index first)."""
+    g = gs[:, None]
+    return 1 + (X > g).sum(1) + ((X == g) & (idx < gidx[:, None])).sum(1)
+
+
+def _fwd_from_lists(L: _Links, lists: _Lists, m: int):
+    """src->tgt ranks of every link from its source's list; ``ok (n,)``: the list proves the rank
+    (every candidate outside it scores strictly below the gold, by the bound of its ``K``-th cosine)."""
+    i, g = L.q_it, L.q_tgt
+    v, ids = lists.row_v[i], lists.row_i[i]  # (n, K)
+    rs, re = lists.r_src[i], lists.r_eval
+    gold = {"cos": L.gold_cos, "csls": csls_from_cos(L.gold_cos, rs, re[g])}
+    scores = {"cos": v, "csls": csls_from_cos(v, rs[:, None], re[ids])}
+    bound = {"cos": v[:, -1], "csls": lists.bound(i, re)}
+    ranks = {k: _count_ranks(scores[k], gold[k], ids, g) for k in METHODS}
+    ok = (bound["cos"] < gold["cos"]) & (bound["csls"] < gold["csls"])
+    return ranks, ok | (v.shape[1] == m)
+
+
+def _back_from_lists(L: _Links, lists: _Lists, eval_pos, p: int):
+    """tgt->src ranks of every link from its target's column list (the target is the query:
+    ``(2 cos - r_eval[j]) - r_src[i]``, ties to the lower eval position); ``ok`` as in the forward case."""
+    j = L.q_tgt
+    v, rows = lists.col[0][:, j].T, lists.col[1][:, j].T  # (n, K)
+    rt, rs = lists.r_eval[j], lists.r_src
+    gold = {"cos": L.gold_cos, "csls": csls_from_cos(L.gold_cos, rt, rs[L.q_it])}
+    scores = {"cos": v, "csls": csls_from_cos(v, rt[:, None], rs[rows])}
+    bound = {"cos": v[:, -1], "csls": csls_from_cos(v[:, -1], rt, rs.min())}
+    pos = eval_pos[rows]
+    ranks = {k: _count_ranks(scores[k], gold[k], pos, L.q_eval) for k in METHODS}
+    ok = (bound["cos"] < gold["cos"]) & (bound["csls"] < gold["csls"])
+    return ranks, ok | (v.shape[1] == p)
+
+
+def _sorted_by_score(score, ids):
+    """Positions of each row of ``score (n, k)`` ordered by (score desc, ``ids`` asc)."""
+    import torch
+
+    o1 = torch.argsort(ids, dim=1)
+    o2 = torch.sort(score.gather(1, o1), dim=1, descending=True, stable=True).indices
+    return o1.gather(1, o2)
+
+
+def _top_from_lists(lists: _Lists, nq: int, t: int, method: str, m: int):
+    """Top-``t`` ``(ids, cos, csls)`` of the ``nq`` query rows from their lists (search radii);
+    ``ok (nq,)``: the ``t``-th score is above every candidate outside the list."""
+    v, ids, rs = lists.row_v[:nq], lists.row_i[:nq], lists.r_src[:nq, None]
+    rt = lists.r_search[:m]
+    X = csls_from_cos(v, rs, rt[ids])  # (nq, K)
+    score, bound = (X, lists.bound(slice(0, nq), rt)) if method == "csls" else (v, v[:, -1])
+    sel = _sorted_by_score(score, ids)[:, :t]
+    ok = (score.gather(1, sel[:, -1:])[:, 0] > bound) | (v.shape[1] == m)
+    return (ids.gather(1, sel), v.gather(1, sel), X.gather(1, sel)), ok
+
+
+def _reverse_from_lists(lists: _Lists, nq: int, method: str, m: int):
+    """Each candidate's best query row (iteration position; the first one on ties) from its column
+    list over the query rows; ``ok (m,)``: the best score is above every query row outside the list."""
+    import torch
+
+    v, rows = lists.colq
+    rt = lists.r_search[:m]
+    rs = lists.r_src
+    score = csls_from_cos(v, rt[None, :], rs[rows]) if method == "csls" else v  # (K, m)
+    best = score.max(dim=0).values
+    key = torch.where(score == best[None, :], rows, torch.iinfo(torch.int64).max).min(dim=0).values
+    bound = csls_from_cos(v[-1], rt, rs[:nq].min()) if method == "csls" else v[-1]
+    return key, (best > bound) | (v.shape[0] == nq)
+
+
+def _redo_rows(P, CT, rows, bs: int, known=None):
+    """Cosine blocks ``(b, m)`` of the rows ``rows`` of ``P`` (the ones a list could not settle), in chunks.
+
+    A product of another shape may take another kernel (small products do) whose float32 sums
+    differ in the last bit from the pass's.  ``known = (values (n, K), columns (n, K))``: the pass's
+    own cosines of each row's list; a chunk whose cosines differ from them in any bit is computed
+    again padded (with its first row) to the pass's block shape ``(bs, m)``, so that every cosine
+    equals the pass's bit for bit.  Without ``known`` every chunk is padded.
+    """
+    import torch
+
+    for a in range(0, len(rows), bs):
+        chunk = rows[a:a + bs]
+        b = len(chunk)
+        S = None
+        if known is not None and b >= MIN_ROWS:
+            S = P[chunk] @ CT
+            if not bool((S.gather(1, known[1][chunk]) == known[0][chunk]).all()):
+                S = None
+        if S is None:
+            S = (P[torch.cat([chunk, chunk[:1].expand(max(bs - b, 0))])] @ CT)[:b]
+        yield a, a + b, S
+
+
+def _in_chunk(pos, a: int, e: int):
+    """``(which, row in the chunk)`` of the entries whose position ``pos`` falls in ``a:e``."""
+    which = ((pos >= a) & (pos < e)).nonzero().flatten()
+    return which, pos[which] - a
+
+
+def _redo_sources(P, Cm, lists: _Lists, links, bad_f, top, bad_t, t: int, method: str, bs: int) -> int:
+    """Recompute, exactly and once, every source row a list could not settle: the forward ranks of
+    the links ``bad_f`` and the top-``t`` of the query rows ``bad_t``.  Returns the rows redone."""
+    import torch
+
+    m = Cm.shape[0]
+    rows = torch.unique(torch.cat([links.q_it[bad_f] if links is not None else bad_f, bad_t]))  # sorted
+    pos_f = torch.searchsorted(rows, links.q_it[bad_f]) if links is not None else bad_f
+    pos_t = torch.searchsorted(rows, bad_t)
+    colidx = torch.arange(m, device=P.device)
+    for a, e, S in _redo_rows(P, Cm.T, rows, bs, (lists.row_v, lists.row_i)):  # (b, m)
+        which, rr = _in_chunk(pos_f, a, e)
+        if len(which):
+            lk = bad_f[which]
+            g = links.q_tgt[lk, None]
+            links.fwd["cos"][lk] = _row_ranks(S[rr], g, colidx, None)
+            X = csls_from_cos(S[rr], lists.r_src[links.q_it[lk], None], lists.r_eval[None, :])
+            links.fwd["csls"][lk] = _row_ranks(X, g, colidx, None)
+        which, rr = _in_chunk(pos_t, a, e)
+        if len(which):
+            q = bad_t[which]
+            ids, cos, csls = _row_topk(S[rr], None, lists.r_src[q, None], lists.r_search[:m], t, method)
+            top[0][q], top[1][q], top[2][q] = ids, cos, csls
+    return len(rows)
+
+
+def _redo_targets(P, Cm, lists: _Lists, links, bad_b, key, bad_r, eval_pos, nq: int, method: str, bs: int) -> int:
+    """Recompute, exactly and once, every candidate column a list could not settle (the target as the
+    query, against every eval source): the backward ranks of the links ``bad_b`` and the reverse best
+    of the candidates ``bad_r``.  Returns the columns redone."""
+    import torch
+
+    cols = torch.unique(torch.cat([links.q_tgt[bad_b] if links is not None else bad_b, bad_r]))
+    pos_b = torch.searchsorted(cols, links.q_tgt[bad_b]) if links is not None else bad_b
+    pos_r = torch.searchsorted(cols, bad_r)
+    for a, e, S in _redo_rows(Cm, P.T, cols, bs, (lists.col[0].T, lists.col[1].T)):  # (b, p)
+        which, rr = _in_chunk(pos_b, a, e)
+        if len(which):
+            lk = bad_b[which]
+            Z = {"cos": S[rr]}
+            Z["csls"] = csls_from_cos(Z["cos"], lists.r_eval[links.q_tgt[lk], None], lists.r_src[None, :])
+            gi = links.q_it[lk, None]
+            for k in METHODS:
+                links.back[k][lk] = _count_ranks(Z[k], Z[k].gather(1, gi)[:, 0],
+                                                 eval_pos[None, :].expand_as(Z[k]), links.q_eval[lk])
+        which, rr = _in_chunk(pos_r, a, e)
+        if len(which):
+            j = bad_r[which]
+            Y = S[rr, :nq]  # (w, nq) the query rows are the first nq
+            if method == "csls":
+                Y = csls_from_cos(Y, lists.r_search[j, None], lists.r_src[None, :nq])
+            key[j] = Y.max(dim=1).indices  # the first maximum: the lowest iteration position
+    return len(cols)
+
+
+def _settle(P, Cm, lists: _Lists, links: _Links | None, eval_pos, nq: int, topk: int, method: str, reverse: bool,
+            bs: int):
+    """Ranks, top-``topk`` and reverse best from the lists; what a list cannot settle is recomputed
+    exactly (its source row or target column against everything, each at most once).  Returns them
+    and the numbers of rows and columns redone."""
+    import torch
+
+    p, m = P.shape[0], Cm.shape[0]
+    t = min(int(topk), m)
+    none = torch.zeros((0,), dtype=torch.int64, device=P.device)
+    bad_f = bad_b = bad_t = bad_r = none
+    top = key = None
+    if links is not None:
+        links.fwd, ok = _fwd_from_lists(links, lists, m)
+        bad_f = (~ok).nonzero().flatten()
+        links.back, ok = _back_from_lists(links, lists, eval_pos, p)
+        bad_b = (~ok).nonzero().flatten()
+    if t:
+        top, ok = _top_from_lists(lists, nq, t, method, m)
+        bad_t = (~ok).nonzero().flatten()
+    if reverse:
+        key, ok = _reverse_from_lists(lists, nq, method, m)
+        bad_r = (~ok).nonzero().flatten()
+    redo = {"rows": _redo_sources(P, Cm, lists, links, bad_f, top, bad_t, t, method, min(bs, p)),
+            "columns": _redo_targets(P, Cm, lists, links, bad_b, key, bad_r, eval_pos, nq, method, min(bs, m))}
+    fwd, back = (links.fwd, links.back) if links is not None else (None, None)
+    return fwd, back, top, key, redo
 
 
 def _valid_pass(Q, C, r_tgt, csls_k: int, method: str, bs: int, progress: bool):
@@ -404,7 +535,7 @@ def _iteration(rows: np.ndarray, P: np.ndarray, n_src: int):
 def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any = None, eval_src: Any = None,
                 topk: int = 2, reverse: bool = True, valid_src: Any = None, extra: Any = None,
                 method: str = "csls", csls_k: int = 10, device: str = "cpu", block_size: int | None = None,
-                progress: bool = False, desc: str = "search") -> OnePass:
+                progress: bool = False, desc: str = "search", list_size: int = LIST_SIZE) -> OnePass:
     """Ranks, top-k, reverse best and validation top-2 of one run in two blockwise passes (module doc).
 
     Args:
@@ -422,8 +553,8 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
             target ids (top 2 kept, as :func:`~mmea.calibration.score_valid_sources`); ``None``: none.
         method: the search score (``csls`` or ``cos``); the ranks are computed for both.
         block_size: rows per ``(block, m)`` score block (default: 32 MiB blocks).
-        progress, desc: bars over the passes ("CSLS radii", then ``desc``, then "calibration")
-            when stderr is a terminal.
+        progress, desc: bars over the pass (``desc``) and the calibration when stderr is a terminal.
+        list_size: the candidates kept per row and the sources kept per column in the pass (``K``).
     """
     import torch
 
@@ -432,7 +563,7 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
     if int(csls_k) < 1 or int(topk) < 0:
         raise MmeaInputError(f"csls_k must be >= 1 and topk >= 0, got {csls_k} and {topk}")
     device = _check_device(device)
-    src, tgt = l2_normalize(src_emb, "source embeddings"), l2_normalize(tgt_emb, "target embeddings")
+    src, tgt = as_float32(src_emb, "source embeddings"), as_float32(tgt_emb, "target embeddings")
     if src.shape[1] != tgt.shape[1]:
         raise MmeaInputError(f"source embeddings have dimension {src.shape[1]}, target embeddings {tgt.shape[1]}")
     rows, cand = _ids(rows, len(src), "source row"), _ids(cand, len(tgt), "target row")
@@ -446,21 +577,25 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
     if gold is not None and len(np.asarray(gold).reshape(-1)) != len(rows):
         raise MmeaInputError(f"{len(np.asarray(gold).reshape(-1))} gold targets for {len(rows)} query rows")
     m, csls_k = len(cand), int(csls_k)
-    bs = row_block_size(m, block_size, budget=BLOCK_ELEMENTS // 4)
+    bs = row_block_size(m, block_size, budget=BLOCK_ELEMENTS // 2)
     q_it = it_pos[q_src]  # (n,) each row's iteration position
     out = OnePass(num_valid_candidates=m + len(extra))
     with torch.no_grad():
         t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)  # noqa: E731
-        P_t, C_t = t(src[P[order]]), t(tgt[np.concatenate([cand, extra])])  # (p, d), (m + e, d)
+        unit = lambda x, ids: torch.from_numpy(scale_rows(x[ids])).to(device)  # noqa: E731  (row by row)
+        P_t = unit(src, P[order])  # (p, d) unit rows
+        C_t = unit(tgt, np.concatenate([cand, extra]))  # (m + e, d)
         links = None if gold is None else _Links(t(q_it), t(q_src), t(_ids(gold, m, "gold target")), len(P), m, bs)
-        r_src, r_eval, r_search = _radii_pass(P_t, C_t, m, t(counts), csls_k, len(rows), links, bs, progress)
+        K = max(int(list_size), csls_k, min(int(topk), m))
+        lists = _list_pass(P_t, C_t, m, t(counts), len(firsts), csls_k, len(rows), links, K, bs, progress, desc)
+        r_src, r_eval, r_search = lists.r_src, lists.r_eval, lists.r_search
         rt_s = r_search[:m]
-        r_eval = rt_s if r_eval is None else r_eval
-        fwd, back, top, best = _main_pass(P_t, C_t[:m], r_src, r_eval, rt_s, links, len(firsts), t(order), topk,
-                                          method, reverse, bs, progress, desc)
+        fwd, back, top, best, redo = _settle(P_t, C_t[:m], lists, links, t(order), len(firsts), topk, method,
+                                             reverse, bs)
+        out.stats = {"list_size": K, "redone_rows": redo["rows"], "redone_columns": redo["columns"]}
         if valid_src is not None and len(valid_src):
             vs = _ids(valid_src, len(src), "validation source")
-            vid, vscore = _valid_pass(t(src[vs]), C_t, r_search, csls_k, method,
+            vid, vscore = _valid_pass(unit(src, vs), C_t, r_search, csls_k, method,
                                       row_block_size(len(C_t), block_size), progress)
             out.valid_ids, out.valid_scores = vid.cpu().numpy(), vscore.cpu().numpy()
     r_src = r_src.cpu().numpy()
