@@ -132,6 +132,18 @@ def _gold_column(src: np.ndarray, tgt: np.ndarray, src_pos: np.ndarray, gold: An
                     dtype="boolean")
 
 
+def gold_targets_frame(task, links: Any):
+    """``src_id, tgt_id, tgt_uri, tgt_name`` of each gold link ``(g, 2)`` (internal ids): what
+    ``mmea report`` shows for a gold target that alignment.csv does not list
+    (:data:`mmea.runs.GOLD_FILE`)."""
+    import pandas as pd
+
+    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
+    S, T = task.source, task.target
+    return pd.DataFrame({"src_id": [S.ids[i] for i in links[:, 0]], "tgt_id": [T.ids[j] for j in links[:, 1]],
+                         "tgt_uri": [T.uris[j] for j in links[:, 1]], "tgt_name": [T.names[j] for j in links[:, 1]]})
+
+
 def alignment_frame(task, src_rows: Any, tgt_rows: Any = None, result=None, *, topk: int | None = None,
                     matched=None, gold: Any = None, reverse_best: Any = None):
     """The alignment as a ``pandas.DataFrame`` with :data:`COLUMNS` (+ ``matched`` with a matcher).

@@ -746,44 +746,20 @@ def section_modalities(run: RunFiles) -> Section:
     return _unavailable(key, title, why)
 
 
-@contextmanager
-def _quiet_logs():
-    """Only errors from the ``mmea`` loggers inside the block."""
-    logger = logging.getLogger("mmea")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _gold_targets(run: RunFiles) -> tuple[dict, str | None]:
-    """``{src_id: [(tgt_id, uri, name), ...]}`` of the test links, by reloading the run's dataset (cached)."""
-    if run._gold_cache is not None:
-        return run._gold_cache["map"], run._gold_cache["why"]
-    out, why = {}, None
-    cpath = run.path / "config.toml"
-    if not cpath.is_file():
-        why = "the run has no config.toml to reload its dataset from"
-    else:
-        try:
-            from .pipelines.align_config import load_config
-            from .data.catalog import load_pair_task
+    """``{src_id: [(tgt_id, uri, name), ...]}`` of the test links from the run's ``gold_targets.csv``
+    (:data:`mmea.runs.GOLD_FILE`, written by ``mmea align``); the dataset is never reloaded."""
+    from .runs import GOLD_FILE, read_gold_targets
 
-            cfg = load_config(cpath)
-            d = cfg.data
-            with _quiet_logs():  # the run's log already has the loader's warnings
-                task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links,
-                                      data_dir=d.data_dir, seed_ratio=d.seed_ratio, seed=cfg.seed,
-                                      valid_ratio=d.valid_ratio, use_dataset_split=d.use_dataset_split, fold=d.fold)
-            S, T = task.source, task.target
-            for s, t in task.test.tolist():
-                out.setdefault(S.ids[s], []).append((T.ids[t], T.uris[t], T.names[t]))
-        except (MmeaError, OSError, ValueError, KeyError) as e:
-            why = f"reloading the dataset failed ({getattr(e, 'message', None) or e})"
-    run._gold_cache = {"map": out, "why": why}
-    return out, why
+    if run._gold_cache is None:
+        try:
+            got = read_gold_targets(run.path)
+            why = None if got is not None else (f"the run has no {GOLD_FILE} (older runs did not write it); "
+                                                f"re-run the alignment to name them")
+        except (MmeaError, OSError, ValueError) as e:
+            got, why = None, f"{GOLD_FILE} could not be read ({getattr(e, 'message', None) or e})"
+        run._gold_cache = {"map": got or {}, "why": why}
+    return run._gold_cache["map"], run._gold_cache["why"]
 
 
 def section_errors(run: RunFiles) -> Section:
@@ -822,8 +798,7 @@ def section_errors(run: RunFiles) -> Section:
                      r.get("score"), r.get("margin"), r.get("est_precision")])
     body = (f"<p>The {len(errs)} wrong predicted pairs (of {n_wrong:,}) with the highest "
             f"{'estimated precision' if by == 'est_precision' else 'margin'}: where the model is confidently wrong. "
-            f"Gold targets come from alignment.csv where it lists them, else from the run's dataset reloaded "
-            f"with its config.toml.</p>")
+            f"Gold targets come from alignment.csv where it lists them, else from the run's gold_targets.csv.</p>")
     if why:
         body += _na(f"gold target names: {why}")
     body += _table(["#", "source", "predicted target", "gold target", "gold rank", "score", "margin",

@@ -51,6 +51,9 @@ ALIGNMENT_FILE = "alignment.csv"
 ENV_FILE = "env.json"
 LOG_FILE = "run.log"
 COMPLETE_FILE = "complete.json"
+#: the test links' gold targets (``src_id, tgt_id, tgt_uri, tgt_name``), written by ``mmea align`` so
+#: that ``mmea report`` names a gold target outside alignment.csv's candidates without the dataset
+GOLD_FILE = "gold_targets.csv"
 #: files whose presence marks a folder as an mmea run (what ``--overwrite`` may clear)
 RUN_MARKERS = (CONFIG_FILE, ENV_FILE, LOG_FILE, METRICS_FILE, COMPLETE_FILE)
 
@@ -315,6 +318,13 @@ class RunDir:
     def write_config(self, text: str) -> None:
         atomic_write_text(self.path / CONFIG_FILE, text)
 
+    def write_gold_targets(self, frame) -> Path:
+        """:data:`GOLD_FILE` from a ``pandas.DataFrame`` (``src_id, tgt_id, tgt_uri, tgt_name``), atomically."""
+        p = self.path / GOLD_FILE
+        with atomic_path(p) as tmp:
+            frame.to_csv(tmp, index=False)
+        return p
+
     def write_metrics(self, metrics: dict) -> Path:
         p = self.path / METRICS_FILE
         write_json(p, metrics)
@@ -352,3 +362,21 @@ class RunDir:
             logging.getLogger("mmea").removeHandler(self._handler)
             self._handler.close()
             self._handler = None
+
+
+def read_gold_targets(run_dir: str | Path) -> dict | None:
+    """``{src_id: [(tgt_id, tgt_uri, tgt_name), ...]}`` from a run's :data:`GOLD_FILE`; ``None`` when the
+    run has none (no gold test links, or a run written before the file existed)."""
+    import pandas as pd
+
+    p = Path(run_dir) / GOLD_FILE
+    if not p.is_file():
+        return None
+    df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    missing = {"src_id", "tgt_id", "tgt_uri", "tgt_name"} - set(df.columns)
+    if missing:
+        raise MmeaInputError(f"{p}: missing column(s) {', '.join(sorted(missing))}")
+    out: dict = {}
+    for s, t, u, n in zip(df["src_id"], df["tgt_id"], df["tgt_uri"], df["tgt_name"]):
+        out.setdefault(s, []).append((t, u, n))
+    return out

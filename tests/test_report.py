@@ -164,7 +164,14 @@ def test_hits_curve_falls_back_to_the_csv_without_test_ranks(demo_run, tmp_path)
     assert "exact for k = 1..50" in path.read_text(encoding="utf-8")
 
 
-def test_top1_alignment_plots_the_metrics_points_and_reloads_the_gold_names(demo_run, tmp_path):
+def test_top1_alignment_plots_the_metrics_points_and_names_gold_targets_from_the_run(demo_run, tmp_path,
+                                                                                    monkeypatch):
+    import mmea.data.catalog
+
+    def no_reload(*a, **k):
+        raise AssertionError("mmea report must not reload the dataset")
+
+    monkeypatch.setattr(mmea.data.catalog, "load_pair_task", no_reload)
     run = copy_run(demo_run, tmp_path / "run")
     (run / "test_ranks.npy").unlink()  # as runs made before test_ranks.npy existed
     df = pd.read_csv(run / "alignment.csv", keep_default_na=False, dtype=str)
@@ -176,7 +183,11 @@ def test_top1_alignment_plots_the_metrics_points_and_reloads_the_gold_names(demo
     assert "only the top-1 target per source" in path.read_text(encoding="utf-8")
     assert_pngs(page.images["hits"])
     errors = page.rows["errors"]
-    assert errors and all(row[3] != "unknown" and row[4] == "> 1" for row in errors)  # gold from the dataset
+    assert errors and all(row[3] != "unknown" and row[4] == "> 1" for row in errors)  # from gold_targets.csv
+    (run / "gold_targets.csv").unlink()  # as runs written before the file existed: said, not reloaded
+    path, sections = write_report(run)
+    assert "the run has no gold_targets.csv" in path.read_text(encoding="utf-8")
+    assert all(row[3] == "unknown" for row in parse(path).rows["errors"])
 
 
 def test_run_without_calibration_gold_or_training_says_not_available(demo_run, tmp_path):

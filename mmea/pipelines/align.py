@@ -198,7 +198,7 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     """The body of :func:`run_align` inside its run directory."""
     from ..data.catalog import load_pair_task, mmea_home
     from ..evaluation import alignment_metrics
-    from ..export import alignment_frame, write_alignment
+    from ..export import alignment_frame, gold_targets_frame, write_alignment
     from ..features import run_features
     from ..models import MODELS, RunContext
 
@@ -261,6 +261,8 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         df = alignment_frame(task, al, topk=s.topk, gold=task.test if gold is not None else None)
         csv_path = run.path / "alignment.csv"
         write_alignment(df, csv_path)
+        if gold is not None:  # what the report shows for a gold target outside the candidates
+            run.write_gold_targets(gold_targets_frame(task, task.test))
     metrics["model_info"] = model.info
     metrics["checkpoint"] = ckpt.summary()
     metrics["notes"] = notes + ctx.notes
