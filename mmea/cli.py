@@ -458,7 +458,7 @@ def features(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
     import sys as _sys
 
     from .pipelines.align_config import load_config
-    from .data.catalog import load_pair_task
+    from .data.catalog import load_task_from_config
     from .features import FeatureStore, compute_task_features, feature_options_from_config, parse_modalities
     from .modalities import parse_modality_options
     from .runs import resolve_device
@@ -470,11 +470,8 @@ def features(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
                   "random_image_weights": random_image_weights})
     cfg = load_config(config_path, list(overrides), base)
     per_modality = parse_modality_options(modality_options)  # checked before any data is read
-    d = cfg.data
     progress = not ctx.obj["quiet"] and _sys.stderr.isatty()
-    task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
-                          seed_ratio=d.seed_ratio, seed=cfg.seed, use_dataset_split=d.use_dataset_split, fold=d.fold,
-                          progress=progress)
+    task = load_task_from_config(cfg.data, cfg.seed, progress)
     opts = feature_options_from_config(cfg.features, device=resolve_device(cfg.device), seed=cfg.seed,
                                        progress=progress, modality_options=per_modality)
     store = FeatureStore(Path(out) if out else None, enabled=cfg.features.cache)

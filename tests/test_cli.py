@@ -302,3 +302,25 @@ def test_linkpred_command_set_takes_sections_and_names_the_bad_key(tmp_path):
     assert r.exit_code == 2 and "linkpred.lr must be a finite number" in r.output and not (tmp_path / "x").exists()
     r = CliRunner().invoke(main, ["pretrain-clep", "--set", "source.data_dirr=x", "--out", str(tmp_path / "y")])
     assert r.exit_code == 2 and "unknown key source.data_dirr; valid keys: data_dir, dataset" in r.output
+
+
+def test_every_data_option_reaches_the_loader(monkeypatch, tmp_path):
+    """`mmea features` once forgot valid_ratio: align and features share load_task_from_config, which
+    passes every field of the [data] section on (a new DataConfig field fails here until it does)."""
+    import dataclasses
+
+    import mmea.data.catalog as catalog
+    from mmea.config import DataConfig
+
+    seen = {}
+    monkeypatch.setattr(catalog, "load_pair_task", lambda src, tgt, **kw: seen.update(src=src, tgt=tgt, **kw))
+    d = DataConfig(src="a", tgt="b", pair="p", links="l", data_dir="dd", seed_ratio=0.25, valid_ratio=0.2,
+                   use_dataset_split=True, fold=3, fb15k_triples="fb15k237")
+    catalog.load_task_from_config(d, seed=7)
+    for f in dataclasses.fields(DataConfig):
+        assert seen.get(f.name) == getattr(d, f.name), f.name
+    assert seen["seed"] == 7
+    seen.clear()  # and the features command goes through it with the --set values
+    r = CliRunner().invoke(main, ["features", "--modalities", "names", "--set", "data.valid_ratio=0.3",
+                                  "--set", "data.fb15k_triples=fb15k237", "--out", str(tmp_path)])
+    assert seen.get("valid_ratio") == 0.3 and seen.get("fb15k_triples") == "fb15k237", r.output

@@ -241,6 +241,17 @@ def load_pair_task(src: str | None, tgt: str | None, *, pair: str | None = None,
                                download=download, fb15k_triples=fb15k_triples)
 
 
+def load_task_from_config(data, seed: int, progress: bool = False):
+    """:func:`load_pair_task` with every option of a run's ``[data]`` section (``data``: the
+    :class:`~mmea.config.DataConfig`): the one place the section becomes loader arguments, so no
+    command forgets one (``valid_ratio``, ``fb15k_triples``, ...)."""
+    d = data
+    return load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
+                          seed_ratio=d.seed_ratio, seed=seed, valid_ratio=d.valid_ratio,
+                          use_dataset_split=d.use_dataset_split, fold=d.fold, progress=progress,
+                          fb15k_triples=d.fb15k_triples)
+
+
 def _load_pair_task(src, tgt, *, pair, links, data_dir, seed_ratio, seed, valid_ratio, use_dataset_split, fold,
                     download, fb15k_triples="union"):
     """The body of :func:`load_pair_task`."""

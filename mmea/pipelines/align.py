@@ -196,20 +196,16 @@ def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, r
 
 def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> dict:
     """The body of :func:`run_align` inside its run directory."""
-    from ..data.catalog import load_pair_task, mmea_home
+    from ..data.catalog import load_task_from_config, mmea_home
     from ..evaluation import alignment_metrics
     from ..export import alignment_frame, gold_targets_frame, write_alignment
     from ..features import run_features
     from ..models import MODELS, RunContext
 
     seed_everything(cfg.seed)
-    d = cfg.data
     progress = not quiet and sys.stderr.isatty()  # bars for loading, features, training, evaluation and search
     with run.stage("load"):
-        task = load_pair_task(d.src or None, d.tgt or None, pair=d.pair, links=d.links, data_dir=d.data_dir,
-                              seed_ratio=d.seed_ratio, seed=cfg.seed, valid_ratio=d.valid_ratio,
-                              use_dataset_split=d.use_dataset_split, fold=d.fold, progress=progress,
-                              fb15k_triples=d.fb15k_triples)
+        task = load_task_from_config(cfg.data, cfg.seed, progress)
     notes = list(task.meta.get("notes", []))
     for n in notes:
         log.warning("note: %s", n)
