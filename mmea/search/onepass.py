@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ..errors import MmeaInputError
 from ..progress import progress_bar
@@ -100,15 +101,11 @@ def _ids(x: Any, n: int, what: str) -> np.ndarray:
 
 def _mean_top(S, k: int):
     """``(b,)`` mean of each row's ``k`` largest values (the CSLS radius of a row)."""
-    import torch
-
     return _mean_topk_t(torch.topk(S, k, dim=1).values)
 
 
 def _csls_into(out, S, first, second):
     """``csls_from_cos(S, first, second)`` = ``(2 S - first) - second`` written into ``out`` (no new block)."""
-    import torch
-
     out = torch.mul(S, 2, out=out)
     return out.sub_(first).sub_(second)
 
@@ -119,8 +116,6 @@ def _gt_eq(Z, g, dim: int, work=None):
     ``sign(fl(z - g))`` is the sign of ``z - g`` exactly (a float difference is 0 only for equal
     values), and the float sums of +-1 are exact integers; far faster than reducing booleans.
     """
-    import torch
-
     n = Z.shape[dim]
     acc = torch.float32 if n < 2**24 else torch.float64  # sums of +-1 stay exact integers
     W = torch.sub(Z, g, out=work) if work is not None else Z - g
@@ -148,8 +143,6 @@ class _Links:
     grouped by source block (:meth:`rows_in`) and by target column (``col_link``)."""
 
     def __init__(self, q_it, q_eval, q_tgt, p: int, m: int, bs: int):
-        import torch
-
         self.q_it, self.q_eval, self.q_tgt, self.n = q_it, q_eval, q_tgt, len(q_it)
         self.by_src = torch.argsort(q_it, stable=True)
         edges = torch.arange(0, p + bs, bs, device=q_it.device)
@@ -168,8 +161,6 @@ class _Links:
 
     def rows_in(self, i: int, a: int, e: int):
         """``(links, their row in the block, whether they are exactly the block's rows in order)``."""
-        import torch
-
         sel = self.by_src[self.bounds[i]:self.bounds[i + 1]]
         rr = self.q_it[sel] - a
         whole = len(rr) == e - a and bool((rr == torch.arange(e - a, device=rr.device)).all())
@@ -194,8 +185,6 @@ def _row_topk(S, X, rs, r_search, t: int, method: str):
 def _merge_column_lists(lst, S, k: int, offset: int):
     """Running top-``k`` ``(values (<= k, m) descending, iteration rows (<= k, m))`` of each column,
     merged with the block ``S (b, m)`` whose rows are the iteration rows ``offset:offset + b``."""
-    import torch
-
     bv, bi = torch.topk(S, min(k, S.shape[0]), dim=0)  # (<= k, m)
     bi += offset
     if lst is None:
@@ -238,8 +227,6 @@ def _column_groups(S, k: int, groups: int = GROUPS):
     (an estimate of their CSLS radius), cut into ``G`` groups of ``w`` (the last column repeated to
     fill the last group): columns of one group have close radii, so the bounds of :class:`_Lists`
     are tight.  Any grouping gives a valid bound; this one only makes it useful."""
-    import torch
-
     m = S.shape[1]
     G = min(groups, m)
     w = -(-m // G)
@@ -257,8 +244,6 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
     ``r_eval``; over the query rows repeated ``counts`` times: the search radii ``r_search``, which also
     cover the extra targets), and the gold cosine of each link whose source is in the block.
     """
-    import torch
-
     p, mc = P.shape[0], C.shape[0]
     kr, kc, ke, ks = min(K, m), min(csls_k, m), min(csls_k, p), min(csls_k, max(n_rows, 1))
     same = bool((counts == 1).all())  # query rows = P: the column lists serve both radii
@@ -340,8 +325,6 @@ def _back_from_lists(L: _Links, lists: _Lists, eval_pos, p: int):
 
 def _sorted_by_score(score, ids):
     """Positions of each row of ``score (n, k)`` ordered by (score desc, ``ids`` asc)."""
-    import torch
-
     o1 = torch.argsort(ids, dim=1)
     o2 = torch.sort(score.gather(1, o1), dim=1, descending=True, stable=True).indices
     return o1.gather(1, o2)
@@ -362,8 +345,6 @@ def _top_from_lists(lists: _Lists, nq: int, t: int, method: str, m: int):
 def _reverse_from_lists(lists: _Lists, nq: int, method: str, m: int):
     """Each candidate's best query row (iteration position; the first one on ties) from its column
     list over the query rows; ``ok (m,)``: the best score is above every query row outside the list."""
-    import torch
-
     v, rows = lists.colq
     rt = lists.r_search[:m]
     rs = lists.r_src
@@ -383,8 +364,6 @@ def _redo_rows(P, CT, rows, bs: int, known=None):
     again padded (with its first row) to the pass's block shape ``(bs, m)``, so that every cosine
     equals the pass's bit for bit.  Without ``known`` every chunk is padded.
     """
-    import torch
-
     for a in range(0, len(rows), bs):
         chunk = rows[a:a + bs]
         b = len(chunk)
@@ -407,8 +386,6 @@ def _in_chunk(pos, a: int, e: int):
 def _redo_sources(P, Cm, lists: _Lists, links, bad_f, top, bad_t, t: int, method: str, bs: int) -> int:
     """Recompute, exactly and once, every source row a list could not settle: the forward ranks of
     the links ``bad_f`` and the top-``t`` of the query rows ``bad_t``.  Returns the rows redone."""
-    import torch
-
     m = Cm.shape[0]
     rows = torch.unique(torch.cat([links.q_it[bad_f] if links is not None else bad_f, bad_t]))  # sorted
     pos_f = torch.searchsorted(rows, links.q_it[bad_f]) if links is not None else bad_f
@@ -434,8 +411,6 @@ def _redo_targets(P, Cm, lists: _Lists, links, bad_b, key, bad_r, eval_pos, nq: 
     """Recompute, exactly and once, every candidate column a list could not settle (the target as the
     query, against every eval source): the backward ranks of the links ``bad_b`` and the reverse best
     of the candidates ``bad_r``.  Returns the columns redone."""
-    import torch
-
     cols = torch.unique(torch.cat([links.q_tgt[bad_b] if links is not None else bad_b, bad_r]))
     pos_b = torch.searchsorted(cols, links.q_tgt[bad_b]) if links is not None else bad_b
     pos_r = torch.searchsorted(cols, bad_r)
@@ -464,8 +439,6 @@ def _settle(P, Cm, lists: _Lists, links: _Links | None, eval_pos, nq: int, topk:
     """Ranks, top-``topk`` and reverse best from the lists; what a list cannot settle is recomputed
     exactly (its source row or target column against everything, each at most once).  Returns them
     and the numbers of rows and columns redone."""
-    import torch
-
     p, m = P.shape[0], Cm.shape[0]
     t = min(int(topk), m)
     none = torch.zeros((0,), dtype=torch.int64, device=P.device)
@@ -494,8 +467,6 @@ def _valid_pass(Q, C, r_tgt, csls_k: int, method: str, bs: int, progress: bool):
     Each row's radius is its own mean top-``csls_k`` cosine over ``C`` (as a query's); the
     targets' radii are ``r_tgt (m + e,)``.
     """
-    import torch
-
     v, mc = Q.shape[0], C.shape[0]
     t = min(2, mc)
     ids = torch.empty((v, t), dtype=torch.int64, device=Q.device)
@@ -556,8 +527,6 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
         progress, desc: bars over the pass (``desc``) and the calibration when stderr is a terminal.
         list_size: the candidates kept per row and the sources kept per column in the pass (``K``).
     """
-    import torch
-
     if method not in METHODS:
         raise MmeaInputError(f"unknown similarity {method!r}; valid choices: {', '.join(METHODS)}")
     if int(csls_k) < 1 or int(topk) < 0:
