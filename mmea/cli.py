@@ -719,6 +719,46 @@ def bench(ctx, pipeline, only, seeds, force, dry_run, table_only, results_dir, d
                         hint=f"the errors are in {report.json_path}; each cell's log is in its run.log")
 
 
+@main.command(epilog="""\b
+Examples:
+  mmea reproduce results/selfmea_dbp15k.json propagation-seeded-fr_en-seed0 --data-dir ../shared/datasets
+  mmea reproduce results/clep_fb15k237.json clep-embedding-seed0 --set clep.epochs=10 --set clep.max_minutes=600
+""")
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.argument("cell")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Folder with the benchmark datasets (the record keeps the path the bench was given).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change the recorded config (e.g. pin a time-budgeted cell's epochs); recorded with the result.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Run directory (default runs/reproduce/<cell>; an earlier one there is replaced).")
+@click.option("--record", default=None, type=click.Path(dir_okay=False),
+              help="Append the comparison as a Markdown section to this file (e.g. results/reproduction.md).")
+@click.pass_context
+def reproduce(ctx, results, cell, data_dir, overrides, out, record):
+    """Re-run one cell of a committed bench results file from its recorded config; compare the metrics.
+
+    Every recorded numeric metric except timings must agree to the 4th decimal; exit code 1 when
+    one does not.  See mmea/reproduce.py for what a recorded config cannot say.
+    """
+    import sys as _sys
+
+    from .errors import MmeaError
+    from .reproduce import reproduce_cell
+    from .runs import code_commit
+
+    rep = reproduce_cell(results, cell, data_dir=data_dir, out=out, overrides=list(overrides),
+                         progress=not ctx.obj["quiet"] and _sys.stderr.isatty())
+    for line in rep.lines():
+        click.echo(line)
+    if record:
+        with open(record, "a", encoding="utf-8") as f:
+            f.write("\n" + rep.markdown(code_commit()))
+        click.echo(f"recorded in {record}")
+    if not rep.all_equal:
+        raise MmeaError(f"{cell}: the re-run differs from {results}")
+
+
 # ---------------------------------------------------------------- datasets
 @main.group(epilog="""\b
 Examples:

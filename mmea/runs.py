@@ -201,9 +201,27 @@ def library_versions() -> dict:
     return out
 
 
+def code_commit() -> str | None:
+    """The git commit of the mmea source that runs (``<sha>`` or ``<sha>+dirty`` when files differ from
+    it), or None outside a git checkout (an installed wheel) or without git."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent.parent
+    if not (here / ".git").exists():
+        return None
+    try:
+        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "mmea"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
 def environment() -> dict:
-    return {"versions": library_versions(), "platform": platform.platform(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "argv": sys.argv,
+    return {"versions": library_versions(), "code_commit": code_commit(), "platform": platform.platform(),
+            "machine": platform.machine(), "cpu_count": os.cpu_count(), "argv": sys.argv,
             "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
