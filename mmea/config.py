@@ -27,7 +27,6 @@ the key (:class:`~mmea.errors.MmeaInputError`, exit code 2):
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path

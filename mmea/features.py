@@ -51,7 +51,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -496,11 +496,6 @@ def run_features(task: AlignmentTask, requests: dict, ctx) -> TaskFeatures:
     if "names" in feats and feats["names"].info.get("fallback_reason"):
         ctx.note(f"name encoder: {feats['names'].info['fallback_reason']}")
     return feats
-
-
-def options_dict(options: FeatureOptions) -> dict:
-    """The options as a JSON-serialisable dict (for metrics.json)."""
-    return json.loads(json.dumps(asdict(options), default=_json_default))
 
 
 def feature_options_from_config(cfg, *, device: str = "auto", seed: int = 0, progress: bool = True,

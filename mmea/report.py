@@ -38,10 +38,8 @@ import base64
 import html
 import io
 import json
-import logging
 import math
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
