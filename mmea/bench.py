@@ -542,11 +542,11 @@ def run_bench(pipeline: Pipeline, *, only=(), seeds=(), force: bool = False, dry
     written = datetime.now(timezone.utc)
     report.json_path = results_dir / f"{pipeline.name}.json"
     report.md_path = results_dir / f"{pipeline.name}.md"
-    from .runs import write_json
+    from .runs import atomic_write_text, write_json
 
     report.figures = copy_figures(report, results_dir / pipeline.name)
     write_json(report.json_path, results_json(report, command, written))
-    report.md_path.write_text(results_markdown(report, command, written), encoding="utf-8")
+    atomic_write_text(report.md_path, results_markdown(report, command, written))
     return report
 
 

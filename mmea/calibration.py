@@ -111,9 +111,11 @@ class ValidScores:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        np.savez_compressed(path, src=self.src, top1=self.top1, top2=self.top2, score1=self.score1,
-                            score2=self.score2, correct=self.correct, method=np.array(self.method),
-                            num_candidates=np.array(self.num_candidates))
+        from .runs import atomic_save_npz
+
+        atomic_save_npz(path, compressed=True, src=self.src, top1=self.top1, top2=self.top2, score1=self.score1,
+                        score2=self.score2, correct=self.correct, method=np.array(self.method),
+                        num_candidates=np.array(self.num_candidates))
         return path
 
     @classmethod

@@ -79,6 +79,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def atomic_save_npz(path: str | Path, compressed: bool = False, **arrays) -> Path:
+    """``np.savez`` (``compressed``: ``np.savez_compressed``) of ``arrays`` to ``path``, atomically
+    (through an open file, so numpy adds no ``.npz`` to the temporary name)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+    return Path(path)
+
+
+def atomic_save_npy(path: str | Path, array) -> Path:
+    """``np.save`` of one array to ``path``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+    return Path(path)
+
+
 def file_digest(path: str | Path) -> tuple[int, str]:
     """``(data rows, sha256 hex)`` of a CSV file with one header line, streamed in 1 MiB chunks."""
     h, lines, last = hashlib.sha256(), 0, b"\n"

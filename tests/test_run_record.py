@@ -93,6 +93,29 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_is_interrupted(tmp_path)
     assert p.read_text() == "new\n"
 
 
+def test_array_files_are_written_atomically_under_their_own_name(tmp_path, monkeypatch):
+    """test_ranks.npy, valid_scores.npz, embeddings.npz: numpy writes through a file object (no
+    ``.npz`` appended to the temporary name) and an interrupted write keeps the old file."""
+    import numpy as np
+
+    from mmea.runs import atomic_save_npy, atomic_save_npz
+
+    p, q = tmp_path / "embeddings.npz", tmp_path / "test_ranks.npy"
+    atomic_save_npz(p, entity=np.arange(3))
+    atomic_save_npy(q, np.arange(4, dtype=np.int32))
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["embeddings.npz", "test_ranks.npy"]
+    assert np.load(p)["entity"].tolist() == [0, 1, 2] and np.load(q).tolist() == [0, 1, 2, 3]
+
+    def interrupted(fh, **arrays):
+        fh.write(b"PK half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save_npz(p, compressed=True, entity=np.arange(5))
+    assert np.load(p)["entity"].tolist() == [0, 1, 2] and len(list(tmp_path.iterdir())) == 2
+
+
 def test_an_interrupt_during_the_run_leaves_no_completion_record_and_logs_the_stop(tmp_path, monkeypatch):
     from mmea.pipelines import align as align_job
 

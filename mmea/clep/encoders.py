@@ -46,6 +46,7 @@ from torch import nn
 
 from ..errors import MmeaInputError
 from ..registry import Registry
+from ..runs import atomic_write_text
 from .math import clep_logits
 
 log = logging.getLogger("mmea.clep")
@@ -228,7 +229,7 @@ class FrozenTextEncoder:
 
     def save(self, folder: Path) -> None:
         """Write ``text_encoder.json`` (and any array it needs) into ``folder``."""
-        (folder / "text_encoder.json").write_text(json.dumps(self.state(), indent=1), encoding="utf-8")
+        atomic_write_text(folder / "text_encoder.json", json.dumps(self.state(), indent=1))
 
     def describe(self) -> dict:
         return {k: v for k, v in self.state().items() if k not in ("vocabulary", "idf")}
@@ -380,7 +381,7 @@ class FineTunedSentenceTransformer(nn.Module):
     def save(self, folder: Path) -> None:
         """``folder/text_encoder/`` (the fine-tuned model) and ``folder/text_encoder.json`` naming it."""
         self.st.save(str(Path(folder) / FINETUNED_TEXT_DIR))
-        (Path(folder) / "text_encoder.json").write_text(json.dumps(self.state(), indent=1), encoding="utf-8")
+        atomic_write_text(Path(folder) / "text_encoder.json", json.dumps(self.state(), indent=1))
 
     def describe(self) -> dict:
         return self.state()

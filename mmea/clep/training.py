@@ -42,6 +42,7 @@ from pydantic import Field
 from ..config import FiniteFloat, NonNegInt, PositiveFloat, PositiveInt, Seed, build_dataclass
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
+from ..runs import atomic_save_npz
 from ..training import EpochOutput, RankingValidationModule, TimeBudget, Trainer, Validation
 
 log = logging.getLogger("mmea.clep")
@@ -638,7 +639,7 @@ def _write_run_files(folder: Path, model, encoder, scorer, graph, text_ids, n_re
         states = model.graph.entity_states().detach().cpu().numpy()
         rel = model.graph.relation_emb.detach().cpu().numpy()
         ent_graph = entity_graph_embeddings(model, n_rel, config.identity_relation).cpu().numpy()
-    np.savez(folder / "embeddings.npz", entity=states.astype(np.float32), relation=rel[:n_rel],
+    atomic_save_npz(folder / "embeddings.npz", entity=states.astype(np.float32), relation=rel[:n_rel],
              relation_inverse=rel[n_rel:2 * n_rel], relation_self=rel[2 * n_rel:],
              entity_graph=ent_graph.astype(np.float32), entity_text=scorer.texts.cpu().numpy(),
              text_ids=text_ids, entity_ids=np.asarray(graph.ids, dtype=object).astype(str),
@@ -647,7 +648,7 @@ def _write_run_files(folder: Path, model, encoder, scorer, graph, text_ids, n_re
     metrics["embeddings"] = str(folder / "embeddings.npz")
     metrics["checkpoint"] = str(folder / "model.pt")
     if correct is not None:
-        np.savez(folder / "cosine_pairs.npz", correct=correct, incorrect=incorrect)
+        atomic_save_npz(folder / "cosine_pairs.npz", correct=correct, incorrect=incorrect)
         _histogram_png(folder / "cosine_hist.png", correct, incorrect,
                        f"CLEP {model.graph.registry_name} on {metrics['dataset']}: correct vs incorrect pairs")
         metrics["cosine"]["arrays"] = str(folder / "cosine_pairs.npz")

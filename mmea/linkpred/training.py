@@ -66,6 +66,7 @@ from ..checkpoint import Checkpointer
 from ..config import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Seed, build_dataclass
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
+from ..runs import atomic_save_npz
 from ..training import EpochOutput, RankingValidationModule, TimeBudget, Trainer
 from .evaluation import filtered_metrics
 
@@ -499,7 +500,7 @@ def _linkpred_metrics(dataset, config: LinkPredConfig, training: LinkPredTrainin
 def _write_embeddings(run, model, graph, metrics: dict) -> None:
     """``embeddings.npz`` in the run folder; its path and the run's timings into ``metrics``."""
     ent = model.entity_embeddings()
-    np.savez(run.path / "embeddings.npz", entity=ent, relation=model.relation_embeddings(),
+    atomic_save_npz(run.path / "embeddings.npz", entity=ent, relation=model.relation_embeddings(),
              entity_ids=np.asarray(graph.ids, dtype=object).astype(str),
              relation_names=np.asarray(graph.relations, dtype=object).astype(str))
     metrics["embeddings"] = str(run.path / "embeddings.npz")

@@ -32,7 +32,7 @@ import numpy as np
 from ..checkpoint import Checkpointer
 from ..config import RunConfig, to_toml
 from ..errors import MmeaInputError
-from ..runs import RunDir, default_run_dir, resolve_device, seed_everything
+from ..runs import RunDir, atomic_save_npy, default_run_dir, resolve_device, seed_everything
 
 log = logging.getLogger("mmea.align")
 
@@ -162,8 +162,7 @@ def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand:
 def write_test_ranks(run_dir: Path, ranks: np.ndarray) -> Path:
     """Write :data:`TEST_RANKS_FILE` (int32) into ``run_dir``; returns its path."""
     path = Path(run_dir) / TEST_RANKS_FILE
-    np.save(path, np.asarray(ranks).astype(np.int32))
-    return path
+    return atomic_save_npy(path, np.asarray(ranks).astype(np.int32))
 
 
 def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, resume: bool = False,
