@@ -63,8 +63,8 @@ class Reproduction:
         """The comparison as console lines."""
         out = [f"{self.cell} ({self.results}): re-run in {self.run_dir} in {self.wall_s:.0f} s"]
         for k, was, now, same in self.rows:
-            shown = "missing" if now is None else f"{now:.{digits}f}"
-            out.append(f"  {'equal ' if same else 'DIFFER'} {k}: committed {was:.{digits}f}, now {shown}")
+            out.append(f"  {'equal ' if same else 'DIFFER'} {k}: committed {_fmt(was, digits)}, now "
+                       f"{'missing' if now is None else _fmt(now, digits)}")
         out.append("every compared metric is equal" if self.all_equal else "SOME METRICS DIFFER")
         return out
 
@@ -74,9 +74,15 @@ class Reproduction:
                 f"Re-run from its recorded config on {time.strftime('%Y-%m-%d', time.gmtime())} with mmea "
                 f"commit `{commit or 'unknown'}`" + (f", overrides `{' '.join(self.overrides)}`" if self.overrides
                                                      else "") + f"; {self.wall_s:.0f} s.\n\n")
-        rows = [f"| {k} | {was:.{digits}f} | {'—' if now is None else f'{now:.{digits}f}'} | "
-                f"{'yes' if same else '**no**'} |" for k, was, now, same in self.rows]
+        rows = [f"| {k} | {_fmt(was, digits)} | {_fmt(now, digits)} | {'yes' if same else '**no**'} |"
+                for k, was, now, same in self.rows]
         return head + "| metric | committed | now | equal |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+def _fmt(v: float | None, digits: int) -> str:
+    if v is None:
+        return "—"
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.{digits}f}"
 
 
 def _is_number(v: Any) -> bool:
