@@ -102,14 +102,19 @@ def l2_normalize(x: Any, what: str = "embeddings") -> np.ndarray:
     return scale_rows(as_float32(x, what))
 
 
-def scale_rows(x: np.ndarray) -> np.ndarray:
-    """:func:`l2_normalize` of a float32 ``(n, d)`` array already checked by :func:`as_float32`."""
+def scale_rows(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """:func:`l2_normalize` of a float32 ``(n, d)`` array already checked by :func:`as_float32`
+    (``inplace``: into ``x`` itself, for a copy nobody else holds).  One float64 buffer of a chunk
+    of rows is reused (fresh temporaries cost page faults on every chunk)."""
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))  # (n,)
     norms[norms == 0] = 1.0
-    out = np.empty_like(x)  # float32; the float64 quotient only a chunk of rows at a time
+    out = x if inplace else np.empty_like(x)  # float32; the float64 quotient only a chunk at a time
     step = max(1, (1 << 22) // max(1, x.shape[1]))
+    buf = np.empty((min(step, len(x)), x.shape[1]), np.float64)
     for a in range(0, len(x), step):
-        out[a:a + step] = x[a:a + step] / norms[a:a + step, None]
+        b = min(a + step, len(x))
+        np.divide(x[a:b], norms[a:b, None], out=buf[:b - a])
+        out[a:b] = buf[:b - a]
     return out
 
 

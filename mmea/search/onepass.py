@@ -551,7 +551,7 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
     out = OnePass(num_valid_candidates=m + len(extra))
     with torch.no_grad():
         t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)  # noqa: E731
-        unit = lambda x, ids: torch.from_numpy(scale_rows(x[ids])).to(device)  # noqa: E731  (row by row)
+        unit = lambda x, ids: torch.from_numpy(scale_rows(x[ids], inplace=True)).to(device)  # noqa: E731
         P_t = unit(src, P[order])  # (p, d) unit rows
         C_t = unit(tgt, np.concatenate([cand, extra]))  # (m + e, d)
         links = None if gold is None else _Links(t(q_it), t(q_src), t(_ids(gold, m, "gold target")), len(P), m, bs)
