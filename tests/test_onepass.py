@@ -275,3 +275,14 @@ def test_align_once_matchers_search_nothing_again(monkeypatch, matcher):
     monkeypatch.setattr(Similarity, "reverse_topk", searched)
     al, _ = align_once(src, tgt, np.arange(40), np.arange(45), topk=1, matcher=matcher)
     assert al.matching is not None and al.result.topk == 2
+
+
+def test_a_nan_in_a_row_the_pass_reads_is_named_and_others_are_not_read():
+    src, tgt = gaussian(30, 4, 1), gaussian(30, 4, 2)
+    rows, cand = np.arange(10), np.arange(12)
+    tgt[7, 2] = np.nan
+    with pytest.raises(MmeaInputError, match=r"target embeddings contain NaN or infinite values \(first at row 7\)"):
+        search_once(src, tgt, rows, cand, topk=1)
+    tgt[7, 2] = 0.0
+    src[25, 0] = np.inf  # a source row no query, eval source or validation source uses
+    assert search_once(src, tgt, rows, cand, topk=1).result.ids.shape == (10, 1)

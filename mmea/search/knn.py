@@ -76,17 +76,18 @@ INDEXES: Registry["SearchIndex"] = Registry("index", suffix="Index")
 
 # -- inputs -------------------------------------------------------------------
 
-def as_float32(x: Any, what: str = "embeddings") -> np.ndarray:
+def as_float32(x: Any, what: str = "embeddings", check_finite: bool = True) -> np.ndarray:
     """``x`` (numpy array, torch tensor or nested list) as a C-contiguous float32 ``(n, d)`` array.
 
-    Raises :class:`MmeaInputError` on a wrong rank or non-finite values.
+    Raises :class:`MmeaInputError` on a wrong rank or (``check_finite``) non-finite values; a caller
+    that reads only some rows checks those (:func:`scale_rows` with ``what``).
     """
     if hasattr(x, "detach"):  # torch tensor, without importing torch
         x = x.detach().cpu().numpy()
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if x.ndim != 2:
         raise MmeaInputError(f"{what} must be a 2-d array (rows, dim), got shape {x.shape}")
-    if x.size and not np.isfinite(x).all():
+    if check_finite and x.size and not np.isfinite(x).all():
         bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
         raise MmeaInputError(f"{what} contain NaN or infinite values (first at row {bad})")
     return x
@@ -102,11 +103,17 @@ def l2_normalize(x: Any, what: str = "embeddings") -> np.ndarray:
     return scale_rows(as_float32(x, what))
 
 
-def scale_rows(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+def scale_rows(x: np.ndarray, inplace: bool = False, what: str | None = None, rows: Any = None) -> np.ndarray:
     """:func:`l2_normalize` of a float32 ``(n, d)`` array already checked by :func:`as_float32`
     (``inplace``: into ``x`` itself, for a copy nobody else holds).  One float64 buffer of a chunk
-    of rows is reused (fresh temporaries cost page faults on every chunk)."""
+    of rows is reused (fresh temporaries cost page faults on every chunk).  ``what``: check the rows
+    here instead (a NaN or infinite value makes a row's norm non-finite), naming the first bad one by
+    its number in ``rows`` (the rows of a larger array that ``x`` holds)."""
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))  # (n,)
+    if what is not None and not np.isfinite(norms).all():
+        bad = int(np.flatnonzero(~np.isfinite(norms))[0])
+        bad = int(rows[bad]) if rows is not None else bad
+        raise MmeaInputError(f"{what} contain NaN or infinite values (first at row {bad})")
     norms[norms == 0] = 1.0
     out = x if inplace else np.empty_like(x)  # float32; the float64 quotient only a chunk at a time
     step = max(1, (1 << 22) // max(1, x.shape[1]))

@@ -532,7 +532,8 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
     if int(csls_k) < 1 or int(topk) < 0:
         raise MmeaInputError(f"csls_k must be >= 1 and topk >= 0, got {csls_k} and {topk}")
     device = _check_device(device)
-    src, tgt = as_float32(src_emb, "source embeddings"), as_float32(tgt_emb, "target embeddings")
+    # the rows the pass reads are checked for NaN / inf when they are scaled (the others are never read)
+    src, tgt = as_float32(src_emb, "source embeddings", False), as_float32(tgt_emb, "target embeddings", False)
     if src.shape[1] != tgt.shape[1]:
         raise MmeaInputError(f"source embeddings have dimension {src.shape[1]}, target embeddings {tgt.shape[1]}")
     rows, cand = _ids(rows, len(src), "source row"), _ids(cand, len(tgt), "target row")
@@ -551,9 +552,12 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
     out = OnePass(num_valid_candidates=m + len(extra))
     with torch.no_grad():
         t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)  # noqa: E731
-        unit = lambda x, ids: torch.from_numpy(scale_rows(x[ids], inplace=True)).to(device)  # noqa: E731
-        P_t = unit(src, P[order])  # (p, d) unit rows
-        C_t = unit(tgt, np.concatenate([cand, extra]))  # (m + e, d)
+
+        def unit(x, ids, what):  # (len(ids), d) unit rows, checked
+            return torch.from_numpy(scale_rows(x[ids], inplace=True, what=what, rows=ids)).to(device)
+
+        P_t = unit(src, P[order], "source embeddings")  # (p, d)
+        C_t = unit(tgt, np.concatenate([cand, extra]), "target embeddings")  # (m + e, d)
         links = None if gold is None else _Links(t(q_it), t(q_src), t(_ids(gold, m, "gold target")), len(P), m, bs)
         K = max(int(list_size), csls_k, min(int(topk), m))
         lists = _list_pass(P_t, C_t, m, t(counts), len(firsts), csls_k, len(rows), links, K, bs, progress, desc)
@@ -564,7 +568,7 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
         out.stats = {"list_size": K, "redone_rows": redo["rows"], "redone_columns": redo["columns"]}
         if valid_src is not None and len(valid_src):
             vs = _ids(valid_src, len(src), "validation source")
-            vid, vscore = _valid_pass(unit(src, vs), C_t, r_search, csls_k, method,
+            vid, vscore = _valid_pass(unit(src, vs, "source embeddings"), C_t, r_search, csls_k, method,
                                       row_block_size(len(C_t), block_size), progress)
             out.valid_ids, out.valid_scores = vid.cpu().numpy(), vscore.cpu().numpy()
     r_src = r_src.cpu().numpy()
