@@ -294,6 +294,19 @@ def modalities_used(info: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- loading
+def with_companions(metrics: list[str], companions: dict) -> list[str]:
+    """``metrics`` with each column's companion (``companions[column]``, the job's ``BENCH_COMPANIONS``)
+    right after it, unless listed already: the ranking H@1 of an align table always comes with the
+    one-to-one H@1."""
+    out: list[str] = []
+    for m in metrics:
+        out.append(m)
+        extra = companions.get(m)
+        if extra and extra not in metrics:
+            out.append(extra)
+    return out
+
+
 def _str_list(bench: dict, key: str, path: Path, default) -> list[str]:
     v = bench.get(key, default)
     if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v):
@@ -335,7 +348,9 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise _err(p, "[bench]", f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
-    metrics = [m if "." in m else f"test.{m}" for m in _str_list(bench, "metrics", p, task.default_metrics)]
+    metrics = with_companions([m if "." in m else f"test.{m}" for m in _str_list(bench, "metrics", p,
+                                                                                task.default_metrics)],
+                              getattr(task.job, "BENCH_COMPANIONS", {}))
     report = _str_list(bench, "report", p, [])
     figures = _str_list(bench, "figures", p, [])
     bad = [f for f in figures if Path(f).name != f or not f]

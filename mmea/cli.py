@@ -262,6 +262,8 @@ def _print_align_summary(result: dict) -> None:
     if t:
         click.echo(f"{m['dataset']} / {m['model']}: H@1 {t['hits@1']:.4f}  H@10 {t['hits@10']:.4f}  "
                    f"MRR {t['mrr']:.4f}  ({m.get('primary', '')}, {m['split']['test']} test links)")
+        if "hits@1_one_to_one" in t:
+            click.echo(f"one-to-one assignment H@1 {t['hits@1_one_to_one']:.4f}  ({t['one_to_one']['solver']})")
     else:
         click.echo(f"{m['dataset']} / {m['model']}: no gold test links, evaluation skipped")
     if "matched" in m:

@@ -105,7 +105,7 @@ class FakeAlign:
             raise RuntimeError(f"boom in {out.name}")
         m = {"dataset": cfg.data.pair or "demo", "model": cfg.model_name, "seed": cfg.seed, "device": "cpu",
              "split": {"train": 27, "valid": 3, "test": 70},
-             "test": {"hits@1": self.hits(cfg), "hits@10": 0.9, "mrr": 0.7},
+             "test": {"hits@1": self.hits(cfg), "hits@1_one_to_one": 0.8, "hits@10": 0.9, "mrr": 0.7},
              "model_info": {"name_encoder": {"encoder": "char-ngram", "model": "tfidf-char-wb"}},
              "timings": {"total_s": 1.0 + cfg.seed}}
         (out / "metrics.json").write_text(json.dumps(m))
@@ -158,7 +158,7 @@ GRID = """\
 
 def test_grid_expansion_merges_defaults_datasets_and_rows(tmp_path):
     p = load_pipeline(write(tmp_path / "grid.toml", GRID.format(out=tmp_path / "runs")))
-    assert p.name == "grid" and p.task.name == "align" and p.metrics == ["test.hits@1", "test.mrr"]
+    assert p.name == "grid" and p.task.name == "align" and p.metrics == ["test.hits@1", "test.hits@1_one_to_one", "test.mrr"]
     assert [c.name for c in p.cells] == [
         *(f"base-dbp15k_zh_en-seed{s}" for s in (0, 1, 2)), *(f"base-mine-seed{s}" for s in (0, 1, 2)),
         *(f"prop-dbp15k_ja_en-seed{s}" for s in (0, 1, 2))]
@@ -200,7 +200,7 @@ def test_only_runs_a_subset_and_keeps_the_rest_in_the_table(tmp_path, fake_align
     res = json.loads((tmp_path / "results" / "grid.json").read_text())
     assert res["counts"] == {"done": 3, "skipped": 0, "failed": 0, "not run": 6}
     md = (tmp_path / "results" / "grid.md").read_text()
-    assert "| base | dbp15k_zh_en | — | — | 0/3 |" in md and "Not run yet:" in md
+    assert "| base | dbp15k_zh_en | — | — | — | 0/3 |" in md and "Not run yet:" in md
     r = run("bench", pipe, "--only", "base")
     assert len(fake_align.calls) == 9 and "prop-dbp15k_ja_en" not in r.output  # prop is loaded, not listed
     res = json.loads((tmp_path / "results" / "grid.json").read_text())
@@ -311,16 +311,16 @@ def test_table_rows_are_mean_std_of_the_cells(tmp_path, monkeypatch):
     assert r.exit_code == 0 and "table:   tables/grid.md" in r.output
     md = (tmp_path / "tables" / "grid.md").read_text()
     head = next(x for x in md.splitlines() if x.startswith("| Row"))
-    assert head == "| Row | Dataset | hits@1 | mrr | n | Setting | Ran (from metrics.json) | Published |"
+    assert head == "| Row | Dataset | hits@1 | hits@1_one_to_one | mrr | n | Setting | Ran (from metrics.json) | Published |"
     line = next(x for x in md.splitlines() if x.startswith("| base | mine |"))
-    assert line == ("| base | mine | 0.6333 ± 0.1528 | 0.7000 ± 0.0000 | 3 | names only "
+    assert line == ("| base | mine | 0.6333 ± 0.1528 | 0.8000 ± 0.0000 | 0.7000 ± 0.0000 | 3 | names only "
                     "| baseline · seed ratio 0.30 · names char-ngram (tfidf-char-wb) | H@1 0.50 (paper) |")
     assert "| prop | dbp15k_ja_en | 0.6333 ± 0.1528 |" in md and "hits@1 0.9 (Table 2) |" in md
     res = json.loads((tmp_path / "tables" / "grid.json").read_text())
     agg = res["rows"][1]["metrics"]["test.hits@1"]
     assert agg["n"] == 3 and agg["mean"] == pytest.approx(0.63333, abs=1e-5) and agg["text"] == "0.6333 ± 0.1528"
     cell = res["cells"][0]
-    assert cell["metrics"] == {"test.hits@1": 0.5, "test.mrr": 0.7} and cell["config"]["search"]["csls_k"] == 5
+    assert cell["metrics"] == {"test.hits@1": 0.5, "test.hits@1_one_to_one": 0.8, "test.mrr": 0.7} and cell["config"]["search"]["csls_k"] == 5
 
 
 # ---------------------------------------------------------------------------------------------- linkpred

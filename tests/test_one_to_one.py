@@ -1,0 +1,71 @@
+"""The second H@1 of ``mmea align``: Hits@1 of a one-to-one assignment of the test sources to the test
+targets (``test.hits@1_one_to_one``), next to the ranking Hits@1, and its column in every bench table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmea.bench import with_companions
+from mmea.evaluation import evaluate_embeddings
+from mmea.pipelines.align import one_to_one_hits
+from mmea.pipelines.align_config import BENCH, BENCH_COMPANIONS
+
+
+def _unit(deg) -> np.ndarray:
+    a = np.radians(np.asarray(deg, dtype=np.float64))
+    return np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)  # (n, 2)
+
+
+def _tiny():
+    """Targets at 0, 60 and 180 degrees; sources at -20, 25 and 180 degrees; gold: source i -> target i.
+
+    Source 1's nearest target is target 0 (cos 25 deg = 0.906 > cos 35 deg = 0.819), so the ranking
+    gets 2 of 3; the assignment's best total puts source 0 on target 0 (0.940 + 0.819 > 0.174 + 0.906)
+    and source 1 on target 1: 3 of 3.  The known difference is 1/3.
+    """
+    src, tgt = _unit([-20, 25, 180]), _unit([0, 60, 180])
+    links = np.array([[0, 0], [1, 1], [2, 2]])
+    return src, tgt, links
+
+
+def test_one_to_one_beats_the_ranking_by_the_known_amount():
+    src, tgt, links = _tiny()
+    ranking = evaluate_embeddings(src, tgt, links, primary=("src->tgt", "cos"))["test"]["hits@1"]
+    o = one_to_one_hits(src, tgt, links[:, 0], links[:, 1], links[:, 1], method="cos")
+    assert ranking == pytest.approx(2 / 3)
+    assert o["hits@1"] == pytest.approx(1.0)
+    assert o["hits@1"] - ranking == pytest.approx(1 / 3)
+    assert o["pairs"] == 3 and "hungarian" in o["solver"]
+
+
+def test_one_to_one_can_lose_to_the_ranking():
+    """Two sources whose gold target is the same (a one-to-many link) can hit it once only."""
+    src, tgt = _unit([0, 5, 90]), _unit([0, 90])
+    links = np.array([[0, 0], [1, 0], [2, 1]])
+    ranking = evaluate_embeddings(src, tgt, links, primary=("src->tgt", "cos"))["test"]["hits@1"]
+    o = one_to_one_hits(src, tgt, links[:, 0], np.unique(links[:, 1]), links[:, 1], method="cos")
+    assert ranking == pytest.approx(1.0) and o["hits@1"] == pytest.approx(2 / 3)
+
+
+def test_sparse_graph_equals_the_dense_optimum_on_a_random_task():
+    """The sparse candidate graph (top-k of each side) finds the dense optimum when it holds it."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(0)
+    src = rng.standard_normal((40, 8)).astype(np.float32)
+    tgt = (src + 0.9 * rng.standard_normal((40, 8))).astype(np.float32)
+    ids = np.arange(40)
+    o = one_to_one_hits(src, tgt, ids, ids, ids, method="cos", sparse_k=40)
+    s = src / np.linalg.norm(src, axis=1, keepdims=True)
+    t = tgt / np.linalg.norm(tgt, axis=1, keepdims=True)
+    r, c = linear_sum_assignment(s @ t.T, maximize=True)
+    assert o["hits@1"] == pytest.approx(float(np.mean(c[np.argsort(r)] == ids)))
+
+
+def test_every_align_bench_table_has_the_column():
+    assert "test.hits@1_one_to_one" in BENCH.default_metrics
+    cols = with_companions(["test.hits@1", "test.mrr"], BENCH_COMPANIONS)
+    assert cols == ["test.hits@1", "test.hits@1_one_to_one", "test.mrr"]
+    assert with_companions(["test.hits@1_one_to_one", "test.hits@1"], BENCH_COMPANIONS) == \
+        ["test.hits@1_one_to_one", "test.hits@1"]  # listed already: not twice
