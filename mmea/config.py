@@ -93,6 +93,12 @@ class FeatureConfig:
     else ``char-ngram`` with a warning), ``char-ngram`` or ``sentence-transformers``.
     ``name_source``: ``auto`` (translated where the dataset has it, else the
     display name), ``uri``, ``name`` or ``translated``.
+    ``names``: ``off`` guarantees that no name-derived feature enters the run (entity names, their
+    translations, URI local names, neighbour names, CLEP text, pseudo-seeds from names): the
+    ``names`` modality is never computed, and a model that cannot run without it is refused before
+    any data is read; ``on`` keeps names even when the default model rule finds they carry no
+    signal; ``auto`` (default): the model decides, and ``mmea align`` without ``--model`` switches
+    names off when they do not agree on the train / valid links (:mod:`mmea.pipelines.align_config`).
     """
 
     name_encoder: str = "auto"
@@ -104,6 +110,10 @@ class FeatureConfig:
     random_image_weights: bool = False
     batch_size: PositiveInt = 64
     cache: bool = True
+    names: str = "auto"
+
+    #: the closed string choices
+    CHOICES: typing.ClassVar[dict] = {"names": ("auto", "on", "off")}
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,8 @@ from .selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nc
 log = logging.getLogger("mmea.models")
 
 SELFMEA_MODALITIES = ("structure", "names", "images", "relations", "attributes", "anchors")
+#: the modalities built from entity names (off when names are off: ``names_conflict``)
+NAME_MODALITIES = ("names", "structure")
 _FEATURE_OF = {"names": "names", "structure": "names", "images": "images", "relations": "relations",
                "attributes": "attributes"}
 
@@ -246,6 +248,24 @@ class SelfMEAModel(AlignmentModel):
         req["adjacency"] = FeatureRequest({"normalization": "row", "self_loops": False})  # P = D^-1 A
         return req
 
+    @classmethod
+    def names_off_by_config(cls, config) -> bool:
+        """``--modalities`` without ``names`` switches entity names off for the whole run (issue 16)."""
+        return "names" not in parse_selfmea_modalities(config.modalities)
+
+    @classmethod
+    def names_conflict(cls, config) -> str | None:
+        """With names off: why ``config`` cannot run (a modality built from names), or None.
+
+        The ``structure`` modality propagates the *names* of the neighbours (``P^h x``), so it is
+        name-derived; self-supervised pseudo-seeds need names too (refused in :meth:`learn`)."""
+        bad = [m for m in parse_selfmea_modalities(config.modalities) if m in NAME_MODALITIES]
+        if not bad:
+            return None
+        return (f"its {' and '.join(bad)} modalit{'ies are' if len(bad) > 1 else 'y is'} built from entity names"
+                + (" (structure = the names of the neighbours)" if "structure" in bad else "")
+                + f"; run it with --modalities {','.join(m for m in SELFMEA_MODALITIES if m not in NAME_MODALITIES)}")
+
     def learn(self, task, feats) -> None:
         """Features -> modality inputs -> seed pool -> the shared training loop -> final embeddings."""
         import torch
@@ -299,8 +319,11 @@ class SelfMEAModel(AlignmentModel):
                           "features.image_weights=FILE to use them")
             mods.remove("images")
         self.info["features"] = feats.summary()
-        names = feats["names"]
-        self.info["name_encoder"] = {k: names.info.get(k) for k in ("encoder", "requested", "model", "fallback_reason")}
+        if "names" in feats:  # names off (features.names = off, or --modalities without names): not computed
+            names = feats["names"]
+            self.info["name_encoder"] = {k: names.info.get(k)
+                                         for k in ("encoder", "requested", "model", "fallback_reason")}
+        self.info["names_used"] = "names" in feats
         dropped = []
         for m in list(mods):
             f = _FEATURE_OF.get(m)
@@ -318,10 +341,15 @@ class SelfMEAModel(AlignmentModel):
         """``(adjacency per KG, L2-normalised names per KG, per-side input tensors and masks, input sizes)``."""
         import torch
 
-        c, names = self.config, feats["names"]
+        c = self.config
         adj = [feats["adjacency"].source, feats["adjacency"].target]  # (N, N), (M, M): P = D^-1 A
-        xs = [_normalize_rows(names.source), _normalize_rows(names.target)]
-        name_mask = [names.source_mask.astype(bool), names.target_mask.astype(bool)]
+        if "names" in feats:
+            names = feats["names"]
+            xs = [_normalize_rows(names.source), _normalize_rows(names.target)]
+            name_mask = [names.source_mask.astype(bool), names.target_mask.astype(bool)]
+        else:  # names off: (n, 0) placeholders, read by no modality (names_conflict refused those)
+            xs = [np.zeros((a.shape[0], 0), np.float32) for a in adj]
+            name_mask = [np.zeros(a.shape[0], bool) for a in adj]
         sides: list[dict] = [{"mask": {}}, {"mask": {}}]
         dims = {"names": xs[0].shape[1]}
         struct_x = xs  # what the structure modality propagates: the names, or their CLEP graph embeddings
@@ -370,6 +398,9 @@ class SelfMEAModel(AlignmentModel):
             self.info["seeds"] = {"kind": "train links", "count": int(len(pool)),
                                   "selection": f"{len(select)} valid links"}
         else:
+            if "names" not in feats:
+                raise MmeaInputError("selfmea without train links builds its pseudo-seeds from entity names, and "
+                                     "names are off in this run", hint="give --seed-ratio > 0, or turn names on")
             pool = self._pseudo_seeds(feats, xs)
             select, pool = hold_out(pool, c.pseudo_valid, rng)
             self.info["mode"] = "self-supervised"

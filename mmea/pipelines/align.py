@@ -255,6 +255,7 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     from ..export import alignment_frame, gold_targets_frame, write_alignment
     from ..features import run_features
     from ..models import MODELS, RunContext
+    from .align_config import names_switch
 
     seed_everything(cfg.seed)
     progress = not quiet and sys.stderr.isatty()  # bars for loading, features, training, evaluation and search
@@ -270,8 +271,12 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     model_cls = MODELS.get(cfg.model_name)
     params = {k: v for k, v in cfg.model.items() if k != "name"}
     model = model_cls(model_cls.Config(**params), ctx)
+    requests = dict(model.feature_requests(model.config))
+    names_off = names_switch(cfg)  # checked up front (align_config.check_names): the model runs without names
+    if names_off:
+        requests.pop("names", None)  # never computed, so no name-derived feature can enter
     with run.stage("features"):  # task -> features: what the model requests, computed once (cached)
-        features = run_features(task, model.feature_requests(model.config), ctx)
+        features = run_features(task, requests, ctx)
     with run.stage("train"), ckpt.guard():  # Ctrl-C: the checkpoint first
         model.fit(task, features)
     src_emb, tgt_emb = model.embeddings()  # (N, d), (M, d)
@@ -283,6 +288,9 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         "split": task.split_sizes(),
         "split_provenance": task.provenance.get("split"),
         "device": device,
+        # whether any entity name entered (names, translations, URI local names, neighbour names, CLEP text)
+        "names_used": "names" in features,
+        "names_off": names_off,
     }
     s = cfg.search
     rows, cand, gold = query_rows(task)

@@ -62,7 +62,67 @@ def check_choices(cfg: RunConfig) -> RunConfig:
 
 def resolve_config(raw: dict) -> RunConfig:
     """Validate a raw config dict (TOML + overrides) into a :class:`~mmea.config.RunConfig`."""
-    return check_choices(schema.resolve_config(raw, validate_model_section))
+    return check_names(check_choices(schema.resolve_config(raw, validate_model_section)))
+
+
+# ------------------------------------------------------------------------------------ names off
+def _model_config(cfg: RunConfig):
+    cls = MODELS.get(cfg.model_name)
+    return cls, cls.Config(**{k: v for k, v in cfg.model.items() if k != "name"})
+
+
+def names_switch(cfg: RunConfig) -> str | None:
+    """Why this run uses no entity name (``None``: the model may use them).
+
+    ``features.names = "off"``, or a model whose own config says so (selfmea's ``--modalities``
+    without ``names``: ``names_off_by_config``) unless ``features.names = "on"`` (an ablation of the
+    names modality that keeps names elsewhere, recorded as ``names_used: true``).  With names off the ``names`` modality is never
+    computed (:func:`mmea.pipelines.align.run_align` drops it from the model's feature requests), so
+    no name-derived feature (names, translations, URI local names, neighbour names, CLEP text,
+    pseudo-seeds from names) can enter; ``metrics.json`` records ``names_used``.
+    """
+    if cfg.features.names == "on":  # explicitly on: e.g. selfmea's "-names" ablation keeps the neighbour names
+        return None
+    if cfg.features.names == "off":
+        return "features.names = off"
+    cls, mcfg = _model_config(cfg)
+    off_by_config = getattr(cls, "names_off_by_config", None)
+    if off_by_config is not None and off_by_config(mcfg):
+        return "--modalities without names"
+    return None
+
+
+def name_free_models() -> list[str]:
+    """The registered models whose default config computes no name feature (they run with names off)."""
+    out = []
+    for name in MODELS.names():
+        cls = MODELS.get(name)
+        if "names" not in cls.feature_requests(cls.Config()):
+            out.append(name)
+    return out
+
+
+def names_conflict(cfg: RunConfig) -> str | None:
+    """Why the run's model cannot run without names (``None``: it can): the model's own
+    ``names_conflict(config)``, else "it encodes entity names" when it requests the ``names`` modality."""
+    cls, mcfg = _model_config(cfg)
+    own = getattr(cls, "names_conflict", None)
+    if own is not None:
+        return own(mcfg)
+    return "it is built on entity names" if "names" in cls.feature_requests(mcfg) else None
+
+
+def check_names(cfg: RunConfig) -> RunConfig:
+    """Names off and a model that needs them: an input error naming the model and the name-free ones."""
+    reason = names_switch(cfg)
+    if reason is None:
+        return cfg
+    why = names_conflict(cfg)
+    if why is not None:
+        raise MmeaInputError(f"names are off ({reason}), but model {cfg.model_name} needs them: {why}",
+                             hint=f"models that work without names: {', '.join(name_free_models())}, and selfmea "
+                                  "without its names and structure modalities")
+    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -200,12 +260,14 @@ def ran_label(m: dict) -> str:
     if used.get("kind") and used["kind"] != "train links":
         parts.append(f"{str(used['kind']).split(':')[0]} {used.get('count', '')}".strip())
     enc = info.get("name_encoder")
-    if enc:
+    if m.get("names_used", info.get("names_used")) is False:  # recorded: no name entered the run
+        parts.append("no names")
+    elif enc:
         name = str(enc.get("encoder"))
         if enc.get("model") and enc.get("model") != enc.get("encoder"):
             name += f" ({enc['model']})"
         parts.append(f"names {name}")
-    elif info.get("variant") in ("gaussian", "point") or info.get("names_used") is False:  # models without names
+    elif info.get("variant") in ("gaussian", "point"):  # cells written before names_used was recorded
         parts.append("no names")
     else:
         parts.append("names: not recorded")
