@@ -503,6 +503,30 @@ def _iteration(rows: np.ndarray, P: np.ndarray, n_src: int):
     return order, it_pos, q_src, counts, np.sort(at)
 
 
+def _checked_inputs(src_emb, tgt_emb, rows, cand, gold, eval_src, extra, method: str, csls_k: int, topk: int):
+    """:func:`search_once`'s arguments checked: ``(src, tgt, rows, cand, eval sources, extra)``.
+
+    The embeddings are float32 views; the rows the pass reads are checked for NaN / inf when they
+    are scaled (the others are never read, so a full scan would only cost time)."""
+    if method not in METHODS:
+        raise MmeaInputError(f"unknown similarity {method!r}; valid choices: {', '.join(METHODS)}")
+    if int(csls_k) < 1 or int(topk) < 0:
+        raise MmeaInputError(f"csls_k must be >= 1 and topk >= 0, got {csls_k} and {topk}")
+    src, tgt = as_float32(src_emb, "source embeddings", False), as_float32(tgt_emb, "target embeddings", False)
+    if src.shape[1] != tgt.shape[1]:
+        raise MmeaInputError(f"source embeddings have dimension {src.shape[1]}, target embeddings {tgt.shape[1]}")
+    rows, cand = _ids(rows, len(src), "source row"), _ids(cand, len(tgt), "target row")
+    if not len(rows) or not len(cand):
+        raise MmeaInputError(f"nothing to search: {len(rows)} source and {len(cand)} target rows")
+    P = np.unique(rows) if eval_src is None else _ids(eval_src, len(src), "source row")
+    if len(np.unique(P)) != len(P):
+        raise MmeaInputError("the eval sources must be unique")
+    extra = np.zeros(0, np.int64) if extra is None else _ids(extra, len(tgt), "target row")
+    if gold is not None and len(np.asarray(gold).reshape(-1)) != len(rows):
+        raise MmeaInputError(f"{len(np.asarray(gold).reshape(-1))} gold targets for {len(rows)} query rows")
+    return src, tgt, rows, cand, P, extra
+
+
 def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any = None, eval_src: Any = None,
                 topk: int = 2, reverse: bool = True, valid_src: Any = None, extra: Any = None,
                 method: str = "csls", csls_k: int = 10, device: str = "cpu", block_size: int | None = None,
@@ -527,25 +551,10 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
         progress, desc: bars over the pass (``desc``) and the calibration when stderr is a terminal.
         list_size: the candidates kept per row and the sources kept per column in the pass (``K``).
     """
-    if method not in METHODS:
-        raise MmeaInputError(f"unknown similarity {method!r}; valid choices: {', '.join(METHODS)}")
-    if int(csls_k) < 1 or int(topk) < 0:
-        raise MmeaInputError(f"csls_k must be >= 1 and topk >= 0, got {csls_k} and {topk}")
     device = _check_device(device)
-    # the rows the pass reads are checked for NaN / inf when they are scaled (the others are never read)
-    src, tgt = as_float32(src_emb, "source embeddings", False), as_float32(tgt_emb, "target embeddings", False)
-    if src.shape[1] != tgt.shape[1]:
-        raise MmeaInputError(f"source embeddings have dimension {src.shape[1]}, target embeddings {tgt.shape[1]}")
-    rows, cand = _ids(rows, len(src), "source row"), _ids(cand, len(tgt), "target row")
-    if not len(rows) or not len(cand):
-        raise MmeaInputError(f"nothing to search: {len(rows)} source and {len(cand)} target rows")
-    P = np.unique(rows) if eval_src is None else _ids(eval_src, len(src), "source row")
-    if len(np.unique(P)) != len(P):
-        raise MmeaInputError("the eval sources must be unique")
+    src, tgt, rows, cand, P, extra = _checked_inputs(src_emb, tgt_emb, rows, cand, gold, eval_src, extra, method,
+                                                     csls_k, topk)
     order, it_pos, q_src, counts, firsts = _iteration(rows, P, len(src))
-    extra = np.zeros(0, np.int64) if extra is None else _ids(extra, len(tgt), "target row")
-    if gold is not None and len(np.asarray(gold).reshape(-1)) != len(rows):
-        raise MmeaInputError(f"{len(np.asarray(gold).reshape(-1))} gold targets for {len(rows)} query rows")
     m, csls_k = len(cand), int(csls_k)
     bs = row_block_size(m, block_size, budget=BLOCK_ELEMENTS // 2)
     q_it = it_pos[q_src]  # (n,) each row's iteration position

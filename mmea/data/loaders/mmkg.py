@@ -509,23 +509,7 @@ class MmkgConvertedLoader(DatasetLoader):
         label1 = _kg1_label(path, options)
         files = _converted_files(path)
 
-        # entities (one global id space)
-        lines1: list[int] = []
-        lines2: list[int] = []
-        gids1, uris1 = read_id_map(files["ent_ids_1"], what="URI", line_nos=lines1)
-        gids2, uris2 = read_id_map(files["ent_ids_2"], what="URI", line_nos=lines2)
-        idx1 = {int(k): i for i, k in enumerate(gids1.tolist())}
-        idx2 = {int(k): i for i, k in enumerate(gids2.tolist())}
-        both = set(idx1) & set(idx2)
-        if both:
-            k = min(both)
-            raise DataFormatError(files["ent_ids_2"], lines2[idx2[k]], f"{k}\t{uris2[idx2[k]]}",
-                                  f"entity id {k} is defined in both ent_ids_1 (line {lines1[idx1[k]]}) and "
-                                  f"ent_ids_2 ({len(both)} shared ids); the layout needs one global id space")
-        uris1 = [_unbracket(u) for u in uris1]
-        uris2 = [_unbracket(u) for u in uris2]
-        report.count(f"{label1} entities", len(uris1))
-        report.count(f"{KG2} entities", len(uris2))
+        gids1, uris1, idx1, gids2, uris2, idx2 = _read_entities(files, label1, report)
         src1 = {"kg": label1, "entities": str(files["ent_ids_1"]), "names": "decoded URI local names"}
         src2 = {"kg": KG2, "entities": str(files["ent_ids_2"])}
 
@@ -540,19 +524,8 @@ class MmkgConvertedLoader(DatasetLoader):
             report.warn(f"{path}: triples_1 not found; {label1} has no relation triples")
             notes.append(f"{label1} relation triples are missing (triples_1); {label1} has none")
         kg2_meta: dict = {}
-        if files["triples_2"] is not None:
-            triples2, rels2 = _read_id_triples(files["triples_2"], idx2, rel_idx2, rels2, KG2, report)
-            src2.update(triples=str(files["triples_2"]), relations=str(files["rel_ids_2"]))
-        else:
-            mid_index = {u: i for i, u in enumerate(uris2)}
-            triples2, rels2_sub, info = _substitute_fb15k_triples(
-                _fb15k237_folder(path, options), mid_index, report, notes, substitutions, grow=False,
-                missing=str(path / "triples_2"), openke=union_folder(path, options, report, notes))
-            if info["triples"] is not None:
-                kg2_meta["relations_file_count"] = len(rels2)
-                kg2_meta["relations_file_coverage"] = len(set(rels2_sub) & set(rels2))
-            rels2 = rels2_sub
-            src2.update(info)
+        triples2, rels2 = _kg2_triples(path, options, files, idx2, uris2, rel_idx2, rels2, report, notes,
+                                       substitutions, kg2_meta, src2)
 
         # attributes
         attrs1, attrs2 = _empty_attributes(), _empty_attributes()
@@ -573,15 +546,8 @@ class MmkgConvertedLoader(DatasetLoader):
         names1 = [local_name(u) for u in uris1]
         names2 = _fb15k_names(mmkg_root, uris2, report, notes, src2)
         kg1_meta: dict = {}
-        img_counts = {}
-        for label, meta, uris, src in ((label1, kg1_meta, uris1, src1), (KG2, kg2_meta, uris2, src2)):
-            ipath = _image_index_file(mmkg_root, label)
-            index = _read_image_index(ipath, report, label) if ipath is not None else None
-            _attach_image_index(meta, index, ipath, uris, report, label)
-            src["image_index"] = str(ipath) if ipath else None
-            img_counts[label] = meta["image_index_count"]
-        notes.append(_image_note(img_counts) if any(img_counts.values()) else
-                     "images: no MMKG image index found; the image modality is empty")
+        _attach_image_indexes(mmkg_root, ((label1, kg1_meta, uris1, src1), (KG2, kg2_meta, uris2, src2)),
+                              report, notes)
 
         kg1 = self._kg(label1, gids1, uris1, names1, rels1, triples1, attrs1, kg1_meta, src1)
         kg2 = self._kg(KG2, gids2, uris2, names2, rels2, triples2, attrs2, kg2_meta, src2)
@@ -907,3 +873,57 @@ class MmkgLoader(DatasetLoader):
         ents = [table.add(table.key(e)) for _, e, _, _ in rows]
         return _attribute_arrays(ents, [a for _, _, a, _ in rows], [v for _, _, _, v in rows], [""] * len(rows),
                                  report, table.label)
+
+
+def _read_entities(files: dict, label1: str, report: LoadReport):
+    """``ent_ids_1`` / ``ent_ids_2`` in one global id space: ``(gids, uris, {gid: row})`` of each KG;
+    an id defined in both files is an error naming both lines."""
+    lines1: list[int] = []
+    lines2: list[int] = []
+    gids1, uris1 = read_id_map(files["ent_ids_1"], what="URI", line_nos=lines1)
+    gids2, uris2 = read_id_map(files["ent_ids_2"], what="URI", line_nos=lines2)
+    idx1 = {int(k): i for i, k in enumerate(gids1.tolist())}
+    idx2 = {int(k): i for i, k in enumerate(gids2.tolist())}
+    both = set(idx1) & set(idx2)
+    if both:
+        k = min(both)
+        raise DataFormatError(files["ent_ids_2"], lines2[idx2[k]], f"{k}\t{uris2[idx2[k]]}",
+                              f"entity id {k} is defined in both ent_ids_1 (line {lines1[idx1[k]]}) and "
+                              f"ent_ids_2 ({len(both)} shared ids); the layout needs one global id space")
+    uris1 = [_unbracket(u) for u in uris1]
+    uris2 = [_unbracket(u) for u in uris2]
+    report.count(f"{label1} entities", len(uris1))
+    report.count(f"{KG2} entities", len(uris2))
+    return gids1, uris1, idx1, gids2, uris2, idx2
+
+
+def _kg2_triples(path: Path, options, files: dict, idx2: dict, uris2: list, rel_idx2, rels2, report: LoadReport,
+                 notes: list, substitutions: list, kg2_meta: dict, src2: dict):
+    """FB15K's relation triples: ``triples_2`` when the folder has it, else the substitute
+    (FB15k-237 ∪ FB15K valid / test, :mod:`~mmea.data.loaders.fb15k_triples`); ``(triples, relations)``."""
+    if files["triples_2"] is not None:
+        triples2, rels2 = _read_id_triples(files["triples_2"], idx2, rel_idx2, rels2, KG2, report)
+        src2.update(triples=str(files["triples_2"]), relations=str(files["rel_ids_2"]))
+        return triples2, rels2
+    mid_index = {u: i for i, u in enumerate(uris2)}
+    triples2, rels2_sub, info = _substitute_fb15k_triples(
+        _fb15k237_folder(path, options), mid_index, report, notes, substitutions, grow=False,
+        missing=str(path / "triples_2"), openke=union_folder(path, options, report, notes))
+    if info["triples"] is not None:
+        kg2_meta["relations_file_count"] = len(rels2)
+        kg2_meta["relations_file_coverage"] = len(set(rels2_sub) & set(rels2))
+    src2.update(info)
+    return triples2, rels2_sub
+
+
+def _attach_image_indexes(mmkg_root, sides, report: LoadReport, notes: list) -> None:
+    """Each KG's MMKG image index (``sides``: ``(label, meta, uris, provenance)``) into its meta, and a note."""
+    img_counts = {}
+    for label, meta, uris, src in sides:
+        ipath = _image_index_file(mmkg_root, label)
+        index = _read_image_index(ipath, report, label) if ipath is not None else None
+        _attach_image_index(meta, index, ipath, uris, report, label)
+        src["image_index"] = str(ipath) if ipath else None
+        img_counts[label] = meta["image_index_count"]
+    notes.append(_image_note(img_counts) if any(img_counts.values()) else
+                 "images: no MMKG image index found; the image modality is empty")
