@@ -414,28 +414,8 @@ def _pick(arrays: dict, names: Sequence[str]):
     return None
 
 
-def load_precomputed_image_features(path: str | Path, kg: KnowledgeGraph,
-                                    ids_path: str | Path | None = None) -> EncodedFeatures:
-    """Image features of the entities of ``kg`` read from ``path``.
-
-    Formats (by suffix):
-
-    - ``.pkl`` / ``.pickle``: a dict ``{entity id or URI -> vector}`` (EVA,
-      MCLEA).  Only load pickles you trust: unpickling can run code.
-    - ``.npy``: a ``(m, d)`` array whose row ``i`` belongs to line ``i`` of
-      ``ids_path`` (an id or URI per line; every tab-separated field of a
-      line is tried, so ``ent_ids`` files work).
-    - ``.npz``: arrays ``features`` (or ``feats``/``embeddings``/``x``) and
-      ``ids`` (or ``keys``/``entities``/``uris``), else ``ids_path``.
-    - ``.h5`` / ``.hdf5`` (needs ``h5py``): datasets ``features`` + ``ids``,
-      or one dataset per entity key.
-
-    Keys that match no entity of ``kg`` are ignored (a shared file holds both
-    KGs); entities without a vector, or with an all-zero one, get mask False.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MmeaInputError(f"image feature file {path} does not exist (--image-features)")
+def _read_feature_file(path: Path, ids_path: str | Path | None):
+    """``(keys, vectors)`` of an image feature file, by suffix (see :func:`load_precomputed_image_features`)."""
     suffix = path.suffix.lower()
     keys: list
     if suffix in (".pkl", ".pickle"):
@@ -475,6 +455,32 @@ def load_precomputed_image_features(path: str | Path, kg: KnowledgeGraph,
     else:
         raise MmeaInputError(f"{path}: unknown image feature format {suffix!r}",
                              hint="use a pickle dict (.pkl), .npy + id list, .npz or HDF5 (.h5)")
+    return keys, vectors
+
+
+def load_precomputed_image_features(path: str | Path, kg: KnowledgeGraph,
+                                    ids_path: str | Path | None = None) -> EncodedFeatures:
+    """Image features of the entities of ``kg`` read from ``path``.
+
+    Formats (by suffix):
+
+    - ``.pkl`` / ``.pickle``: a dict ``{entity id or URI -> vector}`` (EVA,
+      MCLEA).  Only load pickles you trust: unpickling can run code.
+    - ``.npy``: a ``(m, d)`` array whose row ``i`` belongs to line ``i`` of
+      ``ids_path`` (an id or URI per line; every tab-separated field of a
+      line is tried, so ``ent_ids`` files work).
+    - ``.npz``: arrays ``features`` (or ``feats``/``embeddings``/``x``) and
+      ``ids`` (or ``keys``/``entities``/``uris``), else ``ids_path``.
+    - ``.h5`` / ``.hdf5`` (needs ``h5py``): datasets ``features`` + ``ids``,
+      or one dataset per entity key.
+
+    Keys that match no entity of ``kg`` are ignored (a shared file holds both
+    KGs); entities without a vector, or with an all-zero one, get mask False.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MmeaInputError(f"image feature file {path} does not exist (--image-features)")
+    keys, vectors = _read_feature_file(path, ids_path)
     if isinstance(vectors, np.ndarray):
         if vectors.ndim != 2:
             raise MmeaInputError(f"{path}: expected a 2-D feature matrix, found shape {vectors.shape}")
