@@ -329,6 +329,8 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     metrics["load_report"] = {"source": task.meta.get("load_report")}
     metrics["timings"] = {**task.meta.get("timings", {}), **run.timings, "total_s": run.total_s()}
     metrics["timings"]["load_s"] = run.timings.get("load_s", metrics["timings"].get("load_s"))
+    from ..search.benchmark import peak_rss_gib  # ru_maxrss: the process's peak RSS so far
+    metrics["peak_rss_gib"] = round(peak_rss_gib(), 3)
     mpath = run.write_metrics(metrics)
     log.info("wrote %s and %s", csv_path, mpath)
     return {"metrics": metrics, "metrics_path": mpath, "alignment": csv_path, "run_dir": run.path}
