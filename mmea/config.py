@@ -138,12 +138,12 @@ class RunConfig:
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    model: dict = field(default_factory=lambda: {"name": "baseline"})
+    model: dict = field(default_factory=lambda: {"name": "auto"})  # auto: mmea.pipelines.default_model
     search: SearchConfig = field(default_factory=SearchConfig)
 
     @property
     def model_name(self) -> str:
-        return str(self.model.get("name", "baseline"))
+        return str(self.model.get("name", "auto"))
 
 
 SECTIONS = {"data": DataConfig, "features": FeatureConfig, "search": SearchConfig}

@@ -311,7 +311,7 @@ def demo_run(tmp_path_factory):
     from mmea.pipelines.align import run_align
 
     out = tmp_path_factory.mktemp("demo") / "run"
-    res = run_align(RunConfig(device="cpu"), out=out, quiet=True)  # baseline, demo_src / demo_tgt
+    res = run_align(RunConfig(device="cpu", model={"name": "baseline"}), out=out, quiet=True)  # demo_src / demo_tgt
     return out, res["metrics"]
 
 

@@ -30,7 +30,7 @@ def test_help_is_instant_and_imports_no_torch():
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "demo"
-    r = run("-q", "align", "--out", str(out), "--topk", "3", "--set", "search.csls_k=5")
+    r = run("-q", "align", "--model", "baseline", "--out", str(out), "--topk", "3", "--set", "search.csls_k=5")
     assert r.exit_code == 0, r.output
     return out, r.output
 
@@ -100,7 +100,7 @@ def test_user_tsv_pair_without_gold_links(tmp_path):
         (d / "triples.tsv").write_text(f"{names[0]}\tnear\t{names[1]}\n{names[1]}\tnear\t{names[2]}\n")
         (d / "names.tsv").write_text("".join(f"{n}\t{n}\n" for n in names))
     r = run("-q", "align", "--src", str(tmp_path / "a"), "--tgt", str(tmp_path / "b"), "--out", str(tmp_path / "run"),
-            "--match", "hungarian")
+            "--match", "hungarian", "--model", "baseline")
     assert r.exit_code == 0, r.output
     import pandas as pd
 

@@ -69,3 +69,38 @@ def test_every_align_bench_table_has_the_column():
     assert cols == ["test.hits@1", "test.hits@1_one_to_one", "test.mrr"]
     assert with_companions(["test.hits@1_one_to_one", "test.hits@1"], BENCH_COMPANIONS) == \
         ["test.hits@1_one_to_one", "test.hits@1"]  # listed already: not twice
+
+
+@pytest.mark.parametrize("method", ["csls", "cos"])
+def test_two_way_lists_equal_the_searches_of_both_directions(method):
+    """The one pass gives each source's and each target's top-k as the two separate searches do."""
+    from mmea.pipelines.align import two_way_topk
+    from mmea.search.csls import csls_radius, csls_topk
+
+    rng = np.random.default_rng(1)
+    src = rng.standard_normal((70, 6)).astype(np.float32)
+    tgt = rng.standard_normal((50, 6)).astype(np.float32)
+    src /= np.linalg.norm(src, axis=1, keepdims=True)
+    tgt /= np.linalg.norm(tgt, axis=1, keepdims=True)
+    rs, rt = csls_radius(src, tgt, 5, normalize=False)
+    fwd, bwd = two_way_topk(src, tgt, rs, rt, 7, method=method, csls_k=5)
+    ref_f = csls_topk(src, tgt, 7, csls_k=5, method=method, normalize=False, radius=(rs, rt))
+    ref_b = csls_topk(tgt, src, 7, csls_k=5, method=method, normalize=False, radius=(rt, rs))
+    np.testing.assert_array_equal(fwd.ids, ref_f.ids)
+    np.testing.assert_array_equal(bwd.ids, ref_b.ids)
+    np.testing.assert_allclose(bwd.scores, ref_b.scores, atol=1e-6)
+    np.testing.assert_allclose(fwd.scores, ref_f.scores, atol=1e-6)
+
+
+def test_one_to_one_equals_the_sparse_hungarian_matcher():
+    from mmea.search.matching import match
+
+    rng = np.random.default_rng(1)
+    src = rng.standard_normal((300, 16)).astype(np.float32)
+    tgt = (src + 1.5 * rng.standard_normal((300, 16))).astype(np.float32)
+    ids = np.arange(300)
+    o = one_to_one_hits(src, tgt, ids, ids, ids, sparse_k=10)
+    m = match(src, tgt, "hungarian", max_pairs=0, sparse_k=10)
+    assigned = np.full(300, -1)
+    assigned[m.src] = m.tgt
+    assert o["hits@1"] == pytest.approx(float(np.mean(assigned == ids))) and o["pairs"] == len(m)

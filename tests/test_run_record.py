@@ -29,7 +29,7 @@ def run(*args):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("record") / "run"
-    r = CliRunner().invoke(main, ["-q", "align", "--out", str(out), "--topk", "2"])
+    r = CliRunner().invoke(main, ["-q", "align", "--model", "baseline", "--out", str(out), "--topk", "2"])
     assert r.exit_code == 0, r.output
     return out
 

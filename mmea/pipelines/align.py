@@ -138,6 +138,69 @@ def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | Non
 ONE_TO_ONE_K = 50
 
 
+def two_way_topk(src: np.ndarray, tgt: np.ndarray, r_src: np.ndarray, r_tgt: np.ndarray, k: int, *,
+                 method: str = "csls", csls_k: int = 10, device: str = "cpu") -> tuple:
+    """``(forward, reverse)`` :class:`~mmea.search.csls.SearchResult`: each source's and each target's
+    top-``k`` by CSLS (or cosine), from **one** blockwise pass over unit rows ``src (n, d)``, ``tgt (m, d)``.
+
+    Per block of source rows the ``(b, m)`` scores ``(2 cos - r_src) - r_tgt`` (the float32 expression
+    of :func:`~mmea.search.csls.csls_from_cos`) give the rows' top-``k`` and are merged into the running
+    top-``k`` of every column; nothing larger than one block is held.  Ties are broken by ``torch.topk``.
+    """
+    import torch
+
+    from ..search.csls import SearchResult, csls_from_cos
+    from ..search.knn import row_block_size
+
+    n, m = len(src), len(tgt)
+    k_f, k_b = min(k, m), min(k, n)
+    T = torch.from_numpy(np.ascontiguousarray(tgt)).to(device)  # (m, d)
+    rt = torch.from_numpy(np.asarray(r_tgt, np.float32)).to(device)  # (m,)
+    fwd = [np.zeros((n, k_f), np.int64), np.zeros((n, k_f), np.float32), np.zeros((n, k_f), np.float32)]
+    col_s = col_c = col_i = None  # running (<= k_b, m) scores, cosines and source rows of each column
+    bs = row_block_size(m)
+    with torch.no_grad():
+        for a in range(0, n, bs):
+            e = min(a + bs, n)
+            C = torch.from_numpy(np.ascontiguousarray(src[a:e])).to(device) @ T.T  # (b, m) cosines
+            rs = torch.from_numpy(np.asarray(r_src[a:e], np.float32)).to(device)[:, None]  # (b, 1)
+            S = csls_from_cos(C, rs, rt[None, :]) if method == "csls" else C  # (b, m)
+            v, i = torch.topk(S, k_f, dim=1)  # (b, k_f)
+            fwd[0][a:e], fwd[1][a:e] = i.cpu().numpy(), torch.gather(C, 1, i).cpu().numpy()
+            fwd[2][a:e] = (csls_from_cos(torch.gather(C, 1, i), rs, rt[i]) if method == "csls" else v).cpu().numpy()
+            v, i = torch.topk(S, min(k_b, e - a), dim=0)  # (<= k_b, m) this block's best rows per column
+            c, i = torch.gather(C, 0, i), i + a
+            if col_s is not None:
+                v, c, i = torch.cat([col_s, v]), torch.cat([col_c, c]), torch.cat([col_i, i])
+            top = torch.topk(v, min(k_b, len(v)), dim=0).indices  # (<= k_b, m)
+            col_s, col_c, col_i = torch.gather(v, 0, top), torch.gather(c, 0, top), torch.gather(i, 0, top)
+    r_src = np.asarray(r_src, np.float32)
+    r_tgt = np.asarray(r_tgt, np.float32)
+    bwd_ids = col_i.T.cpu().numpy()  # (m, k_b) source rows of each target, best first
+    bwd_cos = col_c.T.cpu().numpy()
+    bwd_csls = csls_from_cos(bwd_cos, r_tgt[:, None], r_src[bwd_ids]).astype(np.float32)
+    forward = SearchResult(fwd[0], fwd[1], fwd[2], r_src, r_tgt, method=method, csls_k=csls_k)
+    reverse = SearchResult(bwd_ids, bwd_cos, bwd_csls, r_tgt, r_src, method=method, csls_k=csls_k)
+    return forward, reverse
+
+
+class _ListedSimilarity:
+    """The part of a :class:`~mmea.search.matching.Similarity` the sparse Hungarian reads, from two-way lists."""
+
+    def __init__(self, sim, forward, reverse):
+        self._sim, self._fwd, self._bwd = sim, forward, reverse
+        self.n, self.m = sim.n, sim.m
+
+    def topk(self, k: int):
+        return self._fwd
+
+    def reverse_topk(self, k: int):
+        return self._bwd
+
+    def score_pairs(self, src_idx, tgt_idx):
+        return self._sim.score_pairs(src_idx, tgt_idx)
+
+
 def one_to_one_hits(src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, gold: np.ndarray, *, method: str = "csls",
                     csls_k: int = 10, device: str = "cpu", radius=None, sparse_k: int = ONE_TO_ONE_K) -> dict:
     """Hits@1 of a one-to-one assignment of the query ``rows`` to the candidates ``cand``: ``test.hits@1_one_to_one``.
@@ -145,11 +208,11 @@ def one_to_one_hits(src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, gold: 
     The assignment maximises the total score (CSLS or cosine, the run's ``search.method``) subject to
     every source and every target being used at most once (Kuhn 1955; the published tables of
     LightEA and SEU report this "H@1 after assignment" next to the ranking one).  It is solved by
-    :class:`~mmea.search.matching.HungarianMatcher` in its sparse form: the union of each source's
-    and each target's top-``sparse_k`` candidates, optimised exactly by ``scipy``'s
-    ``min_weight_full_bipartite_matching`` (LAPJVsp), a dummy edge per source keeping a full
-    matching feasible; so no dense ``(n, m)`` matrix is ever built (two blockwise top-k passes).
-    ``radius``: the search's ``(r_src (n,), r_tgt (m,))`` CSLS radii, reused (else computed).
+    :class:`~mmea.search.matching.HungarianMatcher` in its sparse form: over the union of each
+    source's and each target's top-``sparse_k`` candidates (:func:`two_way_topk`, one blockwise pass),
+    exactly, by ``scipy``'s ``min_weight_full_bipartite_matching`` (LAPJVsp), a dummy edge per source
+    keeping a full matching feasible; no dense ``(n, m)`` matrix is ever built.  ``radius``: the
+    search's ``(r_src (n,), r_tgt (m,))`` CSLS radii, reused (else one more pass computes them).
 
     ``rows (n,)`` source ids (a source linked twice appears twice and may take two targets, as the
     ranking counts it twice); ``gold (n,)`` each row's gold target id.  Returns ``{"hits@1", "solver",
@@ -161,7 +224,8 @@ def one_to_one_hits(src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, gold: 
     sim = Similarity(np.asarray(src_emb)[rows], np.asarray(tgt_emb)[cand], method=method, csls_k=csls_k,
                      device=device, radius=radius)
     k = int(min(sparse_k, len(cand)))
-    matching = HungarianMatcher(max_pairs=0, sparse_k=k).match(sim)  # max_pairs 0: always the sparse graph
+    fwd, bwd = two_way_topk(sim.src, sim.tgt, sim.r_src, sim.r_tgt, k, method=method, csls_k=csls_k, device=device)
+    matching = HungarianMatcher(max_pairs=0, sparse_k=k)._sparse(_ListedSimilarity(sim, fwd, bwd))
     assigned = np.full(len(rows), -1, np.int64)  # (n,) target id of each row, -1 unassigned
     assigned[matching.src] = cand[matching.tgt]
     return {"hits@1": float(np.mean(assigned == gold)) if len(rows) else 0.0,
@@ -248,14 +312,63 @@ def run_align(cfg: RunConfig, out: Path | None = None, quiet: bool = False, *, r
         return result
 
 
+def _resolve_model(run: RunDir, task, cfg: RunConfig, ctx, notes: list) -> tuple:
+    """``(cfg, choice)``: without a model name (``auto``) the default rule's config, printed in one line
+    and noted (:func:`mmea.pipelines.default_model.choose_model`); else ``cfg`` as it is and ``None``."""
+    from .default_model import AUTO, choose_model
+
+    if cfg.model_name != AUTO:
+        return cfg, None
+    with run.stage("choose_model"):
+        choice = choose_model(task, cfg, ctx)
+    ctx.features = choice.config.features
+    log.warning("model: %s (default) - %s", choice.config.model_name, choice.reason)
+    notes.append(f"default model {choice.config.model_name}: {choice.reason}")
+    return choice.config, choice
+
+
+def model_requests(model, names_off: str | None) -> dict:
+    """The model's feature requests; with names off without ``names`` (never computed, so no name-derived
+    feature can enter the run: :mod:`mmea.pipelines.names`)."""
+    requests = dict(model.feature_requests(model.config))
+    if names_off:
+        requests.pop("names", None)
+    return requests
+
+
+def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search, device: str, notes: list,
+                 progress: bool = False) -> dict:
+    """``test`` (the ranking metrics, then ``hits@1_one_to_one``), ``test_by_method`` and ``matched`` of
+    ``metrics.json``; without test links ``test`` is empty and a note says so."""
+    from ..evaluation import alignment_metrics
+
+    src_emb, tgt_emb = embeddings
+    out: dict = {}
+    if len(task.test):
+        with run.stage("evaluate"):
+            out.update(evaluate_run(run.path, task, model, src_emb, tgt_emb, ranks, search, progress))
+        with run.stage("one_to_one"):  # the second, labelled H@1: one-to-one assignment of the test candidates
+            out["test"].update(one_to_one_metrics(task, src_emb, tgt_emb, al, search, device))
+    else:
+        out["test"] = {}
+        (run.path / TEST_RANKS_FILE).unlink(missing_ok=True)  # a stale file of an earlier run in this folder
+        notes.append("no gold test links: ranking metrics were not computed")
+    if search.match != "none" or len(task.test):
+        pred = al.predicted_pairs()
+        m = {"method": search.match, "pairs": int(len(pred))}
+        if len(task.test):
+            m.update(alignment_metrics([tuple(x) for x in pred], [tuple(x) for x in task.test]))
+        out["matched"] = m
+    return out
+
+
 def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> dict:
     """The body of :func:`run_align` inside its run directory."""
     from ..data.catalog import load_task_from_config, mmea_home
-    from ..evaluation import alignment_metrics
     from ..export import alignment_frame, gold_targets_frame, write_alignment
     from ..features import run_features
     from ..models import MODELS, RunContext
-    from .align_config import names_switch
+    from .names import names_switch
 
     seed_everything(cfg.seed)
     progress = not quiet and sys.stderr.isatty()  # bars for loading, features, training, evaluation and search
@@ -268,15 +381,13 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     ctx = RunContext(seed=cfg.seed, device=device, features=cfg.features, run_dir=run.path,
                      cache_root=(mmea_home() / "cache") if cfg.features.cache else None,
                      progress=progress, checkpoint=ckpt)
+    cfg, choice = _resolve_model(run, task, cfg, ctx, notes)
     model_cls = MODELS.get(cfg.model_name)
     params = {k: v for k, v in cfg.model.items() if k != "name"}
     model = model_cls(model_cls.Config(**params), ctx)
-    requests = dict(model.feature_requests(model.config))
     names_off = names_switch(cfg)  # checked up front (align_config.check_names): the model runs without names
-    if names_off:
-        requests.pop("names", None)  # never computed, so no name-derived feature can enter
     with run.stage("features"):  # task -> features: what the model requests, computed once (cached)
-        features = run_features(task, requests, ctx)
+        features = run_features(task, model_requests(model, names_off), ctx)
     with run.stage("train"), ckpt.guard():  # Ctrl-C: the checkpoint first
         model.fit(task, features)
     src_emb, tgt_emb = model.embeddings()  # (N, d), (M, d)
@@ -292,6 +403,8 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         "names_used": "names" in features,
         "names_off": names_off,
     }
+    if choice is not None:
+        metrics["model_choice"] = choice.record()
     s = cfg.search
     rows, cand, gold = query_rows(task)
     if s.candidates == "all":
@@ -299,21 +412,7 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     with run.stage("search"):  # the one pass: ranks, top-k, reverse best, validation top-2
         al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s,
                                              device, progress)
-    if len(task.test):
-        with run.stage("evaluate"):
-            metrics.update(evaluate_run(run.path, task, model, src_emb, tgt_emb, ranks, s, progress))
-        with run.stage("one_to_one"):  # the second, labelled H@1: one-to-one assignment of the test candidates
-            metrics["test"].update(one_to_one_metrics(task, src_emb, tgt_emb, al, s, device))
-    else:
-        metrics["test"] = {}
-        (run.path / TEST_RANKS_FILE).unlink(missing_ok=True)  # a stale file of an earlier run in this folder
-        notes.append("no gold test links: ranking metrics were not computed")
-    if s.match != "none" or gold is not None:
-        pred = al.predicted_pairs()
-        m = {"method": s.match, "pairs": int(len(pred))}
-        if gold is not None:
-            m.update(alignment_metrics([tuple(x) for x in pred], [tuple(x) for x in task.test]))
-        metrics["matched"] = m
+    metrics.update(test_metrics(run, task, model, (src_emb, tgt_emb), ranks, al, s, device, notes, progress))
     with run.stage("calibrate"):
         metrics["calibration"] = calibrate_run(run.path, task, src_emb, tgt_emb, rows, cand, al, s,
                                                device, scores=valid_scores)

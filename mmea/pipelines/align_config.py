@@ -21,6 +21,8 @@ from ..errors import MmeaInputError
 from ..models import MODELS
 from ..search.matching import MATCHERS
 from . import BenchSpec
+from .default_model import AUTO
+from .names import check_names, name_free_models, names_switch  # noqa: F401  (the names-off policy)
 
 NAME = "align"
 #: the section a ``--set`` key without a section goes to (when it is not a top-level key)
@@ -35,9 +37,15 @@ BENCH_COMPANIONS = {"test.hits@1": "test.hits@1_one_to_one"}
 
 def validate_model_section(section: dict) -> dict:
     """Check ``[model]`` against the named model's ``Config``; returns ``{"name", **params}`` resolved."""
-    name = section.get("name", "baseline")
+    name = section.get("name", AUTO)
     if not isinstance(name, str):
         raise MmeaInputError(f"model.name must be a string, got {name!r}", hint="mmea ls models")
+    if name == AUTO:  # the default rule (mmea.pipelines.default_model) picks the model once the task is loaded
+        extra = sorted(k for k in section if k != "name")
+        if extra:
+            raise MmeaInputError(f"model parameters ({', '.join(extra)}) need a model name; the default model "
+                                 "(model.name = auto) is chosen per task and takes none", hint="pass --model NAME")
+        return {"name": AUTO}
     cls = MODELS.get(name)
     params = {k: v for k, v in section.items() if k != "name"}
     cfg = build_dataclass(cls.Config, params, f"model ({cls.registry_name})")
@@ -63,66 +71,6 @@ def check_choices(cfg: RunConfig) -> RunConfig:
 def resolve_config(raw: dict) -> RunConfig:
     """Validate a raw config dict (TOML + overrides) into a :class:`~mmea.config.RunConfig`."""
     return check_names(check_choices(schema.resolve_config(raw, validate_model_section)))
-
-
-# ------------------------------------------------------------------------------------ names off
-def _model_config(cfg: RunConfig):
-    cls = MODELS.get(cfg.model_name)
-    return cls, cls.Config(**{k: v for k, v in cfg.model.items() if k != "name"})
-
-
-def names_switch(cfg: RunConfig) -> str | None:
-    """Why this run uses no entity name (``None``: the model may use them).
-
-    ``features.names = "off"``, or a model whose own config says so (selfmea's ``--modalities``
-    without ``names``: ``names_off_by_config``) unless ``features.names = "on"`` (an ablation of the
-    names modality that keeps names elsewhere, recorded as ``names_used: true``).  With names off the ``names`` modality is never
-    computed (:func:`mmea.pipelines.align.run_align` drops it from the model's feature requests), so
-    no name-derived feature (names, translations, URI local names, neighbour names, CLEP text,
-    pseudo-seeds from names) can enter; ``metrics.json`` records ``names_used``.
-    """
-    if cfg.features.names == "on":  # explicitly on: e.g. selfmea's "-names" ablation keeps the neighbour names
-        return None
-    if cfg.features.names == "off":
-        return "features.names = off"
-    cls, mcfg = _model_config(cfg)
-    off_by_config = getattr(cls, "names_off_by_config", None)
-    if off_by_config is not None and off_by_config(mcfg):
-        return "--modalities without names"
-    return None
-
-
-def name_free_models() -> list[str]:
-    """The registered models whose default config computes no name feature (they run with names off)."""
-    out = []
-    for name in MODELS.names():
-        cls = MODELS.get(name)
-        if "names" not in cls.feature_requests(cls.Config()):
-            out.append(name)
-    return out
-
-
-def names_conflict(cfg: RunConfig) -> str | None:
-    """Why the run's model cannot run without names (``None``: it can): the model's own
-    ``names_conflict(config)``, else "it encodes entity names" when it requests the ``names`` modality."""
-    cls, mcfg = _model_config(cfg)
-    own = getattr(cls, "names_conflict", None)
-    if own is not None:
-        return own(mcfg)
-    return "it is built on entity names" if "names" in cls.feature_requests(mcfg) else None
-
-
-def check_names(cfg: RunConfig) -> RunConfig:
-    """Names off and a model that needs them: an input error naming the model and the name-free ones."""
-    reason = names_switch(cfg)
-    if reason is None:
-        return cfg
-    why = names_conflict(cfg)
-    if why is not None:
-        raise MmeaInputError(f"names are off ({reason}), but model {cfg.model_name} needs them: {why}",
-                             hint=f"models that work without names: {', '.join(name_free_models())}, and selfmea "
-                                  "without its names and structure modalities")
-    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

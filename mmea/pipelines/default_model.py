@@ -1,0 +1,145 @@
+"""The default model of ``mmea align`` (no ``--model``, ``model.name = "auto"``): the strongest model for
+what the task has, chosen once the task is loaded, printed with its reason in one line and recorded in
+``metrics.json`` (``model_choice``) and ``run.log``.
+
+The rule (:func:`choose_model`, the one place the choice is made):
+
+1. **Do the names agree across the two KGs?**  :func:`name_signal` ranks, by the cosine of the names
+   alone (the run's name encoder), every train / valid link's source against the targets of the
+   train / valid links, and compares the Hits@1 with chance, ``1 / |candidates|``.  The test links
+   are never read.  Names *carry signal* when ``H@1 >= max(MIN_HITS, MIN_LIFT x chance)``; names that
+   exist but do not match across the KGs (targets named by opaque ids such as Wikidata Q-numbers or
+   Freebase mids, or no names at all) do not.  ``features.names = "on"`` / ``"off"`` skips the
+   measurement; a task without train / valid links cannot be measured and keeps its names.
+2. **Names agree** -> :data:`NAME_MODEL` (``selfmea``: 0.9225 / 0.9531 / 0.9818 H@1 on DBP15k
+   zh / ja / fr at 30% seeds against 0.9043 / 0.9438 / 0.9773 for ``propagation``, and 0.9325 /
+   0.9610 / 0.9857 self-supervised, ``results/selfmea_dbp15k.md``); without train links it runs
+   self-supervised from pseudo-seeds of mutual nearest names.
+3. **No name signal** -> names are switched off (``features.names = "off"``, with a printed note: no
+   name-derived feature enters the model) and :data:`STRUCTURE_MODEL` runs on the relation graph and
+   the seed links.  Without seed links either there is nothing to align on: an input error.
+
+The measurement reads the names to decide; a run that then switches them off records
+``names_used: false`` (no name entered the model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import RunConfig
+from ..errors import MmeaInputError
+
+log = logging.getLogger("mmea.align")
+
+#: ``model.name`` of the default rule (what ``mmea align`` runs without ``--model``)
+AUTO = "auto"
+#: the strongest model with names that agree (see the module docstring for the measured table)
+NAME_MODEL = "selfmea"
+#: THE one place the structure (no-name) model is chosen.  ``label-propagation`` today
+#: (``results/noname_mmkg_lp.md``); switch to ``relational-gnn`` once a committed bench table shows it
+#: stronger on the same no-name cells (issue 16, ``results/noname_dbp15k.md``).
+STRUCTURE_MODEL = "label-propagation"
+#: names carry signal when their Hits@1 on the train / valid links reaches both of these
+MIN_HITS = 0.05
+MIN_LIFT = 10.0
+
+
+@dataclass(frozen=True)
+class NameSignal:
+    """How well names alone align the train / valid links: ``hits_at_1`` against ``chance``."""
+
+    links: int
+    candidates: int
+    hits_at_1: float
+    encoder: str | None
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / max(self.candidates, 1)
+
+    @property
+    def agrees(self) -> bool:
+        return self.hits_at_1 >= max(MIN_HITS, MIN_LIFT * self.chance)
+
+    def text(self) -> str:
+        return (f"names alone align {self.hits_at_1:.3f} of the {self.links} train/valid links at H@1 "
+                f"(chance {self.chance:.4f}; signal needs >= {max(MIN_HITS, MIN_LIFT * self.chance):.3f})")
+
+    def as_dict(self) -> dict:
+        return {"links": self.links, "candidates": self.candidates, "hits@1": round(self.hits_at_1, 4),
+                "chance": round(self.chance, 6), "threshold": round(max(MIN_HITS, MIN_LIFT * self.chance), 6),
+                "agrees": self.agrees, "encoder": self.encoder}
+
+
+def name_signal(task, ctx) -> NameSignal | None:
+    """Hits@1 of names alone over the train + valid links (sources against those links' targets), or
+    ``None`` without such links.  The names are encoded as :data:`NAME_MODEL` requests them (the run's
+    name encoder and cache, so the model reuses them); never a test link."""
+    from ..features import run_features
+    from ..models import MODELS
+    from ..search.knn import knn
+
+    links = np.concatenate([np.asarray(task.train).reshape(-1, 2), np.asarray(task.valid).reshape(-1, 2)])
+    if not len(links):
+        return None
+    cls = MODELS.get(NAME_MODEL)
+    names = run_features(task, {"names": cls.feature_requests(cls.Config())["names"]}, ctx)["names"]
+    cand = np.unique(links[:, 1])  # (c,)
+
+    def unit(x):  # (r, d) float32 unit rows (a row without a name stays zero)
+        x = np.array(x, dtype=np.float32)
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+    _, ids = knn(unit(names.source[links[:, 0]]), unit(names.target[cand]), 1)  # (L, 1) blockwise
+    hits = float(np.mean(cand[ids[:, 0]] == links[:, 1]))
+    return NameSignal(int(len(links)), int(len(cand)), hits, names.info.get("encoder"))
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The default rule's outcome: the config to run, and why (``record`` goes to ``metrics.json``)."""
+
+    config: RunConfig
+    reason: str
+    signal: NameSignal | None
+
+    def record(self) -> dict:
+        return {"rule": "default (no --model)", "model": self.config.model_name,
+                "names": self.config.features.names, "reason": self.reason,
+                "name_signal": self.signal.as_dict() if self.signal is not None else None}
+
+
+def choose_model(task, cfg: RunConfig, ctx) -> ModelChoice:
+    """The default rule of the module docstring for a loaded ``task``; ``ctx`` encodes the names."""
+    has_seeds = len(task.train) > 0
+    pref = cfg.features.names
+    signal = name_signal(task, ctx) if pref == "auto" else None
+    if pref == "off":
+        names_ok, why = False, "names are off (features.names = off)"
+    elif pref == "on":
+        names_ok, why = True, "names on (features.names = on)"
+    elif signal is None:
+        names_ok, why = True, "no train/valid links to measure name agreement on, names kept"
+    else:
+        names_ok, why = signal.agrees, signal.text()
+    if names_ok:
+        mode = "seeded" if has_seeds else "self-supervised (pseudo-seeds from mutual nearest names)"
+        return ModelChoice(_with(cfg, NAME_MODEL, pref), f"{why}: {NAME_MODEL}, the strongest model with "
+                                                         f"names ({mode})", signal)
+    if not has_seeds:
+        raise MmeaInputError(f"no seed links and no usable names ({why}): nothing to align on",
+                             hint="give seed links (--links, --seed-ratio > 0) or names that match across the KGs")
+    off = why if pref == "off" else f"{why}: names carry no signal, so they are switched off"
+    return ModelChoice(_with(cfg, STRUCTURE_MODEL, "off"), f"{off}; {STRUCTURE_MODEL} on the relation graph "
+                                                           f"and the {len(task.train)} seed links", signal)
+
+
+def _with(cfg: RunConfig, model: str, names: str) -> RunConfig:
+    return dataclasses.replace(cfg, model={"name": model},
+                               features=dataclasses.replace(cfg.features, names=names))

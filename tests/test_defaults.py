@@ -1,0 +1,97 @@
+"""The default model of ``mmea align`` (issue 16, part 7): no ``--model`` runs the strongest model for what
+the task has, measured on the train / valid links only, printed and recorded with its reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmea.data.catalog import load_task_from_config
+from mmea.data.demo import generate_demo
+from mmea.errors import MmeaInputError
+from mmea.models import RunContext
+from mmea.pipelines.align import run_align
+from mmea.pipelines.align_config import load_config
+from mmea.pipelines.default_model import NAME_MODEL, STRUCTURE_MODEL, choose_model
+
+
+def _opaque_targets(folder: Path) -> None:
+    """Name every target entity by an opaque id (a Wikidata-like Q-number), in names.tsv and in its URI."""
+    rng = np.random.default_rng(0)
+    for fname, fmt in (("names.tsv", "Q{}"), ("entities.tsv", "http://www.wikidata.org/entity/Q{}")):
+        path = folder / "kg2" / fname
+        lines = path.read_text(encoding="utf-8").splitlines()
+        rows = [x.split("\t") for x in lines if x and not x.startswith("#")]
+        ids = rng.permutation(10 ** 6)[:len(rows)]
+        path.write_text("\n".join([x for x in lines if x.startswith("#")]
+                                  + [f"{r[0]}\t{fmt.format(q)}" for r, q in zip(rows, ids)]) + "\n",
+                        encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("defaults")
+    good = generate_demo(root / "good", seed=5, num_shared=300, num_unique=40)
+    opaque = Path(shutil.copytree(good, root / "opaque"))
+    _opaque_targets(opaque)
+    return {"good": good, "opaque": opaque}
+
+
+def _cfg(folder: Path, *overrides: str, seed_ratio: float = 0.3):
+    return load_config(None, list(overrides), {"data": {"pair": str(folder), "src": "", "tgt": "",
+                                                        "seed_ratio": seed_ratio},
+                                               "features": {"cache": False, "name_encoder": "char-ngram"}})
+
+
+def _choose(folder: Path, *overrides: str, seed_ratio: float = 0.3):
+    cfg = _cfg(folder, *overrides, seed_ratio=seed_ratio)
+    task = load_task_from_config(cfg.data, cfg.seed, False)
+    return choose_model(task, cfg, RunContext(seed=0, features=cfg.features)), task
+
+
+def test_no_model_is_the_default_rule():
+    assert load_config().model_name == "auto"
+    with pytest.raises(MmeaInputError, match="need a model name"):
+        load_config(None, ["model.epochs=3"])
+
+
+def test_names_that_agree_keep_the_name_model(pairs):
+    choice, task = _choose(pairs["good"])
+    assert choice.config.model_name == NAME_MODEL and choice.config.features.names == "auto"
+    sig = choice.signal
+    assert sig.agrees and sig.links == len(task.train) + len(task.valid) and sig.hits_at_1 > 0.3
+    assert "strongest model with names" in choice.reason
+
+
+def test_opaque_target_names_are_switched_off_with_a_note(pairs, tmp_path, caplog):
+    caplog.set_level("WARNING", logger="mmea")
+    m = run_align(_cfg(pairs["opaque"]), out=tmp_path / "run", quiet=True)["metrics"]
+    assert m["model"] == STRUCTURE_MODEL and m["names_used"] is False and m["names_off"] == "features.names = off"
+    rec = m["model_choice"]
+    assert rec["model"] == STRUCTURE_MODEL and rec["names"] == "off" and rec["name_signal"]["agrees"] is False
+    assert rec["name_signal"]["hits@1"] < rec["name_signal"]["threshold"]
+    assert "switched off" in rec["reason"] and any("switched off" in n for n in m["notes"])
+    printed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model: ")]
+    assert len(printed) == 1 and STRUCTURE_MODEL in printed[0] and "names carry no signal" in printed[0]
+    assert "model: label-propagation (default)" in (tmp_path / "run" / "run.log").read_text()
+    stored = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert stored["model_choice"] == rec
+    assert m["test"]["hits@1"] > 0.1  # the structure model learns where names cannot
+
+
+def test_names_on_or_off_skip_the_measurement(pairs):
+    on, _ = _choose(pairs["opaque"], "features.names=on")
+    assert on.config.model_name == NAME_MODEL and on.signal is None
+    off, _ = _choose(pairs["good"], "features.names=off")
+    assert off.config.model_name == STRUCTURE_MODEL and off.config.features.names == "off"
+
+
+def test_no_seeds_and_no_name_signal_is_an_input_error(pairs):
+    with pytest.raises(MmeaInputError, match="nothing to align on"):
+        _choose(pairs["good"], "features.names=off", seed_ratio=0.0)
+    choice, _ = _choose(pairs["good"], seed_ratio=0.0)  # no links to measure on: names kept, self-supervised
+    assert choice.config.model_name == NAME_MODEL and "self-supervised" in choice.reason
