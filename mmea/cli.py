@@ -212,7 +212,8 @@ def _data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
 
 @main.command(epilog=EPILOG_ALIGN)
 @data_options
-@click.option("--model", default=None, help="Alignment model (mmea ls models). Default: baseline.")
+@click.option("--model", default=None, help="Alignment model (mmea ls models). Default: the strongest for the "
+              "task (selfmea when names agree on the seed links, else label-propagation with names off).")
 @click.option("--match", default=None, help="Final matching: none | greedy | mutual | hungarian | sinkhorn.")
 @click.option("--topk", type=int, default=None, help="Candidates written per source entity (default 1).")
 @click.option("--candidates", type=click.Choice(["test", "all"]), default=None,
@@ -221,7 +222,8 @@ def _data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
 @click.option("--name-model", default=None, help="Sentence-transformers model name or local folder.")
 @click.option("--name-source", default=None, help="auto | uri | name | translated.")
 @click.option("--modalities", default=None,
-              help="Modalities of models that take them (selfmea): structure,names,images,relations,attributes,anchors.")
+              help="Modalities of models that take them (selfmea): structure,names,images,relations,attributes,anchors. "
+                   "Without names, no name-derived feature enters the run (--set features.names=off for any model).")
 @common_run_options
 @overwrite_option
 @resume_options

@@ -574,7 +574,7 @@ def test_shipped_clep_pipeline_resolves_within_budget(tmp_path, fake_clep, monke
     ('[bench]\ntask = "align"\n[defaultz]\n', "top level: unknown key 'defaultz'"),
     ('[bench]\ntask = "nope"\n', "task must be one of align, linkpred"),
     ('[bench]\ntask = "align"\n[defaults]\nmodel.foo = 1\n[[rows]]\nlabel = "a"\n',
-     "[defaults]: unknown key model (baseline).foo"),
+     "[defaults]: model parameters (foo) need a model name"),
     ('[bench]\ntask = "align"\n[[rows]]\nlabel = "a"\nmodle.name = "baseline"\n',
      "[[rows]] #1 ('a'): unknown key 'modle'"),
     ('[bench]\ntask = "align"\n[[rows]]\nlabel = "a"\nsearch.cls_k = 3\n',
