@@ -37,7 +37,9 @@ __all__ = ["LEGACY_VALUES", "Reproduction", "reproduce_cell"]
 #: job -> {(section, key): value}: options added after some tables were measured, with the value
 #: that gives the behaviour from before they existed (applied only when the record lacks the key)
 LEGACY_VALUES: dict[str, dict[tuple[str, str], Any]] = {
-    "align": {("data", "fb15k_triples"): "fb15k237"},
+    "align": {("data", "fb15k_triples"): "fb15k237",
+              # names were used wherever the model read them (selfmea's structure without its names modality)
+              ("features", "names"): "on"},
 }
 
 #: words in a metric path's parts that keep it out of the comparison (they measure the machine)
