@@ -1,0 +1,308 @@
+"""Relational graph encoder (``relational-gnn``): Dual-AMN / RREA-style alignment from the graph alone, no names.
+
+Mao, Wang, Xu, Wu, Lan, "Relational Reflection Entity Alignment" (RREA), CIKM 2020; Mao, Wang,
+Xu, Lan, Wu, "Boosting the Speed of Entity Alignment 10x: Dual Attention Matching Network with
+Normalized Hard Sample Mining" (Dual-AMN), WWW 2021.
+
+Both KGs form one graph (disjoint entity ids, distinct relations, inverse edges and self loops;
+:func:`~mmea.models.relational_gnn_math.union_graph`).  Learned entity and relation embeddings
+are refined by ``layers`` relation-aware attention layers per view (entity view, entity-relation
+view): neighbour features are reflected by their edge's unit relation vector
+(``h - 2 (r^T h) r``), weighted by a softmax over each entity's edges of ``k_l^T r``, summed and
+passed through ``tanh``; every layer (and the input layer) of both views is concatenated
+(:class:`~mmea.models.relational_gnn_nn.RelationalGnn`).
+
+Training (Dual-AMN's normalised hard-sample mining, :mod:`mmea.models.relational_gnn_math`): for
+each seed pair ``(a, b)`` of a batch, ``x_n = gamma + d(a, b) - d(a, n)`` over the entities
+``n`` of the other KG, standardised per row with constant mean and standard deviation, and
+``logsumexp_n(lambda z_n)``, in both directions.  With ``negatives = "mined"`` (default) the
+row statistics come from every entity of the other KG (a no-gradient pass) and the gradient
+flows through the ``hard_negatives`` hardest ones, which carry almost all of the
+``logsumexp`` at ``lambda = 30``; ``"all"`` keeps the gradient over every candidate.  RMSprop,
+dropout on the concatenated output.  Epochs run in the shared :class:`~mmea.training.Trainer`:
+validation Hits@1 (CSLS) on ``task.valid`` after every ``eval_every`` epochs, patience, the
+best state kept, a wall-clock budget, checkpoints (first phase) and a progress bar.
+
+Iterative bootstrapping (``iterations`` rounds, default 0): after training, the mutual nearest
+CSLS pairs among the entities outside the training pairs (:func:`mmea.seeds.unaligned_rows`,
+:func:`mmea.seeds.expand_seeds`) join the training pairs and training continues for
+``iteration_epochs`` epochs.  An entity is proposed at most once; ``task.test`` is never read
+(``task.valid`` only for model selection).  Only the first phase is checkpointed: a resumed run
+replays the rounds from the restored state.
+
+:meth:`RelationalGnnModel.embeddings` returns the eval-mode (no dropout) concatenation,
+L2-normalised, for the shared CSLS search.  No name, attribute, number or image is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..checkpoint import Checkpointer
+from ..config import FiniteFloat, Fraction, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt
+from ..errors import MmeaInputError
+from ..progress import epoch_postfix
+from ..seeds import expand_seeds, train_seeds, unaligned_rows
+from ..training import EpochOutput, TimeBudget, Trainer, TrainingModule, Validation
+from .base import MODELS, AlignmentModel
+
+log = logging.getLogger("mmea.models")
+
+NEGATIVES = ("mined", "all")
+
+
+@MODELS.register
+class RelationalGnnModel(AlignmentModel):
+    """Relation-aware attention GNN over both KGs (Dual-AMN / RREA family), normalised hard-sample loss; no names."""
+
+    uses_gold_for_training = True
+
+    @dataclass(frozen=True)
+    class Config:
+        """Parameters (``[model]`` / ``--set``).
+
+        Attributes:
+            dim: width of the entity and relation embeddings and of every layer (output
+                ``2 (layers + 1) dim``).
+            layers: attention layers per view.
+            dropout: on the concatenated output, in training.
+            lr: RMSprop learning rate.
+            gamma, lamb: margin and scale of the normalised hard-sample loss (Dual-AMN: 1, 30).
+            batch_size: seed pairs per step (every step runs the whole graph).
+            negatives: ``mined`` (gradient through the ``hard_negatives`` hardest, statistics over
+                all) or ``all`` (gradient through every entity of the other KG).
+            epochs: epochs of the first phase; eval_every, patience: validations (0: never stop).
+            iterations: bootstrapping rounds; iteration_epochs: epochs per round;
+                min_round_pairs: stop the rounds when one proposes fewer pairs; min_cos: a
+                proposal's cosine must exceed it.
+            max_minutes: wall-clock budget of the whole training (rounds included).
+            num_threads: torch CPU threads while training (0: leave as is; restored afterwards).
+        """
+
+        dim: PositiveInt = 128
+        layers: PositiveInt = 2
+        dropout: Fraction = 0.3
+        lr: PositiveFloat = 0.005
+        gamma: NonNegFloat = 1.0
+        lamb: PositiveFloat = 30.0
+        batch_size: PositiveInt = 1024
+        negatives: str = "mined"
+        hard_negatives: PositiveInt = 16
+        epochs: NonNegInt = 20
+        eval_every: PositiveInt = 1
+        patience: NonNegInt = 5
+        iterations: NonNegInt = 0
+        iteration_epochs: PositiveInt = 5
+        min_round_pairs: NonNegInt = 1
+        min_cos: FiniteFloat = 0.0
+        max_minutes: PositiveFloat = 10.0
+        num_threads: NonNegInt = 2
+
+        def __post_init__(self) -> None:
+            if self.negatives not in NEGATIVES:
+                raise MmeaInputError(f"relational-gnn: negatives must be one of {', '.join(NEGATIVES)}, "
+                                     f"got {self.negatives!r}")
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self.net = None
+        self._emb: tuple[np.ndarray, np.ndarray] | None = None
+
+    def fit(self, task, features=None) -> None:
+        """Train on ``task.train`` (no features are needed: none are computed, no name is read)."""
+        self.learn(task, features)
+
+    def learn(self, task, features=None) -> None:
+        """See the module docstring; ``features`` is unused (the model reads triples and links only)."""
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            if self.config.num_threads > 0:
+                torch.set_num_threads(self.config.num_threads)
+            self._train(task)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _setup(self, task) -> None:
+        import torch
+
+        from . import relational_gnn_math as gm
+        from .relational_gnn_nn import RelationalGnn
+
+        c, src, tgt = self.config, task.source, task.target
+        torch.manual_seed(self.ctx.seed)
+        self._rng = np.random.default_rng(self.ctx.seed)
+        self.n_src, self.n_tgt = src.num_entities, tgt.num_entities
+        self.graph = gm.union_graph(src.triples, tgt.triples, self.n_src, self.n_tgt, src.num_relations,
+                                    tgt.num_relations)
+        self.device = torch.device(self.ctx.device)
+        self.net = RelationalGnn(self.graph, c.dim, c.layers, c.dropout, device=str(self.device))
+        self.optimizer = torch.optim.RMSprop(self.net.parameters(), lr=c.lr, alpha=0.9, eps=1e-7)
+        self.valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
+
+    def _train(self, task) -> None:
+        c = self.config
+        t0 = time.perf_counter()
+        seeds = train_seeds(task)  # (L, 2) local ids
+        if not len(seeds):
+            raise MmeaInputError("relational-gnn needs seed links (task.train is empty)",
+                                 hint="give --seed-ratio > 0, or use a model that builds pseudo-seeds "
+                                      "(--model propagation)")
+        self._budget = TimeBudget(c.max_minutes * 60.0)
+        self._setup(task)
+        first = self._phase(seeds, c.epochs, self.ctx.checkpoint, "relational-gnn")
+        pairs, added, rounds = seeds, [], []
+        for r in range(c.iterations):
+            if self._budget.out_of_time():
+                break
+            new = self.propose(pairs)
+            added.append(int(len(new)))
+            log.info("relational-gnn: round %d adds %d mutual nearest pairs", r + 1, len(new))
+            if len(new) < max(c.min_round_pairs, 1):
+                break
+            pairs = np.concatenate([pairs, new])
+            res = self._phase(pairs, c.iteration_epochs, Checkpointer(None), f"relational-gnn round {r + 1}")
+            rounds.append({"round": r + 1, "pairs_added": int(len(new)), "epochs_run": res.epochs_run,
+                           "stopped": res.stopped, "best_valid": res.best_valid})
+        self.pairs = pairs  # (L', 2): the train links, then each round's proposals
+        self._emb = self._embed()
+        self._record(first, seeds, added, rounds, time.perf_counter() - t0)
+
+    def _phase(self, pairs: np.ndarray, epochs: int, checkpoint, desc: str):
+        """Train on ``pairs (P, 2)`` local ids for at most ``epochs`` epochs in the shared Trainer."""
+        c = self.config
+        module = RelationalGnnTraining(self, pairs)
+        trainer = Trainer(max_epochs=epochs, eval_every=c.eval_every, patience=c.patience, budget=self._budget,
+                          checkpoint=checkpoint, monitor="valid_hits@1", progress=self.ctx.progress, desc=desc)
+        return trainer.fit(module)
+
+    def _record(self, first, seeds, added, rounds, train_s: float) -> None:
+        c = self.config
+        self.info.update(first.as_dict())
+        self.info.update({
+            "names_used": False, "inputs": ["relation triples", "train links", "valid links (model selection)"],
+            "seeds": {"kind": "train links", "count": int(len(seeds))},
+            "iterative": c.iterations > 0, "iterations_requested": c.iterations, "rounds": rounds,
+            "pairs_added_per_round": added, "pairs_final": int(len(self.pairs)),
+            "layers": c.layers, "dim": c.dim, "out_dim": int(self.net.out_dim), "negatives": c.negatives,
+            "hard_negatives": c.hard_negatives if c.negatives == "mined" else None,
+            "graph": {"entities": self.graph["num_entities"], "relations": self.graph["num_relations"],
+                      "edges": int(len(self.graph["receivers"])), "triples": self.graph["num_triples"]},
+            "modalities": {"relations": int(np.count_nonzero(np.bincount(
+                self.graph["receivers"][self.graph["relations"] != self.graph["num_relations"] - 1],
+                minlength=self.graph["num_entities"])))},
+            "device": str(self.device), "train_s": round(train_s, 2)})
+
+    # -- steps ---------------------------------------------------------------
+    def step(self, batch: np.ndarray) -> float:
+        """One optimiser step on ``batch (B, 2)`` local seed pairs; returns the loss."""
+        import torch
+
+        from . import relational_gnn_math as gm
+
+        c, n1 = self.config, self.n_src
+        b = torch.as_tensor(batch, device=self.device)
+        out = self.net()  # (n, D)
+        ea, eb = out[b[:, 0]], out[b[:, 1] + n1]  # (B, D)
+        pos = ((ea - eb) ** 2).sum(-1)  # (B,)
+        loss = out.new_zeros(())
+        for anchor, cands, partner in ((ea, out[n1:], b[:, 1]), (eb, out[:n1], b[:, 0])):
+            if c.negatives == "all":
+                neg = gm.squared_distances(anchor, cands)  # (B, K)
+                mask = torch.ones_like(neg, dtype=torch.bool).scatter_(1, partner[:, None], False)
+                loss = loss + gm.normalized_hard_loss(pos, neg, mask, gamma=c.gamma, lamb=c.lamb)
+            else:
+                ids, stats = gm.mined_negatives(anchor, cands, partner, pos, c.hard_negatives, gamma=c.gamma)
+                hard = cands[ids]  # (B, k, D)
+                neg = ((anchor * anchor).sum(-1, keepdim=True) + (hard * hard).sum(-1)
+                       - 2.0 * torch.bmm(hard, anchor[:, :, None])[..., 0])  # (B, k) squared distances
+                loss = loss + gm.normalized_hard_loss(pos, neg, gamma=c.gamma, lamb=c.lamb, stats=stats)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _embed(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode output of the network, rows L2-normalised: ``(source (N, D), target (M, D))``."""
+        import torch
+
+        self.net.eval()
+        with torch.no_grad():
+            out = self.net().float().cpu().numpy()  # (n, D)
+        self.net.train()
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out[:self.n_src], out[self.n_src:]
+
+    def evaluate_valid(self) -> dict:
+        """Hits@1 / MRR (CSLS) of the valid links among the valid targets."""
+        from ..evaluation import evaluate_embeddings
+
+        s, t = self._embed()
+        return evaluate_embeddings(s, t, self.valid, candidates="test", csls_k=10)["test"]
+
+    def propose(self, pairs: np.ndarray) -> np.ndarray:
+        """``(p, 2)`` mutual nearest CSLS pairs among the entities outside ``pairs`` (never a gold test link)."""
+        s, t = self._embed()
+        free_s, free_t = unaligned_rows(self.n_src, self.n_tgt, pairs, np.zeros((0, 2), np.int64))
+        if not len(free_s) or not len(free_t):
+            return np.zeros((0, 2), np.int64)
+        return expand_seeds(s[free_s], t[free_t], free_s, free_t, self.config.min_cos)
+
+    def embeddings(self):
+        if self._emb is None:
+            raise MmeaInputError("the relational-gnn model has not been fitted")
+        return self._emb
+
+
+class RelationalGnnTraining(TrainingModule):
+    """Epochs of ``relational-gnn`` for :class:`~mmea.training.Trainer`: shuffled batches of ``pairs``, one step
+    each (the time budget can end an epoch early); validation Hits@1 (MRR breaks ties) on ``task.valid``;
+    the loop state is the weights, the optimiser and the batch generator."""
+
+    kind = "relational-gnn"
+
+    def __init__(self, model: RelationalGnnModel, pairs: np.ndarray):
+        self.model, self.pairs = model, np.asarray(pairs, dtype=np.int64)
+
+    def train_epoch(self, epoch: int, trainer) -> EpochOutput:
+        m = self.model
+        perm = m._rng.permutation(len(self.pairs))
+        losses = []
+        for i in range(0, len(perm), m.config.batch_size):
+            losses.append(m.step(self.pairs[perm[i:i + m.config.batch_size]]))
+            if trainer.budget.out_of_time():
+                return EpochOutput(float(np.mean(losses)), out_of_time=True)
+        return EpochOutput(float(np.mean(losses)) if losses else None)
+
+    def can_validate(self) -> bool:
+        return len(self.model.valid) >= 2  # ranking among one candidate says nothing
+
+    def validate(self, epoch: int, trainer) -> Validation:
+        v = self.model.evaluate_valid()
+        return Validation(v["hits@1"], key=(v["hits@1"], v["mrr"]),
+                          extra={"valid_hits@1": round(v["hits@1"], 4), "valid_mrr": round(v["mrr"], 4)})
+
+    def snapshot(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.model.net.state_dict().items()}
+
+    def restore(self, state: dict) -> None:
+        self.model.net.load_state_dict(state)
+
+    def postfix(self, record, trainer) -> dict:
+        return epoch_postfix(record.loss, record.extra.get("valid_hits@1"))
+
+    def loop_state(self) -> dict:
+        m = self.model
+        return {"net": m.net.state_dict(), "optimizer": m.optimizer.state_dict(), "rng": m._rng.bit_generator.state}
+
+    def load_loop_state(self, saved: dict) -> None:
+        m = self.model
+        m.net.load_state_dict(saved["net"])
+        m.optimizer.load_state_dict(saved["optimizer"])
+        m._rng.bit_generator.state = saved["rng"]

@@ -1,0 +1,146 @@
+"""The maths of the relational graph encoder (``relational-gnn``), testable without the network.
+
+Papers: Mao, Wang, Xu, Wu, Lan, "Relational Reflection Entity Alignment" (RREA), CIKM 2020;
+Mao, Wang, Xu, Lan, Wu, "Boosting the Speed of Entity Alignment 10x: Dual Attention Matching
+Network with Normalized Hard Sample Mining" (Dual-AMN), WWW 2021.
+
+- :func:`union_graph` puts both KGs in one graph: source entities ``0..N-1``, target entities
+  ``N..N+M-1``; the relations of the two KGs stay distinct (source ``0..R1-1``, target
+  ``R1..R1+R2-1``, ``R = R1 + R2``).  A triple ``(h, r, t)`` gives two directed edges,
+  ``t -> h`` with relation ``r`` (an out-relation of ``h``) and ``h -> t`` with ``r + R`` (its
+  inverse, an in-relation of ``t``); every entity has a self loop with relation ``2R``.
+  Repeated ``(receiver, sender, relation)`` edges are kept once.
+- :func:`reflect`: RREA's relational reflection ``M_r h = h - 2 (r^T h) r`` (``r`` unit-norm):
+  an orthogonal map, so the norms and relative distances of neighbour features are kept.
+- :func:`segment_softmax`: the attention ``alpha_ij = exp(a_ij) / sum_{k in N(i)} exp(a_ik)``
+  over each receiver's incoming edges (a scatter over the edge list, no dense ``N x N``).
+- :func:`normalized_hard_loss`: Dual-AMN's normalised hard-sample loss, written for one
+  direction of a batch of seed pairs: for a pair ``(a, b)`` and candidate negatives ``n``,
+  ``x_n = gamma + d(a, b) - d(a, n)`` (``d`` the squared Euclidean distance), standardised over
+  the row's negatives with constant (stop-gradient) mean and standard deviation,
+  ``z_n = (x_n - mean_n x) / std_n x``, and the row's loss is ``logsumexp_n(lambda * z_n)``.
+  The model adds the loss of both directions (anchor ``a`` against target negatives, anchor
+  ``b`` against source negatives).  :func:`reference_dual_amn_loss` is the paper's form over
+  all candidates, used to test it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["union_graph", "reflect", "segment_softmax", "normalized_hard_loss", "row_stats", "mined_negatives",
+           "reference_dual_amn_loss", "squared_distances"]
+
+
+def union_graph(src_triples: np.ndarray, tgt_triples: np.ndarray, n_src: int, n_tgt: int, r_src: int,
+                r_tgt: int) -> dict:
+    """Both KGs as one edge list: ``receivers (E,)``, ``senders (E,)``, ``relations (E,)`` int64,
+    ``num_entities = N + M``, ``num_relations = 2R + 1`` (out-relations, in-relations, self loop).
+
+    The arrays are sorted by receiver, then sender, then relation.
+    """
+    s = np.asarray(src_triples, dtype=np.int64).reshape(-1, 3)
+    t = np.asarray(tgt_triples, dtype=np.int64).reshape(-1, 3) + np.array([n_src, r_src, n_src])
+    tri = np.concatenate([s, t])  # (T, 3) in the union id space
+    n, big_r = n_src + n_tgt, r_src + r_tgt
+    loops = np.arange(n, dtype=np.int64)
+    recv = np.concatenate([tri[:, 0], tri[:, 2], loops])  # (2T + n,)
+    send = np.concatenate([tri[:, 2], tri[:, 0], loops])
+    rel = np.concatenate([tri[:, 1], tri[:, 1] + big_r, np.full(n, 2 * big_r, dtype=np.int64)])
+    edges = np.unique(np.stack([recv, send, rel], 1), axis=0)  # (E, 3) sorted, repeats once
+    return {"receivers": edges[:, 0].copy(), "senders": edges[:, 1].copy(), "relations": edges[:, 2].copy(),
+            "num_entities": int(n), "num_relations": int(2 * big_r + 1), "num_triples": int(len(tri))}
+
+
+def reflect(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``h - 2 (r^T h) r`` row by row: ``h (E, d)``, ``r (E, d)`` unit rows -> ``(E, d)``."""
+    return h - 2.0 * (h * r).sum(-1, keepdim=True) * r
+
+
+def segment_softmax(logits: torch.Tensor, segments: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Softmax of ``logits (E,)`` within each segment id of ``segments (E,)`` (the receivers)."""
+    top = torch.full((num_segments,), float("-inf"), dtype=logits.dtype, device=logits.device)
+    top = top.scatter_reduce(0, segments, logits.detach(), reduce="amax", include_self=True)  # (S,)
+    e = torch.exp(logits - top[segments])  # (E,)
+    den = torch.zeros(num_segments, dtype=logits.dtype, device=logits.device).index_add_(0, segments, e)
+    return e / den[segments]
+
+
+def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``||a_i - b_j||^2``: ``a (B, d)``, ``b (K, d)`` -> ``(B, K)``."""
+    return (a * a).sum(-1, keepdim=True) + (b * b).sum(-1)[None, :] - 2.0 * a @ b.T
+
+
+def normalized_hard_loss(pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None = None, *,
+                         gamma: float = 1.0, lamb: float = 30.0,
+                         stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean over rows of ``logsumexp_n(lambda * (x_n - mean x) / std x)``, ``x_n = gamma + pos - neg_n``.
+
+    Args:
+        pos: ``(B,)`` distances of the seed pairs.
+        neg: ``(B, K)`` distances of each row's anchor to its candidate negatives.
+        mask: ``(B, K)`` bool, the entries that count (default: all); the mean and the standard
+            deviation (population, as Keras' ``K.std``) are over these entries and held constant
+            (no gradient), as in Dual-AMN.
+        stats: ``(mean (B, 1), std (B, 1))`` to use instead: the statistics of the row's full
+            candidate set when ``neg`` holds only its hardest (mined) part, see :func:`row_stats`.
+    """
+    x = gamma + pos[:, None] - neg  # (B, K)
+    if mask is None:
+        mask = torch.ones_like(x, dtype=torch.bool)
+    if stats is None:
+        stats = row_stats(x.detach(), mask)
+    mean, std = stats
+    z = lamb * (x - mean) / std
+    z = z.masked_fill(~mask, float("-inf"))
+    return torch.logsumexp(z, dim=-1).mean()
+
+
+def row_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean (B, 1), std (B, 1))`` of ``x (B, K)`` over the ``mask``ed entries of each row, no gradient
+    (population standard deviation, at least ``1e-6``)."""
+    x = x.detach()
+    w = mask.to(x.dtype)
+    cnt = w.sum(-1, keepdim=True).clamp_min(1.0)  # (B, 1)
+    mean = (x * w).sum(-1, keepdim=True) / cnt
+    std = (((x - mean) ** 2 * w).sum(-1, keepdim=True) / cnt).sqrt().clamp_min(1e-6)
+    return mean, std
+
+
+def mined_negatives(anchor: torch.Tensor, cands: torch.Tensor, partner: torch.Tensor, pos: torch.Tensor, k: int,
+                    *, gamma: float = 1.0, block: int = 4096
+                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """The ``k`` hardest negatives of each row and the statistics of the row over *all* candidates.
+
+    ``anchor (B, d)``, ``cands (K, d)`` every candidate of the other KG, ``partner (B,)`` the
+    position of each row's own partner in ``cands`` (excluded), ``pos (B,)`` the pair distances.
+    Returns ``(ids (B, k)`` positions in ``cands`` of the smallest distances, ``(mean, std))`` of
+    ``x_n = gamma + pos - d(a, n)`` over every other candidate; no gradient (candidates are
+    scanned in blocks of ``block`` rows).
+    """
+    with torch.no_grad():
+        d = torch.cat([squared_distances(anchor, cands[i:i + block]) for i in range(0, len(cands), block)], 1)
+        d.scatter_(1, partner[:, None], float("inf"))  # (B, K): the partner is no negative
+        mask = torch.isfinite(d)
+        x = (gamma + pos.detach()[:, None] - d).masked_fill(~mask, 0.0)
+        stats = row_stats(x, mask)
+        ids = torch.topk(d, min(k, len(cands) - 1), dim=1, largest=False).indices  # (B, k)
+    return ids, stats
+
+
+def reference_dual_amn_loss(emb_a: torch.Tensor, emb_b: torch.Tensor, cand_for_a: torch.Tensor,
+                            cand_for_b: torch.Tensor, *, gamma: float = 1.0, lamb: float = 30.0) -> torch.Tensor:
+    """A direct, loop-by-row form of the two-direction loss over *all* candidates, for tests.
+
+    ``emb_a (B, d)``, ``emb_b (B, d)`` the pairs; ``cand_for_a (K, d)`` the negatives of ``a``
+    (target side), ``cand_for_b (K', d)`` those of ``b`` (source side).
+    """
+    total = emb_a.new_zeros(())
+    for i in range(len(emb_a)):
+        pos = ((emb_a[i] - emb_b[i]) ** 2).sum()
+        for anchor, cands in ((emb_a[i], cand_for_a), (emb_b[i], cand_for_b)):
+            x = gamma + pos - ((anchor[None, :] - cands) ** 2).sum(-1)  # (K,)
+            m, s = x.detach().mean(), x.detach().std(unbiased=False)
+            total = total + torch.logsumexp(lamb * (x - m) / s, 0)
+    return total / len(emb_a)

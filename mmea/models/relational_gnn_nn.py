@@ -1,0 +1,88 @@
+"""The torch network of ``relational-gnn``: relation-aware attention over both KGs' union graph.
+
+Dual-AMN's encoder (Mao et al., WWW 2021; the reflection is RREA's, Mao et al., CIKM 2020), without its
+proxy-matching gate.  Two views of every entity, each with its own attention kernels:
+
+- entity view: ``x_i = mean_{j in N(i) + i} e_j`` (learned entity embeddings ``e``, no names);
+- entity-relation view: ``x_i = mean_{edges (i, j, r)} rel_r`` (the relations around ``i``).
+
+From ``h^0 = tanh(x)`` each layer ``l = 1..L`` computes, over the edges ``(i <- j, r)`` of
+:func:`~mmea.models.relational_gnn_math.union_graph` (inverse edges and self loops included):
+
+    r_hat = rel_r / ||rel_r||
+    m_ij  = h_j - 2 (r_hat^T h_j) r_hat                        (relational reflection)
+    a_ij  = softmax_{j in N(i)} (k_l^T r_hat)                   (attention per relation)
+    h^l_i = tanh(sum_j a_ij m_ij)
+
+and the entity is ``[h^0 | h^1 | ... | h^L]`` of the entity view, then of the relation view:
+``(N + M, 2 (L + 1) dim)``.  Messages are gathered and scattered over the edge list
+(``index_add_``); the view inputs are sparse ``(n, n)`` / ``(n, 2R + 1)`` means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .relational_gnn_math import segment_softmax
+
+__all__ = ["RelationalGnn"]
+
+
+def _mean_matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """Sparse ``(shape)`` float32 COO: row ``i`` averages its distinct columns (empty rows stay 0)."""
+    pairs = np.unique(np.stack([rows, cols], 1), axis=0)  # (P, 2)
+    deg = np.bincount(pairs[:, 0], minlength=shape[0]).astype(np.float32)
+    vals = 1.0 / deg[pairs[:, 0]]
+    return torch.sparse_coo_tensor(torch.from_numpy(pairs.T.copy()), torch.from_numpy(vals), shape).coalesce()
+
+
+class RelationalGnn(nn.Module):
+    """Entity and relation embeddings refined by ``layers`` relation-aware attention layers per view."""
+
+    def __init__(self, graph: dict, dim: int, layers: int, dropout: float = 0.3, device: str = "cpu"):
+        super().__init__()
+        n, nr = graph["num_entities"], graph["num_relations"]
+        self.num_entities, self.layers, self.dropout = n, int(layers), float(dropout)
+        self.entity = nn.Parameter(torch.empty(n, dim))  # (n, d)
+        self.relation = nn.Parameter(torch.empty(nr, dim))  # (2R + 1, d)
+        self.attn_entity = nn.Parameter(torch.empty(layers, dim))  # (L, d)
+        self.attn_relation = nn.Parameter(torch.empty(layers, dim))  # (L, d)
+        for p in (self.entity, self.relation, self.attn_entity, self.attn_relation):
+            nn.init.xavier_uniform_(p)
+        self.to(device)
+        # the graph: constants on the device, not parameters nor buffers (the state_dict holds the weights only)
+        recv, send, rel = graph["receivers"], graph["senders"], graph["relations"]
+        self.receivers = torch.from_numpy(recv).to(device)  # (E,)
+        self.senders = torch.from_numpy(send).to(device)  # (E,)
+        self.edge_relations = torch.from_numpy(rel).to(device)  # (E,)
+        no_loop = rel != nr - 1
+        self.ent_mean = _mean_matrix(recv, send, (n, n)).to(device)  # (n, n) sparse
+        self.rel_mean = _mean_matrix(recv[no_loop], rel[no_loop], (n, nr)).to(device)  # (n, 2R+1) sparse
+
+    @property
+    def out_dim(self) -> int:
+        return 2 * (self.layers + 1) * self.entity.shape[1]
+
+    def _view(self, x: torch.Tensor, kernels: torch.Tensor, r_hat: torch.Tensor) -> list[torch.Tensor]:
+        """``[h^0, ..., h^L]`` of one view from its input ``x (n, d)``; ``r_hat (E, d)`` unit edge relations."""
+        h = torch.tanh(x)
+        outs = [h]
+        for layer in range(self.layers):
+            att = segment_softmax(r_hat @ kernels[layer], self.receivers, self.num_entities)  # (E,)
+            hs = h[self.senders]  # (E, d)
+            coef = att * (hs * r_hat).sum(-1)  # (E,): alpha_ij r_hat^T h_j
+            msg = hs * att[:, None] - r_hat * (2.0 * coef)[:, None]  # (E, d): alpha_ij (h_j - 2 (r^T h_j) r)
+            h = torch.tanh(torch.zeros_like(h).index_add_(0, self.receivers, msg))  # (n, d)
+            outs.append(h)
+        return outs
+
+    def forward(self) -> torch.Tensor:
+        """``(n, 2 (L + 1) d)``: both views' layers concatenated (dropout in training mode)."""
+        r_hat = nn.functional.normalize(self.relation, dim=-1)[self.edge_relations]  # (E, d)
+        x_ent = torch.sparse.mm(self.ent_mean, self.entity)  # (n, d)
+        x_rel = torch.sparse.mm(self.rel_mean, self.relation)  # (n, d)
+        out = torch.cat(self._view(x_ent, self.attn_entity, r_hat) + self._view(x_rel, self.attn_relation, r_hat),
+                        dim=-1)  # (n, 2 (L + 1) d)
+        return nn.functional.dropout(out, self.dropout, self.training)
