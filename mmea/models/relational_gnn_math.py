@@ -20,8 +20,8 @@ Network with Normalized Hard Sample Mining" (Dual-AMN), WWW 2021.
   the row's negatives with constant (stop-gradient) mean and standard deviation,
   ``z_n = (x_n - mean_n x) / std_n x``, and the row's loss is ``logsumexp_n(lambda * z_n)``.
   The model adds the loss of both directions (anchor ``a`` against target negatives, anchor
-  ``b`` against source negatives).  :func:`reference_dual_amn_loss` is the paper's form over
-  all candidates, used to test it.
+  ``b`` against source negatives).  :func:`mined_negatives` finds the hardest negatives and the
+  statistics over all of them without gradient, so that the gradient pass can use a few.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 __all__ = ["union_graph", "reflect", "segment_softmax", "normalized_hard_loss", "row_stats", "mined_negatives",
-           "reference_dual_amn_loss", "squared_distances"]
+           "squared_distances"]
 
 
 def union_graph(src_triples: np.ndarray, tgt_triples: np.ndarray, n_src: int, n_tgt: int, r_src: int,
@@ -127,20 +127,3 @@ def mined_negatives(anchor: torch.Tensor, cands: torch.Tensor, partner: torch.Te
         stats = row_stats(x, mask)
         ids = torch.topk(d, min(k, len(cands) - 1), dim=1, largest=False).indices  # (B, k)
     return ids, stats
-
-
-def reference_dual_amn_loss(emb_a: torch.Tensor, emb_b: torch.Tensor, cand_for_a: torch.Tensor,
-                            cand_for_b: torch.Tensor, *, gamma: float = 1.0, lamb: float = 30.0) -> torch.Tensor:
-    """A direct, loop-by-row form of the two-direction loss over *all* candidates, for tests.
-
-    ``emb_a (B, d)``, ``emb_b (B, d)`` the pairs; ``cand_for_a (K, d)`` the negatives of ``a``
-    (target side), ``cand_for_b (K', d)`` those of ``b`` (source side).
-    """
-    total = emb_a.new_zeros(())
-    for i in range(len(emb_a)):
-        pos = ((emb_a[i] - emb_b[i]) ** 2).sum()
-        for anchor, cands in ((emb_a[i], cand_for_a), (emb_b[i], cand_for_b)):
-            x = gamma + pos - ((anchor[None, :] - cands) ** 2).sum(-1)  # (K,)
-            m, s = x.detach().mean(), x.detach().std(unbiased=False)
-            total = total + torch.logsumexp(lamb * (x - m) / s, 0)
-    return total / len(emb_a)

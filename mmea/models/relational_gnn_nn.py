@@ -35,7 +35,8 @@ def _mean_matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> 
     pairs = np.unique(np.stack([rows, cols], 1), axis=0)  # (P, 2)
     deg = np.bincount(pairs[:, 0], minlength=shape[0]).astype(np.float32)
     vals = 1.0 / deg[pairs[:, 0]]
-    return torch.sparse_coo_tensor(torch.from_numpy(pairs.T.copy()), torch.from_numpy(vals), shape).coalesce()
+    return torch.sparse_coo_tensor(torch.from_numpy(pairs.T.copy()), torch.from_numpy(vals), shape,
+                                   check_invariants=True).coalesce()
 
 
 class RelationalGnn(nn.Module):
