@@ -116,14 +116,30 @@ def mined_negatives(anchor: torch.Tensor, cands: torch.Tensor, partner: torch.Te
     ``anchor (B, d)``, ``cands (K, d)`` every candidate of the other KG, ``partner (B,)`` the
     position of each row's own partner in ``cands`` (excluded), ``pos (B,)`` the pair distances.
     Returns ``(ids (B, k)`` positions in ``cands`` of the smallest distances, ``(mean, std))`` of
-    ``x_n = gamma + pos - d(a, n)`` over every other candidate; no gradient (candidates are
-    scanned in blocks of ``block`` rows).
+    ``x_n = gamma + pos - d(a, n)`` over every other candidate; no gradient.
+
+    The hardest are the largest ``2 a^T c_n - ||c_n||^2`` (candidates scanned in blocks of ``block``
+    rows).  The statistics need no ``(B, K)`` pass: with ``d_n = A + C_n - 2 g_n`` (``A = ||a||^2``,
+    ``C_n = ||c_n||^2``, ``g_n = a^T c_n``), ``sum_n d_n = K A + sum C - 2 a^T sum c`` and
+    ``sum_n d_n^2 = K A^2 + sum C^2 + 4 a^T (c^T c) a + 2 A sum C - 4 A a^T sum c - 4 a^T sum_n C_n c_n``,
+    in float64, less the partner's terms.
     """
     with torch.no_grad():
-        d = torch.cat([squared_distances(anchor, cands[i:i + block]) for i in range(0, len(cands), block)], 1)
-        d.scatter_(1, partner[:, None], float("inf"))  # (B, K): the partner is no negative
-        mask = torch.isfinite(d)
-        x = (gamma + pos.detach()[:, None] - d).masked_fill(~mask, 0.0)
-        stats = row_stats(x, mask)
-        ids = torch.topk(d, min(k, len(cands) - 1), dim=1, largest=False).indices  # (B, k)
-    return ids, stats
+        c_sq = (cands * cands).sum(-1)  # (K,)
+        score = torch.cat([2.0 * anchor @ cands[i:i + block].T - c_sq[i:i + block]
+                           for i in range(0, len(cands), block)], 1)  # (B, K): larger = nearer
+        score.scatter_(1, partner[:, None], float("-inf"))  # the partner is no negative
+        ids = torch.topk(score, min(k, len(cands) - 1), dim=1).indices  # (B, k)
+        a, c, cs = anchor.double(), cands.double(), c_sq.double()
+        aa = (a * a).sum(-1)  # (B,)
+        a_sum_c = a @ c.sum(0)  # (B,)
+        s1 = len(c) * aa + cs.sum() - 2.0 * a_sum_c
+        s2 = (len(c) * aa ** 2 + (cs ** 2).sum() + 4.0 * ((a @ (c.T @ c)) * a).sum(-1) + 2.0 * aa * cs.sum()
+              - 4.0 * aa * a_sum_c - 4.0 * a @ (cs[:, None] * c).sum(0))
+        d_p = ((a - c[partner]) ** 2).sum(-1)  # (B,) the partner's distance, left out
+        n = len(c) - 1
+        mean_d = (s1 - d_p) / n
+        var_d = ((s2 - d_p ** 2) / n - mean_d ** 2).clamp_min(0.0)
+        mean = (gamma + pos.detach().double() - mean_d).to(anchor.dtype)[:, None]  # (B, 1)
+        std = var_d.sqrt().clamp_min(1e-6).to(anchor.dtype)[:, None]  # (B, 1)
+    return ids, (mean, std)
