@@ -286,3 +286,19 @@ def test_a_nan_in_a_row_the_pass_reads_is_named_and_others_are_not_read():
     tgt[7, 2] = 0.0
     src[25, 0] = np.inf  # a source row no query, eval source or validation source uses
     assert search_once(src, tgt, rows, cand, topk=1).result.ids.shape == (10, 1)
+
+
+def test_the_pass_hands_out_its_candidate_lists_in_eval_order():
+    """OnePass.lists: each eval source's top cosines (positions into cand) and each candidate's top eval
+    sources (positions into eval_src), equal to a direct computation."""
+    src, tgt = gaussian(60, 8, 3), gaussian(50, 8, 4)
+    test, _ = task_like(60, 50, 40, 0, seed=5)
+    src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(test, 60, 50, "test")
+    found = search_once(src, tgt, test[:, 0], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=1, list_size=7)
+    S = l2_normalize(src)[src_rows] @ l2_normalize(tgt)[tgt_rows].T  # (p, m)
+    L = found.lists
+    assert L["src_ids"].shape == (len(src_rows), 10)  # K = max(list_size, csls_k)
+    np.testing.assert_allclose(L["src_cos"], -np.sort(-S, axis=1)[:, :10], rtol=1e-6)
+    np.testing.assert_allclose(np.take_along_axis(S, L["src_ids"], 1), L["src_cos"], rtol=1e-6)
+    np.testing.assert_allclose(np.take_along_axis(S.T, L["tgt_ids"], 1), L["tgt_cos"], rtol=1e-6)
+    np.testing.assert_allclose(L["tgt_cos"], -np.sort(-S.T, axis=1)[:, :10], rtol=1e-6)

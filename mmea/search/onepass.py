@@ -80,6 +80,11 @@ class OnePass:
         valid_ids: ``(v, <=2)`` positions into ``cand + extra`` of each validation source's
             best targets; valid_scores: their scores (``None`` without validation sources).
         num_valid_candidates: ``len(cand) + len(extra)``.
+        lists: the pass's candidate lists, for a later step that needs more than the top-k (the
+            one-to-one assignment): ``src_ids (p, K)`` positions into ``cand`` of each eval source's
+            top-``K`` cosines ``src_cos (p, K)`` (descending; eval sources in ``eval_src`` order), and
+            ``tgt_ids (m, K')`` positions into ``eval_src`` of each candidate's top eval sources,
+            ``tgt_cos (m, K')``.
     """
 
     ranks: dict | None = None
@@ -90,6 +95,7 @@ class OnePass:
     valid_scores: np.ndarray | None = None
     num_valid_candidates: int = 0
     stats: dict = field(default_factory=dict)
+    lists: dict | None = None
 
 
 def _ids(x: Any, n: int, what: str) -> np.ndarray:
@@ -582,6 +588,8 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
             out.valid_ids, out.valid_scores = vid.cpu().numpy(), vscore.cpu().numpy()
     r_src = r_src.cpu().numpy()
     out.r_src, out.r_tgt = r_src[it_pos], r_eval.cpu().numpy()
+    out.lists = {"src_ids": lists.row_i.cpu().numpy()[it_pos], "src_cos": lists.row_v.cpu().numpy()[it_pos],
+                 "tgt_ids": order[lists.col[1].T.cpu().numpy()], "tgt_cos": lists.col[0].T.cpu().numpy()}
     if fwd is not None:
         out.ranks = {"src->tgt": {k: v.cpu().numpy() for k, v in fwd.items()},
                      "tgt->src": {k: v.cpu().numpy() for k, v in back.items()}}
