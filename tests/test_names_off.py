@@ -17,7 +17,8 @@ import pytest
 from mmea.data.demo import generate_demo
 from mmea.errors import MmeaInputError
 from mmea.pipelines.align import run_align
-from mmea.pipelines.align_config import load_config, name_free_models
+from mmea.pipelines.align_config import load_config
+from mmea.pipelines.names import name_free_models
 
 #: quick settings of each name-free model on the small pair (a model missing here is skipped, with a reason)
 FAST = {

@@ -22,7 +22,7 @@ from ..models import MODELS
 from ..search.matching import MATCHERS
 from . import BenchSpec
 from .default_model import AUTO
-from .names import check_names, name_free_models, names_switch  # noqa: F401  (the names-off policy)
+from .names import check_names  # the names-off policy (mmea.pipelines.names)
 
 NAME = "align"
 #: the section a ``--set`` key without a section goes to (when it is not a top-level key)

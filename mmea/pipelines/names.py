@@ -26,10 +26,11 @@ def names_switch(cfg: RunConfig) -> str | None:
 
     ``features.names = "off"``, or a model whose own config says so (selfmea's ``--modalities``
     without ``names``: ``names_off_by_config``) unless ``features.names = "on"`` (an ablation of the
-    names modality that keeps names elsewhere, recorded as ``names_used: true``).  With names off the ``names`` modality is never
-    computed (:func:`mmea.pipelines.align.run_align` drops it from the model's feature requests), so
-    no name-derived feature (names, translations, URI local names, neighbour names, CLEP text,
-    pseudo-seeds from names) can enter; ``metrics.json`` records ``names_used``.
+    names modality that keeps names elsewhere, recorded as ``names_used: true``).  With names off the
+    ``names`` modality is never computed (:func:`mmea.pipelines.align.model_requests` drops it from
+    the model's feature requests), so no name-derived feature (names, translations, URI local names,
+    neighbour names, CLEP text, pseudo-seeds from names) can enter; ``metrics.json`` records
+    ``names_used``.
     """
     if cfg.features.names == "on":  # explicitly on: e.g. selfmea's "-names" ablation keeps the neighbour names
         return None
