@@ -32,7 +32,7 @@ def _tiny():
 def test_one_to_one_beats_the_ranking_by_the_known_amount():
     src, tgt, links = _tiny()
     ranking = evaluate_embeddings(src, tgt, links, primary=("src->tgt", "cos"))["test"]["hits@1"]
-    o = one_to_one_hits(src, tgt, links[:, 0], links[:, 1], links[:, 1], method="cos")
+    o = one_to_one_hits(src, tgt, links, links[:, 1], method="cos")
     assert ranking == pytest.approx(2 / 3)
     assert o["hits@1"] == pytest.approx(1.0)
     assert o["hits@1"] - ranking == pytest.approx(1 / 3)
@@ -44,7 +44,7 @@ def test_one_to_one_can_lose_to_the_ranking():
     src, tgt = _unit([0, 5, 90]), _unit([0, 90])
     links = np.array([[0, 0], [1, 0], [2, 1]])
     ranking = evaluate_embeddings(src, tgt, links, primary=("src->tgt", "cos"))["test"]["hits@1"]
-    o = one_to_one_hits(src, tgt, links[:, 0], np.unique(links[:, 1]), links[:, 1], method="cos")
+    o = one_to_one_hits(src, tgt, links, np.unique(links[:, 1]), method="cos")
     assert ranking == pytest.approx(1.0) and o["hits@1"] == pytest.approx(2 / 3)
 
 
@@ -56,7 +56,7 @@ def test_sparse_graph_equals_the_dense_optimum_on_a_random_task():
     src = rng.standard_normal((40, 8)).astype(np.float32)
     tgt = (src + 0.9 * rng.standard_normal((40, 8))).astype(np.float32)
     ids = np.arange(40)
-    o = one_to_one_hits(src, tgt, ids, ids, ids, method="cos", sparse_k=40)
+    o = one_to_one_hits(src, tgt, np.stack([ids, ids], 1), ids, method="cos", sparse_k=40)
     s = src / np.linalg.norm(src, axis=1, keepdims=True)
     t = tgt / np.linalg.norm(tgt, axis=1, keepdims=True)
     r, c = linear_sum_assignment(s @ t.T, maximize=True)
@@ -99,8 +99,36 @@ def test_one_to_one_equals_the_sparse_hungarian_matcher():
     src = rng.standard_normal((300, 16)).astype(np.float32)
     tgt = (src + 1.5 * rng.standard_normal((300, 16))).astype(np.float32)
     ids = np.arange(300)
-    o = one_to_one_hits(src, tgt, ids, ids, ids, sparse_k=10)
+    o = one_to_one_hits(src, tgt, np.stack([ids, ids], 1), ids, sparse_k=10)
     m = match(src, tgt, "hungarian", max_pairs=0, sparse_k=10)
     assigned = np.full(300, -1)
     assigned[m.src] = m.tgt
     assert o["hits@1"] == pytest.approx(float(np.mean(assigned == ids))) and o["pairs"] == len(m)
+
+
+def test_align_reuses_the_search_radii_and_gets_the_same_assignment():
+    """mmea align hands the one-pass search to the metric: its (the metrics') CSLS radii are reused, the
+    result equals the one computed from scratch."""
+    from types import SimpleNamespace
+
+    from mmea.config import SearchConfig
+    from mmea.evaluation import evaluation_rows
+    from mmea.pipelines.align import one_to_one_metrics
+    from mmea.search.onepass import search_once
+
+    rng = np.random.default_rng(2)
+    src = rng.standard_normal((120, 12)).astype(np.float32)
+    tgt = (src + 1.2 * rng.standard_normal((120, 12))).astype(np.float32)
+    perm = rng.permutation(120)
+    test = np.stack([perm[:80], perm[:80]], 1)  # 80 test links, ids shared by both KGs
+    task = SimpleNamespace(test=test)
+    src_rows, tgt_rows, _, q_tgt = evaluation_rows(test, 120, 120, "test")
+    found = search_once(src, tgt, test[:, 0], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=2)
+    from mmea.search.matching import Similarity
+
+    sim = Similarity(src[src_rows], tgt[tgt_rows])  # the radii the metric computes from scratch
+    np.testing.assert_allclose(found.r_src, sim.r_src, atol=1e-6)  # the pass's, in eval-source order
+    np.testing.assert_allclose(found.r_tgt, sim.r_tgt, atol=1e-6)
+    reused = one_to_one_metrics(task, src, tgt, SearchConfig(), "cpu", found)
+    direct = one_to_one_metrics(task, src, tgt, SearchConfig(), "cpu")
+    assert reused == direct and 0.2 < direct["hits@1_one_to_one"] < 1.0
