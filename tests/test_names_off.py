@@ -27,6 +27,7 @@ FAST = {
                           "eval_every": 1}},
     "mmea-point": {"model": {"name": "mmea-point", "epochs": 2, "stage1_epochs": 1, "max_minutes": 1.0}},
     "gaussian": {"model": {"name": "gaussian", "epochs": 2, "stage1_epochs": 1, "max_minutes": 1.0}},
+    "relational-gnn": {"model": {"name": "relational-gnn", "dim": 16, "epochs": 2, "max_minutes": 1.0}},
 }
 
 
