@@ -82,7 +82,17 @@ def test_degree_distribution_has_a_power_law_tail(pair):
         xs = np.unique(deg[(deg >= max(1, int(deg.mean()))) & (deg <= deg.max() / 2)])
         ccdf = np.array([(deg >= x).mean() for x in xs])
         slope = np.polyfit(np.log(xs), np.log(ccdf), 1)[0]
-        assert -2.0 < slope < -0.8, slope  # CCDF slope -(gamma - 1) = -1.3 at the default gamma 2.3
+        assert -2.3 < slope < -1.0, slope  # CCDF slope about -(gamma - 1) = -1.6 at the default gamma 2.6
+
+
+def test_gamma_sets_the_tail(tmp_path):
+    slopes = []
+    for gamma in (2.1, 3.5):
+        generate_pair(synth_config({"entities": 3000, "gamma": gamma}), tmp_path / str(gamma), progress=False)
+        deg = _degrees(TsvLoader().load(tmp_path / str(gamma)).source)
+        xs = np.unique(deg[(deg >= max(1, int(deg.mean()))) & (deg <= deg.max() / 2)])
+        slopes.append(np.polyfit(np.log(xs), np.log([(deg >= x).mean() for x in xs]), 1)[0])
+    assert slopes[1] < slopes[0] - 0.5, slopes  # a larger exponent: a steeper, lighter tail
 
 
 def test_edge_overlap_and_dangling_share_within_their_bands(pair):

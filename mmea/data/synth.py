@@ -77,8 +77,8 @@ class SynthConfig:
 
     entities: Annotated[int, Field(ge=100, le=50_000_000)] = 15_000  # KG 1's entity count
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
-    avg_degree: Annotated[float, Field(ge=1, le=200, allow_inf_nan=False)] = 7.0  # world mean degree (2E/W)
-    gamma: Annotated[float, Field(gt=1.5, le=5, allow_inf_nan=False)] = 2.3  # power-law exponent of degrees
+    avg_degree: Annotated[float, Field(ge=1, le=200, allow_inf_nan=False)] = 16.0  # world mean degree (2E/W)
+    gamma: Annotated[float, Field(gt=1.5, le=5, allow_inf_nan=False)] = 2.6  # power-law exponent of degrees
     types: Annotated[int, Field(ge=1, le=10_000)] = 30
     type_zipf: _ZipfExp = 1.0
     relations: Annotated[int, Field(ge=1, le=100_000)] = 300
