@@ -152,6 +152,21 @@ def test_mined_negatives_keep_the_hardest_and_the_full_row_statistics():
     assert mean.item() == pytest.approx(x.mean().item()) and std.item() == pytest.approx(x.std(unbiased=False).item())
 
 
+def test_mined_negatives_over_both_kgs_leave_out_the_anchor_and_its_partner():
+    g = torch.Generator().manual_seed(1)
+    every = torch.randn(7, 3, generator=g)  # both KGs' entities; the pair is (1, 5)
+    anchor, pos = every[1:2], ((every[1] - every[5]) ** 2).sum()[None]
+    ids, (mean, std) = gm.mined_negatives(anchor, every, torch.tensor([[1, 5]]), pos, 3, gamma=1.0)
+    keep = [0, 2, 3, 4, 6]
+    d = ((every[keep] - every[1]) ** 2).sum(-1)
+    x = 1.0 + pos - d
+    assert set(ids[0].tolist()) == {keep[i] for i in torch.argsort(d)[:3].tolist()}
+    assert mean.item() == pytest.approx(x.mean().item(), rel=1e-5)
+    assert std.item() == pytest.approx(x.std(unbiased=False).item(), rel=1e-5)
+    with pytest.raises(MmeaInputError, match="negatives_from must be one of"):
+        CLS.Config(negatives_from="same")
+
+
 # ------------------------------------------------------------------ the model
 def test_config_errors_are_clear():
     with pytest.raises(MmeaInputError, match="negatives must be one of"):

@@ -53,6 +53,7 @@ from .base import MODELS, AlignmentModel
 log = logging.getLogger("mmea.models")
 
 NEGATIVES = ("mined", "all")
+NEGATIVES_FROM = ("both", "other")
 
 
 @MODELS.register
@@ -74,7 +75,9 @@ class RelationalGnnModel(AlignmentModel):
             gamma, lamb: margin and scale of the normalised hard-sample loss (Dual-AMN: 1, 30).
             batch_size: seed pairs per step (every step runs the whole graph).
             negatives: ``mined`` (gradient through the ``hard_negatives`` hardest, statistics over
-                all) or ``all`` (gradient through every entity of the other KG).
+                all) or ``all`` (gradient through every candidate).
+            negatives_from: ``both`` (every entity of both KGs but the pair, as Dual-AMN's code) or
+                ``other`` (the entities of the other KG).
             epochs: epochs of the first phase; eval_every, patience: validations (0: never stop).
             iterations: bootstrapping rounds; iteration_epochs: epochs per round;
                 min_round_pairs: stop the rounds when one proposes fewer pairs; min_cos: a
@@ -91,6 +94,7 @@ class RelationalGnnModel(AlignmentModel):
         lamb: PositiveFloat = 30.0
         batch_size: PositiveInt = 1024
         negatives: str = "mined"
+        negatives_from: str = "both"
         hard_negatives: PositiveInt = 16
         epochs: NonNegInt = 20
         eval_every: PositiveInt = 1
@@ -103,6 +107,9 @@ class RelationalGnnModel(AlignmentModel):
         num_threads: NonNegInt = 2
 
         def __post_init__(self) -> None:
+            if self.negatives_from not in NEGATIVES_FROM:
+                raise MmeaInputError(f"relational-gnn: negatives_from must be one of {', '.join(NEGATIVES_FROM)}, "
+                                     f"got {self.negatives_from!r}")
             if self.negatives not in NEGATIVES:
                 raise MmeaInputError(f"relational-gnn: negatives must be one of {', '.join(NEGATIVES)}, "
                                      f"got {self.negatives!r}")
@@ -190,6 +197,7 @@ class RelationalGnnModel(AlignmentModel):
             "iterative": c.iterations > 0, "iterations_requested": c.iterations, "rounds": rounds,
             "pairs_added_per_round": added, "pairs_final": int(len(self.pairs)),
             "layers": c.layers, "dim": c.dim, "out_dim": int(self.net.out_dim), "negatives": c.negatives,
+            "negatives_from": c.negatives_from,
             "hard_negatives": c.hard_negatives if c.negatives == "mined" else None,
             "graph": {"entities": self.graph["num_entities"], "relations": self.graph["num_relations"],
                       "edges": int(len(self.graph["receivers"])), "triples": self.graph["num_triples"]},
@@ -211,10 +219,15 @@ class RelationalGnnModel(AlignmentModel):
         ea, eb = out[b[:, 0]], out[b[:, 1] + n1]  # (B, D)
         pos = ((ea - eb) ** 2).sum(-1)  # (B,)
         loss = out.new_zeros(())
-        for anchor, cands, partner in ((ea, out[n1:], b[:, 1]), (eb, out[:n1], b[:, 0])):
+        if c.negatives_from == "both":  # every entity but the pair itself, as Dual-AMN
+            both = torch.stack([b[:, 0], b[:, 1] + n1], 1)  # (B, 2)
+            rows = ((ea, out, both), (eb, out, both))
+        else:  # the entities of the other KG
+            rows = ((ea, out[n1:], b[:, 1]), (eb, out[:n1], b[:, 0]))
+        for anchor, cands, partner in rows:
             if c.negatives == "all":
                 neg = gm.squared_distances(anchor, cands)  # (B, K)
-                mask = torch.ones_like(neg, dtype=torch.bool).scatter_(1, partner[:, None], False)
+                mask = torch.ones_like(neg, dtype=torch.bool).scatter_(1, partner.reshape(len(neg), -1), False)
                 loss = loss + gm.normalized_hard_loss(pos, neg, mask, gamma=c.gamma, lamb=c.lamb)
             else:
                 ids, stats = gm.mined_negatives(anchor, cands, partner, pos, c.hard_negatives, gamma=c.gamma)

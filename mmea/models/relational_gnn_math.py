@@ -113,8 +113,9 @@ def mined_negatives(anchor: torch.Tensor, cands: torch.Tensor, partner: torch.Te
                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """The ``k`` hardest negatives of each row and the statistics of the row over *all* candidates.
 
-    ``anchor (B, d)``, ``cands (K, d)`` every candidate of the other KG, ``partner (B,)`` the
-    position of each row's own partner in ``cands`` (excluded), ``pos (B,)`` the pair distances.
+    ``anchor (B, d)``, ``cands (K, d)`` every candidate, ``partner (B,)`` or ``(B, P)`` the
+    positions in ``cands`` that are no negatives of the row (its partner; the anchor itself when the
+    candidates include its own KG), ``pos (B,)`` the pair distances.
     Returns ``(ids (B, k)`` positions in ``cands`` of the smallest distances, ``(mean, std))`` of
     ``x_n = gamma + pos - d(a, n)`` over every other candidate; no gradient.
 
@@ -128,18 +129,19 @@ def mined_negatives(anchor: torch.Tensor, cands: torch.Tensor, partner: torch.Te
         c_sq = (cands * cands).sum(-1)  # (K,)
         score = torch.cat([2.0 * anchor @ cands[i:i + block].T - c_sq[i:i + block]
                            for i in range(0, len(cands), block)], 1)  # (B, K): larger = nearer
-        score.scatter_(1, partner[:, None], float("-inf"))  # the partner is no negative
-        ids = torch.topk(score, min(k, len(cands) - 1), dim=1).indices  # (B, k)
+        excluded = partner.reshape(len(anchor), -1)  # (B, P)
+        score.scatter_(1, excluded, float("-inf"))  # the partner (and the anchor) are no negatives
+        ids = torch.topk(score, min(k, len(cands) - excluded.shape[1]), dim=1).indices  # (B, k)
         a, c, cs = anchor.double(), cands.double(), c_sq.double()
         aa = (a * a).sum(-1)  # (B,)
         a_sum_c = a @ c.sum(0)  # (B,)
         s1 = len(c) * aa + cs.sum() - 2.0 * a_sum_c
         s2 = (len(c) * aa ** 2 + (cs ** 2).sum() + 4.0 * ((a @ (c.T @ c)) * a).sum(-1) + 2.0 * aa * cs.sum()
               - 4.0 * aa * a_sum_c - 4.0 * a @ (cs[:, None] * c).sum(0))
-        d_p = ((a - c[partner]) ** 2).sum(-1)  # (B,) the partner's distance, left out
-        n = len(c) - 1
-        mean_d = (s1 - d_p) / n
-        var_d = ((s2 - d_p ** 2) / n - mean_d ** 2).clamp_min(0.0)
+        d_p = ((a[:, None, :] - c[excluded]) ** 2).sum(-1)  # (B, P) the excluded distances, left out
+        n = len(c) - excluded.shape[1]
+        mean_d = (s1 - d_p.sum(1)) / n
+        var_d = ((s2 - (d_p ** 2).sum(1)) / n - mean_d ** 2).clamp_min(0.0)
         mean = (gamma + pos.detach().double() - mean_d).to(anchor.dtype)[:, None]  # (B, 1)
         std = var_d.sqrt().clamp_min(1e-6).to(anchor.dtype)[:, None]  # (B, 1)
     return ids, (mean, std)
