@@ -363,8 +363,18 @@ class FlatIndex(_FaissIndex):
 class IvfIndex(_FaissIndex):
     """FAISS inverted-file index (``IndexIVFFlat``): approximate, ``nlist`` cells, ``nprobe`` scanned.
 
-    ``nlist`` defaults to ``4 * sqrt(m)`` rounded to a power of two, trained on
-    at most ``train_per_list * nlist`` sampled base vectors (seeded).
+    ``nlist`` defaults to ``4 * sqrt(m)`` rounded to a power of two (and at most ``m / 39``, so that
+    every cell gets 39 training points, FAISS's minimum), trained on at most ``train_per_list *
+    nlist`` sampled base vectors (seeded).  ``nprobe`` defaults to 16.
+
+    Why these defaults: a query scans ``nprobe / nlist`` of the base, ``16 / (4 sqrt(m))``, so the
+    cost of a query grows like ``sqrt(m)`` (``m`` for exact search) while the cells stay large
+    enough to hold a whole neighbourhood.  On the 20K x 20K clustered 64-d pair of
+    tests/test_approx_csls.py (nlist 512, 3% of the base scanned) CSLS top-10 over this index has
+    recall@10 0.997 against exact CSLS (0.998 at nprobe 32, 0.999 at 64, for 1.1x and 1.5x the
+    time).  On nearly structureless data (member spread 1.5, noise 0.8: clusters drowned) the
+    same settings give 0.78 (nprobe 64: 0.91): pass a larger ``nprobe`` to ``knn`` / ``csls_topk``
+    when embeddings have little cluster structure, or use ``hnsw``.
     """
 
     exact = False
