@@ -582,6 +582,14 @@ def test_fast_reader_leaves_a_bad_line_to_the_line_reader(tmp_path, monkeypatch,
     assert e.value.path.endswith("triples.tsv") and e.value.line_no == 1501
 
 
+def test_fast_reader_a_comment_that_is_not_utf8_is_still_an_error(tmp_path):
+    d = tmp_path / "kg"
+    write(d / "triples.tsv", b"a\tr\tb\n# caf\xe9\nb\tr\tc\n")
+    with pytest.raises(DataFormatError, match="not valid UTF-8") as e:
+        load_tsv_kg(d)
+    assert e.value.line_no == 2
+
+
 def test_fast_reader_names_entities_missing_from_entities_file(tmp_path):
     d = tmp_path / "kg"
     write(d / "entities.tsv", "a\nb\n")

@@ -22,7 +22,6 @@ The de-duplication helper shared by the pair loaders
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -170,8 +169,8 @@ def _report_repeated(repeated: int, path: Path, report: LoadReport, prefix: str,
 #
 # The line reader above costs a few microseconds a line (decode, split, id checks, strip, dict
 # look-ups): minutes for 10M triples.  The fast path reads ``triples.tsv`` and ``names.tsv`` in
-# pieces of 16 MiB (:func:`~mmea.data.parsing.iter_line_chunks`), checks each piece with one regular
-# expression and one numpy pass over its bytes, splits it with one ``str.split`` and numbers the ids
+# pieces of 16 MiB (:func:`~mmea.data.parsing.iter_line_chunks`), checks each piece with a few numpy
+# passes over its bytes (:func:`_has_odd_bytes`), splits it with one ``str.split`` and numbers the ids
 # with ``pandas.factorize`` (hash-based, order of first appearance).  It declines (returns None) on
 # anything that the line reader would treat specially -- a control character, a BOM inside a line, a
 # bare CR, blanks at the edge of a field, an empty field, a blank-only line, a wrong number of TABs,
@@ -180,19 +179,58 @@ def _report_repeated(repeated: int, path: Path, report: LoadReport, prefix: str,
 # text.  So both paths give the same task by construction; tests/test_loaders_openea_tsv.py checks it.
 
 _FAST_PIECE = 1 << 24  # bytes per piece
-_WS_UTF8 = b"|".join(re.escape(c.encode()) for c in PY_WHITESPACE if ord(c) > 0x7F)
-#: what the fast path leaves to the line reader (see above); applied to pieces ending with a line break
-_ODD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|\xc2[\x80-\x9f]|\xef\xbb\xbf"
-                  rb"|(?:^|\t)(?:[\t\r\n ]|" + _WS_UTF8 + rb")|(?: |" + _WS_UTF8 + rb")(?=\r?\n|\t)", re.M)
+_BAD_BYTE = np.zeros(256, dtype=bool)  # control bytes (TAB and LF excepted: CR is checked apart)
+_BAD_BYTE[[*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]] = True
+_EDGE_BYTE = np.zeros(256, dtype=bool)  # at the edge of a field: a blank, or an empty field
+_EDGE_BYTE[[0x09, 0x0A, 0x0D, 0x20]] = True
+#: the UTF-8 of the non-ASCII characters ``str.strip()`` removes, as integers (2 and 3 bytes)
+_WS2 = np.array([int.from_bytes(c.encode(), "big") for c in PY_WHITESPACE if 0x7F < ord(c) < 0x800])
+_WS3 = np.array([int.from_bytes(c.encode(), "big") for c in PY_WHITESPACE if ord(c) >= 0x800])
 
 
-def _drop_comments_and_blanks(data: bytes, first_line: int) -> tuple[bytes, np.ndarray]:
+def _utf8_keys(buf: np.ndarray, at: np.ndarray, nbytes: int) -> np.ndarray:
+    """The ``nbytes`` bytes of ``buf`` from each position ``at`` as one big-endian integer each."""
+    key = np.zeros(len(at), dtype=np.int64)
+    for j in range(nbytes):
+        key = (key << 8) | buf[np.clip(at + j, 0, len(buf) - 1)]
+    return key
+
+
+def _has_odd_bytes(buf: np.ndarray, ends: np.ndarray, tabs: np.ndarray) -> bool:
+    """Whether a piece (bytes ``buf``, LF-terminated lines, no CR) holds what only the line reader
+    handles: a control character, a C1 control or BOM (as UTF-8), an empty field, or a field with a
+    blank (any character ``str.strip()`` removes) at either edge."""
+    if _BAD_BYTE[buf].any():
+        return True
+    starts = np.concatenate([[0], ends[:-1] + 1, tabs + 1])  # first byte of every field
+    stops = np.concatenate([ends, tabs]) - 1  # last byte of every field
+    if _EDGE_BYTE[buf[starts]].any() or _EDGE_BYTE[buf[stops]].any():
+        return True
+    high = buf >= 0x80
+    if not high.any():
+        return False
+    lead = np.flatnonzero(high & ((buf == 0xC2) | (buf == 0xEF)))
+    pair = _utf8_keys(buf, lead, 2)
+    if (((pair >= 0xC280) & (pair <= 0xC29F)) | (_utf8_keys(buf, lead, 3) == 0xEFBBBF)).any():
+        return True
+    first, last = starts[high[starts]], stops[high[stops]]
+    return bool(np.isin(_utf8_keys(buf, first, 2), _WS2).any() or np.isin(_utf8_keys(buf, first, 3), _WS3).any()
+                or np.isin(_utf8_keys(buf, last - 1, 2), _WS2).any()
+                or np.isin(_utf8_keys(buf, last - 2, 3), _WS3).any())
+
+
+def _drop_comments_and_blanks(data: bytes, first_line: int) -> tuple[bytes, np.ndarray] | None:
     """``data`` (whole lines, each ending with ``\n``) without its comment and empty lines, and the
-    1-based line number of every line kept."""
+    1-based line number of every line kept; None when a dropped line is not UTF-8 (the line reader
+    decodes every line, comments included)."""
     if not (data.startswith((b"#", b"\n", b"\r\n")) or b"\n#" in data or b"\n\n" in data or b"\n\r" in data):
         return data, first_line + np.arange(data.count(b"\n"), dtype=np.int64)
     lines = data.split(b"\n")[:-1]
     keep = [i for i, line in enumerate(lines) if line.rstrip(b"\r") and line[0] != 0x23]  # 0x23: '#'
+    try:
+        b"".join(line for line in lines if line.startswith(b"#")).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
     kept = b"".join(lines[i] + b"\n" for i in keep)
     return kept, first_line + np.asarray(keep, dtype=np.int64)
 
@@ -200,15 +238,17 @@ def _drop_comments_and_blanks(data: bytes, first_line: int) -> tuple[bytes, np.n
 def _split_piece(data: bytes, ncols: int, rest_in_last: bool) -> list[str] | None:
     """The fields of every line of ``data`` (whole lines), row after row, ``ncols`` a line; None when
     a line needs the line reader.  With ``rest_in_last`` the last field keeps the line's other TABs."""
-    if _ODD.search(data):
-        return None
     if b"\r" in data:
+        if data.count(b"\r") != data.count(b"\r\n"):  # a CR inside a line
+            return None
         data = data.replace(b"\r\n", b"\n")
     buf = np.frombuffer(data, np.uint8)
     ends = np.flatnonzero(buf == 0x0A)  # (lines,)
     tabs = np.flatnonzero(buf == 0x09)  # (tabs,)
     per_line = np.diff(np.searchsorted(tabs, ends), prepend=0)  # (lines,) TABs on each line
     if (per_line < ncols - 1).any() or (not rest_in_last and (per_line > ncols - 1).any()):
+        return None
+    if _has_odd_bytes(buf, ends, tabs):
         return None
     if len(tabs) > (ncols - 1) * len(ends):  # TABs inside last fields: only the first ncols - 1 separate
         first = np.cumsum(per_line) - per_line  # (lines,) index in ``tabs`` of each line's first TAB
@@ -247,14 +287,14 @@ def _fast_pieces(path: Path, ncols: int, rest_in_last: bool):
     for first_line, data in iter_line_chunks(path, _FAST_PIECE):
         if not data.endswith(b"\n"):
             data += b"\n"
-        data, line_nos = _drop_comments_and_blanks(data, first_line)
-        if not data:
+        kept = _drop_comments_and_blanks(data, first_line)
+        if kept is not None and not kept[0]:
             continue
-        fields = _split_piece(data, ncols, rest_in_last)
+        fields = None if kept is None else _split_piece(kept[0], ncols, rest_in_last)
         if fields is None:
             yield None
             return
-        yield np.array(fields, dtype=object).reshape(-1, ncols), line_nos
+        yield np.array(fields, dtype=object).reshape(-1, ncols), kept[1]
 
 
 def _fast_triples(path: Path, table: "_EntityTable") -> tuple[np.ndarray, dict[str, int]] | None:
