@@ -769,9 +769,10 @@ Examples:
   mmea datasets list
   mmea datasets info dbp15k_zh_en --data-dir ../shared/datasets
   mmea datasets download dbp15k_zh_en
+  mmea datasets synth --entities 15000 --seed 0 --out /tmp/synth15k
 """)
 def datasets():
-    """List, inspect and download benchmark datasets."""
+    """List, inspect and download benchmark datasets; generate synthetic pairs."""
 
 
 @datasets.command("list", epilog="""\b
