@@ -77,7 +77,7 @@ class SynthConfig:
 
     entities: Annotated[int, Field(ge=100, le=50_000_000)] = 15_000  # KG 1's entity count
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
-    avg_degree: Annotated[float, Field(ge=1, le=200, allow_inf_nan=False)] = 16.0  # world mean degree (2E/W)
+    avg_degree: Annotated[float, Field(ge=1, le=200, allow_inf_nan=False)] = 20.0  # world mean degree (2E/W)
     gamma: Annotated[float, Field(gt=1.5, le=5, allow_inf_nan=False)] = 2.6  # power-law exponent of degrees
     types: Annotated[int, Field(ge=1, le=10_000)] = 30
     type_zipf: _ZipfExp = 1.0
