@@ -229,7 +229,7 @@ def test_demo_pair_without_names_learns():
     m = _fit(task, dim=32, epochs=8, batch_size=512, hard_negatives=16, num_threads=2)
     s, t = m.embeddings()
     h1 = evaluate_embeddings(s, t, np.asarray(task.test), candidates="test")["test"]["hits@1"]
-    assert h1 >= 0.2, h1  # chance: 1 / 1,400 = 0.0007 (dim 128, 10 epochs reached 0.59 here)
+    assert h1 >= 0.2, h1  # measured 0.449 with these settings (about 5 s); chance: 1 / 1,400 = 0.0007
 
 
 @pytest.mark.gpu
