@@ -9,7 +9,7 @@ from mmea.config import FeatureConfig
 from mmea.models import MODELS, RunContext
 from mmea.seeds import anchor_matrix, mutual_nearest_pairs
 
-TESTED = {"baseline", "gaussian", "label-propagation", "mmea-point", "propagation", "selfmea"}
+TESTED = {"baseline", "gaussian", "label-propagation", "mmea-point", "propagation", "relational-gnn", "selfmea"}
 
 
 def test_every_registered_model_is_tested():
