@@ -1,10 +1,11 @@
-"""Two tiny KGs with names, translations, relations and numeric attributes (encoder and feature tests)."""
+"""Test helpers: two tiny KGs with names, translations, relations and numeric attributes (encoder and
+feature tests); a task whose test links raise when read (no-peeking tests of the models)."""
 
 from __future__ import annotations
 
 import math
 
-from mmea.data import KnowledgeGraph
+from mmea.data import AlignmentTask, KnowledgeGraph
 
 
 def tiny_kgs() -> tuple[KnowledgeGraph, KnowledgeGraph]:
@@ -25,3 +26,14 @@ def tiny_kgs() -> tuple[KnowledgeGraph, KnowledgeGraph]:
         attributes=["http://y/population", "http://y/name"], attr_triples=[[1, 0], [2, 0], [3, 0], [3, 1]],
         attr_values=["21500000", "2200000", "500000", "Lyon"], attr_numeric=[21.5e6, 2.2e6, 5e5, math.nan])
     return src, tgt
+
+
+class PoisonedTask(AlignmentTask):
+    """An alignment task whose test links raise when read, once ``armed`` is set (after construction)."""
+
+    armed = False
+
+    def __getattribute__(self, name):
+        if name == "test" and object.__getattribute__(self, "armed"):
+            raise AssertionError("the model read task.test")
+        return super().__getattribute__(name)

@@ -12,6 +12,8 @@ from mmea.errors import MmeaInputError
 from mmea.models import MODELS, RunContext
 from mmea.models import label_propagation_math as lpm
 
+from kg_fixtures import PoisonedTask  # noqa: E402
+
 
 def _kg(name: str, n: int, triples, num_relations: int) -> KnowledgeGraph:
     ids = [f"{name}{i}" for i in range(n)]
@@ -29,17 +31,6 @@ def _synthetic_pair(n=160, n_triples=480, n_rel=6, seed=0):
     tgt = np.stack([perm[h], rperm[r], perm[t]], 1)  # (T, 3)
     gold = np.stack([np.arange(n), perm], 1)  # (n, 2)
     return _kg("s", n, src, n_rel), _kg("t", n, tgt, n_rel), gold
-
-
-class PoisonedTask(AlignmentTask):
-    """An alignment task whose test links raise when read (after construction)."""
-
-    armed = False
-
-    def __getattribute__(self, name):
-        if name == "test" and object.__getattribute__(self, "armed"):
-            raise AssertionError("the model read task.test")
-        return super().__getattribute__(name)
 
 
 def _task(seed=0, poisoned=False, train=0.3, valid=0.1):

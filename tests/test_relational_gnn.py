@@ -15,6 +15,8 @@ from mmea.models import MODELS, RunContext
 from mmea.models import relational_gnn_math as gm
 from mmea.models.relational_gnn_nn import RelationalGnn
 
+from kg_fixtures import PoisonedTask  # noqa: E402
+
 CLS = MODELS.get("relational-gnn")
 SMALL = dict(dim=16, layers=2, epochs=6, batch_size=64, hard_negatives=8, patience=0, num_threads=1)
 
@@ -23,17 +25,6 @@ def _kg(name: str, n: int, triples, num_relations: int) -> KnowledgeGraph:
     ids = [f"{name}{i}" for i in range(n)]
     return KnowledgeGraph(name, ids, ids, [""] * n, [f"r{k}" for k in range(num_relations)],
                           np.asarray(triples, dtype=np.int64).reshape(-1, 3))
-
-
-class PoisonedTask(AlignmentTask):
-    """An alignment task whose test links raise when read (once armed)."""
-
-    armed = False
-
-    def __getattribute__(self, name):
-        if name == "test" and object.__getattribute__(self, "armed"):
-            raise AssertionError("the model read task.test")
-        return super().__getattribute__(name)
 
 
 def _task(poisoned=False, n=150, n_triples=600, n_rel=5, seed=0):
