@@ -116,39 +116,12 @@ def _csls_into(out, S, first, second):
     return out.sub_(first).sub_(second)
 
 
-def _gt_eq(Z, g, dim: int, work=None):
-    """``(#{Z > g}, #{Z == g})`` along ``dim`` (int64), from sums of ``sign(Z - g)`` and its square.
-
-    ``sign(fl(z - g))`` is the sign of ``z - g`` exactly (a float difference is 0 only for equal
-    values), and the float sums of +-1 are exact integers; far faster than reducing booleans.
-    """
-    n = Z.shape[dim]
-    acc = torch.float32 if n < 2**24 else torch.float64  # sums of +-1 stay exact integers
-    W = torch.sub(Z, g, out=work) if work is not None else Z - g
-    W.sign_()
-    s1 = W.sum(dim, dtype=acc)  # #gt - #lt
-    W.abs_()
-    s2 = W.sum(dim, dtype=acc)  # #gt + #lt
-    return ((s1 + s2) / 2).long(), n - s2.long()
-
-
-def _row_ranks(X, g, colidx, work):
-    """1-based rank of column ``g (b, 1)`` in each row of ``X (b, m)``: ``1 + #{x > x_g} + #{x = x_g before g}``."""
-    gv = X.gather(1, g)  # (b, 1)
-    gt, eq = _gt_eq(X, gv, 1, work)
-    r = 1 + gt
-    tied = (eq > 1).nonzero().flatten()  # rows where another column ties the gold: count those before it
-    if len(tied):
-        r[tied] += ((X[tied] == gv[tied]) & (colidx[None, :] < g[tied])).sum(1)
-    return r
-
-
 class _Links:
     """The test links as positions: ``q_it (n,)`` the iteration position of each link's source,
     ``q_eval (n,)`` its position among the eval sources (ties), ``q_tgt (n,)`` its target's column;
-    grouped by source block (:meth:`rows_in`) and by target column (``col_link``)."""
+    grouped by source block (:meth:`rows_in`)."""
 
-    def __init__(self, q_it, q_eval, q_tgt, p: int, m: int, bs: int):
+    def __init__(self, q_it, q_eval, q_tgt, p: int, bs: int):
         self.q_it, self.q_eval, self.q_tgt, self.n = q_it, q_eval, q_tgt, len(q_it)
         self.by_src = torch.argsort(q_it, stable=True)
         edges = torch.arange(0, p + bs, bs, device=q_it.device)
@@ -156,21 +129,11 @@ class _Links:
         self.gold_cos = torch.zeros((self.n,), dtype=torch.float32, device=q_it.device)
         self.fwd: dict | None = None  # {"cos", "csls"}: (n,) src->tgt ranks, set by the settling step
         self.back: dict | None = None  # the same, tgt->src
-        # each candidate's first link (-1: none); the other links of a target (rare) go apart
-        by_tgt = torch.argsort(q_tgt, stable=True)
-        t_sorted = q_tgt[by_tgt]
-        head = torch.ones_like(t_sorted, dtype=torch.bool)
-        head[1:] = t_sorted[1:] != t_sorted[:-1]
-        self.col_link = torch.full((m,), -1, dtype=torch.int64, device=q_it.device)
-        self.col_link[t_sorted[head]] = by_tgt[head]
-        self.more = by_tgt[~head]  # (x,) links whose target has an earlier link
 
-    def rows_in(self, i: int, a: int, e: int):
-        """``(links, their row in the block, whether they are exactly the block's rows in order)``."""
+    def rows_in(self, i: int, a: int):
+        """``(links whose source is in block i (rows a:...), their row in the block)``."""
         sel = self.by_src[self.bounds[i]:self.bounds[i + 1]]
-        rr = self.q_it[sel] - a
-        whole = len(rr) == e - a and bool((rr == torch.arange(e - a, device=rr.device)).all())
-        return sel, rr, whole
+        return sel, self.q_it[sel] - a
 
 
 def _row_topk(S, X, rs, r_search, t: int, method: str):
@@ -271,7 +234,7 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
                 group_max = torch.empty((p, len(perm) // min(GROUPS, m)), dtype=torch.float32, device=P.device)
             group_max[a:e] = S.index_select(1, perm).view(e - a, group_max.shape[1], -1).amax(2)
             if links is not None:
-                sel, rr, _ = links.rows_in(i, a, e)
+                sel, rr = links.rows_in(i, a)
                 links.gold_cos[sel] = S[rr, links.q_tgt[sel]]
             col = _merge_column_lists(col, S, min(K, p), a)
             q = max(0, min(e, nq) - a)
@@ -402,9 +365,10 @@ def _redo_sources(P, Cm, lists: _Lists, links, bad_f, top, bad_t, t: int, method
         if len(which):
             lk = bad_f[which]
             g = links.q_tgt[lk, None]
-            links.fwd["cos"][lk] = _row_ranks(S[rr], g, colidx, None)
-            X = csls_from_cos(S[rr], lists.r_src[links.q_it[lk], None], lists.r_eval[None, :])
-            links.fwd["csls"][lk] = _row_ranks(X, g, colidx, None)
+            Z = S[rr]  # (w, m)
+            links.fwd["cos"][lk] = _count_ranks(Z, Z.gather(1, g)[:, 0], colidx[None, :], g[:, 0])
+            X = csls_from_cos(Z, lists.r_src[links.q_it[lk], None], lists.r_eval[None, :])
+            links.fwd["csls"][lk] = _count_ranks(X, X.gather(1, g)[:, 0], colidx[None, :], g[:, 0])
         which, rr = _in_chunk(pos_t, a, e)
         if len(which):
             q = bad_t[which]
@@ -573,7 +537,7 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
 
         P_t = unit(src, P[order], "source embeddings")  # (p, d)
         C_t = unit(tgt, np.concatenate([cand, extra]), "target embeddings")  # (m + e, d)
-        links = None if gold is None else _Links(t(q_it), t(q_src), t(_ids(gold, m, "gold target")), len(P), m, bs)
+        links = None if gold is None else _Links(t(q_it), t(q_src), t(_ids(gold, m, "gold target")), len(P), bs)
         K = max(int(list_size), csls_k, min(int(topk), m))
         lists = _list_pass(P_t, C_t, m, t(counts), len(firsts), csls_k, len(rows), links, K, bs, progress, desc)
         r_src, r_eval, r_search = lists.r_src, lists.r_eval, lists.r_search
