@@ -1,7 +1,7 @@
 """Run configuration: frozen dataclasses, TOML files and ``--set`` overrides.
 
 A run config has top-level keys (``seed``, ``device``) and sections
-(``[data]``, ``[features]``, ``[model]``, ``[search]``).  The ``[model]``
+(``[data]``, ``[features]``, ``[model]``, ``[search]``, ``[engine]``).  The ``[model]``
 section holds ``name`` plus the parameters of that model, validated against
 the model's own frozen ``Config`` dataclass (by the job that knows the models:
 :func:`mmea.pipelines.align_config.load_config`; this module imports no model).
@@ -133,6 +133,28 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """Where the expensive stages run (:mod:`mmea.engine`): ``local`` (this process) or ``ray``.
+
+    ``address``: a Ray cluster to join (``ray start --head`` prints it); ``None`` starts an embedded local
+    cluster for the run and shuts it down after.  ``workers``: CPUs of the embedded cluster (0: all);
+    ``shards``: actors the search index is split across (0: one per CPU of the cluster);
+    ``partitions``: > 1 aligns METIS partitions of both KGs in parallel, then searches globally;
+    ``object_store_mib``: the embedded cluster's object store (0: Ray's default).
+    """
+
+    name: str = "local"
+    address: str | None = None
+    workers: NonNegInt = 0
+    shards: NonNegInt = 0
+    partitions: PositiveInt = 1
+    object_store_mib: NonNegInt = 0
+
+    #: the closed string choices
+    CHOICES: typing.ClassVar[dict] = {"name": ("local", "ray")}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: Seed = 0
     device: str = "auto"
@@ -140,13 +162,14 @@ class RunConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: dict = field(default_factory=lambda: {"name": "auto"})  # auto: mmea.pipelines.default_model
     search: SearchConfig = field(default_factory=SearchConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     @property
     def model_name(self) -> str:
         return str(self.model.get("name", "auto"))
 
 
-SECTIONS = {"data": DataConfig, "features": FeatureConfig, "search": SearchConfig}
+SECTIONS = {"data": DataConfig, "features": FeatureConfig, "search": SearchConfig, "engine": EngineConfig}
 TOP_LEVEL = {"seed": int, "device": str}
 #: the declared range of each numeric top-level key
 TOP_LEVEL_RANGES = {"seed": (0, 2**32 - 1)}
