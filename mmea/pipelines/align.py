@@ -380,7 +380,15 @@ def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search,
 
 
 def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> dict:
-    """The body of :func:`run_align` inside its run directory."""
+    """The body of :func:`run_align` inside its run directory, with its engine (``--engine ray``: :mod:`mmea.engine`)."""
+    from ..engine.run import engine_for
+
+    with engine_for(cfg.engine, cfg.model_name) as engine:  # None: in-process
+        return _align_body(run, cfg, ckpt, quiet, engine)
+
+
+def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, engine) -> dict:
+    """:func:`_align_in` once the engine is up."""
     from ..data.catalog import load_task_from_config, mmea_home
     from ..export import alignment_frame, gold_targets_frame, write_alignment
     from ..features import run_features
@@ -408,8 +416,10 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
     with run.stage("features"):  # task -> features: what the model requests, computed once (cached)
         features = run_features(task, model_requests(model, names_off), ctx)
     with run.stage("train"), ckpt.guard():  # Ctrl-C: the checkpoint first
-        model.fit(task, features)
-    src_emb, tgt_emb = model.embeddings()  # (N, d), (M, d)
+        fitted = engine.fit(model, task, features, cfg.seed) if engine is not None else None  # partitioned mode
+        if fitted is None:
+            model.fit(task, features)
+    src_emb, tgt_emb = fitted or model.embeddings()  # (N, d), (M, d)
 
     metrics: dict = {
         "dataset": task.name,
@@ -430,7 +440,10 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         cand = np.arange(task.target.num_entities)
     with run.stage("search"):  # the one pass: ranks, top-k, reverse best, validation top-2
         keep: dict = {}
-        al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s, device, progress, keep)
+        if engine is not None:  # sharded indexes on Ray (mmea.engine.search)
+            al, ranks, valid_scores = engine.search(task, src_emb, tgt_emb, rows, cand, s, progress)
+        else:
+            al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s, device, progress, keep)
     metrics.update(test_metrics(run, task, model, (src_emb, tgt_emb), ranks, al, s, device, notes, progress,
                                 keep.get("pass")))
     with run.stage("calibrate"):
@@ -443,6 +456,7 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         if gold is not None:  # what the report shows for a gold target outside the candidates
             run.write_gold_targets(gold_targets_frame(task, task.test))
     metrics["model_info"] = model.info
+    metrics["engine"] = engine.record() if engine is not None else {"name": "local"}
     metrics["checkpoint"] = ckpt.summary()
     metrics["notes"] = notes + ctx.notes
     metrics["load_report"] = {"source": task.meta.get("load_report")}
