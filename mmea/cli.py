@@ -224,13 +224,18 @@ def _data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
 @click.option("--modalities", default=None,
               help="Modalities of models that take them (selfmea): structure,names,images,relations,attributes,anchors. "
                    "Without names, no name-derived feature enters the run (--set features.names=off for any model).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+              help="Where the search (and engine.partitions > 1) runs: local (this process, default) or ray "
+                   "(an embedded local Ray cluster, or the one at --ray-address; docs/scale.md).")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Join the Ray cluster at ADDR (`ray start --head` prints it); implies --engine ray.")
 @common_run_options
 @overwrite_option
 @resume_options
 @click.pass_context
 def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, model, match, topk, candidates,
-          name_encoder, name_model, name_source, modalities, config_path, overrides, seed, device, out, overwrite,
-          resume, checkpoint_every):
+          name_encoder, name_model, name_source, modalities, engine, ray_address, config_path, overrides, seed, device,
+          out, overwrite, resume, checkpoint_every):
     """Align two KGs and write alignment.csv, metrics.json, config.toml, checkpoints and a log.
 
     --resume RUN_DIR continues an interrupted run from its checkpoint.pt with
@@ -249,6 +254,7 @@ def align(ctx, src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split, m
             features={"name_encoder": name_encoder, "name_model": name_model, "name_source": name_source},
             model={"name": model, "modalities": modalities},
             search={"match": match, "topk": topk, "candidates": candidates},
+            engine={"name": engine or ("ray" if ray_address else None), "address": ray_address},
         )
         cfg = job.load_config(config_path, list(overrides), base)
         run_dir = Path(out) if out else job.default_run_dir(cfg)

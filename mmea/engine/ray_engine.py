@@ -17,7 +17,7 @@ from ..errors import MmeaInputError
 
 log = logging.getLogger("mmea.engine")
 
-__all__ = ["RaySession", "import_ray", "cluster_cpus", "cluster_gpus"]
+__all__ = ["RaySession", "import_ray", "check_reachable", "cluster_cpus", "cluster_gpus"]
 
 
 def import_ray():
@@ -42,6 +42,29 @@ def cluster_gpus(ray) -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """An input error naming ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``) when nothing listens there.
+
+    ``ray.init(address=...)`` retries an unreachable head for minutes; a TCP connect answers in seconds.
+    ``auto`` (the cluster this machine's ``ray start`` joined) is left to Ray.
+    """
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    if address == "auto":
+        return
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise MmeaInputError(f"--ray-address {address!r} is not HOST:PORT",
+                             hint="pass the address `ray start --head` printed, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise MmeaInputError(f"cannot connect to the Ray cluster at {address!r}: {e.strerror or e}",
+                             hint="start one with `ray start --head` (it prints the address), or drop "
+                                  "--ray-address for an embedded local cluster") from None
+
+
 class RaySession:
     """``with RaySession(engine_config) as s:`` Ray is connected inside; ``s.record()`` for ``metrics.json``.
 
@@ -64,6 +87,7 @@ class RaySession:
         opts = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             if c.address:
+                check_reachable(c.address)
                 ray.init(address=c.address, **opts)
                 self.mode = "joined"
             else:
