@@ -122,6 +122,9 @@ def main(ctx, verbose, quiet):
     ctx.obj = {"verbose": verbose, "quiet": quiet}
     _setup_logging(verbose, quiet)
     _install_signal_handlers()
+    from .allocator import tune_allocator
+
+    tune_allocator()  # large tensor blocks stay in the process (see mmea/allocator.py)
 
 
 def common_run_options(f):
