@@ -91,7 +91,8 @@ def test_names_on_do_change_a_name_model(pairs, tmp_path):
 def test_selfmea_modalities_without_names_switch_names_off(pairs, tmp_path):
     """``--modalities`` without names is names off: the name-built structure modality is refused up front."""
     with pytest.raises(MmeaInputError, match="structure modality is built from entity names"):
-        load_config(None, [], {"model": {"name": "selfmea", "modalities": "structure,relations,anchors"}})
+        load_config(None, [], {"model": {"name": "selfmea", "modalities": "structure,relations,anchors",
+                                         "structure": "neighbour-names"}})
     # names explicitly on: an ablation of the names modality that keeps the neighbour names (names_used: true)
     load_config(None, [], {"model": {"name": "selfmea", "modalities": "structure,relations"},
                            "features": {"names": "on"}})

@@ -7,11 +7,16 @@ Per-modality embeddings of every entity, each L2-normalised:
 ``names``       ``F_N = x + (x U_N) V_N``: the name encoder's output ``x`` (LaBSE, or
                 character n-gram TF-IDF offline) plus a learned low-rank residual
                 (``V_N = 0`` at start, so training starts from plain name similarity).
-``structure``   the graph structure embedding (sec. III-B): name embeddings of the
-                entity's 1..H-hop neighbours aggregated by a linear graph encoder
-                (``P^h x`` with ``P = D^-1 A``, the SGC form of a GCN, Wu et al. 2019,
-                so the aggregation is precomputed once), each hop with a learned
-                low-rank residual; trained with the relative similarity metric loss
+``structure``   the graph structure embedding, from one of two encoders (``structure``,
+                :mod:`~mmea.models.selfmea_structure`): ``relational`` (the default when
+                names are off or absent) pre-trains the relational graph encoder of
+                ``relational-gnn`` (Dual-AMN / RREA relation-aware attention, no names) on
+                the initial pool and takes its output ``G`` as the input,
+                ``F_S = G + (G U_S) V_S``; ``neighbour-names`` (the paper's sec. III-B, the
+                default with names) aggregates the name embeddings of the entity's 1..H-hop
+                neighbours by a linear graph encoder (``P^h x`` with ``P = D^-1 A``, the SGC
+                form of a GCN, Wu et al. 2019, precomputed once), each hop with a learned
+                low-rank residual.  Either is trained with the relative similarity metric loss
                 ``L_RSM`` of SelfKG against a queue of the other KG's embeddings
                 (:func:`~mmea.models.selfmea_math.rsm_loss`), no label needed.
 ``images``      ``F_I = W_I RES(I) + b_I`` (eq. 2), masked for entities without an image.
@@ -78,6 +83,7 @@ from ..seeds import (expand_seeds, expansion_threshold, hold_out, propagate_anch
                      unaligned_rows)
 from .base import MODELS, AlignmentModel
 from .selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nca_loss, rsm_loss
+from .selfmea_structure import check_structure, relational_structure_input, resolve_structure
 
 log = logging.getLogger("mmea.models")
 
@@ -145,14 +151,17 @@ def _build_net():
             return self.bag(idx, off, per_sample_weights=val) + self.bias
 
     class SelfMEANet(nn.Module):
-        def __init__(self, modalities, dims: dict, cfg):
+        def __init__(self, modalities, dims: dict, cfg, relational: bool = False):
             super().__init__()
             self.modalities = tuple(modalities)
             self.res = nn.ModuleDict()
             self.lin = nn.ModuleDict()
             if "names" in modalities:
                 self.res["names"] = LowRankResidual(dims["names"], cfg.residual_rank)
-            if "structure" in modalities:
+            self.relational = relational
+            if "structure" in modalities and relational:  # F_S = G + (G U_S) V_S over the pre-trained encoder
+                self.res["structure"] = LowRankResidual(dims["structure"], cfg.residual_rank)
+            elif "structure" in modalities:
                 self.hops = nn.ModuleList([LowRankResidual(dims.get("structure", dims["names"]), cfg.residual_rank)
                                            for _ in range(cfg.hops)])
             for m in ("relations", "attributes"):
@@ -167,6 +176,8 @@ def _build_net():
             F = torch.nn.functional.normalize
             if m == "names":
                 out = F(self.res["names"](side["names"][rows]), dim=1)
+            elif m == "structure" and self.relational:
+                out = F(self.res["structure"](side["graph"][rows]), dim=1)
             elif m == "structure":
                 hs = [F(layer(side["hops"][h][rows]), dim=1) for h, layer in enumerate(self.hops)]
                 out = torch.cat(hs, dim=1) / math.sqrt(len(hs))
@@ -200,6 +211,7 @@ class SelfMEAModel(AlignmentModel):
 
     registry_name = "selfmea"
     uses_gold_for_training = True
+    structure: str | None = None  # the structure encoder that ran (set by learn)
 
     @dataclass(frozen=True)
     class Config:
@@ -236,6 +248,14 @@ class SelfMEAModel(AlignmentModel):
         pretrain_dim: PositiveInt = 64        # CLEP projected size (the structure input's size with pretrain = clep)
         pretrain_epochs: NonNegInt = 3
         pretrain_minutes: NonNegFloat = 2.0
+        structure: str = "auto"       # auto | relational | neighbour-names (mmea/models/selfmea_structure.py)
+        structure_dim: PositiveInt = 64       # relational structure encoder: width of each layer
+        structure_layers: PositiveInt = 2     # relational structure encoder: attention layers per view
+        structure_epochs: NonNegInt = 40      # relational structure encoder: most pre-training epochs
+        structure_minutes: PositiveFloat = 2.5  # relational structure encoder: pre-training budget
+
+        def __post_init__(self) -> None:
+            check_structure(self.structure)
 
     @classmethod
     def feature_requests(cls, config) -> dict[str, FeatureRequest]:
@@ -257,14 +277,21 @@ class SelfMEAModel(AlignmentModel):
     def names_conflict(cls, config) -> str | None:
         """With names off: why ``config`` cannot run (a modality built from names), or None.
 
-        The ``structure`` modality propagates the *names* of the neighbours (``P^h x``), so it is
-        name-derived; self-supervised pseudo-seeds need names too (refused in :meth:`learn`)."""
-        bad = [m for m in parse_selfmea_modalities(config.modalities) if m in NAME_MODALITIES]
+        The ``names`` modality is names; the ``structure`` modality is name-derived only with
+        ``structure = "neighbour-names"`` (it propagates the names of the neighbours, ``P^h x``) or with
+        ``pretrain = "clep"`` (names are CLEP's text); ``auto`` runs the relational graph encoder when
+        names are off.  Self-supervised pseudo-seeds need names too (refused in :meth:`learn`)."""
+        mods = parse_selfmea_modalities(config.modalities)
+        named_structure = "structure" in mods and (config.structure == "neighbour-names" or config.pretrain == "clep")
+        bad = [m for m in mods if m == "names" or (m == "structure" and named_structure)]
         if not bad:
             return None
+        why = (" (structure = the names of the neighbours" + (", pre-trained with CLEP on names"
+                                                              if config.pretrain == "clep" else "") + ")"
+               if "structure" in bad else "")
         return (f"its {' and '.join(bad)} modalit{'ies are' if len(bad) > 1 else 'y is'} built from entity names"
-                + (" (structure = the names of the neighbours)" if "structure" in bad else "")
-                + f"; run it with --modalities {','.join(m for m in SELFMEA_MODALITIES if m not in NAME_MODALITIES)}")
+                + why + "; run it with --modalities structure,relations,attributes,anchors (the structure "
+                "modality from the relational graph encoder: --set model.structure=relational or auto)")
 
     def learn(self, task, feats) -> None:
         """Features -> modality inputs -> seed pool -> the shared training loop -> final embeddings."""
@@ -276,8 +303,11 @@ class SelfMEAModel(AlignmentModel):
         rng = np.random.default_rng(self.ctx.seed)
         torch.manual_seed(self.ctx.seed)
         self._usable_features(feats, mods)
+        self._resolve_structure(feats, mods)
         adj, xs, sides, dims = self._modality_inputs(task, feats, mods)
         pool, select = self._pool_and_selection(task, feats, xs, rng)
+        if self.structure == "relational":
+            self._relational_inputs(task, sides, dims, pool, select)
         learn_weights = self._learn_weights()
         training = SelfMEATraining(self, task, mods, adj, sides, dims, pool, select, rng, learn_weights)
         trainer = Trainer(max_epochs=c.epochs, eval_every=c.eval_every, keep_later_ties=True,
@@ -337,6 +367,32 @@ class SelfMEAModel(AlignmentModel):
             raise MmeaInputError("selfmea: none of the requested modalities has features in this task")
         self.info["modalities"] = dict.fromkeys(mods, 0)  # counted once the inputs are built
 
+    def _resolve_structure(self, feats, mods: list[str]) -> None:
+        """Which structure encoder runs (:func:`~mmea.models.selfmea_structure.resolve_structure`), in ``info``."""
+        c = self.config
+        names = feats["names"] if "names" in feats else None
+        usable = names is not None and names.dim > 0 and bool(names.source_mask.any() and names.target_mask.any())
+        self.structure = resolve_structure(c.structure, usable) if "structure" in mods else None
+        if self.structure == "neighbour-names" and names is None:  # names_conflict refuses this before any data
+            raise MmeaInputError("selfmea: structure = neighbour-names propagates entity names, and names are off",
+                                 hint="use --set model.structure=relational (or auto)")
+        if self.structure == "relational" and c.pretrain != "none":
+            raise MmeaInputError(f"selfmea: pretrain = {c.pretrain} pre-trains the neighbour-names structure input; "
+                                 "it does not apply to structure = relational",
+                                 hint="use --set model.structure=neighbour-names, or pretrain=none")
+        self.info["structure_encoder"] = self.structure
+
+    def _relational_inputs(self, task, sides, dims, pool: np.ndarray, select: np.ndarray) -> None:
+        """The structure input from the relational graph encoder pre-trained on the initial ``pool``."""
+        import torch
+
+        src, tgt, info = relational_structure_input(task, pool, select, self.config, seed=self.ctx.seed,
+                                                    device=self.ctx.device, progress=self.ctx.progress)
+        for side, g in zip(sides, (src, tgt)):
+            side["graph"] = torch.from_numpy(g)  # (n, D) fixed input of the structure modality
+        dims["structure"] = src.shape[1]
+        self.info["structure"] = info
+
     def _modality_inputs(self, task, feats, mods: list[str]):
         """``(adjacency per KG, L2-normalised names per KG, per-side input tensors and masks, input sizes)``."""
         import torch
@@ -355,7 +411,7 @@ class SelfMEAModel(AlignmentModel):
         struct_x = xs  # what the structure modality propagates: the names, or their CLEP graph embeddings
         if c.pretrain not in ("none", "clep"):
             raise MmeaInputError(f"selfmea: pretrain must be none or clep, got {c.pretrain!r}")
-        if c.pretrain == "clep" and "structure" in mods:
+        if c.pretrain == "clep" and self.structure == "neighbour-names":
             from ..clep.alignment import clep_structure_features
 
             struct_x, self.info["pretrain"] = clep_structure_features(
@@ -366,12 +422,13 @@ class SelfMEAModel(AlignmentModel):
             side["names"] = torch.from_numpy(xs[k])
             side["mask"]["names"] = torch.from_numpy(name_mask[k])
             if "structure" in mods:
+                side["mask"]["structure"] = torch.from_numpy(np.asarray(adj[k].getnnz(axis=1) > 0))
+            if self.structure == "neighbour-names":
                 hops, h = [], struct_x[k]
                 for _ in range(c.hops):
                     h = np.asarray(adj[k] @ h, dtype=np.float32)  # (n, d): mean over neighbours
                     hops.append(torch.from_numpy(_normalize_rows(h.copy())))
                 side["hops"] = hops
-                side["mask"]["structure"] = torch.from_numpy(np.asarray(adj[k].getnnz(axis=1) > 0))
         for mname in ("relations", "attributes"):
             if mname in mods:
                 bs, bt = paired_tfidf(feats[mname].source, feats[mname].target)
@@ -562,7 +619,7 @@ class SelfMEATraining(TrainingModule):
         self.anchor_proj_rng = np.random.default_rng(model.ctx.seed + 7919)
         self.anchor_rng_before = self.anchor_proj_rng.bit_generator.state  # before the last draw: a resume redraws it
         self.set_anchors(pool)
-        self.net = _build_net()(mods, dims, c)
+        self.net = _build_net()(mods, dims, c, relational=model.structure == "relational")
         wid = id(self.net.w)
         self.opt = torch.optim.Adam([{"params": [p for p in self.net.parameters() if id(p) != wid], "lr": c.lr},
                                      {"params": [self.net.w], "lr": c.weight_lr}])
@@ -671,7 +728,9 @@ class SelfMEATraining(TrainingModule):
     def loop_state(self) -> dict:
         return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "rng": self.rng.bit_generator.state,
                 "anchor_rng": self.anchor_rng_before, "pool": self.pool, "queues": self.queues,
-                "expansions": self.expansions, "rounds_done": self.rounds_done, "last_loss": self.last_loss}
+                "expansions": self.expansions, "rounds_done": self.rounds_done, "last_loss": self.last_loss,
+                # the pre-trained relational structure input: a resume uses it, whatever its budget gives again
+                "graph": [side["graph"] for side in self.sides] if "graph" in self.sides[0] else None}
 
     def load_loop_state(self, saved: dict) -> None:
         self.net.load_state_dict(saved["net"])
@@ -680,5 +739,8 @@ class SelfMEATraining(TrainingModule):
         self.pool, self.queues = saved["pool"], list(saved["queues"])
         self.expansions, self.rounds_done = saved["expansions"], saved["rounds_done"]
         self.last_loss = saved["last_loss"]
+        if saved.get("graph") is not None:
+            for side, g in zip(self.sides, saved["graph"]):
+                side["graph"] = g
         self.anchor_proj_rng.bit_generator.state = saved["anchor_rng"]
         self.set_anchors(self.pool)  # the same projection as before the interruption
