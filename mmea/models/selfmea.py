@@ -153,12 +153,10 @@ def _build_net():
     class SelfMEANet(nn.Module):
         def __init__(self, modalities, dims: dict, cfg, relational: bool = False):
             super().__init__()
-            self.modalities = tuple(modalities)
-            self.res = nn.ModuleDict()
-            self.lin = nn.ModuleDict()
+            self.modalities, self.relational = tuple(modalities), relational
+            self.res, self.lin = nn.ModuleDict(), nn.ModuleDict()
             if "names" in modalities:
                 self.res["names"] = LowRankResidual(dims["names"], cfg.residual_rank)
-            self.relational = relational
             if "structure" in modalities and relational:  # F_S = G + (G U_S) V_S over the pre-trained encoder
                 self.res["structure"] = LowRankResidual(dims["structure"], cfg.residual_rank)
             elif "structure" in modalities:
