@@ -26,6 +26,17 @@ entity is proposed at most once.  ``min_round_pairs`` stops the rounds early.
 Uses the relation triples and ``task.train`` only (``task.valid`` to choose
 ``w``): no names, no attributes, no numbers, no images.  ``self.info`` records
 what was used, the hops, rounds, anchor width and the seeds added per round.
+
+Names (``name_weight != 0``, off by default): the entity names, encoded by ``name_encoder``
+(character n-gram TF-IDF with a ``name_dim`` random projection by default: no weights, linear in
+the entities), join as one more block, ``[sqrt(1 - a) H, sqrt(a) N]`` with rows L2-normalised
+again, so a source-target inner product is ``(1 - a) cos_structure + a cos_names`` where both
+exist; ``a`` is ``name_weight``, or when negative the one of ``name_weights`` with the best valid
+Hits@1 (after ``w``).
+
+At scale (issue 18) the weight choices rank a seeded sample: at most ``choice_links`` valid links,
+against their targets plus other non-seed targets up to ``choice_sample`` candidates, radii over
+as many non-seed sources; below those sizes every valid link, candidate and source is used.
 """
 
 from __future__ import annotations
@@ -59,23 +70,43 @@ class LabelPropagationModel(AlignmentModel):
         rounds: NonNegInt = 0                # iterative rounds adding mutual nearest pairs as anchors
         csls_k: PositiveInt = 10               # CSLS neighbourhood of the mutual-nearest step
         min_round_pairs: NonNegInt = 1       # stop the rounds when a round proposes fewer pairs
+        name_weight: FiniteFloat = 0.0       # 0: no names; (0, 1]: the names block's share; < 0: chosen
+        name_weights: tuple = (0.25, 0.5, 0.75)
+        name_encoder: str = "char-ngram"     # a names encoder (mmea ls encoders); char n-grams scale linearly
+        name_dim: PositiveInt = 128          # projection size of the char n-gram names
+        choice_sample: PositiveInt = 20000   # candidates (and radius sources) the weight choices rank, at most
+        choice_links: PositiveInt = 5000     # valid links the weight choices score, at most (seeded sample)
 
         def __post_init__(self):
             if self.hops < 1 or self.anchor_dim < 0 or self.rounds < 0 or self.csls_k < 1:
                 raise MmeaInputError("label_propagation: hops >= 1, anchor_dim >= 0, rounds >= 0 and csls_k >= 1 "
                                      f"(got {self.hops}, {self.anchor_dim}, {self.rounds}, {self.csls_k})")
-            bad = [w for w in (self.relation_weight, *self.relation_weights) if w > 1]
-            if bad or not self.relation_weights or any(w < 0 for w in self.relation_weights):
+            bad = [w for w in (self.relation_weight, *self.relation_weights, self.name_weight,
+                               *self.name_weights) if w > 1]
+            if bad or not self.relation_weights or not self.name_weights \
+                    or any(w < 0 for w in (*self.relation_weights, *self.name_weights)):
                 raise MmeaInputError("label_propagation: relation weights must lie in [0, 1] "
-                                     f"(relation_weight < 0 means: choose); got {self.relation_weight}, "
-                                     f"{list(self.relation_weights)}")
+                                     f"(relation_weight / name_weight < 0 means: choose); got "
+                                     f"{self.relation_weight}, {list(self.relation_weights)}, {self.name_weight}, "
+                                     f"{list(self.name_weights)}")
+
+    @classmethod
+    def feature_requests(cls, config) -> dict:
+        """Names (``name_encoder``, ``name_dim``) when ``name_weight != 0``; else nothing."""
+        from ..modalities import FeatureRequest
+
+        if config.name_weight == 0:
+            return {}
+        return {"names": FeatureRequest({"encoder": config.name_encoder, "dim": config.name_dim})}
 
     def fit(self, task, features=None) -> None:
-        """Propagate the labels of ``task.train`` (no features are needed: none are computed)."""
+        """Propagate the labels of ``task.train`` (features: the names, when ``name_weight != 0``)."""
+        if features is None and self.config.name_weight != 0:
+            return super().fit(task, features)
         self.learn(task, features)
 
     def learn(self, task, features=None) -> None:
-        """See the module docstring; ``features`` is unused (the model reads triples and links only)."""
+        """See the module docstring; ``features``: the names (when requested and not switched off)."""
         c = self.config
         t0 = time.perf_counter()
         src, tgt = task.source, task.target
@@ -88,9 +119,13 @@ class LabelPropagationModel(AlignmentModel):
                          lpm.relation_incidence(kg.triples, kg.num_entities, kg.num_relations))  # (N, 2R)
                         for kg in (src, tgt)]
         valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
+        self._names = self._name_blocks(features)
         blocks = self._propagate(seeds)
-        weight = c.relation_weight if c.relation_weight >= 0 else self._choose_relation_weight(blocks, valid, seeds)
+        choice = self._choice_rows(valid, seeds, src.num_entities, tgt.num_entities)
+        weight = c.relation_weight if c.relation_weight >= 0 else self._choose_relation_weight(blocks, choice)
+        self._name_weight = self._choose_name_weight(blocks, weight, choice)
         self._src, self._tgt = self._embed(blocks, weight)
+        del blocks  # (N, dim) per hop and view: the largest arrays of the fit
         anchors, added = seeds, []
         for r in range(c.rounds):
             pairs = self._mutual_pairs(anchors, src.num_entities, tgt.num_entities)
@@ -102,13 +137,16 @@ class LabelPropagationModel(AlignmentModel):
             self._src, self._tgt = self._embed(self._propagate(anchors), weight)
         self.anchors = anchors  # (L', 2): the train links, then each round's proposals
         self.info.update({
-            "names_used": False, "inputs": ["relation triples", "train links"] + (["valid links (relation weight)"]
-                                                                                 if c.relation_weight < 0 else []),
+            "names_used": self._names is not None, "name_weight": self._name_weight,
+            "inputs": ["relation triples", "train links"] + (["entity names"] if self._names is not None else [])
+            + (["valid links (weights)"] if c.relation_weight < 0 or c.name_weight < 0 else []),
             "hops": c.hops, "rounds": len(added), "rounds_requested": c.rounds,
             "anchor_dim": c.anchor_dim or int(len(anchors)), "anchor_labels": "one-hot" if c.anchor_dim == 0
             else "random Gaussian", "seeds": {"kind": "train links", "count": int(len(seeds))},
             "iterative": c.rounds > 0, "seeds_added_per_round": added,
-            "modalities": {"relations": sum(int(np.count_nonzero(np.diff(p.indptr))) for p, _ in self._graphs)},
+            "modalities": {"relations": sum(int(np.count_nonzero(np.diff(p.indptr))) for p, _ in self._graphs),
+                           **({"names": sum(int(np.count_nonzero(np.any(x != 0, axis=1))) for x in self._names)}
+                              if self._names is not None else {})},
             "anchors_final": int(len(anchors)), "relation_weight": weight, "dim": int(self._src.shape[1]),
             "fit_s": round(time.perf_counter() - t0, 3)})
 
@@ -120,45 +158,124 @@ class LabelPropagationModel(AlignmentModel):
         xs, xt = lpm.seed_labels(anchors, ps.shape[0], pt.shape[0], c.anchor_dim, self.ctx.seed)  # (N, d), (M, d)
         return lpm.propagate(ps, qs, xs, c.hops), lpm.propagate(pt, qt, xt, c.hops)
 
-    @staticmethod
-    def _embed(blocks, weight: float) -> tuple[np.ndarray, np.ndarray]:
-        """Concatenate entity-view blocks (weight ``1 - w``) and relation-view blocks (``w``); rows L2-normalised."""
+    def _name_blocks(self, features) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(N, d_n)``, ``(M, d_n)`` unit-row name vectors (zero rows: no name), or ``None`` without names."""
+        names = features["names"] if features is not None and "names" in features else None
+        if names is None:
+            if self.config.name_weight != 0:
+                self.info["names_note"] = "names were not computed (names off): structure only"
+            return None
+        self.info["name_encoder"] = {k: names.info.get(k) for k in ("encoder", "requested", "dim")}
+        return (lpm.l2_rows(np.asarray(names.source, dtype=np.float32)),
+                lpm.l2_rows(np.asarray(names.target, dtype=np.float32)))
+
+    def _embed(self, blocks, weight: float, rows: tuple | None = None, name_weight: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Entity-view blocks (weight ``1 - w``), relation-view blocks (``w``) and, with names, the names
+        block: ``[sqrt(1 - a) H, sqrt(a) N]``; rows L2-normalised.  ``rows``: ``(source rows, target rows)``
+        to embed (default all); each side is written into one ``(n, dims)`` float32 array (no concatenation
+        copy)."""
+        a = self._name_weight if name_weight is None else name_weight
+        a = a if self._names is not None else 0.0
         out = []
-        for side in blocks:
-            scaled = [np.sqrt(1.0 - weight if k % 2 == 0 else weight, dtype=np.float32) * b
-                      for k, b in enumerate(side) if (weight if k % 2 else 1.0 - weight) > 0]
-            out.append(lpm.l2_rows(np.concatenate(scaled, axis=1).astype(np.float32)))  # (n, dims)
+        for side, side_blocks in enumerate(blocks):
+            idx = slice(None) if rows is None else rows[side]
+            parts = [(np.sqrt(1.0 - weight if k % 2 == 0 else weight), b)
+                     for k, b in enumerate(side_blocks) if (weight if k % 2 else 1.0 - weight) > 0]
+            n = side_blocks[0][idx].shape[0]
+            width = sum(b.shape[1] for _, b in parts)
+            emb = np.empty((n, width + (self._names[side].shape[1] if a > 0 else 0)), np.float32)  # (n, dims)
+            col = 0
+            for scale, b in parts:
+                np.multiply(b[idx], np.float32(scale), out=emb[:, col:col + b.shape[1]])
+                col += b.shape[1]
+            if a > 0:  # the unit structure part weighs 1 - a, the unit names part a
+                struct = emb[:, :width]
+                struct *= np.float32(np.sqrt(1.0 - a)) / np.maximum(np.linalg.norm(struct, axis=1, keepdims=True),
+                                                                    np.float32(1e-30))
+                np.multiply(self._names[side][idx], np.float32(np.sqrt(a)), out=emb[:, width:])
+            out.append(lpm.l2_rows(emb))
         return out[0], out[1]
 
-    def _choose_relation_weight(self, blocks, valid: np.ndarray, seeds: np.ndarray) -> float:
+    def _choice_rows(self, valid: np.ndarray, seeds: np.ndarray, n: int, m: int) -> dict | None:
+        """What the weight choices rank: ``valid`` links (at most ``choice_links``, a seeded sample), the
+        candidate targets (the non-seed targets; above ``choice_sample`` the valid targets plus a seeded
+        sample of the others) and the radius sources (likewise).  ``None`` without valid links."""
+        c = self.config
+        if not len(valid):
+            return None
+        rng = np.random.default_rng(self.ctx.seed + 7919)
+        if len(valid) > c.choice_links:
+            valid = valid[np.sort(rng.choice(len(valid), c.choice_links, replace=False))]
+
+        def pool(everyone: np.ndarray, must: np.ndarray) -> np.ndarray:
+            if len(everyone) <= c.choice_sample:
+                return everyone
+            others = np.setdiff1d(everyone, must)
+            extra = max(0, c.choice_sample - len(np.unique(must)))
+            return np.union1d(must, rng.choice(others, min(extra, len(others)), replace=False))
+
+        src_rows = pool(np.setdiff1d(np.arange(n), seeds[:, 0]), valid[:, 0])  # (n',) holds the valid sources
+        cand = pool(np.setdiff1d(np.arange(m), seeds[:, 1]), valid[:, 1])  # (m',) holds the valid targets
+        return {"valid": valid, "src_rows": src_rows, "cand": cand,
+                "sampled": bool(len(src_rows) < n - len(seeds) or len(cand) < m - len(seeds))}
+
+    def _valid_hits(self, blocks, weight: float, choice: dict, name_weight: float) -> float:
+        """Hits@1 (CSLS) of the choice's valid links, ranked against its candidates (blockwise, exact)."""
+        from ..search.csls import csls_radius, csls_topk
+
+        c = self.config
+        valid, src_rows, cand = choice["valid"], choice["src_rows"], choice["cand"]
+        s, t = self._embed(blocks, weight, rows=(src_rows, cand), name_weight=name_weight)
+        r_src, r_tgt = csls_radius(s, t, c.csls_k, index="torch", normalize=False)
+        pos = np.searchsorted(src_rows, valid[:, 0])  # (V,) positions of the valid sources in src_rows
+        res = csls_topk(s[pos], t, 1, csls_k=c.csls_k, index="torch", normalize=False,
+                        rerank_k=c.csls_k, radius=(r_src[pos], r_tgt))
+        return round(float(np.mean(cand[res.ids[:, 0]] == valid[:, 1])), 4)
+
+    def _choose_relation_weight(self, blocks, choice: dict | None) -> float:
         """The weight of ``relation_weights`` with the best Hits@1 (CSLS) of the valid links.
 
         Candidates: every target outside the train links; the CSLS radii come from every source and
         target outside the train links (unlabelled entities, no gold link read), blockwise
-        (:mod:`mmea.search`), never a dense valid x targets matrix beyond a block.  Ties go to the
-        first weight listed.
+        (:mod:`mmea.search`), never a dense valid x targets matrix beyond a block; a seeded sample
+        of them above ``choice_sample`` (:meth:`_choice_rows`).  Ties go to the first weight listed.
+        The names block is left out of this choice.
         """
-        from ..search.csls import csls_radius, csls_topk
-
         c = self.config
-        if not len(valid):
+        if choice is None:
             self.info["relation_weight_choice"] = {"chosen_by": "default (no valid links)"}
             return float(c.relation_weights[0])
-        src_rows = np.setdiff1d(np.arange(blocks[0][0].shape[0]), seeds[:, 0])  # (n',) holds the valid sources
-        cand = np.setdiff1d(np.arange(blocks[1][0].shape[0]), seeds[:, 1])  # (m',)
-        pos = np.searchsorted(src_rows, valid[:, 0])  # (V,) positions of the valid sources in src_rows
-        scores = {}
-        for w in c.relation_weights:
-            s, t = self._embed(blocks, float(w))
-            r_src, r_tgt = csls_radius(s[src_rows], t[cand], c.csls_k, index="torch", normalize=False)
-            res = csls_topk(s[valid[:, 0]], t[cand], 1, csls_k=c.csls_k, index="torch", normalize=False,
-                            rerank_k=c.csls_k, radius=(r_src[pos], r_tgt))
-            scores[float(w)] = round(float(np.mean(cand[res.ids[:, 0]] == valid[:, 1])), 4)
+        scores = {float(w): self._valid_hits(blocks, float(w), choice, 0.0) for w in c.relation_weights}
         best = max(scores, key=lambda w: (scores[w], -list(scores).index(w)))
-        self.info["relation_weight_choice"] = {"chosen_by": f"Hits@1 (CSLS) on {len(valid)} valid links",
-                                               "scores": scores}
+        self.info["relation_weight_choice"] = {"chosen_by": self._chosen_by(choice), "scores": scores}
         log.info("label propagation: relation weight %s (valid Hits@1 %s)", best, scores)
         return best
+
+    def _choose_name_weight(self, blocks, weight: float, choice: dict | None) -> float:
+        """``name_weight``, or (negative) the one of ``name_weights`` with the best valid Hits@1 at the
+        chosen relation weight; 0 without names."""
+        c = self.config
+        if self._names is None:
+            return 0.0
+        if c.name_weight >= 0:
+            return float(c.name_weight)
+        if choice is None:
+            self.info["name_weight_choice"] = {"chosen_by": "default (no valid links)"}
+            return float(c.name_weights[0])
+        scores = {float(a): self._valid_hits(blocks, weight, choice, float(a)) for a in c.name_weights}
+        best = max(scores, key=lambda a: (scores[a], -list(scores).index(a)))
+        self.info["name_weight_choice"] = {"chosen_by": self._chosen_by(choice), "scores": scores}
+        log.info("label propagation: name weight %s (valid Hits@1 %s)", best, scores)
+        return best
+
+    @staticmethod
+    def _chosen_by(choice: dict) -> str:
+        what = f"Hits@1 (CSLS) on {len(choice['valid'])} valid links"
+        if choice["sampled"]:
+            what += (f" against {len(choice['cand'])} sampled candidates (radii over {len(choice['src_rows'])} "
+                     "sampled sources)")
+        return what
 
     def _mutual_pairs(self, anchors: np.ndarray, n: int, m: int) -> np.ndarray:
         """``(p, 2)`` mutual best CSLS pairs among the entities not in ``anchors`` (blockwise search)."""
