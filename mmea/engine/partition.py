@@ -33,7 +33,7 @@ from ..errors import MmeaInputError
 log = logging.getLogger("mmea.engine")
 
 __all__ = ["Partition", "entity_csr", "joint_graph", "metis_parts", "carry_parts", "partition_pair",
-           "partitioned_label_propagation", "align_part"]
+           "partitioned_label_propagation", "align_part", "concat_views"]
 
 
 @dataclass
@@ -115,8 +115,8 @@ def metis_parts(A, parts: int, seed: int = 0) -> tuple[int, np.ndarray]:
     """``(edge cut, part (n,))`` of the binary CSR graph ``A`` into ``parts`` balanced parts (METIS)."""
     import pymetis
 
-    cut, member = pymetis.part_graph(int(parts), xadj=A.indptr.astype(np.int64), adjncy=A.indices.astype(np.int64),
-                                     options=pymetis.Options(seed=int(seed) % (2**31)))
+    csr = pymetis.CSRAdjacency(A.indptr.astype(np.int64), A.indices.astype(np.int64))
+    cut, member = pymetis.part_graph(int(parts), csr, options=pymetis.Options(seed=int(seed) % (2**31)))
     return int(cut), np.asarray(member, np.int64)
 
 
@@ -187,11 +187,10 @@ def align_part(src_triples: np.ndarray, n: int, r_src: int, tgt_triples: np.ndar
     """Label propagation of one part pair (a Ray task): ``(H_src (n, D), H_tgt (m, D))``.
 
     ``*_triples``: the part's own triples in local ids; ``anchors (L_p, 2)`` local seed pairs with
-    ``labels (L_p, dim)``; the representation is the model's (:meth:`LabelPropagationModel._embed`):
-    the per-hop entity views (weight ``1 - w``) and relation views (``w``), rows L2-normalised.
+    ``labels (L_p, dim)``; the representation is the model's (:func:`concat_views`): the per-hop entity
+    views (weight ``1 - w``) and relation views (``w``), rows L2-normalised.
     """
     from ..models import label_propagation_math as lpm
-    from ..models.label_propagation import LabelPropagationModel
 
     blocks = []
     for triples, size, rels, side in ((src_triples, n, r_src, 0), (tgt_triples, m, r_tgt, 1)):
@@ -199,7 +198,18 @@ def align_part(src_triples: np.ndarray, n: int, r_src: int, tgt_triples: np.ndar
         np.add.at(x0, anchors[:, side], labels)
         graph, incidence = lpm.entity_graph(triples, size), lpm.relation_incidence(triples, size, rels)
         blocks.append(lpm.propagate(graph, incidence, x0, hops))
-    return LabelPropagationModel._embed(blocks, weight)
+    return tuple(concat_views(side, weight) for side in blocks)
+
+
+def concat_views(blocks: list[np.ndarray], weight: float) -> np.ndarray:
+    """``norm([sqrt(1 - w) E1, sqrt(w) F1, ..., sqrt(1 - w) EK, sqrt(w) FK])`` ``(n, D)`` float32: the label
+    propagation model's representation (:mod:`mmea.models.label_propagation_math`) of one side's per-hop
+    entity views ``E`` and relation views ``F``; a view of weight 0 is left out."""
+    from ..models import label_propagation_math as lpm
+
+    scaled = [np.sqrt(1.0 - weight if k % 2 == 0 else weight, dtype=np.float32) * b
+              for k, b in enumerate(blocks) if (weight if k % 2 else 1.0 - weight) > 0]
+    return lpm.l2_rows(np.concatenate(scaled, axis=1).astype(np.float32))
 
 
 def _part_inputs(kg, part: np.ndarray, p: int, halo: bool) -> tuple:

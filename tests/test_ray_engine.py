@@ -1,0 +1,187 @@
+"""``--engine ray`` (issue 18 part 3): the sharded top-k merge, the sharded search against the in-process
+search on a 2-node local Ray cluster, the partitioned mode, and the errors (no ray, no cluster).
+
+The Ray tests share one module-scoped 2-node cluster (``ray.cluster_utils.Cluster``, one CPU and 100 MB of
+object store per node, no dashboard); they are skipped, with the reason, when Ray cannot start here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from mmea.cli import main
+from mmea.config import EngineConfig, SearchConfig
+from mmea.engine.ray_engine import RaySession, check_reachable, import_ray
+from mmea.engine.run import engine_for
+from mmea.engine.shards import IndexShard, merge_topk, shard_bounds
+from mmea.errors import MmeaInputError
+
+os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
+
+
+# -- no cluster needed ------------------------------------------------------------------------------------
+
+def _dense_topk(Q, T, k):
+    S = Q @ T.T
+    o = np.lexsort((np.broadcast_to(np.arange(S.shape[1]), S.shape), -S.astype(np.float64)), axis=1)[:, :k]
+    return np.take_along_axis(S, o, 1), o
+
+
+@pytest.mark.parametrize("shards", [1, 3, 7])
+def test_merged_shard_topk_equals_numpy_with_ties(shards):
+    rng = np.random.default_rng(0)
+    T = rng.integers(-2, 3, (300, 8)).astype(np.float32)  # integer vectors: many exactly tied scores
+    Q = rng.integers(-2, 3, (50, 8)).astype(np.float32)
+    parts = [IndexShard(T[a:b], a).cos_topk(Q, 10) for a, b in shard_bounds(len(T), shards)]
+    vals, ids = merge_topk([(p["vals"], p["ids"]) for p in parts], 10)
+    ref_v, ref_i = _dense_topk(Q, T, 10)
+    np.testing.assert_array_equal(vals, ref_v)
+    # torch.topk inside a shard may pick any of the rows tied at its k-th slot: equal up to exact ties
+    assert (ids == ref_i).mean() > 0.5
+    np.testing.assert_array_equal(np.take_along_axis(Q @ T.T, ids, 1), ref_v)
+
+
+def test_shard_scores_give_exact_topk_and_rank_counts():
+    """The exact top-k (tie rule: lower id) and the ranks summed over shards equal the dense reference."""
+    from mmea.search.csls import csls_dense, dense_ranks, dense_topk
+    from mmea.search.knn import l2_normalize
+
+    rng = np.random.default_rng(1)
+    Q, T = l2_normalize(rng.normal(size=(80, 16))), l2_normalize(rng.normal(size=(200, 16)))
+    C = csls_dense(Q, T, 5, normalize=False)
+    S = Q @ T.T
+    r_q = (np.sort(S, 1)[:, ::-1][:, :5].astype(np.float64).sum(1) / 5).astype(np.float32)
+    r_t = (np.sort(S, 0)[::-1][:5].astype(np.float64).sum(0) / 5).astype(np.float32)
+    gold = rng.integers(0, 200, 80)
+    shards = [IndexShard(T[a:b], a) for a, b in shard_bounds(200, 3)]
+    for s, (a, b) in zip(shards, shard_bounds(200, 3)):
+        s.set_radius("search", r_t[a:b])
+        s.set_radius("eval", r_t[a:b])
+    g = {"cos": S[np.arange(80), gold], "key": gold, "r": r_t[gold]}
+    res = [s.scores(Q, r_q, 5, gold=g) for s in shards]
+    _, ids = merge_topk([(r["csls"], r["ids"]) for r in res], 5)
+    np.testing.assert_array_equal(ids, dense_topk(C, 5)[1])
+    ranks = 1 + sum(r["above"]["csls"] + r["tied"]["csls"] for r in res)
+    np.testing.assert_array_equal(ranks, dense_ranks(C, gold))
+
+
+def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(MmeaInputError, match="needs the ray package"):
+        import_ray()
+    r = CliRunner().invoke(main, ["-q", "align", "--engine", "ray", "--model", "label-propagation",
+                                  "--set", "features.names=off", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "pip install ray" in r.output
+
+
+def test_an_unreachable_address_names_it(tmp_path):
+    with pytest.raises(MmeaInputError, match="127.0.0.1:1"):
+        check_reachable("127.0.0.1:1", timeout_s=2)
+    with pytest.raises(MmeaInputError, match="HOST:PORT"):
+        check_reachable("nohost")
+    r = CliRunner().invoke(main, ["-q", "align", "--ray-address", "127.0.0.1:1", "--model", "label-propagation",
+                                  "--set", "features.names=off", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "127.0.0.1:1" in r.output
+
+
+def test_partitions_need_ray_and_label_propagation():
+    with pytest.raises(MmeaInputError, match="need --engine ray"):
+        with engine_for(EngineConfig(partitions=2), "label-propagation"):
+            pass
+    with pytest.raises(MmeaInputError, match="label-propagation only"):
+        with engine_for(EngineConfig(name="ray", partitions=2), "selfmea"):
+            pass
+
+
+# -- on a 2-node local cluster ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                          "object_store_memory": 100 << 20})
+        c.add_node(num_cpus=1, object_store_memory=100 << 20)
+        ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
+    except Exception as e:  # noqa: BLE001 - any failure to start Ray here is a skip, with its reason
+        pytest.skip(f"Ray cannot start a local 2-node cluster on this machine: {type(e).__name__}: {e}")
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from mmea.data.synth import generate_pair, synth_config
+
+    out = tmp_path_factory.mktemp("ray") / "pair"
+    generate_pair(synth_config({"entities": 2000, "seed": 1}), out, progress=False)
+    return out
+
+
+def _align(pair, out, *extra):
+    from mmea.pipelines.align import run_align
+    from mmea.pipelines.align_config import load_config
+
+    cfg = load_config(None, ["model.name=label-propagation", "model.anchor_dim=256", "features.names=off",
+                             f"data.pair={pair}", "data.seed_ratio=0.3", "device=cpu", *extra])
+    return run_align(cfg, out=out, quiet=True)["metrics"]
+
+
+def test_engine_ray_equals_in_process_on_two_nodes(cluster, pair, tmp_path):
+    local = _align(pair, tmp_path / "local")
+    on_ray = _align(pair, tmp_path / "ray", "engine.name=ray", "engine.shards=3")
+    assert local["engine"] == {"name": "local"}
+    e = on_ray["engine"]
+    assert e["name"] == "ray" and e["nodes"] == 2 and e["shards"] == 3 and e["ray_version"]
+    assert on_ray["test_by_method"] == local["test_by_method"]
+    a, b = pd.read_csv(tmp_path / "local" / "alignment.csv"), pd.read_csv(tmp_path / "ray" / "alignment.csv")
+    pd.testing.assert_frame_equal(a, b)  # identical ids, order, scores, mutual flags
+    np.testing.assert_array_equal(np.load(tmp_path / "local" / "test_ranks.npy"),
+                                  np.load(tmp_path / "ray" / "test_ranks.npy"))
+    assert json.loads((tmp_path / "ray" / "metrics.json").read_text())["engine"]["cluster"] == "connected"
+
+
+def _clustered(n=3000, d=32, seed=0):
+    from mmea.search.knn import l2_normalize
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(60, d)) * 3
+    src = centres[rng.integers(0, 60, n)] + rng.normal(size=(n, d))
+    tgt = src[rng.permutation(n)] + 0.5 * rng.normal(size=(n, d))
+    return l2_normalize(src), l2_normalize(tgt)
+
+
+def test_ivf_shards_recall_the_in_process_top10(cluster):
+    from mmea.engine.search import ray_search_run
+    from mmea.search.csls import csls_topk
+
+    src, tgt = _clustered()
+    rows, cand = np.arange(len(src)), np.arange(len(tgt))
+    task = SimpleNamespace(test=np.zeros((0, 2), np.int64))
+    with RaySession(EngineConfig(name="ray", shards=2)) as session:
+        al, ranks, _ = ray_search_run(task, src, tgt, rows, cand, SearchConfig(index="ivf", topk=10), session)
+    exact = csls_topk(src, tgt, 10, index="torch").ids
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(al.result.ids, exact)])
+    assert ranks is None and not al.result.exact and recall >= 0.99
+
+
+def test_partitioned_mode_reports_its_recall(cluster, pair, tmp_path):
+    m = _align(pair, tmp_path / "parts", "engine.name=ray", "engine.partitions=2")
+    p = m["engine"]["partition"]
+    assert p["parts"] == 2 and p["train_links_same_part"] == 1.0 and 0 < p["test_links_same_part"] < 1
+    g = p["global_search"]
+    assert g["hits@1"] == pytest.approx(m["test"]["hits@1"], abs=1e-4)
+    assert g["hits@10_split"] is not None and m["model_info"]["partitioned"]["halo"] is True
+    assert Path(tmp_path / "parts" / "alignment.csv").is_file()
