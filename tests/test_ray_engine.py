@@ -185,3 +185,20 @@ def test_partitioned_mode_reports_its_recall(cluster, pair, tmp_path):
     assert g["hits@1"] == pytest.approx(m["test"]["hits@1"], abs=1e-4)
     assert g["hits@10_split"] is not None and m["model_info"]["partitioned"]["halo"] is True
     assert Path(tmp_path / "parts" / "alignment.csv").is_file()
+
+
+def test_parallel_char_ngram_encoding_equals_the_in_process_encoder(cluster):
+    from mmea.encoders.names import CharNgramEncoder
+    from mmea.engine.encode import CharNgramBatches, in_process, parallel_encode
+
+    rng = np.random.default_rng(0)
+    syll = ["ka", "ro", "mi", "st", "el", "ph", "ou", "zy", "an"]
+    texts = ["".join(rng.choice(syll, rng.integers(2, 6))) + " " + "".join(rng.choice(syll, 3)) for _ in range(700)]
+    texts[5] = ""  # an entity without a name: a zero row, as in-process
+    enc = CharNgramEncoder(dim=64, progress=False)
+    ref = enc.encode(texts).matrix
+    factory = CharNgramBatches(enc, texts)
+    with RaySession(EngineConfig(name="ray")) as session:
+        got = parallel_encode(session, factory, texts, batch_size=128)
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(in_process(factory, texts, 128), ref)
