@@ -29,7 +29,7 @@ NAME = "align"
 MAIN = "model"
 Config = RunConfig
 BENCH = BenchSpec(default_metrics=("test.hits@1", "test.hits@1_one_to_one", "test.hits@10", "test.mrr"),
-                  config_keys=("device", "data", "features", "model", "search", "set"))
+                  config_keys=("device", "data", "features", "model", "search", "engine", "set"))
 #: a bench column that always brings its companion right after it (a pipeline's own ``metrics`` list too):
 #: the ranking Hits@1 is never shown without the one-to-one assignment's (issue 16, "H@1 both ways")
 BENCH_COMPANIONS = {"test.hits@1": "test.hits@1_one_to_one"}
