@@ -51,7 +51,9 @@ def test_auto_runs_the_relational_encoder_when_names_are_off():
                                          "relations": {}}, FeatureOptions(progress=False))
     m = _fit(task, feats, modalities="structure,relations,anchors", epochs=2, expand_every=0, **QUICK)
     assert m.info["structure_encoder"] == "relational" and m.info["names_used"] is False
-    assert m.info["structure"]["trained_on"] == {"pool": 60, "selection": 15}
+    st = m.info["structure"]  # 30% of the 60 train links held out of pre-training for the fusion weights
+    assert st["trained_on"] == {"pool": 42, "selection": 15} and st["held_out_for_fusion_weights"] == 18
+    assert m.info["fusion_weights_learned"] == "from 18 held-out initial pairs"
     # with names the default stays the paper's neighbour-names encoder
     m2 = _fit(task, modalities="structure,names", epochs=1, expand_every=0)
     assert m2.info["structure_encoder"] == "neighbour-names" and "structure" not in m2.info
