@@ -108,3 +108,13 @@ def test_names_off_selfmea_with_relational_structure_ignores_every_name(pairs, t
     for k in ("blank", "shuffle"):
         assert runs[k]["test"] == runs["orig"]["test"], k
         assert runs[k]["test_by_method"] == runs["orig"]["test_by_method"], k
+
+
+def test_structure_refresh_retrains_the_encoder_on_the_grown_pool():
+    """``structure_refresh``: after the first expansion the encoder trains on the pool (seeds + proposals)
+    less the pairs held out for the fusion weights."""
+    m = _fit(_synthetic_task(), modalities="structure,names", structure="relational", epochs=4, expand_every=2,
+             expand_rounds=1, structure_refresh=True, **QUICK)
+    first, again = m.info["structure"], m.info["structure_refresh"]
+    held = first["held_out_for_fusion_weights"]
+    assert again["trained_on"]["pool"] == len(m.pool) - held > first["trained_on"]["pool"]

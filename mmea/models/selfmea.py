@@ -258,6 +258,7 @@ class SelfMEAModel(AlignmentModel):
         structure_holdout: Fraction = 0.3     # relational: share of the initial pairs kept from the encoder,
         #                                       the only ones the fusion weights learn from
         tune_structure_weight: bool = True    # relational: structure's fusion weight chosen on the selection links
+        structure_refresh: bool = False       # relational: re-train the encoder on the pool after the 1st expansion
 
         def __post_init__(self) -> None:
             check_structure(self.structure)
@@ -783,6 +784,25 @@ class SelfMEATraining(TrainingModule):
         if len(new):
             self.pool = np.concatenate([self.pool, new])
             self.set_anchors(self.pool)
+            if self.rounds_done == 1 and self.model.structure == "relational" and c.structure_refresh:
+                self.refresh_structure()
+
+    def refresh_structure(self) -> None:
+        """Re-train the relational structure encoder on the grown pool (less the pairs held out for the fusion
+        weights) and start the structure residual and the RSM queues afresh for the new input."""
+        import torch
+
+        m = self.model
+        keep = np.concatenate([m.weight_pairs, np.zeros(len(self.pool) - len(m.weight_pairs), bool)])
+        fit = self.pool[~keep] if not m.weight_pairs.all() else self.pool
+        src, tgt, info = relational_structure_input(self.task, fit, self.select, self.c, seed=m.ctx.seed + 1,
+                                                    device=m.ctx.device, progress=m.ctx.progress)
+        for side, g in zip(self.sides, (src, tgt)):
+            side["graph"] = torch.from_numpy(g)  # (n, D)
+        with torch.no_grad():
+            self.net.res["structure"].v.zero_()  # F_S = G at first again
+        self.queues = [None, None]
+        m.info["structure_refresh"] = info
 
     def postfix(self, record, trainer) -> dict:
         return epoch_postfix(self.last_loss, trainer.last_valid, pool=int(len(self.pool)))
