@@ -74,5 +74,5 @@ def check_names(cfg: RunConfig) -> RunConfig:
     if why is not None:
         raise MmeaInputError(f"names are off ({reason}), but model {cfg.model_name} needs them: {why}",
                              hint=f"models that work without names: {', '.join(name_free_models())}, and selfmea "
-                                  "without its names and structure modalities")
+                                  "without its names modality (its structure is then the relational graph encoder)")
     return cfg
