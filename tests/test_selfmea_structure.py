@@ -20,7 +20,7 @@ from test_names_off import _rewrite
 from test_selfmea import _fit, _synthetic_task
 
 #: a quick relational structure encoder for the small tasks
-QUICK = {"structure_dim": 16, "structure_epochs": 15}
+QUICK = {"structure_dim": 16, "structure_epochs": 30}
 
 
 def test_auto_picks_relational_without_names_and_neighbour_names_with():

@@ -77,6 +77,11 @@ class RelationalGnnModel(AlignmentModel):
             batch_size: seed pairs per step (every step runs the whole graph).
             negatives: ``mined`` (gradient through the ``hard_negatives`` hardest, statistics over
                 all) or ``all`` (gradient through every candidate).
+            proxy: Dual-AMN's proxy-matching gate on each view's output (:class:`~mmea.models.relational_gnn_nn.ProxyGate`).
+            pool, refresh_every: a pair's hard-negative pool (its ``pool`` nearest candidates, no
+                gradient) is mined from the step's embeddings and kept for ``refresh_every`` epochs; each step
+                takes the gradient through the ``hard_negatives`` nearest of the pool by the current
+                embeddings (mining scans every candidate; a kept pool saves that scan).
             negatives_from: ``both`` (every entity of both KGs but the pair, as Dual-AMN's code) or
                 ``other`` (the entities of the other KG).
             epochs: epochs of the first phase; eval_every, patience: validations (0: never stop).
@@ -84,19 +89,23 @@ class RelationalGnnModel(AlignmentModel):
                 min_round_pairs: stop the rounds when one proposes fewer pairs; min_cos: a
                 proposal's cosine must exceed it.
             max_minutes: wall-clock budget of the whole training (rounds included).
+            first_minutes: wall-clock budget of the first phase (before the rounds; 0: only ``max_minutes``).
             num_threads: torch CPU threads while training (0: leave as is; restored afterwards).
         """
 
         dim: PositiveInt = 64
         layers: PositiveInt = 2
         dropout: Fraction = 0.3
-        lr: PositiveFloat = 0.01
+        lr: PositiveFloat = 0.005
         gamma: NonNegFloat = 1.0
         lamb: PositiveFloat = 30.0
-        batch_size: PositiveInt = 2048
+        batch_size: PositiveInt = 1024
         negatives: str = "mined"
         negatives_from: str = "both"
         hard_negatives: PositiveInt = 16
+        pool: PositiveInt = 16
+        proxy: bool = True
+        refresh_every: PositiveInt = 1
         epochs: NonNegInt = 40
         eval_every: PositiveInt = 1
         patience: NonNegInt = 10
@@ -105,6 +114,7 @@ class RelationalGnnModel(AlignmentModel):
         min_round_pairs: NonNegInt = 1
         min_cos: FiniteFloat = 0.0
         max_minutes: PositiveFloat = 10.0
+        first_minutes: NonNegFloat = 0.0
         num_threads: NonNegInt = 2
 
         def __post_init__(self) -> None:
@@ -149,7 +159,7 @@ class RelationalGnnModel(AlignmentModel):
         self.graph = gm.union_graph(src.triples, tgt.triples, self.n_src, self.n_tgt, src.num_relations,
                                     tgt.num_relations)
         self.device = torch.device(self.ctx.device)
-        self.net = RelationalGnn(self.graph, c.dim, c.layers, c.dropout, device=str(self.device))
+        self.net = RelationalGnn(self.graph, c.dim, c.layers, c.dropout, device=str(self.device), proxy=c.proxy)
         self.optimizer = torch.optim.RMSprop(self.net.parameters(), lr=c.lr, alpha=0.9, eps=1e-7)
         self.valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
 
@@ -163,7 +173,8 @@ class RelationalGnnModel(AlignmentModel):
                                       "(--model propagation)")
         self._budget = TimeBudget(c.max_minutes * 60.0)
         self._setup(task)
-        first = self._phase(seeds, c.epochs, self.ctx.checkpoint, "relational-gnn")
+        first_budget = TimeBudget(min(c.first_minutes, c.max_minutes) * 60.0) if c.first_minutes > 0 else self._budget
+        first = self._phase(seeds, c.epochs, self.ctx.checkpoint, "relational-gnn", first_budget)
         pairs, added, rounds = seeds, [], []
         for r in range(c.iterations):
             if self._budget.out_of_time():
@@ -181,11 +192,13 @@ class RelationalGnnModel(AlignmentModel):
         self._emb = self._embed()
         self._record(first, seeds, added, rounds, time.perf_counter() - t0)
 
-    def _phase(self, pairs: np.ndarray, epochs: int, checkpoint, desc: str):
-        """Train on ``pairs (P, 2)`` local ids for at most ``epochs`` epochs in the shared Trainer."""
+    def _phase(self, pairs: np.ndarray, epochs: int, checkpoint, desc: str, budget: TimeBudget | None = None):
+        """Train on ``pairs (P, 2)`` local ids for at most ``epochs`` epochs in the shared Trainer (``budget``:
+        the phase's wall-clock budget, default the whole training's)."""
         c = self.config
         module = RelationalGnnTraining(self, pairs)
-        trainer = Trainer(max_epochs=epochs, eval_every=c.eval_every, patience=c.patience, budget=self._budget,
+        trainer = Trainer(max_epochs=epochs, eval_every=c.eval_every, patience=c.patience,
+                          budget=budget or self._budget,
                           checkpoint=checkpoint, monitor="valid_hits@1", progress=self.ctx.progress, desc=desc)
         return trainer.fit(module)
 
@@ -208,8 +221,15 @@ class RelationalGnnModel(AlignmentModel):
             "device": str(self.device), "train_s": round(train_s, 2)})
 
     # -- steps ---------------------------------------------------------------
-    def step(self, batch: np.ndarray) -> float:
-        """One optimiser step on ``batch (B, 2)`` local seed pairs; returns the loss."""
+    def step(self, batch: np.ndarray, pools=None) -> tuple[float, tuple | None]:
+        """One optimiser step on ``batch (B, 2)`` local seed pairs; returns ``(loss, pools)``.
+
+        ``pools``: with ``negatives = "mined"``, the two ``(B, pool)`` tensors of candidate positions (source
+        anchors, target anchors) that an earlier step mined for these pairs, or None to mine them now from
+        this step's embeddings (no gradient; :func:`~mmea.models.relational_gnn_math.hardest_negatives`).
+        The gradient goes through the ``hard_negatives`` nearest of the pool, recomputed with the current
+        embeddings; the row statistics are over every candidate (closed form).
+        """
         import torch
 
         from . import relational_gnn_math as gm
@@ -224,22 +244,40 @@ class RelationalGnnModel(AlignmentModel):
             both = torch.stack([b[:, 0], b[:, 1] + n1], 1)  # (B, 2)
             rows = ((ea, out, both), (eb, out, both))
         else:  # the entities of the other KG
-            rows = ((ea, out[n1:], b[:, 1]), (eb, out[:n1], b[:, 0]))
-        for anchor, cands, partner in rows:
+            rows = ((ea, out[n1:], b[:, 1][:, None]), (eb, out[:n1], b[:, 0][:, None]))
+        mined = []
+        for side, (anchor, cands, excluded) in enumerate(rows):
             if c.negatives == "all":
                 neg = gm.squared_distances(anchor, cands)  # (B, K)
-                mask = torch.ones_like(neg, dtype=torch.bool).scatter_(1, partner.reshape(len(neg), -1), False)
+                mask = torch.ones_like(neg, dtype=torch.bool).scatter_(1, excluded, False)
                 loss = loss + gm.normalized_hard_loss(pos, neg, mask, gamma=c.gamma, lamb=c.lamb)
-            else:
-                ids, stats = gm.mined_negatives(anchor, cands, partner, pos, c.hard_negatives, gamma=c.gamma)
-                hard = cands[ids]  # (B, k, D)
-                neg = ((anchor * anchor).sum(-1, keepdim=True) + (hard * hard).sum(-1)
-                       - 2.0 * torch.bmm(hard, anchor[:, :, None])[..., 0])  # (B, k) squared distances
-                loss = loss + gm.normalized_hard_loss(pos, neg, gamma=c.gamma, lamb=c.lamb, stats=stats)
+                continue
+            pool = pools[side] if pools is not None else gm.hardest_negatives(anchor.detach(), cands.detach(),
+                                                                               excluded, max(c.pool, c.hard_negatives))
+            mined.append(pool)
+            loss = loss + self._pool_loss(anchor, cands, excluded, pool, pos)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach())
+        return float(loss.detach()), (tuple(mined) if mined else None)
+
+    def _pool_loss(self, anchor, cands, excluded, pool, pos):
+        """The normalised hard loss of one direction through the ``hard_negatives`` nearest of ``pool (B, P)``."""
+        import torch
+
+        from . import relational_gnn_math as gm
+
+        c = self.config
+        stats = gm.candidate_stats(anchor, cands, excluded, pos, gamma=c.gamma)  # over every candidate
+        with torch.no_grad():
+            cand = cands[pool]  # (B, P, D)
+            d = ((anchor[:, None, :] - cand) ** 2).sum(-1)  # (B, P) current distances
+            if len(pool[0]) > c.hard_negatives:
+                pool = pool.gather(1, torch.topk(d, c.hard_negatives, dim=1, largest=False).indices)  # (B, k)
+        hard = cands[pool]  # (B, k, D)
+        neg = ((anchor * anchor).sum(-1, keepdim=True) + (hard * hard).sum(-1)
+               - 2.0 * torch.bmm(hard, anchor[:, :, None])[..., 0])  # (B, k) squared distances
+        return gm.normalized_hard_loss(pos, neg, gamma=c.gamma, lamb=c.lamb, stats=stats)
 
     def _embed(self) -> tuple[np.ndarray, np.ndarray]:
         """Eval-mode output of the network, rows L2-normalised: ``(source (N, D), target (M, D))``."""
@@ -282,17 +320,45 @@ class RelationalGnnTraining(TrainingModule):
     kind = "relational-gnn"
 
     def __init__(self, model: RelationalGnnModel, pairs: np.ndarray):
-        self.model, self.pairs = model, np.asarray(pairs, dtype=np.int64)
+        import torch
+
+        self.model, self.pairs, self._torch = model, np.asarray(pairs, dtype=np.int64), torch
+        # hard-negative pools kept between epochs (mined negatives, ``refresh_every`` > 1): (P, pool) per side
+        mined_kept = model.config.negatives == "mined" and model.config.refresh_every > 1
+        self._pools = None
+        self._pool_epoch = np.full(len(self.pairs), -np.inf) if mined_kept else None
 
     def train_epoch(self, epoch: int, trainer) -> EpochOutput:
-        m = self.model
+        m, bs = self.model, self.model.config.batch_size
         perm = m._rng.permutation(len(self.pairs))
         losses = []
-        for i in range(0, len(perm), m.config.batch_size):
-            losses.append(m.step(self.pairs[perm[i:i + m.config.batch_size]]))
+        for i in range(0, len(perm), bs):
+            rows = perm[i:i + bs]
+            cached = self._cached_pools(rows, epoch)
+            loss, pools = m.step(self.pairs[rows], cached)
+            if cached is None and pools is not None and self._pool_epoch is not None:
+                self._store_pools(rows, pools, epoch)
+            losses.append(loss)
             if trainer.budget.out_of_time():
                 return EpochOutput(float(np.mean(losses)), out_of_time=True)
         return EpochOutput(float(np.mean(losses)) if losses else None)
+
+    def _cached_pools(self, rows: np.ndarray, epoch: int):
+        """The pools of ``rows`` if every one was mined less than ``refresh_every`` epochs ago, else None."""
+        if self._pool_epoch is None or self._pools is None:
+            return None
+        if np.any(epoch - self._pool_epoch[rows] >= self.model.config.refresh_every):
+            return None
+        idx = self._torch.as_tensor(rows)
+        return tuple(p[idx] for p in self._pools)
+
+    def _store_pools(self, rows: np.ndarray, pools: tuple, epoch: int) -> None:
+        if self._pools is None:
+            self._pools = tuple(p.new_zeros((len(self.pairs), p.shape[1])) for p in pools)  # (P, pool) per side
+        idx = self._torch.as_tensor(rows)
+        for kept, new in zip(self._pools, pools):
+            kept[idx] = new
+        self._pool_epoch[rows] = epoch
 
     def can_validate(self) -> bool:
         return len(self.model.valid) >= 2  # ranking among one candidate says nothing

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 __all__ = ["union_graph", "reflect", "segment_softmax", "normalized_hard_loss", "row_stats", "mined_negatives",
-           "squared_distances"]
+           "squared_distances", "hardest_negatives", "candidate_stats"]
 
 
 def union_graph(src_triples: np.ndarray, tgt_triples: np.ndarray, n_src: int, n_tgt: int, r_src: int,
@@ -108,40 +108,74 @@ def row_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     return mean, std
 
 
+def hardest_negatives(anchor: torch.Tensor, cands: torch.Tensor, excluded: torch.Tensor, k: int, *,
+                      block: int = 8192) -> torch.Tensor:
+    """``(B, k)`` positions in ``cands (K, d)`` of the ``k`` nearest candidates of each ``anchor (B, d)`` row
+    (squared Euclidean), leaving out ``excluded (B, P)``; no gradient.
+
+    The nearest are the largest ``2 a^T c_n - ||c_n||^2``.  The candidates are scanned in blocks of
+    ``block`` rows with a running top-k (each block's top-k merged into the kept one), so memory is
+    ``B x (block + k)``, never ``B x K``.
+    """
+    with torch.no_grad():
+        k = min(int(k), len(cands) - excluded.shape[1])
+        best_s = anchor.new_full((len(anchor), 0), float("-inf"))  # (B, <=k)
+        best_i = torch.zeros((len(anchor), 0), dtype=torch.long, device=anchor.device)
+        for i in range(0, len(cands), block):
+            c = cands[i:i + block]  # (b, d)
+            s = torch.addmm((c * c).sum(-1)[None, :], anchor, c.T, beta=-1.0, alpha=2.0)  # (B, b)
+            inside = (excluded >= i) & (excluded < i + len(c))  # (B, P)
+            rows = torch.arange(len(anchor), device=anchor.device)[:, None].expand_as(excluded)
+            s[rows[inside], excluded[inside] - i] = float("-inf")  # the partner (and the anchor) are no negatives
+            top = torch.topk(s, min(k, s.shape[1]), dim=1)
+            merged_s = torch.cat([best_s, top.values], 1)  # (B, <=2k)
+            merged_i = torch.cat([best_i, top.indices + i], 1)
+            keep = torch.topk(merged_s, min(k, merged_s.shape[1]), dim=1).indices
+            best_s, best_i = merged_s.gather(1, keep), merged_i.gather(1, keep)
+    return best_i
+
+
+def candidate_stats(anchor: torch.Tensor, cands: torch.Tensor, excluded: torch.Tensor, pos: torch.Tensor, *,
+                    gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean (B, 1), std (B, 1))`` of ``x_n = gamma + pos - d(a, n)`` over every candidate but ``excluded``,
+    in closed form (no ``B x K`` pass); no gradient.
+
+    With the candidates centred (``c'_n = c_n - mu``, ``a' = a - mu``; distances do not change), ``A = ||a'||^2``,
+    ``C_n = ||c'_n||^2``, ``g_n = a'^T c'_n`` and ``sum_n c'_n = 0``:
+    ``sum_n d_n = K A + sum C`` and
+    ``sum_n d_n^2 = K A^2 + sum C^2 + 4 a'^T (c'^T c') a' + 2 A sum C - 4 a'^T sum_n C_n c'_n``,
+    less the excluded candidates' terms.  Centring keeps float32 accurate (the uncentred sums cancel).
+    """
+    with torch.no_grad():
+        mu = cands.mean(0)  # (d,)
+        c = cands - mu  # (K, d)
+        a = anchor - mu  # (B, d)
+        cs = (c * c).sum(-1)  # (K,)
+        aa = (a * a).sum(-1)  # (B,)
+        s1 = len(c) * aa + cs.sum()
+        s2 = (len(c) * aa ** 2 + (cs ** 2).sum() + 4.0 * ((a @ (c.T @ c)) * a).sum(-1) + 2.0 * aa * cs.sum()
+              - 4.0 * a @ (cs[:, None] * c).sum(0))
+        d_p = ((anchor[:, None, :] - cands[excluded]) ** 2).sum(-1)  # (B, P) the excluded distances, left out
+        n = len(c) - excluded.shape[1]
+        mean_d = (s1 - d_p.sum(1)) / n
+        var_d = ((s2 - (d_p ** 2).sum(1)) / n - mean_d ** 2).clamp_min(0.0)
+        mean = (gamma + pos.detach() - mean_d)[:, None]  # (B, 1)
+        std = var_d.sqrt().clamp_min(1e-6)[:, None]  # (B, 1)
+    return mean, std
+
+
 def mined_negatives(anchor: torch.Tensor, cands: torch.Tensor, partner: torch.Tensor, pos: torch.Tensor, k: int,
-                    *, gamma: float = 1.0, block: int = 4096
+                    *, gamma: float = 1.0, block: int = 8192
                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """The ``k`` hardest negatives of each row and the statistics of the row over *all* candidates.
 
     ``anchor (B, d)``, ``cands (K, d)`` every candidate, ``partner (B,)`` or ``(B, P)`` the
     positions in ``cands`` that are no negatives of the row (its partner; the anchor itself when the
     candidates include its own KG), ``pos (B,)`` the pair distances.
-    Returns ``(ids (B, k)`` positions in ``cands`` of the smallest distances, ``(mean, std))`` of
-    ``x_n = gamma + pos - d(a, n)`` over every other candidate; no gradient.
-
-    The hardest are the largest ``2 a^T c_n - ||c_n||^2`` (candidates scanned in blocks of ``block``
-    rows).  The statistics need no ``(B, K)`` pass: with ``d_n = A + C_n - 2 g_n`` (``A = ||a||^2``,
-    ``C_n = ||c_n||^2``, ``g_n = a^T c_n``), ``sum_n d_n = K A + sum C - 2 a^T sum c`` and
-    ``sum_n d_n^2 = K A^2 + sum C^2 + 4 a^T (c^T c) a + 2 A sum C - 4 A a^T sum c - 4 a^T sum_n C_n c_n``,
-    in float64, less the partner's terms.
+    Returns ``(ids (B, k)`` positions in ``cands`` of the smallest distances (:func:`hardest_negatives`),
+    ``(mean, std))`` of ``x_n = gamma + pos - d(a, n)`` over every other candidate
+    (:func:`candidate_stats`); no gradient.
     """
-    with torch.no_grad():
-        c_sq = (cands * cands).sum(-1)  # (K,)
-        score = torch.cat([2.0 * anchor @ cands[i:i + block].T - c_sq[i:i + block]
-                           for i in range(0, len(cands), block)], 1)  # (B, K): larger = nearer
-        excluded = partner.reshape(len(anchor), -1)  # (B, P)
-        score.scatter_(1, excluded, float("-inf"))  # the partner (and the anchor) are no negatives
-        ids = torch.topk(score, min(k, len(cands) - excluded.shape[1]), dim=1).indices  # (B, k)
-        a, c, cs = anchor.double(), cands.double(), c_sq.double()
-        aa = (a * a).sum(-1)  # (B,)
-        a_sum_c = a @ c.sum(0)  # (B,)
-        s1 = len(c) * aa + cs.sum() - 2.0 * a_sum_c
-        s2 = (len(c) * aa ** 2 + (cs ** 2).sum() + 4.0 * ((a @ (c.T @ c)) * a).sum(-1) + 2.0 * aa * cs.sum()
-              - 4.0 * aa * a_sum_c - 4.0 * a @ (cs[:, None] * c).sum(0))
-        d_p = ((a[:, None, :] - c[excluded]) ** 2).sum(-1)  # (B, P) the excluded distances, left out
-        n = len(c) - excluded.shape[1]
-        mean_d = (s1 - d_p.sum(1)) / n
-        var_d = ((s2 - (d_p ** 2).sum(1)) / n - mean_d ** 2).clamp_min(0.0)
-        mean = (gamma + pos.detach().double() - mean_d).to(anchor.dtype)[:, None]  # (B, 1)
-        std = var_d.sqrt().clamp_min(1e-6).to(anchor.dtype)[:, None]  # (B, 1)
-    return ids, (mean, std)
+    excluded = partner.reshape(len(anchor), -1)  # (B, P)
+    ids = hardest_negatives(anchor, cands, excluded, k, block=block)
+    return ids, candidate_stats(anchor, cands, excluded, pos, gamma=gamma)

@@ -1,7 +1,7 @@
 """The torch network of ``relational-gnn``: relation-aware attention over both KGs' union graph.
 
-Dual-AMN's encoder (Mao et al., WWW 2021; the reflection is RREA's, Mao et al., CIKM 2020), without its
-proxy-matching gate.  Two views of every entity, each with its own attention kernels:
+Dual-AMN's encoder (Mao et al., WWW 2021; the reflection is RREA's, Mao et al., CIKM 2020).  Two views of every
+entity, each with its own attention kernels:
 
 - entity view: ``x_i = mean_{j in N(i) + i} e_j`` (learned entity embeddings ``e``, no names);
 - entity-relation view: ``x_i = mean_{edges (i, j, r)} rel_r`` (the relations around ``i``).
@@ -14,8 +14,15 @@ From ``h^0 = tanh(x)`` each layer ``l = 1..L`` computes, over the edges ``(i <- 
     a_ij  = softmax_{j in N(i)} (k_l^T r_hat)                   (attention per relation)
     h^l_i = tanh(sum_j a_ij m_ij)
 
-and the entity is ``[h^0 | h^1 | ... | h^L]`` of the entity view, then of the relation view:
-``(N + M, 2 (L + 1) dim)``.  Messages are gathered and scattered over the edge list
+and a view's output is ``o = [h^0 | h^1 | ... | h^L]``.  With ``proxy`` (default, Dual-AMN's proxy matching),
+each view then mixes in its difference to ``P = 64`` learned proxy vectors ``p_k``:
+
+    beta  = softmax_k (o_hat^T p_hat_k)                         (o_hat, p_hat: unit vectors)
+    o_p   = o - sum_k beta_k p_k
+    g     = sigmoid(o_p W + b)                                  (W: (L+1) dim square, b: a bias)
+    o'    = g * o + (1 - g) * o_p
+
+The entity is ``o'`` of the entity view, then of the relation view: ``(N + M, 2 (L + 1) dim)``.  Messages are gathered and scattered over the edge list
 (``index_add_``); the view inputs are sparse ``(n, n)`` / ``(n, 2R + 1)`` means.
 """
 
@@ -42,7 +49,8 @@ def _mean_matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> 
 class RelationalGnn(nn.Module):
     """Entity and relation embeddings refined by ``layers`` relation-aware attention layers per view."""
 
-    def __init__(self, graph: dict, dim: int, layers: int, dropout: float = 0.3, device: str = "cpu"):
+    def __init__(self, graph: dict, dim: int, layers: int, dropout: float = 0.3, device: str = "cpu",
+                 proxy: bool = True, proxies: int = 64):
         super().__init__()
         n, nr = graph["num_entities"], graph["num_relations"]
         self.num_entities, self.layers, self.dropout = n, int(layers), float(dropout)
@@ -52,6 +60,8 @@ class RelationalGnn(nn.Module):
         self.attn_relation = nn.Parameter(torch.empty(layers, dim))  # (L, d)
         for p in (self.entity, self.relation, self.attn_entity, self.attn_relation):
             nn.init.xavier_uniform_(p)
+        width = (layers + 1) * dim
+        self.proxy = nn.ModuleList([ProxyGate(width, proxies) for _ in range(2)]) if proxy else None
         self.to(device)
         # the graph: constants on the device, not parameters nor buffers (the state_dict holds the weights only)
         recv, send, rel = graph["receivers"], graph["senders"], graph["relations"]
@@ -84,6 +94,28 @@ class RelationalGnn(nn.Module):
         r_hat = nn.functional.normalize(self.relation, dim=-1)[self.edge_relations]  # (E, d)
         x_ent = torch.sparse.mm(self.ent_mean, self.entity)  # (n, d)
         x_rel = torch.sparse.mm(self.rel_mean, self.relation)  # (n, d)
-        out = torch.cat(self._view(x_ent, self.attn_entity, r_hat) + self._view(x_rel, self.attn_relation, r_hat),
-                        dim=-1)  # (n, 2 (L + 1) d)
+        views = [torch.cat(self._view(x_ent, self.attn_entity, r_hat), -1),
+                 torch.cat(self._view(x_rel, self.attn_relation, r_hat), -1)]  # 2 x (n, (L + 1) d)
+        if self.proxy is not None:
+            views = [gate(v) for gate, v in zip(self.proxy, views)]
+        out = torch.cat(views, dim=-1)  # (n, 2 (L + 1) d)
         return nn.functional.dropout(out, self.dropout, self.training)
+
+
+class ProxyGate(nn.Module):
+    """Dual-AMN's proxy matching of one view's output ``o (n, w)``: ``g * o + (1 - g) * o_p`` (module docstring)."""
+
+    def __init__(self, width: int, proxies: int):
+        super().__init__()
+        self.proxy = nn.Parameter(torch.empty(proxies, width))  # (P, w)
+        self.gate = nn.Parameter(torch.empty(width, width))  # (w, w)
+        self.bias = nn.Parameter(torch.zeros(width))  # (w,)
+        nn.init.xavier_uniform_(self.proxy)
+        nn.init.xavier_uniform_(self.gate)
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        beta = torch.softmax(nn.functional.normalize(o, dim=-1) @ nn.functional.normalize(self.proxy, dim=-1).T,
+                             dim=-1)  # (n, P)
+        o_p = o - beta @ self.proxy  # (n, w)
+        g = torch.sigmoid(o_p @ self.gate + self.bias)  # (n, w)
+        return g * o + (1.0 - g) * o_p
