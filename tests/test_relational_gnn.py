@@ -231,3 +231,43 @@ def test_trains_on_cuda():
     assert model.net.entity.is_cuda and model.info["device"].startswith("cuda")
     s, t = model.embeddings()
     assert np.isfinite(s).all() and np.isfinite(t).all() and model.info["best_valid"] > 0.1
+
+
+def test_hardest_negatives_blockwise_equal_the_full_top_k_and_skip_the_excluded():
+    g = torch.Generator().manual_seed(3)
+    anchor, cands = torch.randn(7, 5, generator=g), torch.randn(50, 5, generator=g)
+    excluded = torch.randint(0, 50, (7, 2), generator=g)
+    d = gm.squared_distances(anchor, cands).scatter_(1, excluded, float("inf"))
+    full = torch.topk(d, 6, dim=1, largest=False).indices
+    for block in (4, 7, 50, 4096):  # blocks smaller than k, uneven, one block
+        ids = gm.hardest_negatives(anchor, cands, excluded, 6, block=block)
+        assert [set(r) for r in ids.tolist()] == [set(r) for r in full.tolist()]
+
+
+def test_candidate_statistics_stay_accurate_in_float32_far_from_the_origin():
+    g = torch.Generator().manual_seed(4)
+    cands = (torch.randn(2000, 16, generator=g, dtype=torch.float64) * 0.01 + 30.0)  # centred far away
+    anchor, excluded, pos = cands[:3] + 0.001, torch.tensor([[0], [1], [2]]), torch.tensor([0.5, 0.2, 0.1],
+                                                                                          dtype=torch.float64)
+    mean, std = gm.candidate_stats(anchor.float(), cands.float(), excluded, pos.float())
+    for i in range(3):
+        keep = torch.ones(2000, dtype=torch.bool)
+        keep[i] = False
+        x = 1.0 + pos[i] - ((cands[keep] - anchor[i]) ** 2).sum(-1)
+        assert mean[i, 0].item() == pytest.approx(x.mean().item(), rel=1e-4)
+        assert std[i, 0].item() == pytest.approx(x.std(unbiased=False).item(), rel=1e-3)
+
+
+def test_kept_negative_pools_learn_and_first_minutes_is_validated():
+    from mmea.data.catalog import load_pair_task
+    from mmea.evaluation import evaluate_embeddings
+
+    task = load_pair_task("demo_src", "demo_tgt", seed_ratio=0.3, seed=0)
+    m = _fit(task, dim=32, epochs=8, batch_size=512, hard_negatives=16, pool=48, refresh_every=3, num_threads=2)
+    s, t = m.embeddings()
+    h1 = evaluate_embeddings(s, t, np.asarray(task.test), candidates="test")["test"]["hits@1"]
+    assert h1 >= 0.2, h1  # chance: 1 / 1,400
+    from mmea.config import build_dataclass
+
+    with pytest.raises(MmeaInputError, match="first_minutes"):
+        build_dataclass(CLS.Config, {"first_minutes": -1.0}, "model")
