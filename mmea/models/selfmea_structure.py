@@ -19,6 +19,11 @@ Two structure encoders (``model.structure``):
                      ``--modalities`` without ``names``, or no entity with a name), else
                      ``neighbour-names``.
 
+With the relational encoder, SelfMEA (:mod:`mmea.models.selfmea`) keeps ``structure_holdout`` (30%) of the
+initial pairs out of the pre-training and learns its fusion weights from those pairs only (the encoder fits
+its own training pairs almost exactly), and chooses the structure modality's fusion weight on the selection
+links (the NCA loss on the fused embedding rewards absolute cosines, not ranking, and left it at 0.03).
+
 Pre-trained then fused, not trained jointly: one step of the relational encoder runs the whole union
 graph (forward and backward, about 3 s on DBP15k's 370k edges on 2 CPU cores at ``dim = 64``), and
 SelfMEA's loop takes one step per pool batch of 512 (about 8 batches per epoch at 30% seeds, 23 after
