@@ -50,28 +50,48 @@ def test_merged_shard_topk_equals_numpy_with_ties(shards):
     np.testing.assert_array_equal(np.take_along_axis(Q @ T.T, ids, 1), ref_v)
 
 
-def test_shard_scores_give_exact_topk_and_rank_counts():
-    """The exact top-k (tie rule: lower id) and the ranks summed over shards equal the dense reference."""
+def test_two_rounds_over_shards_give_exact_radii_topk_and_ranks_both_ways():
+    """Round 1's merged radii and round 2's top-k and rank counts (summed over shards and blocks) equal the
+    dense reference in both directions."""
     from mmea.search.csls import csls_dense, dense_ranks, dense_topk
     from mmea.search.knn import l2_normalize
 
     rng = np.random.default_rng(1)
-    Q, T = l2_normalize(rng.normal(size=(80, 16))), l2_normalize(rng.normal(size=(200, 16)))
-    C = csls_dense(Q, T, 5, normalize=False)
+    Q, T = l2_normalize(rng.normal(size=(90, 16))), l2_normalize(rng.normal(size=(90, 16)))
+    gold = rng.permutation(90)  # link i: source i -> target gold[i]
+    C = csls_dense(Q, T, 5, normalize=False)  # (90, 90)
+    shards = [IndexShard(T[a:b], a) for a, b in shard_bounds(90, 3)]
+    blocks = [(0, 40), (40, 90)]
+    for s in shards:
+        s.begin_columns(5, None)
+    one = [[s.radius_pass(Q[a:b], 5, {"rows": np.arange(b - a), "cols": gold[a:b]}) for s in shards]
+           for a, b in blocks]
+    r_q = np.concatenate([(merge_topk([(x["vals"], np.zeros_like(x["vals"], np.int64)) for x in res], 5)[0]
+                           .astype(np.float64).sum(1) / 5).astype(np.float32) for res in one])
+    gc = np.concatenate([np.nanmax(np.stack([x["gold_cos"] for x in res]), 0) for res in one])
+    r_t = np.concatenate([s.column_radii()[0] for s in shards])
     S = Q @ T.T
-    r_q = (np.sort(S, 1)[:, ::-1][:, :5].astype(np.float64).sum(1) / 5).astype(np.float32)
-    r_t = (np.sort(S, 0)[::-1][:5].astype(np.float64).sum(0) / 5).astype(np.float32)
-    gold = rng.integers(0, 200, 80)
-    shards = [IndexShard(T[a:b], a) for a, b in shard_bounds(200, 3)]
-    for s, (a, b) in zip(shards, shard_bounds(200, 3)):
-        s.set_radius("search", r_t[a:b])
+    np.testing.assert_allclose(C, (2 * S - r_q[:, None]) - r_t[None, :], atol=1e-6)
+    back_gold = {"cos": gc, "csls": (2 * gc - r_t[gold]) - r_q}
+    for s, (a, b) in zip(shards, shard_bounds(90, 3)):
         s.set_radius("eval", r_t[a:b])
-    g = {"cos": S[np.arange(80), gold], "key": gold, "r": r_t[gold]}
-    res = [s.scores(Q, r_q, 5, gold=g) for s in shards]
-    _, ids = merge_topk([(r["csls"], r["ids"]) for r in res], 5)
-    np.testing.assert_array_equal(ids, dense_topk(C, 5)[1])
-    ranks = 1 + sum(r["above"]["csls"] + r["tied"]["csls"] for r in res)
-    np.testing.assert_array_equal(ranks, dense_ranks(C, gold))
+        s.set_radius("search", r_t[a:b])
+        s.set_back_links(gold, back_gold, np.arange(90))
+    fwd, top, back = [], [], 0
+    for a, b in blocks:
+        res = [s.score_pass(Q[a:b], r_q[a:b], 5, row_key=np.arange(a, b),
+                            fwd={"rows": np.arange(b - a), "cols": gold[a:b], "cos": gc[a:b], "r": r_t[gold[a:b]]})
+               for s in shards]
+        top.append(merge_topk([(x["csls"], x["ids"]) for x in res], 5)[1])
+        fwd.append(1 + sum(x["fwd_above"]["csls"] + x["fwd_tied"]["csls"] for x in res))
+        back = back + np.concatenate([x["back_above"]["csls"] + x["back_tied"]["csls"] for x in res])
+    np.testing.assert_array_equal(np.concatenate(top), dense_topk(C, 5)[1])
+    np.testing.assert_array_equal(np.concatenate(fwd), dense_ranks(C, gold))
+    owner = np.searchsorted([b for _, b in shard_bounds(90, 3)], gold, side="right")
+    ranks_back = np.empty(90, np.int64)
+    ranks_back[np.argsort(owner, kind="stable")] = 1 + back
+    Cb = (2 * S.T - r_t[:, None]) - r_q[None, :]  # targets as queries
+    np.testing.assert_array_equal(ranks_back, dense_ranks(Cb[gold], np.arange(90)))
 
 
 def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path):

@@ -1,20 +1,22 @@
-"""The align pipeline's search stage on Ray: sharded indexes of both sides, top-k merged by the driver.
+"""The align pipeline's search stage on Ray: the candidates sharded across actors, merged by the driver.
 
-The same quantities as the in-process pass (:func:`mmea.search.onepass.align_once`), from
-:class:`~mmea.engine.shards.ShardedIndex` es of the eval sources ``P (p, d)`` and the candidates ``C (m, d)``:
+The same quantities as the in-process pass (:func:`mmea.search.onepass.align_once`), from a
+:class:`~mmea.engine.shards.ShardedIndex` of the candidates ``C (m, d)`` queried by blocks of the eval
+sources ``P (p, d)`` (in iteration order: the query rows first), in two rounds over the same products:
 
-1. **radii** (two rounds of top-k, one per side): ``r_P(x) = 1/k sum_{y in N_k(x)} cos(x, y)`` over ``C``
-   and ``r_C(y)`` over ``P`` (Conneau et al., "Word Translation Without Parallel Data", ICLR 2018, eq. 6),
-   each the mean of the merged top-``k`` of the shards: the radii come from the merged neighbour lists of
-   both sides.  The same rounds give every test link's gold cosine (from the shard holding the gold).
-2. **scores** (two more rounds): each query's top-k by CSLS ``(2 cos - r_P) - r_C`` merged across the
-   target shards, and each test link's rank in both directions, ``1 + sum_s #{s_y > s_g} + #{s_y = s_g,
-   y before g}`` summed over the shards (exact), and each candidate's best query source (``mutual``).
+1. **radii**: each source's top-``k`` cosines per shard, merged: ``r_P(x) = 1/k sum_{y in N_k(x)} cos(x, y)``
+   (Conneau et al., "Word Translation Without Parallel Data", ICLR 2018, eq. 6); each shard keeps a running
+   top-``k`` of its columns over all blocks: ``r_C(y)`` over the sources.  So both radii come from the
+   merged neighbour lists of both sides, as in-process; the same round gives each test link's gold cosine
+   (from the shard that holds the gold).
+2. **scores**: each query row's top-k by CSLS ``(2 cos - r_P) - r_C`` merged across shards; each test link's
+   rank in both directions, ``1 + #{s > s_g} + #{s = s_g, before g}`` with the counts of every shard (and,
+   tgt->src, every block) added; each candidate's best query row (the ``mutual`` column).
 
 With exact shards the alignment, the ranks and the radii are identical to the in-process exact pass
-(tests/test_ray_engine.py); with ``search.index`` ``ivf`` / ``hnsw`` every shard searches its own FAISS
-index, the driver re-ranks the merged cosine candidates by CSLS, and the metrics are ranked in-process
-(as for the in-process FAISS search).
+(tests/test_ray_engine.py).  With ``search.index`` ``ivf`` / ``hnsw`` every shard of both sides searches
+its own FAISS index, the driver re-ranks the merged cosine candidates by CSLS with the radii of both
+sides' approximate lists, and the metrics are ranked in-process (as for the in-process FAISS search).
 """
 
 from __future__ import annotations
@@ -79,107 +81,115 @@ class SearchSides:
         return cls(P, C, order, it_pos, it_pos[pos], counts, np.sort(at))
 
 
-def _radius_round(index: ShardedIndex, Q: np.ndarray, k: int, gold: np.ndarray | None, weighted: bool) -> dict:
-    """Top-``k`` cosines of every row of ``Q`` in ``index``, merged: ``r (n,)`` their mean, ``gold_cos (n,)``,
-    ``wr (n, k)`` (the top-k over the rows repeated ``counts`` times) and the merged ``vals`` / ``ids``."""
+def _topk_round(index: ShardedIndex, Q: np.ndarray, k: int) -> dict:
+    """Top-``k`` cosines of every row of ``Q`` in ``index``, merged: ``vals`` / ``ids`` ``(n, k)``."""
     bounds = query_blocks(len(Q), max(b - a for a, b in index.bounds))
-    blocks = [{"Q": Q[a:b], "k": k, "gold": None if gold is None else gold[a:b], "weighted": weighted}
-              for a, b in bounds]
-    vals, ids, gold_cos, wr = [], [], [], []
-    for res in index.map_blocks("cos_topk", blocks):
+    vals, ids = [], []
+    for res in index.map_blocks("cos_topk", [{"Q": Q[a:b], "k": k} for a, b in bounds]):
         v, i = merge_topk([(r["vals"], r["ids"]) for r in res], k)
         vals.append(v)
         ids.append(i)
-        if gold is not None:
-            gold_cos.append(np.nanmax(np.stack([r["gold_cos"] for r in res]), axis=0))
-        if weighted:
-            wr.append(merge_topk([(r["wvals"], np.zeros_like(r["wvals"], np.int64)) for r in res], k)[0])
-    out = {"vals": np.concatenate(vals), "ids": np.concatenate(ids)}
-    out["r"] = _mean_top(out["vals"], min(k, index.m))
-    out["gold_cos"] = np.concatenate(gold_cos).astype(np.float32) if gold is not None else None
-    out["wr"] = np.concatenate(wr) if weighted else None  # (n, k) merged weighted top-k values
-    return out
+    return {"vals": np.concatenate(vals), "ids": np.concatenate(ids)}
 
 
-def _score_round(index: ShardedIndex, Q: np.ndarray, r_q: np.ndarray, k: int, method: str,
-                 gold: dict | None, limit: int | None = None) -> dict:
-    """Top-``k`` by ``method`` of every row of ``Q`` merged across ``index`` (``ids``, ``cos``, ``csls``) and,
-    with ``gold``, the exact ranks ``{"cos", "csls"}`` of each row's gold (counts summed over the shards)."""
-    bounds = query_blocks(len(Q), max(b - a for a, b in index.bounds))
-    blocks = [{"Q": Q[a:b], "r_q": r_q[a:b], "k": k, "method": method, "limit": limit,
-               "gold": None if gold is None else {g: v[a:b] for g, v in gold.items()}} for a, b in bounds]
-    top, ranks = [], {"cos": [], "csls": []}
-    for res in index.map_blocks("scores", blocks):
-        if k:
-            have = [r for r in res if "ids" in r]
-            key = "csls" if method == "csls" else "cos"
-            _, ids, cos, csls = merge_topk([(r[key], r["ids"]) for r in have], k, [r["cos"] for r in have],
-                                           [r["csls"] for r in have])
-            top.append((ids, cos, csls))
-        if gold is not None:
-            for name in ranks:
-                ranks[name].append(1 + sum(r["above"][name] + r["tied"][name] for r in res))
-    out: dict = {}
-    if k:
-        out["ids"], out["cos"], out["csls"] = (np.concatenate([t[j] for t in top]) for j in range(3))
-    if gold is not None:
-        out["ranks"] = {name: np.concatenate(v).astype(np.int64) for name, v in ranks.items()}
-    return out
+def _links_in(link_it: np.ndarray, a: int, b: int) -> np.ndarray:
+    """The links whose source's iteration row lies in ``a:b``."""
+    return np.flatnonzero((link_it >= a) & (link_it < b))
 
 
-def _exact_radii(sides: SearchSides, src_idx: ShardedIndex, tgt_idx: ShardedIndex, q_tgt, csls_k: int) -> dict:
-    """Rounds 1-2: ``r_P (p,)`` (iteration order), ``r_C_eval`` / ``r_C_search (m,)`` and the links' gold cosines."""
+def _round_one(sides: SearchSides, index: ShardedIndex, q_tgt, csls_k: int, bounds: list) -> dict:
+    """Round 1 (module doc): ``r_P (p,)``, ``r_C_eval`` / ``r_C_search (m,)`` and the links' gold cosines ``(n,)``."""
     n, p, m = len(sides.row_it), len(sides.P), len(sides.C)
-    nq = len(sides.firsts)
-    gold = None
-    if q_tgt is not None:
-        gold = np.full(p, -1, np.int64)
-        gold[:nq] = q_tgt[sides.firsts]  # the first link of each query source
-    fwd = _radius_round(tgt_idx, sides.P, min(csls_k, m), gold, False)
-    out = {"r_P": fwd["r"]}
-    if q_tgt is not None:
-        gc = fwd["gold_cos"][sides.row_it]  # (n,)
-        dup = np.flatnonzero(sides.firsts[sides.row_it] != np.arange(n))  # links that repeat a source
-        if len(dup):
-            gc[dup] = _radius_round(tgt_idx, sides.P[sides.row_it[dup]], 1, q_tgt[dup], False)["gold_cos"]
-        out["gold_cos"] = gc
     weighted = not bool((sides.counts == 1).all())
-    back = _radius_round(src_idx, sides.C, min(csls_k, p), None, weighted)
-    out["r_C_eval"] = back["r"]
-    out["r_C_search"] = _mean_top(back["wr"], min(csls_k, n)) if weighted else back["r"]
+    index.each("begin_columns", min(csls_k, p), min(csls_k, n) if weighted else None)
+    blocks = []
+    for a, b in bounds:
+        blk = {"Q": sides.P[a:b], "k": min(csls_k, m), "counts": sides.counts[a:b] if weighted else None}
+        if q_tgt is not None:
+            lk = _links_in(sides.row_it, a, b)
+            blk["links"] = {"rows": sides.row_it[lk] - a, "cols": q_tgt[lk]}
+        blocks.append(blk)
+    r_P, gold_cos = [], []
+    for res in index.map_blocks("radius_pass", blocks):
+        r_P.append(_mean_top(merge_topk([(r["vals"], np.zeros_like(r["vals"], np.int64)) for r in res],
+                                        min(csls_k, m))[0], min(csls_k, m)))
+        if q_tgt is not None:
+            gold_cos.append(np.nanmax(np.stack([r["gold_cos"] for r in res]), axis=0))
+    cols = index.each("column_radii")
+    out = {"r_P": np.concatenate(r_P), "r_C_eval": np.concatenate([c[0] for c in cols])}
+    out["r_C_search"] = np.concatenate([c[1] for c in cols]) if weighted else out["r_C_eval"]
+    if q_tgt is not None:  # per link, in the blocks' link order -> link order
+        order = np.concatenate([_links_in(sides.row_it, a, b) for a, b in bounds])
+        out["gold_cos"] = np.empty(n, np.float32)
+        out["gold_cos"][order] = np.concatenate(gold_cos)
     return out
 
 
-def _exact_search(sides: SearchSides, src_idx: ShardedIndex, tgt_idx: ShardedIndex, q_src, q_tgt, csls_k: int,
-                  method: str, want: int) -> tuple:
+def _round_two(sides: SearchSides, index: ShardedIndex, r: dict, q_tgt, want: int, method: str, bounds: list) -> dict:
+    """Round 2 (module doc): the query rows' top-k, the links' ranks both ways, each candidate's best query row."""
+    nq = len(sides.firsts)
+    blocks = []
+    for a, b in bounds:
+        blk = {"Q": sides.P[a:b], "r_q": r["r_P"][a:b], "k": want if a < nq else 0, "method": method,
+               "best_rows": max(0, min(b, nq) - a)}
+        if q_tgt is not None:
+            lk = _links_in(sides.row_it, a, b)
+            blk.update(row_key=sides.order[a:b], fwd={"rows": sides.row_it[lk] - a, "cols": q_tgt[lk],
+                                                      "cos": r["gold_cos"][lk], "r": r["r_C_eval"][q_tgt[lk]]})
+        blocks.append(blk)
+    top, fwd, back = [], [], None
+    best_v = best_r = None
+    for (a, _), res in zip(bounds, index.map_blocks("score_pass", blocks)):
+        if "ids" in res[0]:
+            key = "csls" if method == "csls" else "cos"
+            top.append(merge_topk([(x[key], x["ids"]) for x in res], want, [x["cos"] for x in res],
+                                  [x["csls"] for x in res])[1:])
+        if q_tgt is not None:
+            fwd.append({k: 1 + sum(x["fwd_above"][k] + x["fwd_tied"][k] for x in res) for k in ("cos", "csls")})
+            blk = {k: np.concatenate([x["back_above"][k] + x["back_tied"][k] for x in res]) for k in ("cos", "csls")}
+            back = blk if back is None else {k: back[k] + blk[k] for k in blk}
+        if "best_val" in res[0]:
+            v, rows = np.concatenate([x["best_val"] for x in res]), np.concatenate([x["best_row"] for x in res]) + a
+            better = v > best_v if best_v is not None else np.ones(len(v), bool)  # ties keep the earlier block
+            best_v = v if best_v is None else np.where(better, v, best_v)
+            best_r = rows if best_r is None else np.where(better, rows, best_r)
+    return {"top": tuple(np.concatenate([t[j] for t in top])[: nq] for j in range(3)), "fwd": fwd, "back": back,
+            "best": best_r}
+
+
+def _exact_search(sides: SearchSides, index: ShardedIndex, q_src, q_tgt, csls_k: int, method: str,
+                  want: int) -> tuple:
     """The exact sharded search: ``(top (ids, cos, csls) per query row, r_src (n,), r_tgt (m,), reverse_best (m,),
     ranks | None)`` (module doc)."""
-    n, m, nq = len(sides.row_it), len(sides.C), len(sides.firsts)
-    r = _exact_radii(sides, src_idx, tgt_idx, q_tgt, csls_k)
-    tgt_idx.set_radius("eval", r["r_C_eval"])
-    tgt_idx.set_radius("search", r["r_C_search"])
-    src_idx.set_radius("eval", r["r_P"])
-    src_idx.set_radius("search", r["r_P"])
-    r_rows = r["r_P"][sides.row_it]  # (n,)
-    gold_f = gold_b = None
-    if q_tgt is not None:
-        gold_f = {"cos": r["gold_cos"], "key": q_tgt, "r": r["r_C_eval"][q_tgt]}
-        gold_b = {"cos": r["gold_cos"], "key": q_src, "r": r["r_P"][sides.it_pos[q_src]]}
-    fwd = _score_round(tgt_idx, sides.P[sides.row_it], r_rows, want, method, gold_f)
-    reverse = np.zeros(m, np.int64)
+    bounds = query_blocks(len(sides.P), max(b - a for a, b in index.bounds))
+    r = _round_one(sides, index, q_tgt, csls_k, bounds)
+    index.set_radius("eval", r["r_C_eval"])
+    index.set_radius("search", r["r_C_search"])
+    if q_tgt is not None:  # each link's tgt->src gold score: (2 cos - r_C[g]) - r_P[source]
+        gc = r["gold_cos"]
+        gold = {"cos": gc, "csls": (2 * gc - r["r_C_eval"][q_tgt]) - r["r_P"][sides.it_pos[q_src]]}
+        shard_of = np.searchsorted([b for _, b in index.bounds], q_tgt, side="right")  # (n,) the shard of each gold
+        index.ray.get([a.set_back_links.remote(q_tgt, gold, q_src) for a in index.actors])
+    out = _round_two(sides, index, r, q_tgt, want, method, bounds)
     ranks = None
-    merged = q_tgt is not None and np.array_equal(np.sort(q_tgt), np.arange(m)) \
-        and np.array_equal(r["r_C_eval"], r["r_C_search"])
-    if q_tgt is not None:  # tgt->src ranks (+ the reverse best when every candidate is one link's target)
-        back = _score_round(src_idx, sides.C[q_tgt], r["r_C_eval"][q_tgt], 1 if merged else 0, method, gold_b,
-                            limit=nq)
-        ranks = {"src->tgt": fwd["ranks"], "tgt->src": back["ranks"]}
-        if merged:
-            reverse[q_tgt] = back["ids"][:, 0]
-    if not merged:
-        reverse = _score_round(src_idx, sides.C, r["r_C_search"], 1, method, None, limit=nq)["ids"][:, 0]
-    top = (fwd["ids"], fwd["cos"], fwd["csls"])
-    return top, r_rows, r["r_C_search"], sides.firsts[reverse], ranks
+    if q_tgt is not None:
+        order = np.concatenate([_links_in(sides.row_it, a, b) for a, b in bounds])
+        fwd = {k: np.empty(len(q_tgt), np.int64) for k in ("cos", "csls")}
+        for k in fwd:
+            fwd[k][order] = np.concatenate([f[k] for f in out["fwd"]])
+        back = {k: _scatter_back(out["back"][k], q_tgt, shard_of) for k in ("cos", "csls")}
+        ranks = {"src->tgt": fwd, "tgt->src": back}
+    ids, cos, csls = (x[sides.row_it] for x in out["top"])  # per unique query row -> per row
+    return (ids, cos, csls), r["r_P"][sides.row_it], r["r_C_search"], sides.firsts[out["best"]], ranks
+
+
+def _scatter_back(counts: np.ndarray, q_tgt: np.ndarray, shard_of: np.ndarray) -> np.ndarray:
+    """``(n,)`` tgt->src ranks in link order from the shards' counts, concatenated in shard order (each shard
+    lists the links whose gold it holds, in link order)."""
+    order = np.argsort(shard_of, kind="stable")  # links grouped by their gold's shard, link order within
+    out = np.empty(len(q_tgt), np.int64)
+    out[order] = 1 + counts
+    return out
 
 
 def _rerank(vals: np.ndarray, ids: np.ndarray, r_q: np.ndarray, r_base: np.ndarray, k: int, method: str) -> tuple:
@@ -202,8 +212,8 @@ def _approx_search(ray, sides: SearchSides, shards: int, cpus: float, index: str
     tgt_idx = ShardedIndex(ray, sides.C, shards, index=index, cpus=cpus)
     src_idx = ShardedIndex(ray, Q, shards, index=index, cpus=cpus)
     try:
-        fwd = _radius_round(tgt_idx, Q, K, None, False)
-        back = _radius_round(src_idx, sides.C, min(n, max(50, csls_k)), None, False)
+        fwd = _topk_round(tgt_idx, Q, K)
+        back = _topk_round(src_idx, sides.C, min(n, max(50, csls_k)))
     finally:
         tgt_idx.close()
         src_idx.close()
@@ -216,6 +226,13 @@ def _approx_search(ray, sides: SearchSides, shards: int, cpus: float, index: str
     top = _rerank(fwd["vals"], fwd["ids"], r_src, r_tgt, min(want, m), method)
     best = _rerank(back["vals"], back["ids"], r_tgt, r_src, 1, method)[0][:, 0]
     return top, r_src, r_tgt, np.maximum(best, 0), None
+
+
+def _cpus_per_actor(actors: int, cpus: int) -> float:
+    """CPUs each of ``actors`` actors reserves so that all of them fit ``cpus`` whole CPUs on any number of
+    nodes: ``1 / ceil(actors / cpus)`` (a fraction that packs whole CPUs, so no actor waits for a CPU that
+    is split across two nodes)."""
+    return 1.0 / max(1, -(-int(actors) // max(1, int(cpus))))
 
 
 def ray_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, search, session,
@@ -239,15 +256,13 @@ def ray_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, s
     want = max(search.topk, 2)
     index = _resolve_engine(search.index, len(rows), len(cand), "cpu")
     shards, ray = session.shards, session.ray
-    cpus = max(0.01, session.workers / (2 * shards))  # both sides' actors fit the cluster at once
+    cpus = _cpus_per_actor(2 * shards, session.workers)  # the approximate search's two sides at once
     if index in ("torch", "flat"):
-        src_idx = ShardedIndex(ray, sides.P, shards, tie_key=sides.order, counts=sides.counts, cpus=cpus)
-        tgt_idx = ShardedIndex(ray, sides.C, shards, cpus=cpus)
+        tgt_idx = ShardedIndex(ray, sides.C, shards, cpus=_cpus_per_actor(shards, session.workers))
         try:
-            top, r_src, r_tgt, reverse, ranks = _exact_search(sides, src_idx, tgt_idx, q_src, q_tgt, search.csls_k,
+            top, r_src, r_tgt, reverse, ranks = _exact_search(sides, tgt_idx, q_src, q_tgt, search.csls_k,
                                                               search.method, want)
         finally:
-            src_idx.close()
             tgt_idx.close()
     else:
         top, r_src, r_tgt, reverse, ranks = _approx_search(ray, sides, shards, cpus, index, search.csls_k,

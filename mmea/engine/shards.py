@@ -1,20 +1,23 @@
-"""A sharded search index: one side's unit embeddings split across Ray actors, top-k merged by the driver.
+"""A sharded search index: the candidates' unit embeddings split across Ray actors, merged by the driver.
 
 Base rows ``0..m`` are cut into ``K`` contiguous slices; :class:`IndexShard` (one Ray actor per slice)
-holds its slice ``T_s (m_s, d)`` and answers a block of queries ``Q (b, d)`` with
+holds its slice ``T_s (m_s, d)`` and answers blocks of queries ``Q (b, d)`` (the eval sources):
 
-* :meth:`IndexShard.cos_topk`: each query's top-k cosines in the slice (the CSLS radius
-  ``r(x) = 1/k sum_{y in N_k(x)} cos(x, y)``, Conneau et al., ICLR 2018, eq. 6, is the mean of the merged
-  top-k; the ``k`` best of a union are the ``k`` best of the slices' ``k`` best), and the gold cosine of
-  each query whose gold row lives in the slice;
-* :meth:`IndexShard.scores`: each query's top-k by CSLS ``(2 cos - r_q) - r_y`` (or cosine) and the two
-  counts of the rank rule of :mod:`mmea.search.csls`, ``#{y: s_y > s_g}`` and ``#{y: s_y = s_g, key_y <
-  key_g}``; a rank is ``1 +`` their sums over the slices, exact.
+* :meth:`IndexShard.cos_topk`: each query's top-k cosines in the slice (the ``k`` best of a union are the
+  ``k`` best of the slices' ``k`` best, so the driver's merge gives the CSLS radius ``r(x) = 1/k
+  sum_{y in N_k(x)} cos(x, y)``, Conneau et al., ICLR 2018, eq. 6);
+* round 1, :meth:`IndexShard.radius_pass`: the same, plus a running top-k of every column of the slice
+  over all query blocks (the targets' radii, :meth:`~IndexShard.column_radii`) and the test links' gold
+  cosines;
+* round 2, :meth:`IndexShard.score_pass`: each query's top-k by CSLS ``(2 cos - r_x) - r_y`` (or cosine),
+  the two counts of the rank rule of :mod:`mmea.search.csls` (``#{s > s_g}`` and ``#{s = s_g, key <
+  key_g}``) in both directions, and each column's best query: a rank is ``1 +`` the counts summed over
+  the slices (and blocks), exact.
 
 Every score is the float32 expression of :func:`~mmea.search.csls.csls_from_cos` on cosines from the same
 ``torch.mm`` blocks as the in-process pass (a product's entries do not depend on how its columns are
 sliced; queries of fewer than :data:`MIN_ROWS` rows are padded, since tiny products may take other kernels),
-and ties go to the lower base position, so the merged lists equal the in-process exact search id for id.
+and ties go to the lower position, so the merged lists equal the in-process exact search id for id.
 With ``index = "ivf" | "hnsw"`` a slice searches its own FAISS index (:mod:`mmea.search.knn`) instead.
 """
 
@@ -56,24 +59,19 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int, *carry: list[
 class IndexShard:
     """Rows ``offset:offset + m_s`` of one side (unit float32 ``base (m_s, d)``), as a Ray actor or in-process.
 
-    ``tie_key (m_s,)``: the rank rule's key of each row (default: its base position); ``counts (m_s,)``:
-    how often each row counts in the *weighted* radius (a source that several query links share);
     ``index``: ``torch`` (exact, the default) or a FAISS kind of :data:`mmea.search.knn.INDEXES`;
-    ``threads``: torch threads of this actor.
+    ``threads``: torch threads of this actor.  Ties go to the lower base position.
     """
 
-    def __init__(self, base: np.ndarray, offset: int, *, tie_key: Any = None, counts: Any = None,
-                 index: str = "torch", index_options: dict | None = None, threads: int = 1):
+    def __init__(self, base: np.ndarray, offset: int, *, index: str = "torch", index_options: dict | None = None,
+                 threads: int = 1):
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
         self.base = np.array(base, dtype=np.float32, copy=True)  # (m_s, d); writable (object-store views are not)
         self.T = torch.from_numpy(self.base)
         self.offset, self.m = int(offset), len(self.base)
-        pos = np.arange(self.offset, self.offset + self.m, dtype=np.int64)
-        self.key = torch.from_numpy(np.asarray(tie_key, np.int64) if tie_key is not None else pos)  # (m_s,)
-        self.rep = None if counts is None else torch.repeat_interleave(  # (sum counts,) columns, repeated
-            torch.arange(self.m), torch.from_numpy(np.asarray(counts, np.int64)))
+        self.key = torch.arange(self.offset, self.offset + self.m)  # (m_s,) the tie key: the base position
         self.radii: dict = {}
         self.approx = None
         if index not in ("torch", "flat"):
@@ -100,81 +98,140 @@ class IndexShard:
             q = torch.cat([q, q[:1].expand(MIN_ROWS - b, -1)])
         return (q @ self.T.T)[:b]
 
-    def _gold(self, S, gold):
-        """``(b,)`` float32 cosine of each query with its gold base row when it lies here, else NaN."""
-        import torch
-
-        g = torch.from_numpy(np.asarray(gold, np.int64)) - self.offset  # (b,)
-        here = (g >= 0) & (g < self.m)
-        out = torch.full((len(g),), float("nan"))
-        rows = here.nonzero().flatten()
-        out[rows] = S[rows, g[rows]]
-        return out.numpy()
-
-    def cos_topk(self, Q: np.ndarray, k: int, gold: Any = None, weighted: bool = False) -> dict:
-        """Top-``k`` cosines of each query ``Q (b, d)`` here: ``vals (b, k')`` descending, ``ids (b, k')``
-        base positions; ``gold``: ``(b,)`` base positions -> ``gold_cos``; ``weighted``: also ``wvals``,
-        the top-``k`` over the rows repeated ``counts`` times."""
+    def cos_topk(self, Q: np.ndarray, k: int) -> dict:
+        """Top-``k`` cosines of each query ``Q (b, d)`` here: ``vals (b, k')`` descending, ``ids (b, k')`` base
+        positions (``-1`` where an approximate index found fewer)."""
         import torch
 
         if self.approx is not None:
             vals, ids = self.approx.search(Q, k)
             return {"vals": vals, "ids": np.where(ids >= 0, ids + self.offset, -1)}
         with torch.no_grad():
+            v, i = torch.topk(self._products(Q), min(k, self.m), dim=1)
+        return {"vals": v.numpy(), "ids": i.numpy() + self.offset}
+
+    # -- the two rounds of the exact sharded search (mmea.engine.search) --------------------------------------
+    def begin_columns(self, k_eval: int, k_search: int | None) -> None:
+        """Start the running column top-k of round 1: over every query row (``k_eval``) and, with
+        ``k_search``, over the rows repeated as often as they are query rows."""
+        self.col = self.wcol = None
+        self.k_eval, self.k_search = int(k_eval), k_search
+
+    def radius_pass(self, Q: np.ndarray, k: int, links: dict | None = None, counts: Any = None) -> dict:
+        """Round 1 on a block of eval sources ``Q (b, d)``: each row's top-``k`` cosines here (``vals (b, k')``,
+        for its radius), the running column top-k of every column here (:meth:`column_radii`; ``counts (b,)``:
+        each row's repeats in the weighted one) and ``gold_cos (l,)``, the cosine of each link ``links =
+        {"rows": (l,) block rows, "cols": (l,) base positions}`` whose column lies here (NaN elsewhere)."""
+        import torch
+
+        from ..search.csls import _merge_column_topk
+
+        with torch.no_grad():
             S = self._products(Q)  # (b, m_s)
-            v, i = torch.topk(S, min(k, self.m), dim=1)
-            out = {"vals": v.numpy(), "ids": i.numpy() + self.offset}
-            if gold is not None:
-                out["gold_cos"] = self._gold(S, gold)
-            if weighted and self.rep is not None:
-                W = S[:, self.rep]  # (b, sum counts)
-                out["wvals"] = torch.topk(W, min(k, W.shape[1]), dim=1).values.numpy() if W.shape[1] else \
-                    np.zeros((len(Q), 0), np.float32)
+            out = {"vals": torch.topk(S, min(k, self.m), dim=1).values.numpy()}
+            self.col = _merge_column_topk(self.col, S, self.k_eval)
+            if self.k_search is not None:
+                rep = torch.repeat_interleave(torch.arange(len(Q)), torch.from_numpy(np.asarray(counts, np.int64)))
+                if len(rep):
+                    self.wcol = _merge_column_topk(self.wcol, S[rep], self.k_search)
+            if links is not None:
+                out["gold_cos"] = self._link_cos(S, links["rows"], links["cols"])
         return out
 
-    def scores(self, Q: np.ndarray, r_q: np.ndarray, k: int, *, method: str = "csls", top: str = "search",
-               rank: str = "eval", gold: dict | None = None, limit: int | None = None) -> dict:
-        """Top-``k`` of each query ``Q (b, d)`` (radii ``r_q (b,)``) by ``method`` with this slice's radii
-        ``top``: ``ids``, ``cos``, ``csls`` ``(b, k')``.  ``gold``: ``{"cos", "key", "r"}`` ``(b,)`` each query's
-        gold cosine, gold tie key and gold radius -> the rank counts ``above`` / ``tied`` per method, with the
-        radii ``rank``.  ``limit``: the top-k only among base positions ``< limit``."""
+    def _link_cos(self, S, rows, cols) -> np.ndarray:
+        """``(l,)`` ``S[rows, cols - offset]`` where the column lies here, NaN elsewhere."""
+        import torch
+
+        r, c = torch.from_numpy(np.asarray(rows, np.int64)), torch.from_numpy(np.asarray(cols, np.int64)) - self.offset
+        here = ((c >= 0) & (c < self.m)).nonzero().flatten()
+        out = torch.full((len(r),), float("nan"))
+        out[here] = S[r[here], c[here]]
+        return out.numpy()
+
+    def column_radii(self) -> tuple:
+        """``(r_eval (m_s,), r_search (m_s,) | None)``: the mean of each column's running top-k (round 1)."""
+        from ..search.csls import _mean_topk_t
+
+        rs = _mean_topk_t(self.wcol, dim=0).numpy() if self.wcol is not None else None
+        return _mean_topk_t(self.col, dim=0).numpy(), rs
+
+    def set_back_links(self, cols: np.ndarray, gold: dict, key: np.ndarray) -> None:
+        """The links whose gold column lies here, for round 2's tgt->src counts: ``cols (n,)`` base
+        positions of every link's gold, ``gold = {"cos", "csls"}`` ``(n,)`` its tgt->src gold scores,
+        ``key (n,)`` the tie key (eval position) of its source."""
+        import torch
+
+        c = np.asarray(cols, np.int64) - self.offset
+        self.back = np.flatnonzero((c >= 0) & (c < self.m))  # (L,) the links whose gold is here
+        self.back_cols = torch.from_numpy(c[self.back])
+        self.back_gold = {k: torch.from_numpy(np.asarray(v, np.float32)[self.back]) for k, v in gold.items()}
+        self.back_key = torch.from_numpy(np.asarray(key, np.int64)[self.back])
+
+    def score_pass(self, Q: np.ndarray, r_q: np.ndarray, k: int, *, method: str = "csls", fwd: dict | None = None,
+                   row_key: Any = None, best_rows: int = 0) -> dict:
+        """Round 2 on a block of eval sources ``Q (b, d)`` with radii ``r_q (b,)``:
+
+        * ``ids`` / ``cos`` / ``csls`` ``(b, k')``: each row's top-``k`` here by ``method``, CSLS with the
+          ``search`` radii;
+        * ``fwd_above`` / ``fwd_tied`` ``{m: (l,)}``: the src->tgt rank counts of the links ``fwd = {"rows",
+          "cols", "cos", "r"}`` (block rows, gold base positions, gold cosines, gold ``eval`` radii);
+        * ``back_above`` / ``back_tied`` ``{m: (L,)}``: the tgt->src counts over this block's rows of the
+          links whose gold lies here (:meth:`set_back_links`; ``row_key (b,)``: the rows' tie keys);
+        * ``best_val`` / ``best_row`` ``(m_s,)``: each column's best among the first ``best_rows`` rows
+          (``(2 cos - r_search) - r_q``, the first row on ties).
+        """
         import torch
 
         from ..search.csls import csls_from_cos
         from ..search.knn import topk_rows
 
+        out: dict = {}
         with torch.no_grad():
             S = self._products(Q)  # (b, m_s)
             rq = torch.from_numpy(np.asarray(r_q, np.float32))[:, None]  # (b, 1)
-            out: dict = {}
-            cols = self.m if limit is None else max(0, min(self.m, int(limit) - self.offset))
-            if k and cols:
-                X = csls_from_cos(S[:, :cols], rq, self.radii[top][None, :cols])  # (b, cols)
-                _, i = topk_rows(X if method == "csls" else S[:, :cols], min(k, cols))
+            if k:
+                X = csls_from_cos(S, rq, self.radii["search"][None, :])  # (b, m_s)
+                _, i = topk_rows(X if method == "csls" else S, min(k, self.m))
                 out.update(ids=i.numpy() + self.offset, cos=S.gather(1, i).numpy(), csls=X.gather(1, i).numpy())
-            if gold is not None:
-                out.update(self._rank_counts(S, rq, gold, rank))
+            if fwd is not None:
+                out.update(self._forward_counts(S, rq, fwd))
+            if row_key is not None:
+                out.update(self._back_counts(S, rq, torch.from_numpy(np.asarray(row_key, np.int64))))
+            if best_rows:
+                Y = S[:best_rows]
+                if method == "csls":
+                    Y = csls_from_cos(Y, self.radii["search"][None, :], rq[:best_rows])  # the target is the query
+                v, r = Y.max(dim=0)  # (m_s,): the first maximum on ties
+                out.update(best_val=v.numpy(), best_row=r.numpy())
         return out
 
-    def _rank_counts(self, S, rq, gold: dict, rank: str) -> dict:
-        """``{"above": {m: (b,)}, "tied": {m: (b,)}}``: the rank rule's counts of the slice's rows against each
-        query's gold score (``#{s > s_g}``, ``#{s = s_g, key < key_g}``), by cosine and by CSLS."""
+    def _forward_counts(self, S, rq, fwd: dict) -> dict:
+        """The src->tgt counts ``#{s > s_g}``, ``#{s = s_g, column < g}`` of each link of ``fwd`` over the columns here."""
         import torch
 
         from ..search.csls import csls_from_cos
 
-        gc = torch.from_numpy(np.asarray(gold["cos"], np.float32))  # (b,)
-        gkey = torch.from_numpy(np.asarray(gold["key"], np.int64))  # (b,)
-        gr = torch.from_numpy(np.asarray(gold["r"], np.float32))  # (b,)
-        X = csls_from_cos(S, rq, self.radii[rank][None, :])  # (b, m_s)
-        gold_scores = {"cos": gc, "csls": csls_from_cos(gc, rq[:, 0], gr)}
-        before = self.key[None, :] < gkey[:, None]  # (b, m_s)
-        out: dict = {"above": {}, "tied": {}}
-        for name, Z in (("cos", S), ("csls", X)):
-            gs = gold_scores[name][:, None]
-            out["above"][name] = (Z > gs).sum(1).numpy()
-            out["tied"][name] = ((Z == gs) & before).sum(1).numpy()
-        return out
+        rows = torch.from_numpy(np.asarray(fwd["rows"], np.int64))
+        g = torch.from_numpy(np.asarray(fwd["cols"], np.int64))
+        gc = torch.from_numpy(np.asarray(fwd["cos"], np.float32))
+        r_l = rq[rows]  # (l, 1)
+        Z = {"cos": S[rows]}  # (l, m_s)
+        Z["csls"] = csls_from_cos(Z["cos"], r_l, self.radii["eval"][None, :])
+        gold = {"cos": gc, "csls": csls_from_cos(gc, r_l[:, 0], torch.from_numpy(np.asarray(fwd["r"], np.float32)))}
+        before = self.key[None, :] < g[:, None]  # (l, m_s)
+        return {"fwd_above": {k: (Z[k] > gold[k][:, None]).sum(1).numpy() for k in Z},
+                "fwd_tied": {k: ((Z[k] == gold[k][:, None]) & before).sum(1).numpy() for k in Z}}
+
+    def _back_counts(self, S, rq, row_key) -> dict:
+        """The tgt->src counts of the links whose gold lies here over this block's rows: the target is the
+        query, ``(2 cos - r_eval[g]) - r_q[x]``, ties by the rows' ``row_key``."""
+        from ..search.csls import csls_from_cos
+
+        Z = {"cos": S[:, self.back_cols]}  # (b, L)
+        Z["csls"] = csls_from_cos(Z["cos"], self.radii["eval"][self.back_cols][None, :], rq)
+        before = row_key[:, None] < self.back_key[None, :]  # (b, L)
+        return {"back_above": {k: (Z[k] > self.back_gold[k][None, :]).sum(0).numpy() for k in Z},
+                "back_tied": {k: ((Z[k] == self.back_gold[k][None, :]) & before).sum(0).numpy() for k in Z}}
 
 
 class ShardedIndex:
@@ -185,15 +242,13 @@ class ShardedIndex:
     the cluster's nodes.  Calls take a list of query blocks and return the per-block results in order.
     """
 
-    def __init__(self, ray, base: np.ndarray, shards: int, *, tie_key: Any = None, counts: Any = None,
-                 index: str = "torch", index_options: dict | None = None, cpus: float = 1.0):
+    def __init__(self, ray, base: np.ndarray, shards: int, *, index: str = "torch", index_options: dict | None = None,
+                 cpus: float = 1.0):
         self.ray, self.m = ray, len(base)
         self.bounds = shard_bounds(len(base), shards)
         actor = ray.remote(IndexShard).options(num_cpus=cpus, scheduling_strategy="SPREAD")
-        sl = lambda x, a, b: None if x is None else np.asarray(x)[a:b]  # noqa: E731
-        self.actors = [actor.remote(ray.put(base[a:b]), a, tie_key=sl(tie_key, a, b), counts=sl(counts, a, b),
-                                    index=index, index_options=index_options, threads=max(1, int(cpus)))
-                       for a, b in self.bounds]
+        self.actors = [actor.remote(ray.put(base[a:b]), a, index=index, index_options=index_options,
+                                    threads=max(1, int(cpus))) for a, b in self.bounds]
 
     def each(self, method: str, *args, **kwargs) -> list:
         """Call ``method`` on every shard (same arguments); the results in shard order."""
