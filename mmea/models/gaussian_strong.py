@@ -1,0 +1,385 @@
+"""Gaussian common space on strong encoders (``gaussian-strong``) and its point twin (``gaussian-strong-point``).
+
+After Hama & Matsubara, "Common Space Learning with Gaussian Embedding for Multi-Modal Entity Alignment"
+(eqs. 8-9), with the per-modality tables of :mod:`mmea.models.gaussian` replaced by encoders with a mean
+head and a diagonal log-variance head (:mod:`mmea.models.gaussian_strong_nn`):
+
+- relations: the relational GNN of Dual-AMN / RREA (:class:`~mmea.models.relational_gnn_nn.RelationalGnn`
+  over the union graph of :func:`~mmea.models.relational_gnn_math.union_graph`);
+- numbers: the RBF + CNN encoder of the paper-faithful model, averaged over an entity's numerical triples;
+- images: a linear projection of the image features, where they exist (masked where missing).
+
+Names are never read (``names_used = false``).  An entity without a modality gets that modality's learned
+wide prior ``N(mu0_m, var_min + v0_m)`` (``prior_var`` at the start), never a made-up vector.  The common-space
+distribution ``N(mu_e, Sigma_e)`` is the precision-weighted product of the modality distributions, so
+missing modalities leave a larger common-space variance.  Losses (one optimiser, Adam):
+
+- ``L_csl = sum_{m the entity has} KL(e || e_m)`` (eq. 8), mean over entities, weight ``csl_weight``;
+- ``L_ac = KL(e_1 || e_2)`` over the seed links of the batch (eq. 9), weight ``ac_weight``;
+- Dual-AMN's normalised hard-sample loss (:func:`~mmea.models.relational_gnn_math.normalized_hard_loss`,
+  ``hard_negatives`` mined over the other KG, row statistics over all of it) on the GNN output and on the
+  common-space means.
+
+Training runs in the shared :class:`~mmea.training.Trainer`: validation Hits@1 (CSLS over the common means) on
+``task.valid`` for model selection, patience, a wall-clock budget (``max_minutes``), a progress bar.
+``task.test`` is never read.  :meth:`embeddings` are the L2-normalised common means (CSLS stays the default
+search); ``scores`` adds ranking rows by expected likelihood, Bhattacharyya or 2-Wasserstein between the
+common-space Gaussians (:mod:`mmea.search.distributions`).  :meth:`uncertainty` is each entity's mean
+common-space variance.
+
+The point twin (``point = true``) is the same network with every variance frozen (:class:`GaussianHead`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Fraction, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt
+from ..errors import MmeaInputError
+from ..progress import epoch_postfix
+from ..seeds import train_seeds
+from ..training import EpochOutput, TimeBudget, Trainer, TrainingModule, Validation
+from .base import MODELS, AlignmentModel
+from .gaussian import IMAGE_SOURCES, GaussianModel
+
+log = logging.getLogger("mmea.models")
+
+__all__ = ["GaussianStrongModel", "GaussianStrongPointModel", "GaussianStrongTraining"]
+
+
+@MODELS.register(name="gaussian-strong")
+class GaussianStrongModel(AlignmentModel):
+    """Per-modality Gaussian encoders (relational GNN, numbers, images), product-of-experts common space."""
+
+    uses_gold_for_training = True
+
+    @dataclass(frozen=True)
+    class Config:
+        """Parameters (``[model]`` / ``--set``).
+
+        Attributes:
+            dim: width of every Gaussian; gnn_dim, layers, dropout: the relational GNN's.
+            point: freeze every variance (the point twin).
+            var_min: variance floor; var_init: a modality head's initial variance; prior_var: the initial
+                (excess) variance of a missing modality's prior.
+            csl_weight, ac_weight: weights of ``L_csl`` and ``L_ac``; gamma, lamb, hard_negatives: the
+                normalised hard loss.
+            lr, batch_size, epochs, eval_every, patience, max_minutes, num_threads: training.
+            scores: extra test rankings between the common-space Gaussians (comma-separated:
+                ``expected-likelihood``, ``bhattacharyya``, ``wasserstein``; empty: none).
+            image_source, pixel_size, exchange: as ``gaussian`` (``exchange`` only affects the presence masks).
+        """
+
+        dim: PositiveInt = 128
+        gnn_dim: PositiveInt = 64
+        layers: PositiveInt = 2
+        dropout: Fraction = 0.3
+        point: bool = False
+        var_min: PositiveFloat = 0.01
+        var_init: PositiveFloat = 0.05
+        prior_var: PositiveFloat = 10.0
+        csl_weight: NonNegFloat = 0.01
+        ac_weight: NonNegFloat = 0.01
+        gamma: NonNegFloat = 1.0
+        lamb: PositiveFloat = 30.0
+        hard_negatives: PositiveInt = 16
+        lr: PositiveFloat = 0.005
+        batch_size: PositiveInt = 1024
+        epochs: PositiveInt = 40
+        eval_every: PositiveInt = 1
+        patience: NonNegInt = 10
+        max_minutes: PositiveFloat = 5.0
+        num_threads: NonNegInt = 2
+        scores: str = ""
+        image_source: str = "auto"
+        pixel_size: PositiveInt = 16
+        exchange: bool = False
+
+        def __post_init__(self) -> None:
+            from ..search.distributions_math import SCORES
+
+            if self.image_source not in IMAGE_SOURCES:
+                raise MmeaInputError(f"gaussian-strong: image_source must be one of {', '.join(IMAGE_SOURCES)}, "
+                                     f"got {self.image_source!r}")
+            for s in self.score_list:
+                if s not in SCORES[1:]:
+                    raise MmeaInputError(f"gaussian-strong: unknown score {s!r} in scores; "
+                                         f"expected {', '.join(SCORES[1:])}")
+
+        @property
+        def score_list(self) -> list[str]:
+            return [s.strip() for s in self.scores.split(",") if s.strip()]
+
+    feature_requests = classmethod(GaussianModel.feature_requests.__func__)
+    _image_features = GaussianModel._image_features
+    prepare = GaussianModel.prepare  # GaussianData: masks, images, numerical triples; never task.test
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self.net = None
+        self._out = None
+
+    # -- setup ---------------------------------------------------------------
+    def learn(self, task, feats) -> None:
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            if self.config.num_threads > 0:
+                torch.set_num_threads(self.config.num_threads)
+            self._train(task, feats)
+        finally:
+            torch.set_num_threads(threads)
+
+    def setup(self, task, feats) -> None:
+        """Data, union graph, network, optimiser and the tensors every step reads."""
+        import torch
+
+        from . import relational_gnn_math as gm
+        from .gaussian_strong_nn import GaussianStrongNet
+
+        c, src, tgt = self.config, task.source, task.target
+        torch.manual_seed(self.ctx.seed)
+        self._rng = np.random.default_rng(self.ctx.seed)
+        data = self.data = self.prepare(task, feats)
+        self.n_src, self.n_tgt = src.num_entities, tgt.num_entities
+        graph = self.graph = gm.union_graph(src.triples, tgt.triples, self.n_src, self.n_tgt, src.num_relations,
+                                            tgt.num_relations)
+        has_rel = np.zeros(data.num_entities, dtype=bool)
+        has_rel[np.concatenate([src.triples[:, [0, 2]].reshape(-1),
+                                tgt.triples[:, [0, 2]].reshape(-1) + self.n_src]).astype(np.int64)] = True
+        self.device = torch.device(self.ctx.device)
+        self.net = GaussianStrongNet(graph, dim=c.dim, gnn_dim=c.gnn_dim, layers=c.layers, dropout=c.dropout,
+                                     image_dim=0 if data.images is None else int(data.images.shape[1]),
+                                     num_attributes=data.num_attributes, rbf_centres=32, point=c.point,
+                                     var_init=c.var_init, prior_var=c.prior_var, device=str(self.device))
+        self.optimizer = torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=c.lr)
+        d = self.device
+        masks = {"relations": has_rel, "images": data.has_image, "numeric": data.has_numeric}
+        self.inputs = {"masks": {k: torch.as_tensor(v, device=d) for k, v in masks.items()},
+                       "images": None if data.images is None else torch.as_tensor(data.images, device=d),
+                       "numeric": (torch.as_tensor(data.num_entity, device=d),
+                                   torch.as_tensor(data.num_attribute, device=d),
+                                   torch.as_tensor(data.num_value, device=d))}
+        self.valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
+
+    def _train(self, task, feats) -> None:
+        c = self.config
+        t0 = time.perf_counter()
+        seeds = train_seeds(task)  # (L, 2) local ids
+        if not len(seeds):
+            raise MmeaInputError("gaussian-strong needs seed links (task.train is empty)",
+                                 hint="give --seed-ratio > 0")
+        budget = TimeBudget(c.max_minutes * 60.0)
+        self.setup(task, feats)
+        trainer = Trainer(max_epochs=c.epochs, eval_every=c.eval_every, patience=c.patience, budget=budget,
+                          checkpoint=self.ctx.checkpoint, monitor="valid_hits@1", progress=self.ctx.progress,
+                          desc=self.registry_name)
+        res = trainer.fit(GaussianStrongTraining(self, seeds))
+        self._out = self.forward_eval()
+        self._record(res, seeds, time.perf_counter() - t0)
+
+    def _record(self, res, seeds, train_s: float) -> None:
+        c, data = self.config, self.data
+        var = self.uncertainty_all()
+        cover = self._coverage()
+        self.info.update(res.as_dict())
+        self.info.update({
+            "names_used": False, "point": c.point, "dim": c.dim, "iterative": False,
+            "inputs": ["relation triples", "numerical attribute triples", "image features (where present)",
+                       "train links", "valid links (model selection)"],
+            "seeds": {"kind": "train links", "count": int(len(seeds))},
+            "modalities": {k: int(v.sum()) for k, v in (("relations", cover[0]), ("images", data.has_image),
+                                                         ("numeric", data.has_numeric))},
+            "image_features": data.image_info,
+            "variances": variance_by_group(var, cover, self.graph, data.num_entities),
+            "train_s": round(train_s, 2)})
+
+    # -- forward / loss ----------------------------------------------------------
+    def forward(self):
+        return self.net(self.inputs)
+
+    def variance(self, lv):
+        """``var_min + exp(log v)``."""
+        return self.config.var_min + lv.exp()
+
+    def loss(self, out, b):
+        """The training loss of one batch ``b (B, 2)`` local seed pairs (a torch tensor)."""
+        import torch
+
+        from .gaussian_math import kl_diagonal
+
+        c, n1 = self.config, self.n_src
+        g, modal, (mu_e, lv_e) = out
+        var_e = self.variance(lv_e)
+        loss = self._hard_loss(g, b) + self._hard_loss(mu_e, b)
+        csl = mu_e.new_zeros(())
+        for name, (mu_m, lv_m) in modal.items():
+            mask = self.inputs["masks"][name].to(mu_e.dtype)  # (n,)
+            kl = kl_diagonal(mu_e, var_e, mu_m, self.variance(lv_m))  # (n,)
+            csl = csl + (kl * mask).sum() / mask.sum().clamp_min(1.0)
+        ia, ib = b[:, 0], b[:, 1] + n1
+        ac = kl_diagonal(mu_e[ia], var_e[ia], mu_e[ib], var_e[ib]).mean()
+        return loss + c.csl_weight * csl + c.ac_weight * ac, {"csl": float(csl), "ac": float(ac)}
+
+    def _hard_loss(self, emb, b):
+        """Dual-AMN's normalised hard loss of ``emb (n, D)`` over the pairs ``b``, both directions."""
+        import torch
+
+        from . import relational_gnn_math as gm
+
+        c, n1 = self.config, self.n_src
+        ea, eb = emb[b[:, 0]], emb[b[:, 1] + n1]  # (B, D)
+        pos = ((ea - eb) ** 2).sum(-1)  # (B,)
+        total = emb.new_zeros(())
+        for anchor, cands, partner in ((ea, emb[n1:], b[:, 1]), (eb, emb[:n1], b[:, 0])):
+            ids, stats = gm.mined_negatives(anchor.detach(), cands.detach(), partner, pos, c.hard_negatives,
+                                            gamma=c.gamma)
+            hard = cands[ids]  # (B, k, D)
+            neg = ((anchor[:, None, :] - hard) ** 2).sum(-1)  # (B, k)
+            total = total + gm.normalized_hard_loss(pos, neg, gamma=c.gamma, lamb=c.lamb, stats=stats)
+        return total
+
+    def step(self, batch: np.ndarray) -> tuple[float, dict]:
+        import torch
+
+        out = self.forward()
+        loss, parts = self.loss(out, torch.as_tensor(batch, device=self.device))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach()), parts
+
+    # -- outputs -----------------------------------------------------------------
+    def forward_eval(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode ``(mu_e (n, d), var_e (n, d))`` numpy."""
+        import torch
+
+        self.net.eval()
+        with torch.no_grad():
+            _, _, (mu, lv) = self.forward()
+            var = self.variance(lv)
+        self.net.train()
+        return mu.float().cpu().numpy(), var.float().cpu().numpy()
+
+    def _normed(self, mu):
+        mu = mu.copy()
+        norms = np.linalg.norm(mu, axis=1, keepdims=True)
+        np.divide(mu, norms, out=mu, where=norms > 0)
+        return mu[:self.n_src], mu[self.n_src:]
+
+    def evaluate_valid(self) -> dict:
+        from ..evaluation import evaluate_embeddings
+
+        s, t = self._normed(self.forward_eval()[0])
+        return evaluate_embeddings(s, t, self.valid, candidates="test", csls_k=10)["test"]
+
+    def embeddings(self):
+        if self._out is None:
+            raise MmeaInputError("the gaussian-strong model has not been fitted")
+        return self._normed(self._out[0])
+
+    def gaussians(self):
+        """``((mu_s, var_s), (mu_t, var_t))`` of the common space, numpy."""
+        mu, var = self._out
+        return (mu[:self.n_src], var[:self.n_src]), (mu[self.n_src:], var[self.n_src:])
+
+    def uncertainty_all(self) -> np.ndarray:
+        """``(n,)`` mean common-space variance of every entity (source rows, then target rows)."""
+        return self._out[1].mean(1)
+
+    def uncertainty(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(source (N,), target (M,))`` mean common-space variances (the confidence signal)."""
+        u = self.uncertainty_all()
+        return u[:self.n_src], u[self.n_src:]
+
+    def _coverage(self) -> tuple[np.ndarray, ...]:
+        m = self.inputs["masks"]
+        return tuple(m[k].cpu().numpy() for k in ("relations", "images", "numeric"))
+
+    def rerank_metrics(self, links, *, candidates: str = "test", csls_k: int = 10) -> dict:
+        """``{"src->tgt/<score>": metrics}`` for each score of ``scores`` (:mod:`mmea.search.distributions`)."""
+        from ..evaluation import ranking_metrics
+        from ..search.distributions import distribution_ranks
+
+        out = {}
+        (ms, vs), (mt, vt) = self.gaussians()
+        for s in self.config.score_list:
+            ranks = distribution_ranks(s, ms, vs, mt, vt, np.asarray(links), candidates=candidates)
+            out[f"src->tgt/{s}"] = {**ranking_metrics(ranks), "n": int(len(ranks))}
+        return out
+
+
+def variance_by_group(var: np.ndarray, cover: tuple, graph: dict, n: int) -> dict:
+    """Mean common-space variance by modality coverage (relations / images / numbers present) and by degree."""
+    rel, img, num = cover
+    key = np.array([("R" if r else "-") + ("I" if i else "-") + ("N" if u else "-")
+                    for r, i, u in zip(rel, img, num)])
+    by_cov = {k: {"n": int((key == k).sum()), "mean_var": round(float(var[key == k].mean()), 5)}
+              for k in np.unique(key)}
+    deg = np.bincount(np.asarray(graph["receivers"]), minlength=n)[:n]
+    bins = [(0, 1), (1, 3), (3, 10), (10, 30), (30, 10 ** 9)]
+    by_deg = {f"{lo}-{hi - 1 if hi < 10 ** 9 else 'inf'}": {"n": int(((deg >= lo) & (deg < hi)).sum()),
+              "mean_var": (round(float(var[(deg >= lo) & (deg < hi)].mean()), 5)
+                           if ((deg >= lo) & (deg < hi)).any() else None)} for lo, hi in bins}
+    return {"by_coverage": by_cov, "by_degree": by_deg, "mean": round(float(var.mean()), 5)}
+
+
+@MODELS.register(name="gaussian-strong-point")
+class GaussianStrongPointModel(GaussianStrongModel):
+    """The point twin of ``gaussian-strong``: the same network with every variance frozen."""
+
+    @dataclass(frozen=True)
+    class Config(GaussianStrongModel.Config):
+        point: bool = True
+
+
+class GaussianStrongTraining(TrainingModule):
+    """Epochs of ``gaussian-strong`` for :class:`~mmea.training.Trainer`: shuffled seed batches, one step each."""
+
+    def __init__(self, model: GaussianStrongModel, pairs: np.ndarray):
+        self.model, self.pairs = model, np.asarray(pairs, dtype=np.int64)
+        self.kind = model.registry_name
+
+    def train_epoch(self, epoch: int, trainer) -> EpochOutput:
+        m, bs = self.model, self.model.config.batch_size
+        perm = m._rng.permutation(len(self.pairs))
+        losses, parts = [], {}
+        for i in range(0, len(perm), bs):
+            loss, parts = m.step(self.pairs[perm[i:i + bs]])
+            losses.append(loss)
+            if trainer.budget.out_of_time():
+                return EpochOutput(float(np.mean(losses)), parts, out_of_time=True)
+        return EpochOutput(float(np.mean(losses)) if losses else None, parts)
+
+    def can_validate(self) -> bool:
+        return len(self.model.valid) >= 2
+
+    def validate(self, epoch: int, trainer) -> Validation:
+        v = self.model.evaluate_valid()
+        return Validation(v["hits@1"], key=(v["hits@1"], v["mrr"]),
+                          extra={"valid_hits@1": round(v["hits@1"], 4), "valid_mrr": round(v["mrr"], 4)})
+
+    def snapshot(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.model.net.state_dict().items()}
+
+    def restore(self, state: dict) -> None:
+        self.model.net.load_state_dict(state)
+
+    def postfix(self, record, trainer) -> dict:
+        return epoch_postfix(record.loss, record.extra.get("valid_hits@1"))
+
+    def loop_state(self) -> dict:
+        m = self.model
+        return {"net": m.net.state_dict(), "optimizer": m.optimizer.state_dict(), "rng": m._rng.bit_generator.state}
+
+    def load_loop_state(self, saved: dict) -> None:
+        m = self.model
+        m.net.load_state_dict(saved["net"])
+        m.optimizer.load_state_dict(saved["optimizer"])
+        m._rng.bit_generator.state = saved["rng"]
