@@ -225,7 +225,7 @@ class GaussianStrongModel(AlignmentModel):
             csl = csl + (kl * mask).sum() / mask.sum().clamp_min(1.0)
         ia, ib = b[:, 0], b[:, 1] + n1
         ac = kl_diagonal(mu_e[ia], var_e[ia], mu_e[ib], var_e[ib]).mean()
-        return loss + c.csl_weight * csl + c.ac_weight * ac, {"csl": float(csl), "ac": float(ac)}
+        return loss + c.csl_weight * csl + c.ac_weight * ac, {"csl": float(csl.detach()), "ac": float(ac.detach())}
 
     def _hard_loss(self, emb, b):
         """Dual-AMN's normalised hard loss of ``emb (n, D)`` over the pairs ``b``, both directions."""

@@ -1,0 +1,158 @@
+"""gaussian-strong (issue 17): distribution scores against closed forms, the point twin, missing modalities."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mmea.config import FeatureConfig
+from mmea.models import MODELS, RunContext
+from mmea.search.distributions import distribution_ranks
+from mmea.search.distributions_math import (bhattacharyya, expected_likelihood, kl_diagonal, pairwise_score,
+                                            wasserstein2)
+
+
+def _gauss(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.rand(n, d, generator=g, dtype=torch.float64) + 0.1
+
+
+# ----------------------------------------------------------------------------- closed forms
+def test_kl_matches_torch_distributions():
+    (m1, v1), (m2, v2) = _gauss(5, 3, 0), _gauss(5, 3, 1)
+    p = torch.distributions.Independent(torch.distributions.Normal(m1, v1.sqrt()), 1)
+    q = torch.distributions.Independent(torch.distributions.Normal(m2, v2.sqrt()), 1)
+    assert torch.allclose(kl_diagonal(m1, v1, m2, v2), torch.distributions.kl_divergence(p, q))
+
+
+def _grid_1d(m1, v1, m2, v2):
+    x = torch.linspace(-30, 30, 200001, dtype=torch.float64)
+    p = torch.exp(-(x - m1) ** 2 / (2 * v1)) / math.sqrt(2 * math.pi * v1)
+    q = torch.exp(-(x - m2) ** 2 / (2 * v2)) / math.sqrt(2 * math.pi * v2)
+    return x, p, q
+
+
+@pytest.mark.parametrize("m1,v1,m2,v2", [(0.0, 1.0, 0.5, 2.0), (1.0, 0.3, -2.0, 4.0)])
+def test_bhattacharyya_and_expected_likelihood_match_numerical_integrals(m1, v1, m2, v2):
+    x, p, q = _grid_1d(m1, v1, m2, v2)
+    dx = float(x[1] - x[0])
+    T = lambda a: torch.tensor([a], dtype=torch.float64)  # noqa: E731
+    bc = float((torch.sqrt(p * q)).sum() * dx)  # Bhattacharyya coefficient
+    assert float(bhattacharyya(T(m1), T(v1), T(m2), T(v2))) == pytest.approx(-math.log(bc), rel=1e-6)
+    assert float(expected_likelihood(T(m1), T(v1), T(m2), T(v2))) == pytest.approx(math.log(float((p * q).sum() * dx)),
+                                                                                   rel=1e-6)
+
+
+def test_wasserstein_matches_the_1d_quantile_formula():
+    # in 1-D, W2^2 = int_0^1 (F^-1(u) - G^-1(u))^2 du; for Gaussians the quantiles are mu + sigma z
+    u = torch.linspace(1e-6, 1 - 1e-6, 400001, dtype=torch.float64)
+    z = torch.distributions.Normal(0.0, 1.0).icdf(u)
+    m1, v1, m2, v2 = 0.3, 0.5, -1.0, 2.0
+    w2 = float((((m1 + math.sqrt(v1) * z) - (m2 + math.sqrt(v2) * z)) ** 2).mean())
+    T = lambda a: torch.tensor([a], dtype=torch.float64)  # noqa: E731
+    assert float(wasserstein2(T(m1), T(v1), T(m2), T(v2))) == pytest.approx(w2, rel=1e-3)
+    (a, va), (b, vb) = _gauss(4, 6, 2), _gauss(4, 6, 3)  # sums over independent dimensions
+    assert torch.allclose(wasserstein2(a, va, b, vb), ((a - b) ** 2 + (va.sqrt() - vb.sqrt()) ** 2).sum(-1))
+
+
+@pytest.mark.parametrize("name,fn,sign", [("wasserstein", wasserstein2, -1), ("bhattacharyya", bhattacharyya, -1),
+                                          ("expected-likelihood", expected_likelihood, 1)])
+def test_pairwise_scores_equal_the_broadcast_forms(name, fn, sign):
+    (a, va), (b, vb) = _gauss(4, 5, 4), _gauss(7, 5, 5)
+    want = sign * fn(a[:, None], va[:, None], b[None], vb[None])  # (4, 7)
+    assert torch.allclose(pairwise_score(name, a, va, b, vb), want, atol=1e-9)
+
+
+def test_blockwise_ranks_do_not_depend_on_the_block():
+    (ms, vs), (mt, vt) = _gauss(30, 4, 6), _gauss(30, 4, 7)
+    ms, vs, mt, vt = (x.float().numpy() for x in (ms, vs, mt, vt))
+    mt[:20] = ms[:20] + 0.01  # 20 near-copies
+    links = np.stack([np.arange(25), np.arange(25)], 1)
+    for s in ("wasserstein", "bhattacharyya", "expected-likelihood"):
+        r1 = distribution_ranks(s, ms, vs, mt, vt, links, block=1)
+        r2 = distribution_ranks(s, ms, vs, mt, vt, links, block=1000)
+        assert (r1 == r2).all() and r1.min() >= 1 and r1.max() <= 25
+    assert (distribution_ranks("wasserstein", ms, vs, mt, vt, links)[:20] == 1).all()
+
+
+# ----------------------------------------------------------------------------- the model on a tiny task
+def _mm_task(n: int = 8, seed: int = 0):
+    """Two copies of an 8-entity chain; images missing for entities 1, 5 (source) and 2 (target); numbers on 5."""
+    from mmea.data import AlignmentTask, KnowledgeGraph
+
+    rng = np.random.default_rng(seed)
+    tr = np.array([[i, i % 2, i + 1] for i in range(n - 1)] + [[0, 1, 4], [2, 0, 6]])
+    pix = rng.normal(size=(n, 12)).astype(np.float32)
+    kgs = []
+    for side in range(2):
+        mask = np.ones(n, dtype=bool)
+        mask[[1, 5] if side == 0 else [2]] = False
+        feats = np.where(mask[:, None], pix + 0.05 * rng.normal(size=pix.shape), 0).astype(np.float32)
+        ent = np.array([0, 3, 4, 6, 7])
+        values = (ent * 10.0 + side).astype(np.float64)
+        kgs.append(KnowledgeGraph(
+            f"kg{side}", [str(i) for i in range(n)], [f"u{side}:{i}" for i in range(n)], [""] * n,
+            [f"r{side}a", f"r{side}b"], tr, ["population", "area"], np.stack([ent, np.arange(5) % 2], 1),
+            values.astype(str).astype(object), values, image_features=feats, image_mask=mask))
+    links = np.stack([np.arange(n), np.arange(n)], 1)
+    return AlignmentTask("mm", kgs[0], kgs[1], links[:4], links[4:6], links[6:])
+
+
+def _model(name="gaussian-strong", **params):
+    cls = MODELS.get(name)
+    params = {"dim": 8, "gnn_dim": 8, "layers": 1, "batch_size": 4, "hard_negatives": 2, **params}
+    return cls(cls.Config(**params), RunContext(seed=0, features=FeatureConfig(name_encoder="char-ngram"),
+                                                cache_root=None))
+
+
+def _setup(m, task):
+    from mmea.features import run_features
+
+    m.setup(task, run_features(task, m.feature_requests(m.config), m.ctx))
+    return m
+
+
+def test_point_twin_equals_the_gaussian_model_with_variances_frozen():
+    task = _mm_task()
+    batch = np.array([[0, 0], [1, 1], [2, 2], [3, 3]])
+    point = _setup(_model("gaussian-strong-point"), task)
+    point.step(batch)  # each setup seeds torch; step right after it (dropout draws from the global generator)
+    gauss = _setup(_model("gaussian-strong"), task)
+    for h in gauss.net.heads.values():
+        for p in (h.logvar.weight, h.logvar.bias, h.prior_logvar):
+            p.requires_grad_(False)
+    gauss.step(batch)
+    (mp, vp), (mg, vg) = point.forward_eval(), gauss.forward_eval()
+    assert np.allclose(mp, mg, atol=1e-6) and np.allclose(vp, vg)
+    # unfrozen, the Gaussian model's variances move and its means differ after the step
+    free = _setup(_model("gaussian-strong"), task)
+    free.step(batch)
+    free.step(batch)
+    assert not np.allclose(free.forward_eval()[1], vg)
+
+
+def test_a_missing_modality_leaves_a_larger_common_variance():
+    task = _mm_task()
+    m = _model("gaussian-strong", epochs=5, eval_every=1)
+    from mmea.features import run_features
+
+    m.fit(task, run_features(task, m.feature_requests(m.config), m.ctx))
+    u_src, u_tgt = m.uncertainty()
+    floor = m.config.var_min
+    # source entity 1 and 5 have no image; 3, 4, 6 have relations, images and numbers
+    assert min(u_src[1], u_src[5]) > floor * 1.5
+    assert min(u_src[1], u_src[5]) > max(u_src[3], u_src[4], u_src[6])
+    assert u_tgt[2] > max(u_tgt[3], u_tgt[4], u_tgt[6])
+    cov = m.info["variances"]["by_coverage"]
+    assert cov["R--"]["mean_var"] > cov["RIN"]["mean_var"]  # 1, 5: relations only
+    assert m.info["names_used"] is False
+
+
+def test_unknown_score_is_a_clear_error():
+    from mmea.errors import MmeaInputError
+
+    with pytest.raises(MmeaInputError, match="unknown score 'kl2'"):
+        _model(scores="wasserstein,kl2")
