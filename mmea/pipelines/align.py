@@ -93,7 +93,10 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
 
     opts = dict(topk=max(search.topk, 2), method=search.method, csls_k=search.csls_k, matcher=search.match,
                 index=search.index, device=device, candidates=search.candidates, progress=progress)
-    if _resolve_engine(search.index, len(rows), len(cand), device) != "torch":
+    engine = _resolve_engine(search.index, len(rows), len(cand), device)
+    if engine in ("ivf", "hnsw") and (search.candidates == "test" or not len(task.test)):
+        return approx_search_run(task, src_emb, tgt_emb, rows, cand, search, engine, device, progress, keep)
+    if engine != "torch":
         return align(src_emb, tgt_emb, rows, cand, **opts), None, None
     once: dict = {}
     if len(task.test):
@@ -113,8 +116,41 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
     return al, found.ranks, scores
 
 
+def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, search, engine: str, device: str,
+                      progress: bool = False, keep: dict | None = None) -> tuple:
+    """:func:`search_run` with an approximate index (IVF / HNSW): :func:`mmea.search.approx.approx_search`'s two
+    index searches give the alignment, the gold ranks from its lists (``-1``: not in the list) and the
+    validation top 2; ``keep["pass"]`` its lists (the one-to-one graph).  A matcher searches again."""
+    from ..calibration import valid_queries, valid_scores_from_top
+    from ..search.approx import approx_search
+    from ..search.matching import MATCHERS, Alignment, Similarity
+
+    once: dict = {}
+    if len(task.test):
+        once["gold"] = np.searchsorted(cand, task.test[:, 1])  # rows = test sources, cand = unique test targets
+    if len(task.valid):
+        vsrc, extra = valid_queries(task.valid, cand)
+        once.update(valid_src=vsrc, extra=extra)
+    found = approx_search(src_emb, tgt_emb, rows, cand, topk=max(search.topk, 2), method=search.method,
+                          csls_k=search.csls_k, index=engine, device=device, progress=progress, **once)
+    matching = None
+    if search.match not in (None, "none"):
+        sim = Similarity(np.asarray(src_emb)[rows], np.asarray(tgt_emb)[cand], method=search.method,
+                         csls_k=search.csls_k, device=device, index=engine,
+                         radius=(found.result.r_src, found.result.r_tgt), progress=progress)
+        matching = MATCHERS.make(search.match).match(sim, result=found.result)
+    if keep is not None:
+        keep["pass"] = found
+    scores = None
+    if found.valid_ids is not None:
+        scores = valid_scores_from_top(task.valid, vsrc, np.concatenate([cand, extra]), found.valid_ids,
+                                       found.valid_scores, search.method)
+    al = Alignment(rows, cand, found.result, found.result.reverse_best, matching, search.candidates)
+    return al, found.ranks, scores
+
+
 def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | None, search,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, found=None) -> dict:
     """The ``test`` / ``test_by_method`` part of ``metrics.json`` and :data:`TEST_RANKS_FILE`.
 
     ``ranks``: the gold ranks of :func:`search_run`'s pass; ``None`` (a FAISS search) ranks
@@ -124,7 +160,13 @@ def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | Non
     from ..evaluation import evaluate_embeddings, evaluation_rows, metrics_from_ranks
 
     primary = ("src->tgt", search.method)
-    if ranks is None:
+    if found is not None and found.stats.get("approximate") and ranks is not None:
+        from ..search.approx import metrics_from_lists
+
+        ev = metrics_from_lists(ranks, list_size=found.stats["list_size"], index=found.stats["index"],
+                                candidates=search.candidates, csls_k=search.csls_k, primary=primary,
+                                num_candidates={"src->tgt": int(len(found.r_tgt)), "tgt->src": int(len(found.r_src))})
+    elif ranks is None:
         ev = evaluate_embeddings(src_emb, tgt_emb, task.test, candidates=search.candidates, csls_k=search.csls_k,
                                  primary=primary, return_ranks=True, progress=progress)
     else:
@@ -251,6 +293,11 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) 
     metrics') are reused, so only :func:`two_way_topk`'s pass is added.
     """
     sources, cand = np.unique(task.test[:, 0]), np.unique(task.test[:, 1])
+    if found is not None and found.stats.get("approximate"):  # the approximate pass's two-way lists
+        from ..search.approx import listed_one_to_one
+
+        o = listed_one_to_one(found, task.test, cand)
+        return {"hits@1_one_to_one": o["hits@1"], "one_to_one": {"solver": o["solver"], "pairs": o["pairs"]}}
     radius = None
     if found is not None and search.candidates == "test" and found.r_tgt is not None \
             and len(found.r_tgt) == len(cand) and len(found.r_src) == len(sources):
@@ -363,7 +410,7 @@ def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search,
     out: dict = {}
     if len(task.test):
         with run.stage("evaluate"):
-            out.update(evaluate_run(run.path, task, model, src_emb, tgt_emb, ranks, search, progress))
+            out.update(evaluate_run(run.path, task, model, src_emb, tgt_emb, ranks, search, progress, found))
         with run.stage("one_to_one"):  # the second, labelled H@1: one-to-one assignment of the test candidates
             out["test"].update(one_to_one_metrics(task, src_emb, tgt_emb, search, device, found))
     else:
@@ -390,7 +437,7 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
 def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, engine) -> dict:
     """:func:`_align_in` once the engine is up."""
     from ..data.catalog import load_task_from_config, mmea_home
-    from ..export import alignment_frame, gold_targets_frame, write_alignment
+    from ..export import add_uncertainty, alignment_frame, gold_targets_frame, write_alignment
     from ..features import run_features
     from ..models import MODELS, RunContext
     from .names import names_switch
@@ -451,6 +498,7 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
                                                device, scores=valid_scores)
     with run.stage("export"):
         df = alignment_frame(task, al, topk=s.topk, gold=task.test if gold is not None else None)
+        df = add_uncertainty(df, task, model)  # gaussian-strong: variance-based uncertainty per pair
         csv_path = run.path / "alignment.csv"
         write_alignment(df, csv_path)
         if gold is not None:  # what the report shows for a gold target outside the candidates

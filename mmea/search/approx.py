@@ -1,0 +1,205 @@
+"""The approximate search pass of a large ``mmea align`` run: two index searches give everything.
+
+Above :data:`~mmea.search.knn.APPROX_PAIRS` query-candidate pairs the exact pass of
+:mod:`mmea.search.onepass` costs ``n m d`` multiply-adds (529K x 529K x 512 at 1M entities a side:
+days on two cores).  :func:`approx_search` builds one FAISS index (IVF, Jégou et al. TPAMI 2011;
+or HNSW, Malkov & Yashunin TPAMI 2018) over the candidate targets and one over the query sources,
+and searches each side's top-``K`` (:data:`LIST_SIZE`) *cosine* neighbours in the other once:
+
+* the CSLS radii (Conneau et al., ICLR 2018) come from those approximate lists of **both** sides:
+  ``r_src[i]`` the mean of source ``i``'s ``csls_k`` best target cosines, ``r_tgt[j]`` of target
+  ``j``'s best source cosines;
+* each list is re-scored, ``csls = (2 cos - r_query) - r_candidate`` (the float32 expression of
+  :func:`~mmea.search.csls.csls_from_cos`), and sorted by the run's score (ties: lower index first);
+* the forward lists give the alignment's top-k, the gold ranks src->tgt and the validation sources'
+  top 2; the reverse lists the mutual best matches and the gold ranks tgt->src; both lists are the
+  sparse candidate graph of the one-to-one assignment (:func:`listed_one_to_one`).
+
+A gold partner outside its list is **not ranked** (rank ``-1``, :data:`~mmea.pipelines.align.RANK_NOT_RANKED`):
+its true rank is above ``K`` (or the index missed it).  :func:`metrics_from_lists` counts it as a miss
+for Hits@k and 0 in the MRR (a lower bound, short by less than ``1 / (K + 1)`` per unranked link) and
+reports no MR.  Memory: the two indexes (a copy of each side's rows), the ``(n, K)`` lists, no
+``(n, m)`` block.  The validation sources are searched in the target index too; their own targets
+(not candidates) are scored exactly, blockwise (:class:`~mmea.search.knn.TorchIndex`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import MmeaInputError
+from .csls import METHODS, SearchResult
+from .knn import TorchIndex, as_float32, make_index, scale_rows
+from .onepass import OnePass
+
+__all__ = ["LIST_SIZE", "approx_search", "sorted_lists", "list_ranks", "metrics_from_lists", "listed_one_to_one"]
+
+#: neighbours kept per source and per target (the one-to-one graph's ``sparse_k`` too)
+LIST_SIZE = 50
+
+
+def _radius(cos: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """``(n,)`` mean of each row's first ``k`` found cosines (rows sorted descending; ``-1`` ids skipped)."""
+    v, ok = cos[:, :k], ids[:, :k] >= 0
+    return (np.where(ok, v, 0).astype(np.float64).sum(1) / np.maximum(ok.sum(1), 1)).astype(np.float32)
+
+
+def sorted_lists(cos: np.ndarray, ids: np.ndarray, r_query: np.ndarray, r_cand: np.ndarray, method: str
+                 ) -> SearchResult:
+    """Candidate lists ``ids (n, K)`` with cosines ``cos (n, K)`` re-sorted by ``method``'s score.
+
+    CSLS ``(2 cos - r_query[i]) - r_cand[ids]``; order: score descending, then candidate index ascending;
+    unfilled slots (id ``-1``) last.  Returns a :class:`~mmea.search.csls.SearchResult` (radii included).
+    """
+    ok = ids >= 0
+    csls = ((np.float32(2) * cos - r_query[:, None]) - r_cand[np.maximum(ids, 0)]).astype(np.float32)  # (n, K)
+    score = np.where(ok, csls if method == "csls" else cos, -np.inf)
+    order = np.lexsort((np.where(ok, ids, np.iinfo(np.int64).max), -score), axis=-1)  # (n, K)
+    take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    return SearchResult(ids=take(ids), cos=take(cos), csls=take(csls), r_src=r_query, r_tgt=r_cand, method=method,
+                        exact=False)
+
+
+def list_ranks(lists: SearchResult, rows: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """``(n,)`` 1-based position of ``gold[i]`` in list ``rows[i]`` of ``lists``; ``-1`` when not in it."""
+    hit = lists.ids[rows] == np.asarray(gold)[:, None]  # (n, K)
+    return np.where(hit.any(1), hit.argmax(1) + 1, -1).astype(np.int64)
+
+
+def _ranks(fwd: dict, bwd: dict, q: np.ndarray, gold: np.ndarray) -> dict:
+    """``ranks[direction][method]`` of the links ``(q[i] source position, gold[i] candidate position)``."""
+    return {"src->tgt": {m: list_ranks(fwd[m], q, gold) for m in METHODS},
+            "tgt->src": {m: list_ranks(bwd[m], gold, q) for m in METHODS}}
+
+
+def _valid_top(idx_t, idx_s, V: np.ndarray, E: np.ndarray, r_tgt: np.ndarray, K: int, csls_k: int, method: str,
+               block_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The validation sources' top 2 over ``cand + extra``: ``(ids (v, 2) positions, scores (v, 2))``."""
+    m = len(r_tgt)
+    v_cos, v_ids = idx_t.search(V, K)  # (v, K) over the candidates
+    if len(E):
+        r_extra = _radius(*idx_s.search(E, csls_k), csls_k)  # (e,) over the query sources, like the candidates
+        e_cos, e_ids = TorchIndex(block_size=block_size).build(E).search(V, min(K, len(E)))  # exact, blockwise
+        v_cos = np.concatenate([v_cos, e_cos], axis=1)
+        v_ids = np.concatenate([v_ids, np.where(e_ids >= 0, e_ids + m, -1)], axis=1)
+        order = np.argsort(-np.where(v_ids >= 0, v_cos, -np.inf), axis=1, kind="stable")
+        v_cos, v_ids = np.take_along_axis(v_cos, order, 1), np.take_along_axis(v_ids, order, 1)
+        r_all = np.concatenate([r_tgt, r_extra])
+    else:
+        r_all = r_tgt
+    top = sorted_lists(v_cos, v_ids, _radius(v_cos, v_ids, csls_k), r_all, method)
+    return top.ids[:, :2], top.scores[:, :2]
+
+
+def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int = 2, method: str = "csls",
+                  csls_k: int = 10, index: str = "ivf", device: str = "cpu", gold: Any = None,
+                  valid_src: Any = None, extra: Any = None, list_size: int = LIST_SIZE, block_size: int | None = None,
+                  progress: bool = False, **index_params) -> OnePass:
+    """The run's search from two approximate index searches (see the module docstring).
+
+    ``rows (n,)`` query source ids (repeats allowed: they share one list), ``cand (m,)`` candidate target
+    ids; ``gold (n,)``: each row's gold target as a position in ``cand`` (ranks), or ``None``;
+    ``valid_src`` / ``extra``: the validation sources and their targets outside ``cand``
+    (:func:`mmea.calibration.valid_queries`).  Returns a :class:`~mmea.search.onepass.OnePass` whose
+    ``result`` is in ``rows`` order, ``r_src`` / ``lists["forward"]`` in ``np.unique(rows)`` order,
+    ``ranks`` with ``-1`` for a link not in its list, ``stats["approximate"]``.
+    """
+    if method not in METHODS:
+        raise MmeaInputError(f"unknown similarity {method!r}; valid choices: {', '.join(METHODS)}")
+    src_emb, tgt_emb = np.asarray(src_emb), np.asarray(tgt_emb)
+    rows, cand = np.asarray(rows, np.int64).reshape(-1), np.asarray(cand, np.int64).reshape(-1)
+    eval_src, q = np.unique(rows, return_inverse=True)  # (p,), (n,) position of each row in eval_src
+    S = scale_rows(as_float32(src_emb[eval_src], "source embeddings"), inplace=True)  # (p, d)
+    T = scale_rows(as_float32(tgt_emb[cand], "target embeddings"), inplace=True)  # (m, d)
+    K, Kb, kc = min(list_size, len(T)), min(list_size, len(S)), int(csls_k)
+    opts = dict(device=device, block_size=block_size, progress=progress, **index_params)
+    idx_t = make_index(index, T, n_queries=len(S), **opts)
+    f_cos, f_ids = idx_t.search(S, K)  # (p, K) cosine neighbours of each source
+    idx_s = make_index(index, S, n_queries=len(T), **opts)
+    b_cos, b_ids = idx_s.search(T, Kb)  # (m, Kb) cosine neighbours of each target
+    r_src, r_tgt = _radius(f_cos, f_ids, min(kc, K)), _radius(b_cos, b_ids, min(kc, Kb))  # (p,), (m,)
+    fwd = {m: sorted_lists(f_cos, f_ids, r_src, r_tgt, m) for m in METHODS}
+    bwd = {m: sorted_lists(b_cos, b_ids, r_tgt, r_src, m) for m in METHODS}
+    del f_cos, f_ids, b_cos, b_ids
+    first_row = np.zeros(len(eval_src), np.int64)  # (p,) first position in rows of each eval source
+    first_row[q[::-1]] = np.arange(len(rows))[::-1]
+    f, b = fwd[method], bwd[method]
+    keep = min(int(topk), K)
+    result = SearchResult(ids=f.ids[q, :keep], cos=f.cos[q, :keep], csls=f.csls[q, :keep], r_src=r_src[q],
+                          r_tgt=r_tgt, method=method, csls_k=kc, exact=False, index=type(idx_t).registry_name,
+                          reverse_best=np.where(b.ids[:, 0] >= 0, first_row[np.maximum(b.ids[:, 0], 0)], -1))
+    found = OnePass(result=result, r_src=r_src, r_tgt=r_tgt, lists={"forward": f, "reverse": b},
+                    stats={"approximate": True, "index": result.index, "list_size": K})
+    if gold is not None:
+        found.ranks = _ranks(fwd, bwd, q, np.asarray(gold, np.int64).reshape(-1))
+    if valid_src is not None and len(valid_src):
+        E = scale_rows(as_float32(tgt_emb[np.asarray(extra if extra is not None else [], np.int64)].reshape(
+            -1, T.shape[1]), "target embeddings"), inplace=True)
+        V = scale_rows(as_float32(src_emb[np.asarray(valid_src, np.int64)], "source embeddings"), inplace=True)
+        found.valid_ids, found.valid_scores = _valid_top(idx_t, idx_s, V, E, r_tgt, K, kc, method, block_size)
+        found.num_valid_candidates = len(T) + len(E)
+    return found
+
+
+def metrics_from_lists(ranks: dict, *, list_size: int, index: str, candidates: str, num_candidates: dict,
+                       csls_k: int, primary: tuple = ("src->tgt", "csls"), ks=(1, 5, 10)) -> dict:
+    """The evaluation dict of :func:`mmea.evaluation.metrics_from_ranks` from list ranks (``-1``: not in the
+    list): Hits@k exact given the lists, MRR with an unranked link counted 0 (a lower bound), no MR."""
+    direction, method = primary
+    by_method = {}
+    for d, per in ranks.items():
+        for mth, r in per.items():
+            r = np.asarray(r, np.float64)
+            if not len(r):
+                raise MmeaInputError("no ranks to evaluate (empty test set?)")
+            ranked = r >= 1
+            by_method[f"{d}/{mth}"] = {**{f"hits@{k}": float(np.mean(ranked & (r <= k))) for k in ks}, "mr": None,
+                                       "mrr": float(np.mean(np.where(ranked, 1.0 / np.maximum(r, 1), 0.0))),
+                                       "n": int(len(r)), "ranked": float(np.mean(ranked))}
+    key = f"{direction}/{method}"
+    return {"test": {**by_method[key], "direction": direction, "method": method}, "test_by_method": by_method,
+            "primary": key, "candidates": candidates, "num_candidates": num_candidates,
+            "num_links": by_method[key]["n"], "csls_k": int(csls_k),
+            "ranks_from": f"approximate top-{list_size} lists ({index}): a gold partner outside its list is a miss "
+                          "(MRR 0, a lower bound); MR not computed",
+            "ranks": np.asarray(ranks[direction][method], np.int64)}
+
+
+class _Listed:
+    """What the sparse Hungarian reads of a :class:`~mmea.search.matching.Similarity`: two-way lists, searched."""
+
+    def __init__(self, n: int, m: int, forward: SearchResult, reverse: SearchResult):
+        self.n, self.m, self._fwd, self._bwd = n, m, forward, reverse
+
+    def topk(self, k: int) -> SearchResult:
+        return self._fwd
+
+    def reverse_topk(self, k: int) -> SearchResult:
+        return self._bwd
+
+    def score_pairs(self, src_idx, tgt_idx) -> np.ndarray:
+        return np.full(len(np.asarray(src_idx)), np.nan, np.float32)
+
+
+def listed_one_to_one(found: OnePass, links: np.ndarray, cand: np.ndarray) -> dict:
+    """Hits@1 of the one-to-one assignment over the pass's two-way lists (the sparse Hungarian's graph).
+
+    ``found``: :func:`approx_search` of the links' sources against ``cand``; solved exactly over the union
+    of each source's and each target's top-``K`` by the run's score
+    (:meth:`~mmea.search.matching.HungarianMatcher._sparse`, LAPJVsp); returns ``{"hits@1", "solver", "pairs"}``.
+    """
+    from .matching import HungarianMatcher
+
+    links = np.asarray(links, np.int64).reshape(-1, 2)
+    sources = np.unique(links[:, 0])  # the lists' eval_src order
+    fwd, bwd = found.lists["forward"], found.lists["reverse"]
+    matching = HungarianMatcher(max_pairs=0)._sparse(_Listed(len(sources), len(cand), fwd, bwd))
+    assigned = np.full(len(sources), -1, np.int64)
+    assigned[matching.src] = np.asarray(cand)[matching.tgt]
+    hit = assigned[np.searchsorted(sources, links[:, 0])] == links[:, 1]
+    k = fwd.ids.shape[1]
+    return {"hits@1": float(np.mean(hit)) if len(links) else 0.0, "pairs": int(len(matching)),
+            "solver": f"hungarian (sparse, exact over each side's approximate top-{k} by {fwd.method}, "
+                      f"{found.stats.get('index')})"}
