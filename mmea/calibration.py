@@ -593,3 +593,87 @@ def export_summary(df, selected, calibration: Calibration | None) -> dict:
         out["calibration"] = {"available": False,
                               "reason": calibration.reason if calibration is not None else f"no {CALIBRATION_FILE}"}
     return out
+
+
+# ----------------------------------------------------------------------------- variance as confidence (issue 17)
+def auroc(score: Any, positive: Any) -> float | None:
+    """Area under the ROC curve of ``score`` for the ``positive`` class (Mann-Whitney U, ties count half).
+
+    ``AUROC = (sum of the positives' ranks - P (P + 1) / 2) / (P N)`` with average ranks over ties; the same
+    number as ``sklearn.metrics.roc_auc_score(positive, score)``.  None when one class is empty.
+    """
+    from scipy.stats import rankdata
+
+    s, y = np.asarray(score, dtype=np.float64), np.asarray(positive, dtype=bool)
+    p, n = int(y.sum()), int((~y).sum())
+    if p == 0 or n == 0:
+        return None
+    r = rankdata(s)
+    return float((r[y].sum() - p * (p + 1) / 2.0) / (p * n))
+
+
+def precision_at_coverage(confidence: Any, correct: Any, coverage: float = 0.9) -> float | None:
+    """Precision (share correct) of the ``coverage`` fraction of predictions with the highest ``confidence``."""
+    c, y = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=bool)
+    k = int(np.ceil(coverage * len(c)))
+    if k == 0:
+        return None
+    keep = np.argsort(-c, kind="stable")[:k]
+    return float(y[keep].mean())
+
+
+def fit_margin_variance(margin: Any, uncertainty: Any, correct: Any) -> tuple[np.ndarray, float] | None:
+    """A one-dimensional confidence from the margin and the variance, fitted on VALID links only.
+
+    Logistic regression ``p(correct) = sigmoid(w_0 + w_1 margin + w_2 log u)`` (a few Newton steps, a small
+    ridge); returns ``(w (3,), ridge)``, or None when the valid links hold one class only.  Isotonic regression
+    on this score (:func:`fit_calibration`) then turns it into a calibrated precision.
+    """
+    x = np.stack([np.ones(len(margin)), np.asarray(margin, np.float64),
+                  np.log(np.maximum(np.asarray(uncertainty, np.float64), 1e-12))], 1)  # (n, 3)
+    y = np.asarray(correct, dtype=np.float64)
+    if y.min() == y.max():
+        return None
+    mu, sd = x[:, 1:].mean(0), x[:, 1:].std(0) + 1e-12
+    z = x.copy()
+    z[:, 1:] = (x[:, 1:] - mu) / sd
+    w, ridge = np.zeros(3), 1e-3
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-z @ w))
+        g = z.T @ (p - y) + ridge * w
+        h = (z * (p * (1 - p))[:, None]).T @ z + ridge * np.eye(3)
+        w -= np.linalg.solve(h, g)
+    # back to the raw features: w_0 + sum_j w_j (x_j - mu_j) / sd_j
+    raw = np.concatenate([[w[0] - (w[1:] * mu / sd).sum()], w[1:] / sd])
+    return raw, ridge
+
+
+def margin_variance_score(w: np.ndarray, margin: Any, uncertainty: Any) -> np.ndarray:
+    """``w_0 + w_1 margin + w_2 log u`` (the log-odds of :func:`fit_margin_variance`)."""
+    return w[0] + w[1] * np.asarray(margin, np.float64) + w[2] * np.log(np.maximum(np.asarray(uncertainty,
+                                                                                                np.float64), 1e-12))
+
+
+def variance_confidence_report(valid: dict, test: dict, coverage: float = 0.9) -> dict:
+    """AUROC of (uncertainty -> top-1 wrong) and of (-margin -> wrong) on the test links; precision at
+    ``coverage`` by the margin alone and by margin + variance (the combination fitted on ``valid`` only).
+
+    ``valid`` / ``test``: ``{"margin": (n,), "uncertainty": (n,), "correct": (n,) bool}``.
+    """
+    wrong = ~np.asarray(test["correct"], dtype=bool)
+    out = {"n_test": int(len(wrong)), "n_valid": int(len(valid["correct"])), "coverage": coverage,
+           "auroc_uncertainty": auroc(test["uncertainty"], wrong), "auroc_margin": auroc(-np.asarray(test["margin"]),
+                                                                                         wrong),
+           "precision_margin": precision_at_coverage(test["margin"], test["correct"], coverage)}
+    fit = fit_margin_variance(valid["margin"], valid["uncertainty"], valid["correct"])
+    if fit is None:
+        out.update({"precision_margin_variance": None, "combined": None,
+                    "reason": "the valid links are all right or all wrong: no combination fitted"})
+        return out
+    w, _ = fit
+    score = margin_variance_score(w, test["margin"], test["uncertainty"])
+    out.update({"precision_margin_variance": precision_at_coverage(score, test["correct"], coverage),
+                "auroc_margin_variance": auroc(-score, wrong),
+                "combined": {"w_const": float(w[0]), "w_margin": float(w[1]), "w_log_uncertainty": float(w[2]),
+                             "fitted_on": "valid links"}})
+    return out

@@ -591,3 +591,21 @@ def export_run(run_dir: str | Path, *, min_precision: float | None = None, fmt: 
     if nt is not None:
         summary.update({"nt_skipped": nt["skipped"], "nt_skipped_examples": nt["skipped_examples"]})
     return summary
+
+
+def add_uncertainty(df, task, model):
+    """``df`` with an ``uncertainty`` column when ``model`` has :meth:`uncertainty` (``gaussian-strong``).
+
+    A pair's uncertainty is the mean common-space variance of its source plus that of its target (larger: less
+    sure); the frame is returned unchanged for models without variances.
+    """
+    get = getattr(model, "uncertainty", None)
+    if get is None or not len(df):
+        return df
+    u_s, u_t = get()
+    s_row = {k: i for i, k in enumerate(task.source.ids)}
+    t_row = {k: i for i, k in enumerate(task.target.ids)}
+    src = np.fromiter((s_row[k] for k in df["src_id"]), dtype=np.int64, count=len(df))
+    tgt = np.fromiter((t_row[k] for k in df["tgt_id"]), dtype=np.int64, count=len(df))
+    df["uncertainty"] = (np.asarray(u_s)[src] + np.asarray(u_t)[tgt]).astype(np.float32)
+    return df

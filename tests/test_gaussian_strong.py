@@ -156,3 +156,56 @@ def test_unknown_score_is_a_clear_error():
 
     with pytest.raises(MmeaInputError, match="unknown score 'kl2'"):
         _model(scores="wasserstein,kl2")
+
+
+# ----------------------------------------------------------------------------- variance as confidence
+def test_auroc_counts_ordered_pairs_and_ties_half():
+    from mmea.calibration import auroc
+
+    score = np.array([0.1, 0.4, 0.35, 0.8, 0.4])
+    pos = np.array([False, False, True, True, True])
+    # brute force: P(score_pos > score_neg) + 0.5 P(equal)
+    pairs = [(a > b) + 0.5 * (a == b) for a in score[pos] for b in score[~pos]]
+    assert auroc(score, pos) == pytest.approx(np.mean(pairs))
+    assert auroc(score, np.ones(5, bool)) is None
+    sk = pytest.importorskip("sklearn.metrics")
+    assert auroc(score, pos) == pytest.approx(sk.roc_auc_score(pos, score))
+
+
+def test_precision_at_coverage_and_the_valid_fitted_combination():
+    from mmea.calibration import precision_at_coverage, variance_confidence_report
+
+    rng = np.random.default_rng(0)
+    n = 400
+    unc = rng.uniform(0.1, 1.0, n)
+    margin = rng.uniform(0, 1, n)
+    correct = rng.uniform(size=n) < 0.9 - 0.8 * unc  # wrong when uncertain; the margin says nothing
+    assert precision_at_coverage(np.arange(4), [0, 0, 1, 1], 0.5) == 1.0
+    half = n // 2
+    valid = {"margin": margin[:half], "uncertainty": unc[:half], "correct": correct[:half]}
+    test = {"margin": margin[half:], "uncertainty": unc[half:], "correct": correct[half:]}
+    rep = variance_confidence_report(valid, test)
+    assert rep["auroc_uncertainty"] > 0.7 and abs(rep["auroc_margin"] - 0.5) < 0.1
+    assert rep["precision_margin_variance"] > rep["precision_margin"] + 0.03
+    assert rep["combined"]["w_log_uncertainty"] < 0 and rep["combined"]["fitted_on"] == "valid links"
+
+
+def test_fit_reports_uncertainty_and_the_export_column():
+    import pandas as pd
+
+    from mmea.export import add_uncertainty
+
+    task = _mm_task()
+    m = _model("gaussian-strong", epochs=2, scores="wasserstein")
+    from mmea.features import run_features
+
+    m.fit(task, run_features(task, m.feature_requests(m.config), m.ctx))
+    rows = m.rerank_metrics(task.test)
+    assert rows["src->tgt/wasserstein"]["n"] == len(task.test)
+    rep = m.info["uncertainty"]
+    assert rep["n_test"] == 2 and rep["n_valid"] == 2
+    df = add_uncertainty(pd.DataFrame({"src_id": ["6", "7"], "tgt_id": ["7", "6"]}), task, m)
+    u_s, u_t = m.uncertainty()
+    assert df["uncertainty"].tolist() == pytest.approx([u_s[6] + u_t[7], u_s[7] + u_t[6]])
+    plain = pd.DataFrame({"src_id": ["6"], "tgt_id": ["7"]})
+    assert "uncertainty" not in add_uncertainty(plain, task, object()).columns  # no variances: unchanged

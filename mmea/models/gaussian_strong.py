@@ -302,11 +302,36 @@ class GaussianStrongModel(AlignmentModel):
         m = self.inputs["masks"]
         return tuple(m[k].cpu().numpy() for k in ("relations", "images", "numeric"))
 
+    def link_confidence(self, links, csls_k: int = 10) -> dict:
+        """Per link: CSLS top-1 ``correct``, ``margin`` (top-1 minus top-2 CSLS) and ``uncertainty`` (mean
+        common-space variance of the source plus that of its top-1 target); candidates are the links' targets."""
+        from ..search.csls import csls_topk
+
+        links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
+        s, t = self.embeddings()
+        cand = np.unique(links[:, 1])
+        res = csls_topk(s[links[:, 0]], t[cand], topk=min(2, len(cand)), csls_k=csls_k, normalize=False,
+                        index="torch")
+        top = cand[res.ids[:, 0]]  # (L,) predicted target rows
+        margin = res.csls[:, 0] - res.csls[:, 1] if res.csls.shape[1] > 1 else np.zeros(len(links))
+        u_s, u_t = self.uncertainty()
+        return {"correct": top == links[:, 1], "margin": margin, "uncertainty": u_s[links[:, 0]] + u_t[top]}
+
     def rerank_metrics(self, links, *, candidates: str = "test", csls_k: int = 10) -> dict:
-        """``{"src->tgt/<score>": metrics}`` for each score of ``scores`` (:mod:`mmea.search.distributions`)."""
+        """``{"src->tgt/<score>": metrics}`` for each score of ``scores`` (:mod:`mmea.search.distributions`).
+
+        Also (called after :meth:`fit`, with the test links) ``model_info["uncertainty"]``: AUROC of the
+        variance-based uncertainty and of the margin for a wrong top-1, and precision at 90% coverage with and
+        without the variance (:func:`mmea.calibration.variance_confidence_report`, combination fitted on the
+        valid links only).
+        """
+        from ..calibration import variance_confidence_report
         from ..evaluation import ranking_metrics
         from ..search.distributions import distribution_ranks
 
+        if len(self.valid) >= 2 and len(links) >= 2:
+            self.info["uncertainty"] = variance_confidence_report(self.link_confidence(self.valid, csls_k),
+                                                                  self.link_confidence(links, csls_k))
         out = {}
         (ms, vs), (mt, vt) = self.gaussians()
         for s in self.config.score_list:
