@@ -149,6 +149,8 @@ def test_a_missing_modality_leaves_a_larger_common_variance():
     cov = m.info["variances"]["by_coverage"]
     assert cov["R--"]["mean_var"] > cov["RIN"]["mean_var"]  # 1, 5: relations only
     assert m.info["names_used"] is False
+    common = m.info["variances"]["common"]  # what `mmea report` draws
+    assert common["images"]["without"] > common["images"]["with"]
 
 
 def test_unknown_score_is_a_clear_error():

@@ -352,7 +352,12 @@ def variance_by_group(var: np.ndarray, cover: tuple, graph: dict, n: int) -> dic
     by_deg = {f"{lo}-{hi - 1 if hi < 10 ** 9 else 'inf'}": {"n": int(((deg >= lo) & (deg < hi)).sum()),
               "mean_var": (round(float(var[(deg >= lo) & (deg < hi)].mean()), 5)
                            if ((deg >= lo) & (deg < hi)).any() else None)} for lo, hi in bins}
-    return {"by_coverage": by_cov, "by_degree": by_deg, "mean": round(float(var.mean()), 5)}
+    mean = lambda sel: round(float(var[sel].mean()), 5) if sel.any() else None  # noqa: E731
+    common = {name: {"with": mean(m), "without": mean(~m)} for name, m in (("relations", rel), ("images", img),
+                                                                           ("numeric", num))}
+    # the shapes the run report draws (as the paper-faithful model's): by modality, with / without; by degree
+    return {"common": common, "common_by_degree": {k: v["mean_var"] for k, v in by_deg.items()},
+            "by_coverage": by_cov, "by_degree": by_deg, "mean": round(float(var.mean()), 5)}
 
 
 @MODELS.register(name="gaussian-strong-point")
