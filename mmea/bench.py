@@ -47,7 +47,8 @@ log = logging.getLogger("mmea.bench")
 #: keys of a ``[[rows]]`` entry that describe the row rather than configure its runs
 ROW_KEYS = ("label", "setting", "anchor", "datasets")
 #: ``[bench]`` keys every task accepts
-BENCH_KEYS = ("name", "task", "description", "out", "seeds", "metrics", "report", "figures", "datasets", "device")
+BENCH_KEYS = ("name", "task", "description", "out", "seeds", "metrics", "report", "figures", "datasets", "device",
+              "scaling")
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.@+=-]+")
 
@@ -122,6 +123,7 @@ class Pipeline:
     cells: list[Cell]
     figures: list[str] = field(default_factory=list)  # files of a cell's run folder shown with the table
     comparisons: list[Comparison] = field(default_factory=list)
+    scaling: list[str] = field(default_factory=list)  # [size path, time path]: fitted exponent per row
 
 
 @dataclass
@@ -390,7 +392,11 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
             cell_name = f"{key}{'-' + slug(ds.label) if ds.label else ''}-seed{seed}"
             cells.append(Cell(row, ds.label, seed, out / cell_name, _normalised(record), params))
     comparisons = _comparisons(raw.get("compare", []), rows, metrics, p)
-    return Pipeline(p, name, task, out, list(seeds), metrics, report, description, rows, cells, figures, comparisons)
+    scaling = _str_list(bench, "scaling", p, [])
+    if scaling and len(scaling) != 2:
+        raise _err(p, "[bench]", "scaling is [size metric, time metric], e.g. [\"split.test\", \"timings.total_s\"]")
+    return Pipeline(p, name, task, out, list(seeds), metrics, report, description, rows, cells, figures, comparisons,
+                    scaling)
 
 
 COMPARE_KEYS = ("a", "b", "metrics")
@@ -845,6 +851,7 @@ def results_markdown(report: BenchReport, command: str, written: datetime) -> st
             cells += [_md(format_mean_std(s.values(m), m)) for m in p.report]
             lines.append("| " + " | ".join(cells) + " |")
     lines += _comparison_lines(report)
+    lines += _scaling_lines(report, summaries)
     failed = report.failed
     missing = [r for r in report.results if r.status == "not run"]
     if failed:
@@ -855,6 +862,37 @@ def results_markdown(report: BenchReport, command: str, written: datetime) -> st
         lines += ["", "Figures (copied from the cells' run folders):", ""]
         lines += [f"- `{f.name}`: ![{f.name}]({f.parent.name}/{f.name})" for f in report.figures]
     return "\n".join(lines) + "\n"
+
+
+def scaling_exponent(sizes: list[float], times: list[float]) -> float | None:
+    """The fitted exponent ``b`` of ``time ~ size^b``: least squares of log time on log size (two points:
+    ``log(t2 / t1) / log(n2 / n1)``); ``None`` with fewer than two distinct positive sizes."""
+    pts = [(math.log(n), math.log(t)) for n, t in zip(sizes, times) if n and t and n > 0 and t > 0]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def _scaling_lines(report: BenchReport, summaries: list[RowSummary]) -> list[str]:
+    """``[bench] scaling = [size, time]``: per row, the exponent fitted over its datasets' measured cells
+    (mean over seeds), and between the two largest sizes."""
+    p = report.pipeline
+    if not p.scaling:
+        return []
+    size, time_ = p.scaling
+    out = ["", f"Fitted time exponents (`{time_}` ~ `{size}`^b, from the measured cells above):", ""]
+    for row in p.rows:
+        pts = sorted((mean_std(s.values(size))[0], mean_std(s.values(time_))[0]) for s in summaries
+                     if s.row.key == row.key and s.finished)
+        b_all = scaling_exponent([n for n, _ in pts], [t for _, t in pts])
+        b_top = scaling_exponent([n for n, _ in pts[-2:]], [t for _, t in pts[-2:]])
+        if b_all is None:
+            out.append(f"- {_md(row.label)}: fewer than two sizes measured")
+            continue
+        out.append(f"- {_md(row.label)}: b = {b_all:.2f} over {len(pts)} sizes; between the two largest "
+                   f"({pts[-2][0]:,.0f} and {pts[-1][0]:,.0f}): b = {b_top:.2f}")
+    return out
 
 
 def results_json(report: BenchReport, command: str, written: datetime) -> dict:
