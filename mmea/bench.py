@@ -316,6 +316,11 @@ def _str_list(bench: dict, key: str, path: Path, default) -> list[str]:
     return list(v)
 
 
+#: metrics.json keys outside ``test`` that a pipeline's ``metrics`` may name without a dotted path
+#: (any other bare name means ``test.<name>``)
+TOP_LEVEL_METRICS = ("peak_rss_gib",)
+
+
 def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
     """Read and validate a pipeline file; every cell's config is resolved here, before anything runs.
 
@@ -350,7 +355,7 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise _err(p, "[bench]", f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
-    metrics = with_companions([m if "." in m else f"test.{m}" for m in _str_list(bench, "metrics", p,
+    metrics = with_companions([m if "." in m or m in TOP_LEVEL_METRICS else f"test.{m}" for m in _str_list(bench, "metrics", p,
                                                                                 task.default_metrics)],
                               getattr(task.job, "BENCH_COMPANIONS", {}))
     report = _str_list(bench, "report", p, [])

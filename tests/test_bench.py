@@ -744,3 +744,11 @@ def test_one_task_class_runs_fake_jobs_of_each_kind(tmp_path, fake_align, fake_l
         ("distmult", 3, 0.5, "dd", "r-distmult-seed3")
     cl = fake_clep.calls[0]
     assert cl["values"]["proj_dim"] == 4 and cl["values"]["seed"] == 3 and cl["finetune"] == {"dim": 4}
+
+
+def test_a_bare_top_level_metric_name_is_not_read_under_test(tmp_path):
+    """``peak_rss_gib`` lives at the top of metrics.json: naming it bare must not become ``test.peak_rss_gib``."""
+    text = GRID.format(out=tmp_path / "runs").replace('metrics = ["test.hits@1", "mrr"]',
+                                                      'metrics = ["test.hits@1", "mrr", "peak_rss_gib"]')
+    p = load_pipeline(write(tmp_path / "grid.toml", text))
+    assert p.metrics == ["test.hits@1", "test.hits@1_one_to_one", "test.mrr", "peak_rss_gib"]
