@@ -597,19 +597,14 @@ def export_summary(df, selected, calibration: Calibration | None) -> dict:
 
 # ----------------------------------------------------------------------------- variance as confidence (issue 17)
 def auroc(score: Any, positive: Any) -> float | None:
-    """Area under the ROC curve of ``score`` for the ``positive`` class (Mann-Whitney U, ties count half).
-
-    ``AUROC = (sum of the positives' ranks - P (P + 1) / 2) / (P N)`` with average ranks over ties; the same
-    number as ``sklearn.metrics.roc_auc_score(positive, score)``.  None when one class is empty.
-    """
-    from scipy.stats import rankdata
+    """Area under the ROC curve of ``score`` for the ``positive`` class (``sklearn.metrics.roc_auc_score``:
+    the Mann-Whitney U over all positive / negative pairs, ties count half).  None when one class is empty."""
+    from sklearn.metrics import roc_auc_score
 
     s, y = np.asarray(score, dtype=np.float64), np.asarray(positive, dtype=bool)
-    p, n = int(y.sum()), int((~y).sum())
-    if p == 0 or n == 0:
+    if y.all() or not y.any():
         return None
-    r = rankdata(s)
-    return float((r[y].sum() - p * (p + 1) / 2.0) / (p * n))
+    return float(roc_auc_score(y, s))
 
 
 def precision_at_coverage(confidence: Any, correct: Any, coverage: float = 0.9) -> float | None:
@@ -625,27 +620,26 @@ def precision_at_coverage(confidence: Any, correct: Any, coverage: float = 0.9) 
 def fit_margin_variance(margin: Any, uncertainty: Any, correct: Any) -> tuple[np.ndarray, float] | None:
     """A one-dimensional confidence from the margin and the variance, fitted on VALID links only.
 
-    Logistic regression ``p(correct) = sigmoid(w_0 + w_1 margin + w_2 log u)`` (a few Newton steps, a small
-    ridge); returns ``(w (3,), ridge)``, or None when the valid links hold one class only.  Isotonic regression
-    on this score (:func:`fit_calibration`) then turns it into a calibrated precision.
+    Logistic regression ``p(correct) = sigmoid(w_0 + w_1 margin + w_2 log u)`` (scikit-learn's
+    ``LogisticRegression`` on the standardised features, L2 penalty ``1 / C`` with ``C = 1000``: almost
+    unpenalised); returns ``(w (3,)`` on the raw features, ``1 / C)``, or None when the valid links hold one
+    class only.  Isotonic regression on this score (:func:`fit_calibration`) then turns it into a calibrated
+    precision.
     """
-    x = np.stack([np.ones(len(margin)), np.asarray(margin, np.float64),
-                  np.log(np.maximum(np.asarray(uncertainty, np.float64), 1e-12))], 1)  # (n, 3)
-    y = np.asarray(correct, dtype=np.float64)
-    if y.min() == y.max():
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.stack([np.asarray(margin, np.float64),
+                  np.log(np.maximum(np.asarray(uncertainty, np.float64), 1e-12))], 1)  # (n, 2)
+    y = np.asarray(correct, dtype=bool)
+    if y.all() or not y.any():
         return None
-    mu, sd = x[:, 1:].mean(0), x[:, 1:].std(0) + 1e-12
-    z = x.copy()
-    z[:, 1:] = (x[:, 1:] - mu) / sd
-    w, ridge = np.zeros(3), 1e-3
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-z @ w))
-        g = z.T @ (p - y) + ridge * w
-        h = (z * (p * (1 - p))[:, None]).T @ z + ridge * np.eye(3)
-        w -= np.linalg.solve(h, g)
-    # back to the raw features: w_0 + sum_j w_j (x_j - mu_j) / sd_j
-    raw = np.concatenate([[w[0] - (w[1:] * mu / sd).sum()], w[1:] / sd])
-    return raw, ridge
+    mu, sd = x.mean(0), x.std(0) + 1e-12
+    c = 1000.0
+    lr = LogisticRegression(C=c, max_iter=1000).fit((x - mu) / sd, y)
+    w = lr.coef_[0]  # (2,) on the standardised features
+    # back to the raw features: b + sum_j w_j (x_j - mu_j) / sd_j
+    raw = np.concatenate([[lr.intercept_[0] - (w * mu / sd).sum()], w / sd])
+    return raw, 1.0 / c
 
 
 def margin_variance_score(w: np.ndarray, margin: Any, uncertainty: Any) -> np.ndarray:
