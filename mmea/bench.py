@@ -321,6 +321,14 @@ def _str_list(bench: dict, key: str, path: Path, default) -> list[str]:
 TOP_LEVEL_METRICS = ("peak_rss_gib",)
 
 
+def _metric_paths(bench: dict, p: Path, task) -> list[str]:
+    """``[bench] metrics`` as dotted metrics.json paths (a bare name is ``test.<name>`` unless it is one of
+    :data:`TOP_LEVEL_METRICS`), with their companions (the one-to-one H@1 after the ranking's)."""
+    names = _str_list(bench, "metrics", p, task.default_metrics)
+    return with_companions([m if "." in m or m in TOP_LEVEL_METRICS else f"test.{m}" for m in names],
+                           getattr(task.job, "BENCH_COMPANIONS", {}))
+
+
 def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
     """Read and validate a pipeline file; every cell's config is resolved here, before anything runs.
 
@@ -355,9 +363,7 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise _err(p, "[bench]", f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
-    metrics = with_companions([m if "." in m or m in TOP_LEVEL_METRICS else f"test.{m}" for m in _str_list(bench, "metrics", p,
-                                                                                task.default_metrics)],
-                              getattr(task.job, "BENCH_COMPANIONS", {}))
+    metrics = _metric_paths(bench, p, task)
     report = _str_list(bench, "report", p, [])
     figures = _str_list(bench, "figures", p, [])
     bad = [f for f in figures if Path(f).name != f or not f]
