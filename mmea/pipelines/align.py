@@ -434,10 +434,23 @@ def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> d
         return _align_body(run, cfg, ckpt, quiet, engine)
 
 
+def _export(run: RunDir, task, model, al, topk: int, has_gold: bool) -> Path:
+    """Write ``alignment.csv`` (with a model's per-pair uncertainty where it has one) and, with test links, the
+    gold targets the report shows; returns the CSV's path."""
+    from ..export import add_uncertainty, alignment_frame, gold_targets_frame, write_alignment
+
+    df = alignment_frame(task, al, topk=topk, gold=task.test if has_gold else None)
+    df = add_uncertainty(df, task, model)  # gaussian-strong: variance-based uncertainty per pair
+    csv_path = run.path / "alignment.csv"
+    write_alignment(df, csv_path)
+    if has_gold:  # what the report shows for a gold target outside the candidates
+        run.write_gold_targets(gold_targets_frame(task, task.test))
+    return csv_path
+
+
 def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, engine) -> dict:
     """:func:`_align_in` once the engine is up."""
     from ..data.catalog import load_task_from_config, mmea_home
-    from ..export import add_uncertainty, alignment_frame, gold_targets_frame, write_alignment
     from ..features import run_features
     from ..models import MODELS, RunContext
     from .names import names_switch
@@ -497,12 +510,7 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
         metrics["calibration"] = calibrate_run(run.path, task, src_emb, tgt_emb, rows, cand, al, s,
                                                device, scores=valid_scores)
     with run.stage("export"):
-        df = alignment_frame(task, al, topk=s.topk, gold=task.test if gold is not None else None)
-        df = add_uncertainty(df, task, model)  # gaussian-strong: variance-based uncertainty per pair
-        csv_path = run.path / "alignment.csv"
-        write_alignment(df, csv_path)
-        if gold is not None:  # what the report shows for a gold target outside the candidates
-            run.write_gold_targets(gold_targets_frame(task, task.test))
+        csv_path = _export(run, task, model, al, s.topk, gold is not None)
     metrics["model_info"] = model.info
     metrics["engine"] = engine.record() if engine is not None else {"name": "local"}
     metrics["checkpoint"] = ckpt.summary()
