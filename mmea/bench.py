@@ -44,6 +44,9 @@ else:  # pragma: no cover
 
 log = logging.getLogger("mmea.bench")
 
+#: a cell's status in a report, in the order the counts are printed
+STATUSES = ("done", "skipped", "recorded", "failed", "not run")
+
 #: keys of a ``[[rows]]`` entry that describe the row rather than configure its runs
 ROW_KEYS = ("label", "setting", "anchor", "datasets")
 #: ``[bench]`` keys every task accepts
@@ -94,10 +97,11 @@ class Cell:
 @dataclass
 class CellResult:
     cell: Cell
-    status: str                 # done | skipped | failed | not run
+    status: str                 # done | skipped | recorded | failed | not run
     metrics: dict | None = None
     error: str | None = None
     wall_s: float | None = None
+    record: dict | None = None  # "recorded": the cell's entry in the previous results json (no run folder)
 
 
 @dataclass(frozen=True)
@@ -454,14 +458,18 @@ def select_rows(pipeline: Pipeline, only: tuple[str, ...] | list[str] = ()) -> s
     return chosen
 
 
-def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=()) -> list[tuple[Cell, str]]:
+def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=(),
+               records: dict[str, dict] | None = None) -> list[tuple[Cell, str]]:
     """Each cell with its action.
 
     ``run`` (no finished run), ``rerun`` (finished with another config, or
     ``--force``), ``skip`` (finished with this config), ``load`` (left out by
-    ``--only`` or ``--seed`` but finished: its numbers still go into the table)
-    or ``leave`` (left out and not finished).  ``seeds``: only cells of these
-    seeds (all when empty); a seed the pipeline does not list is an error.
+    ``--only`` or ``--seed`` but finished: its numbers still go into the table),
+    ``recorded`` (no run folder, but ``records`` -- :func:`load_records` of the
+    previous results json -- holds the cell finished with this config; ``--force``
+    on a chosen cell runs it) or ``leave`` (left out and not finished).
+    ``seeds``: only cells of these seeds (all when empty); a seed the pipeline
+    does not list is an error.
     """
     chosen = select_rows(pipeline, only)
     unknown = sorted(set(seeds) - set(pipeline.seeds))
@@ -471,7 +479,11 @@ def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=()) -> li
     plan = []
     for cell in pipeline.cells:
         stored = pipeline.task.stored_matches(cell)
-        if cell.row.key not in chosen or (seeds and cell.seed not in seeds):
+        chosen_cell = cell.row.key in chosen and not (seeds and cell.seed not in seeds)
+        if stored is None and record_matches((records or {}).get(cell.name), cell) and not (force and chosen_cell):
+            plan.append((cell, "recorded"))
+            continue
+        if not chosen_cell:
             action = "load" if stored else "leave"
         elif stored is None:
             action = "run"
@@ -481,6 +493,59 @@ def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=()) -> li
             action = "skip"
         plan.append((cell, action))
     return plan
+
+
+def load_records(path: Path) -> dict[str, dict]:
+    """The finished cells of a previous ``results/<name>.json`` (:func:`results_json`), by cell name.
+
+    So that a fresh checkout (or CI) can add seeds or rows to a committed table without rerunning the
+    cells whose run folders are gone: a record is used only while its config still matches the cell's
+    (:func:`record_matches`), and the table says how many numbers came from records.  A missing or
+    unreadable file gives no records.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    cells = data.get("cells") if isinstance(data, dict) else None
+    return {c["name"]: c for c in cells or [] if isinstance(c, dict) and c.get("name")
+            and c.get("status") in ("done", "skipped", "recorded") and isinstance(c.get("metrics"), dict)}
+
+
+def _without_location(config: Any) -> Any:
+    if isinstance(config, dict) and isinstance(config.get("data"), dict):
+        return {**config, "data": {k: v for k, v in config["data"].items() if k != "data_dir"}}
+    return config
+
+
+def record_matches(record: dict | None, cell: Cell) -> bool:
+    """Whether a results-json record is this cell's finished run under the cell's current config
+    (:func:`mmea.config.same_settings`; ``data.data_dir`` is a location, not a setting)."""
+    from .config import same_settings
+
+    if not record or not isinstance(record.get("config"), dict):
+        return False
+    return same_settings(_without_location(record["config"]), _without_location(_normalised(cell.config)))
+
+
+def record_metrics(record: dict) -> dict:
+    """A record's dotted ``metrics`` and its ``timings`` as the nested dict a metrics.json would give
+    (only the paths the record kept; a path it lacks reads as missing)."""
+    out: dict = {}
+    for path, value in (record.get("metrics") or {}).items():
+        if value is None:
+            continue
+        cur = out
+        *parents, last = path.split(".")
+        for part in parents:
+            cur = cur.setdefault(part, {})
+            if not isinstance(cur, dict):
+                break
+        else:
+            cur[last] = value
+    if record.get("timings"):
+        out.setdefault("timings", {}).update(record["timings"])
+    return out
 
 
 @contextmanager
@@ -522,7 +587,8 @@ def run_bench(pipeline: Pipeline, *, only=(), seeds=(), force: bool = False, dry
     caller decides what to do with :attr:`BenchReport.failed`.  ``table_only``:
     run nothing, tabulate the finished cells (a stale one counts as not run).
     """
-    plan = plan_cells(pipeline, only, force, seeds)
+    records = load_records(Path(results_dir) / f"{pipeline.name}.json")
+    plan = plan_cells(pipeline, only, force, seeds, records)
     if table_only:
         plan = [(c, {"skip": "load", "run": "leave", "rerun": "leave"}.get(a, a)) for c, a in plan]
     report = BenchReport(pipeline)
@@ -530,7 +596,8 @@ def run_bench(pipeline: Pipeline, *, only=(), seeds=(), force: bool = False, dry
     if dry_run:
         what = {"run": "would run", "rerun": "would rerun (config changed, or --force)",
                 "skip": "finished, would skip", "load": "left out (--only / --seed), finished",
-                "leave": "left out (--only / --seed)"}
+                "leave": "left out (--only / --seed)",
+                "recorded": "no run folder; finished with this config per the previous results json, would reuse"}
         for i, (cell, action) in enumerate(plan, 1):
             echo(f"[{i}/{len(plan)}] {cell.name}  {what[action]}  -> {cell.out}")
         return report
@@ -538,6 +605,10 @@ def run_bench(pipeline: Pipeline, *, only=(), seeds=(), force: bool = False, dry
     active = [cell for cell, action in plan if action in ("run", "rerun", "skip")]
     i = 0
     for cell, action in plan:
+        if action == "recorded":
+            record = records[cell.name]
+            report.results.append(CellResult(cell, "recorded", record_metrics(record), record=record))
+            continue
         if action in ("load", "leave"):
             metrics = _read_metrics(cell) if action == "load" else None
             report.results.append(CellResult(cell, "skipped" if metrics else "not run", metrics))
@@ -793,14 +864,24 @@ def _comparison_lines(report: BenchReport) -> list[str]:
     return lines
 
 
+def _ran_one(report: BenchReport, r: CellResult) -> str:
+    """What ran in one finished cell: from its metrics.json, or as its record says."""
+    if r.record is not None:
+        return str(r.record.get("ran") or "")
+    return report.pipeline.task.ran_label(r.metrics)
+
+
 def _ran(report: BenchReport, s: RowSummary) -> str:
-    labels = dict.fromkeys(report.pipeline.task.ran_label(r.metrics) for r in s.finished)
+    labels = dict.fromkeys(x for x in (_ran_one(report, r) for r in s.finished) if x)
     return " | ".join(labels)
 
 
-def _env(cell: Cell) -> dict:
+def _env(r: CellResult) -> dict:
+    """The machine a finished cell ran on: its env.json, or its record's ``machine``."""
+    if r.record is not None:
+        return dict(r.record.get("machine") or {})
     try:
-        return json.loads((cell.out / "env.json").read_text(encoding="utf-8"))
+        return json.loads((r.cell.out / "env.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -811,15 +892,16 @@ def _measured_on(report: BenchReport) -> tuple[str, str]:
     for r in report.results:
         if r.metrics is None:
             continue
-        env = _env(r.cell)
+        env = _env(r)
         if env.get("platform"):
             machines[f"{env['platform']}, {env.get('cpu_count', '?')} CPUs"] = None
         if env.get("started_utc"):
             dates.append(str(env["started_utc"])[:10])
     if not machines:
         machines[f"{platform.platform()}, {os.cpu_count()} CPUs"] = None
-    devices = dict.fromkeys(str(r.metrics.get("device")) for r in report.results
-                            if r.metrics and r.metrics.get("device"))
+    devices = dict.fromkeys(str(r.metrics.get("device") or (r.record or {}).get("config", {}).get("device"))
+                            for r in report.results
+                            if r.metrics and (r.metrics.get("device") or (r.record or {}).get("config", {}).get("device")))
     text = "; ".join(machines) + (f"; device {', '.join(devices)}" if devices else "")
     span = "" if not dates else (min(dates) if min(dates) == max(dates) else f"{min(dates)} to {max(dates)}")
     return text, span
@@ -827,6 +909,15 @@ def _measured_on(report: BenchReport) -> tuple[str, str]:
 
 def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _recorded_note(report: BenchReport, name: str) -> str:
+    n = sum(r.status == "recorded" for r in report.results)
+    if not n:
+        return ""
+    return (f" ({n} cell{'s' if n > 1 else ''} whose run folder is absent here: from {'their' if n > 1 else 'its'} "
+            f"record in the previous {name}.json, written from {'their' if n > 1 else 'its'} metrics.json "
+            "when they ran, config unchanged)")
 
 
 def results_markdown(report: BenchReport, command: str, written: datetime) -> str:
@@ -839,7 +930,8 @@ def results_markdown(report: BenchReport, command: str, written: datetime) -> st
         lines += [p.description.strip(), ""]
     lines += [f"Produced by `{command}` on {written:%Y-%m-%d %H:%M} UTC"
               + (f" (cells run {span})" if span else "") + f", on {machine}. "
-              "Every number is measured: read from the cells' metrics.json, not typed; "
+              "Every number is measured: read from the cells' metrics.json" + _recorded_note(report, p.name)
+              + ", not typed; "
               f"mean ± sample standard deviation over seeds ({', '.join(map(str, p.seeds))}).", ""]
     head = ["Row"] + (["Dataset"] if with_dataset else []) + [m.removeprefix("test.") for m in p.metrics] \
         + ["n", "Setting", "Ran (from metrics.json)", "Published"]
@@ -911,15 +1003,18 @@ def results_json(report: BenchReport, command: str, written: datetime) -> dict:
     paths = [*p.metrics, *p.report]
     cells = []
     for r in report.results:
+        if r.record is not None:  # carried over as it was recorded
+            cells.append({**r.record, "status": "recorded", "out": str(r.cell.out)})
+            continue
         m = r.metrics or {}
-        env = _env(r.cell) if r.metrics else {}
+        env = _env(r) if r.metrics else {}
         cells.append({
             "name": r.cell.name, "row": r.cell.row.label, "row_key": r.cell.row.key, "dataset": r.cell.dataset,
             "seed": r.cell.seed, "out": str(r.cell.out), "status": r.status, "error": r.error,
             "wall_s": r.wall_s, "config": r.cell.config,
             "metrics": {k: metric_value(m, k) for k in paths} if r.metrics else None,
             "timings": {k: v for k, v in (m.get("timings") or {}).items() if _is_number(v)} or None,
-            "ran": p.task.ran_label(m) if r.metrics else None,
+            "ran": _ran_one(report, r) if r.metrics else None,
             "machine": {k: env.get(k) for k in ("platform", "cpu_count", "started_utc")} if env else None,
         })
     rows = []
@@ -939,5 +1034,5 @@ def results_json(report: BenchReport, command: str, written: datetime) -> dict:
             "written_utc": written.isoformat(timespec="seconds"), "measured_on": machine, "cells_run": span,
             "seeds": p.seeds, "metrics": p.metrics, "report": p.report,
             "counts": {s: sum(r.status == s for r in report.results)
-                       for s in ("done", "skipped", "failed", "not run")},
+                       for s in STATUSES},
             "rows": rows, "comparisons": compare_rows(report), "cells": cells}

@@ -709,7 +709,7 @@ def bench(ctx, pipeline, only, seeds, force, dry_run, table_only, results_dir, d
     <results-dir>/<name>.json and <name>.md.  The format is in docs/bench.md.
     Exit code 1 when a cell failed (the others still run and are tabulated).
     """
-    from .bench import comparison_console_lines, load_pipeline, run_bench
+    from .bench import STATUSES, comparison_console_lines, load_pipeline, run_bench
     from .errors import MmeaError
 
     pipe = load_pipeline(pipeline, data_dir=data_dir)
@@ -719,7 +719,7 @@ def bench(ctx, pipeline, only, seeds, force, dry_run, table_only, results_dir, d
                        command=f"mmea bench {pipeline}")
     if dry_run:
         return
-    counts = {s: sum(r.status == s for r in report.results) for s in ("done", "skipped", "failed", "not run")}
+    counts = {s: sum(r.status == s for r in report.results) for s in STATUSES}
     click.echo(f"{len(report.results)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     for line in comparison_console_lines(report):
         click.echo(line)

@@ -198,13 +198,13 @@ def test_only_runs_a_subset_and_keeps_the_rest_in_the_table(tmp_path, fake_align
     assert r.exit_code == 0 and {c.model_name for c in fake_align.calls} == {"propagation"}
     assert len(fake_align.calls) == 3 and "[3/3] prop-dbp15k_ja_en-seed2  done" in r.output
     res = json.loads((tmp_path / "results" / "grid.json").read_text())
-    assert res["counts"] == {"done": 3, "skipped": 0, "failed": 0, "not run": 6}
+    assert res["counts"] == {"done": 3, "skipped": 0, "recorded": 0, "failed": 0, "not run": 6}
     md = (tmp_path / "results" / "grid.md").read_text()
     assert "| base | dbp15k_zh_en | — | — | — | 0/3 |" in md and "Not run yet:" in md
     r = run("bench", pipe, "--only", "base")
     assert len(fake_align.calls) == 9 and "prop-dbp15k_ja_en" not in r.output  # prop is loaded, not listed
     res = json.loads((tmp_path / "results" / "grid.json").read_text())
-    assert res["counts"] == {"done": 6, "skipped": 3, "failed": 0, "not run": 0}
+    assert res["counts"] == {"done": 6, "skipped": 3, "recorded": 0, "failed": 0, "not run": 0}
     r = run("bench", pipe, "--only", "nope")
     assert r.exit_code == 2 and "--only nope: no such row" in r.output and "base, prop" in r.output
 
@@ -215,7 +215,7 @@ def test_seed_filter_runs_one_seed_of_every_row(tmp_path, fake_align, monkeypatc
     r = run("bench", pipe, "--seed", "1")
     assert r.exit_code == 0 and sorted(c.seed for c in fake_align.calls) == [1, 1, 1]
     res = json.loads((tmp_path / "results" / "grid.json").read_text())
-    assert res["counts"] == {"done": 3, "skipped": 0, "failed": 0, "not run": 6}
+    assert res["counts"] == {"done": 3, "skipped": 0, "recorded": 0, "failed": 0, "not run": 6}
     r = run("bench", pipe, "--seed", "0", "--seed", "2", "--only", "prop")
     assert sorted((c.model_name, c.seed) for c in fake_align.calls[3:]) == [("propagation", 0), ("propagation", 2)]
     r = run("bench", pipe, "--seed", "7")
@@ -230,8 +230,44 @@ def test_table_only_runs_nothing_and_tabulates_the_finished_cells(tmp_path, fake
     r = run("bench", pipe, "--table-only")
     assert r.exit_code == 0 and len(fake_align.calls) == 3 and "started" not in r.output
     res = json.loads((tmp_path / "results" / "grid.json").read_text())
-    assert res["counts"] == {"done": 0, "skipped": 3, "failed": 0, "not run": 6}
+    assert res["counts"] == {"done": 0, "skipped": 3, "recorded": 0, "failed": 0, "not run": 6}
     assert "Not run yet:" in (tmp_path / "results" / "grid.md").read_text()
+
+
+def test_recorded_cells_of_the_previous_results_json_are_reused_while_their_config_matches(
+        tmp_path, fake_align, monkeypatch):
+    """A fresh checkout (no runs/) adds a seed to a committed table: seed 0's cells come from their
+    records in results/grid.json, seed 1 runs; a changed setting or --force runs them again."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "p.toml", GRID.format(out="runs"))
+    assert run("bench", pipe, "--seed", "0").exit_code == 0 and len(fake_align.calls) == 3
+    shutil.rmtree(tmp_path / "runs")  # what a fresh clone has: the committed results, no run folders
+    r = run("bench", pipe, "--seed", "1", "--dry-run")
+    assert r.output.count("previous results json, would reuse") == 3
+    r = run("bench", pipe, "--seed", "1")
+    assert r.exit_code == 0 and sorted(c.seed for c in fake_align.calls[3:]) == [1, 1, 1]
+    assert "6 cells: 3 done, 3 recorded" in r.output or "3 done, 3 recorded" in r.output
+    res = json.loads((tmp_path / "results" / "grid.json").read_text())
+    assert res["counts"] == {"done": 3, "skipped": 0, "recorded": 3, "failed": 0, "not run": 3}
+    base = next(x for x in res["rows"] if x["row"] == "base" and x["dataset"] == "mine")
+    assert base["seeds"] == [0, 1] and base["metrics"]["test.hits@1"]["mean"] == pytest.approx(0.55)
+    assert base["ran"].startswith("baseline · seed ratio 0.30")
+    rec = next(c for c in res["cells"] if c["name"] == "base-mine-seed0")
+    assert rec["status"] == "recorded" and rec["metrics"]["test.hits@1"] == 0.5 and rec["timings"] == {"total_s": 1.0}
+    md = (tmp_path / "results" / "grid.md").read_text()
+    assert "(3 cells whose run folder is absent here: from their record in the previous grid.json" in md
+    assert "| base | mine | 0.5500 ± 0.0707 |" in md
+    # the records survive a second rewrite of the json (they are carried over, not dropped)
+    assert run("bench", pipe, "--table-only").exit_code == 0 and len(fake_align.calls) == 6
+    assert json.loads((tmp_path / "results" / "grid.json").read_text())["counts"]["recorded"] == 3
+    # --force on the chosen cells runs them; a changed setting makes every record stale
+    assert run("bench", pipe, "--seed", "0", "--only", "prop", "--force").exit_code == 0
+    assert [(c.model_name, c.seed) for c in fake_align.calls[6:]] == [("propagation", 0)]
+    pipe.write_text(pipe.read_text().replace("search.csls_k = 5", "search.csls_k = 6"))
+    r = run("bench", pipe, "--seed", "0", "--dry-run")
+    assert "would reuse" not in r.output and r.output.count("would run") == 2
 
 
 def test_same_settings_ignores_schema_drift_but_not_changed_values():
