@@ -28,6 +28,10 @@ FAST = {
     "mmea-point": {"model": {"name": "mmea-point", "epochs": 2, "stage1_epochs": 1, "max_minutes": 1.0}},
     "gaussian": {"model": {"name": "gaussian", "epochs": 2, "stage1_epochs": 1, "max_minutes": 1.0}},
     "relational-gnn": {"model": {"name": "relational-gnn", "dim": 16, "epochs": 2, "max_minutes": 1.0}},
+    "gaussian-strong": {"model": {"name": "gaussian-strong", "dim": 16, "gnn_dim": 16, "epochs": 2,
+                                  "max_minutes": 1.0}},
+    "gaussian-strong-point": {"model": {"name": "gaussian-strong-point", "dim": 16, "gnn_dim": 16, "epochs": 2,
+                                        "max_minutes": 1.0}},
 }
 
 
