@@ -140,7 +140,8 @@ class EngineConfig:
     cluster for the run and shuts it down after.  ``workers``: CPUs of the embedded cluster (0: all);
     ``shards``: actors the search index is split across (0: one per CPU of the cluster);
     ``partitions``: > 1 aligns METIS partitions of both KGs in parallel, then searches globally;
-    ``object_store_mib``: the embedded cluster's object store (0: Ray's default).
+    ``object_store_mib``: the embedded cluster's object store (0: Ray's default); ``stall_minutes``: a
+    parallel stage whose Ray tasks finish none for this long stops with an error naming them (0: wait).
     """
 
     name: str = "local"
@@ -149,6 +150,7 @@ class EngineConfig:
     shards: NonNegInt = 0
     partitions: PositiveInt = 1
     object_store_mib: NonNegInt = 0
+    stall_minutes: NonNegFloat = 30.0
 
     #: the closed string choices
     CHOICES: typing.ClassVar[dict] = {"name": ("local", "ray")}

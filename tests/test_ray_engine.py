@@ -23,7 +23,7 @@ from mmea.config import EngineConfig, SearchConfig
 from mmea.engine.ray_engine import RaySession, check_reachable, import_ray
 from mmea.engine.run import engine_for
 from mmea.engine.shards import IndexShard, merge_topk, shard_bounds
-from mmea.errors import MmeaInputError
+from mmea.errors import MmeaError, MmeaInputError
 
 os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
 
@@ -111,6 +111,41 @@ def test_an_unreachable_address_names_it(tmp_path):
     r = CliRunner().invoke(main, ["-q", "align", "--ray-address", "127.0.0.1:1", "--model", "label-propagation",
                                   "--set", "features.names=off", "--out", str(tmp_path / "run")])
     assert r.exit_code == 2 and "127.0.0.1:1" in r.output
+
+
+class _FakeRay:
+    """``wait`` / ``get`` of Ray over plain values; ``stuck_after``: tasks that finish before nothing does."""
+
+    def __init__(self, stuck_after: int | None = None):
+        self.stuck_after, self.finished, self.timeouts = stuck_after, 0, []
+
+    def wait(self, pending, num_returns, timeout):
+        self.timeouts.append(timeout)
+        if self.stuck_after is not None and self.finished >= self.stuck_after:
+            return [], pending
+        self.finished += 1
+        return pending[-1:], pending[:-1]  # out of order: gather must still return in order
+
+    def get(self, refs):
+        return [10 * r for r in refs]
+
+
+def test_gather_returns_in_order_and_a_stalled_stage_stops_naming_what_is_left():
+    s = RaySession(EngineConfig(name="ray", stall_minutes=0.5))
+    s.ray = _FakeRay()
+    assert s.gather([1, 2, 3], "parts", progress=False) == [10, 20, 30] and s.ray.timeouts == [30.0] * 3
+    s.ray = _FakeRay(stuck_after=1)
+    with pytest.raises(MmeaError) as e:
+        s.gather([1, 2, 3], "label propagation of the parts", progress=False)
+    assert "2 of 3 label propagation of the parts tasks finished nothing for 0.5 minutes (1 done)" in e.value.message
+    assert "engine.stall_minutes=0" in e.value.hint
+    s = RaySession(EngineConfig(name="ray", stall_minutes=0))  # 0: wait for ever
+    s.ray = _FakeRay()
+    assert s.gather([4], "parts", progress=False) == [40] and s.ray.timeouts == [None]
+    from mmea.pipelines.align_config import load_config
+
+    with pytest.raises(MmeaInputError, match="stall_minutes"):
+        load_config(None, [], {"engine": {"stall_minutes": -1}})
 
 
 def test_partitions_need_ray_and_label_propagation():

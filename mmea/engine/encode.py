@@ -55,7 +55,7 @@ def parallel_encode(session, factory: Callable, items: Sequence, batch_size: int
     actors = [actor.remote(factory) for _ in range(count)]
     try:
         refs = [actors[i % count].encode.remote(list(items[a:b])) for i, (a, b) in enumerate(spans)]
-        return np.concatenate(ray.get(refs), axis=0)
+        return np.concatenate(session.gather(refs, "encoding"), axis=0)
     finally:
         for a in actors:
             ray.kill(a)

@@ -267,7 +267,7 @@ def partitioned_label_propagation(task, config, parts: int, session, seed: int =
                                   task.target.num_relations, anchors, labels[mine], config.hops, weight))
         rows.append((s_core, t_core))
     src_emb = tgt_emb = None
-    for (s_core, t_core), (hs, ht) in zip(rows, ray.get(refs)):
+    for (s_core, t_core), (hs, ht) in zip(rows, session.gather(refs, "label propagation of the parts")):
         if src_emb is None:
             src_emb = np.zeros((task.source.num_entities, hs.shape[1]), np.float32)
             tgt_emb = np.zeros((task.target.num_entities, ht.shape[1]), np.float32)

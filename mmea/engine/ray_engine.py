@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ..errors import MmeaInputError
+from ..errors import MmeaError, MmeaInputError
 
 log = logging.getLogger("mmea.engine")
 
@@ -109,6 +109,31 @@ class RaySession:
     def __exit__(self, *exc) -> None:
         if self.ray is not None and self.mode in ("embedded", "joined"):
             self.ray.shutdown()  # joined: disconnects this driver only; the cluster keeps running
+
+    def gather(self, refs: list, what: str, progress: bool = True) -> list:
+        """``ray.get(refs)`` in order, with a progress bar over the tasks as they finish (``ray.wait``).
+
+        When none of the pending tasks finishes for ``engine.stall_minutes`` (0: no limit) the stage
+        stops with an error saying how many of ``what`` are left and where Ray's logs are, instead of
+        hanging silently (a dead node, a task stuck on memory).
+        """
+        from ..progress import progress_bar
+
+        stall_s = float(getattr(self.config, "stall_minutes", 0.0)) * 60.0
+        pending, done = list(refs), 0
+        with progress_bar(total=len(refs), desc=what, unit="task", progress=progress) as bar:
+            while pending:
+                ready, pending = self.ray.wait(pending, num_returns=1, timeout=stall_s or None)
+                if not ready:
+                    raise MmeaError(f"{len(pending)} of {len(refs)} {what} tasks finished nothing for "
+                                    f"{stall_s / 60:g} minutes ({done} done)",
+                                    hint="see `ray status` and the worker logs under /tmp/ray/session_latest/logs; "
+                                         "more memory per task: fewer --set engine.workers; wait longer: "
+                                         "--set engine.stall_minutes=0")
+                done += len(ready)
+                bar.update(len(ready))
+                log.debug("%s: %d / %d tasks done", what, done, len(refs))
+        return self.ray.get(list(refs))
 
     @property
     def workers(self) -> int:
