@@ -118,7 +118,12 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Search, ranking and the final matching (see :mod:`mmea.search`)."""
+    """Search, ranking and the final matching (see :mod:`mmea.search`).
+
+    ``nprobe`` (IVF cells scanned per query) and ``ef_search`` (HNSW candidate list) tune the
+    approximate pass of a large run (:mod:`mmea.search.approx`): recall against time; 0 keeps the
+    index's default (:mod:`mmea.search.knn`: nprobe 16, ef_search 128).
+    """
 
     method: str = "csls"
     csls_k: PositiveInt = 10
@@ -126,6 +131,12 @@ class SearchConfig:
     match: str = "none"
     topk: PositiveInt = 1
     index: str = "auto"
+    nprobe: NonNegInt = 0
+    ef_search: NonNegInt = 0
+
+    def index_options(self) -> dict:
+        """The approximate indexes' knobs that are set (``make_index`` gives each index only its own)."""
+        return {k: v for k, v in (("nprobe", self.nprobe), ("ef_search", self.ef_search)) if v}
 
     #: the closed string choices (a registry-backed choice, ``match``, is checked by the job)
     CHOICES: typing.ClassVar[dict] = {"method": ("csls", "cos"), "candidates": ("test", "all"),

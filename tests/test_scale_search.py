@@ -84,3 +84,11 @@ def test_align_with_ivf_uses_the_approximate_pass(tmp_path):
     assert m["calibration"]["available"]
     ranks = np.load(tmp_path / "run" / "test_ranks.npy")
     assert len(ranks) == m["split"]["test"] and set(np.unique(ranks)) <= set(range(-1, 51)) - {0}
+    # search.nprobe reaches the index: scanning one IVF cell per query leaves more gold targets unlisted
+    cfg1 = load_config(None, [f"data.pair={tmp_path / 'pair'}", "data.seed_ratio=0.3", "device=cpu",
+                              "model.name=label-propagation", "model.anchor_dim=32", "model.hops=2",
+                              "model.name_weight=0.5", "model.name_dim=32", "features.cache=false",
+                              "search.index=ivf", "search.nprobe=1"])
+    run_align(cfg1, tmp_path / "run1", quiet=True)
+    ranks1 = np.load(tmp_path / "run1" / "test_ranks.npy")
+    assert (ranks1 == -1).sum() > (ranks == -1).sum()

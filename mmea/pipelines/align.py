@@ -132,7 +132,8 @@ def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray
         vsrc, extra = valid_queries(task.valid, cand)
         once.update(valid_src=vsrc, extra=extra)
     found = approx_search(src_emb, tgt_emb, rows, cand, topk=max(search.topk, 2), method=search.method,
-                          csls_k=search.csls_k, index=engine, device=device, progress=progress, **once)
+                          csls_k=search.csls_k, index=engine, device=device, progress=progress, **once,
+                          **search.index_options())
     matching = None
     if search.match not in (None, "none"):
         sim = Similarity(np.asarray(src_emb)[rows], np.asarray(tgt_emb)[cand], method=search.method,
