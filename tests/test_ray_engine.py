@@ -240,6 +240,13 @@ def test_partitioned_mode_reports_its_recall(cluster, pair, tmp_path):
     assert g["hits@1"] == pytest.approx(m["test"]["hits@1"], abs=1e-4)
     assert g["hits@10_split"] is not None and m["model_info"]["partitioned"]["halo"] is True
     assert Path(tmp_path / "parts" / "alignment.csv").is_file()
+    assert m["model_info"]["partitioned"]["names_used"] is False and m["names_used"] is False
+    # names join every part's rows as in the in-process model (weight not chosen: the first of name_weights)
+    named = _align(pair, tmp_path / "parts-names", "engine.name=ray", "engine.partitions=2", "features.names=on",
+                   "model.name_weight=-1", "model.name_dim=64")
+    info = named["model_info"]["partitioned"]
+    assert info["names_used"] is True and info["name_weight"] == 0.25 and "first of" in info["name_weight_from"]
+    assert named["names_used"] is True and named["test"]["hits@1"] > m["test"]["hits@1"] + 0.05
 
 
 def test_parallel_char_ngram_encoding_equals_the_in_process_encoder(cluster):

@@ -236,13 +236,36 @@ def _relation_weight(config) -> tuple[float, str]:
                                                 "not choose it on the valid links)")
 
 
-def partitioned_label_propagation(task, config, parts: int, session, seed: int = 0, halo: bool = True) -> tuple:
+def _name_weight(config) -> tuple[float, str]:
+    if config.name_weight >= 0:
+        return float(config.name_weight), "model.name_weight"
+    return float(config.name_weights[0]), ("the first of model.name_weights (the partitioned mode does not "
+                                           "choose it on the valid links)")
+
+
+def with_names(emb: np.ndarray, names: np.ndarray, a: float) -> np.ndarray:
+    """``norm([sqrt(1 - a) emb, sqrt(a) norm(names)])`` ``(n, D + d_n)``: the label propagation model's names
+    block (:meth:`mmea.models.label_propagation.LabelPropagationModel._embed`) on unit structure rows ``emb
+    (n, D)``; a zero name row (no name) stays zero."""
+    from ..models import label_propagation_math as lpm
+
+    names = lpm.l2_rows(np.asarray(names, np.float32))  # (n, d_n)
+    out = np.empty((emb.shape[0], emb.shape[1] + names.shape[1]), np.float32)  # (n, D + d_n)
+    np.multiply(emb, np.float32(np.sqrt(1.0 - a)), out=out[:, :emb.shape[1]])
+    np.multiply(names, np.float32(np.sqrt(a)), out=out[:, emb.shape[1]:])
+    return lpm.l2_rows(out)
+
+
+def partitioned_label_propagation(task, config, parts: int, session, seed: int = 0, halo: bool = True,
+                                  names: tuple | None = None) -> tuple:
     """``(src_emb (N, D), tgt_emb (M, D), partition, info)``: :func:`partition_pair`, then :func:`align_part`
     for every part pair as Ray tasks on ``session``; each entity's row comes from its own part.
 
-    ``config``: the label-propagation model's ``Config`` (``hops``, ``anchor_dim``, ``relation_weight``);
-    iterative rounds are not run part by part (``rounds > 0`` is an input error).  ``halo``: each part also
-    propagates over its triples into other parts (:func:`_part_inputs`).
+    ``config``: the label-propagation model's ``Config`` (``hops``, ``anchor_dim``, ``relation_weight``,
+    ``name_weight``); iterative rounds are not run part by part (``rounds > 0`` is an input error).
+    ``halo``: each part also propagates over its triples into other parts (:func:`_part_inputs`).
+    ``names``: ``(N, d_n)``, ``(M, d_n)`` name vectors (the model's names feature), joined to every row
+    as the in-process model does (:func:`with_names`; the weight is not chosen here).
     """
     import time
 
@@ -274,6 +297,10 @@ def partitioned_label_propagation(task, config, parts: int, session, seed: int =
         src_emb[s_core], tgt_emb[t_core] = hs[:len(s_core)], ht[:len(t_core)]  # the core rows come first
     info = {**partition.summary(task), "method": "METIS on the source KG, carried to the target KG over the seeds",
             "halo": halo, "partition_s": round(cut_s, 3), "align_parts_s": round(time.perf_counter() - t0 - cut_s, 3),
-            "relation_weight": weight, "relation_weight_from": why}
+            "relation_weight": weight, "relation_weight_from": why, "names_used": False}
+    a, a_from = _name_weight(config)
+    if names is not None and a > 0:
+        src_emb, tgt_emb = with_names(src_emb, names[0], a), with_names(tgt_emb, names[1], a)
+        info.update(names_used=True, name_weight=a, name_weight_from=a_from)
     log.info("partitioned label propagation: %s", info)
     return src_emb, tgt_emb, partition, info

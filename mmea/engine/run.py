@@ -62,8 +62,10 @@ class RayEngine:
             return None
         from .partition import partitioned_label_propagation
 
+        names = features["names"] if features is not None and "names" in features else None
         src, tgt, self.partition, self.partition_info = partitioned_label_propagation(
-            task, model.config, parts, self.session, seed=seed)
+            task, model.config, parts, self.session, seed=seed,
+            names=None if names is None else (names.source, names.target))
         model.info.update({"partitioned": self.partition_info})
         return src, tgt
 
