@@ -122,7 +122,10 @@ class SearchConfig:
 
     ``nprobe`` (IVF cells scanned per query) and ``ef_search`` (HNSW candidate list) tune the
     approximate pass of a large run (:mod:`mmea.search.approx`): recall against time; 0 keeps the
-    index's default (:mod:`mmea.search.knn`: nprobe 16, ef_search 128).
+    index's default (:mod:`mmea.search.knn`: nprobe 16, ef_search 128).  ``one_to_one``: the solver of
+    the second metric, ``test.hits@1_one_to_one`` (:func:`mmea.search.matching.solve_one_to_one`):
+    ``auto`` (exact sparse Hungarian up to 100K test sources, Sinkhorn + greedy above), ``hungarian``,
+    ``sinkhorn``, or ``off`` (not computed: a large run's time saved).
     """
 
     method: str = "csls"
@@ -133,6 +136,7 @@ class SearchConfig:
     index: str = "auto"
     nprobe: NonNegInt = 0
     ef_search: NonNegInt = 0
+    one_to_one: str = "auto"
 
     def index_options(self) -> dict:
         """The approximate indexes' knobs that are set (``make_index`` gives each index only its own)."""
@@ -140,7 +144,8 @@ class SearchConfig:
 
     #: the closed string choices (a registry-backed choice, ``match``, is checked by the job)
     CHOICES: typing.ClassVar[dict] = {"method": ("csls", "cos"), "candidates": ("test", "all"),
-                                      "index": ("auto", "torch", "flat", "ivf", "hnsw")}
+                                      "index": ("auto", "torch", "flat", "ivf", "hnsw"),
+                                      "one_to_one": ("auto", "hungarian", "sinkhorn", "off")}
 
 
 @dataclass(frozen=True)

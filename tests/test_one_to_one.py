@@ -132,3 +132,54 @@ def test_align_reuses_the_search_radii_and_gets_the_same_assignment():
     reused = one_to_one_metrics(task, src, tgt, SearchConfig(), "cpu", found)
     direct = one_to_one_metrics(task, src, tgt, SearchConfig(), "cpu")
     assert reused == direct and 0.2 < direct["hits@1_one_to_one"] < 1.0
+
+
+def _reference_greedy(rows, cols, score):
+    """Greedy by hand: best remaining edge first (score desc, row asc, column asc), both ends free."""
+    used_r, used_c, out = set(), set(), []
+    for i in sorted(range(len(rows)), key=lambda i: (-score[i], rows[i], cols[i])):
+        if rows[i] not in used_r and cols[i] not in used_c:
+            used_r.add(rows[i]), used_c.add(cols[i]), out.append((int(rows[i]), int(cols[i])))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_greedy_edges_equals_the_sequential_greedy_ties_included(seed):
+    from mmea.search.matching import greedy_edges
+
+    rng = np.random.default_rng(seed)
+    n, m, e = 60, 45, 400
+    key = np.unique(rng.integers(0, n, e) * m + rng.integers(0, m, e))
+    rows, cols = key // m, key % m
+    score = rng.integers(0, 12, len(rows)).astype(np.float64)  # many ties
+    r, c = greedy_edges(rows, cols, score, n, m)
+    assert sorted(zip(r.tolist(), c.tolist())) == _reference_greedy(rows, cols, score)
+    assert len(np.unique(r)) == len(r) and len(np.unique(c)) == len(c)
+    assert greedy_edges(rows[:0], cols[:0], score[:0], n, m)[0].size == 0
+
+
+def test_sinkhorn_solver_is_one_to_one_and_close_to_the_exact_one():
+    """Above the exact size (here forced), Sinkhorn + greedy: every target once, H@1 near the Hungarian's."""
+    rng = np.random.default_rng(3)
+    src = rng.standard_normal((400, 16)).astype(np.float32)
+    tgt = (src + 1.4 * rng.standard_normal((400, 16))).astype(np.float32)
+    ids = np.arange(400)
+    links = np.stack([ids, ids], 1)
+    exact = one_to_one_hits(src, tgt, links, ids, sparse_k=20)
+    sk = one_to_one_hits(src, tgt, links, ids, sparse_k=20, solver="sinkhorn")
+    assert "hungarian" in exact["solver"] and "sinkhorn" in sk["solver"]
+    assert sk["pairs"] <= 400 and abs(sk["hits@1"] - exact["hits@1"]) < 0.05 and sk["hits@1"] > 0.3
+
+
+def test_auto_switches_to_sinkhorn_above_the_exact_size(monkeypatch):
+    import mmea.search.matching as mt
+
+    rng = np.random.default_rng(4)
+    src = rng.standard_normal((50, 8)).astype(np.float32)
+    ids = np.arange(50)
+    monkeypatch.setattr(mt, "ONE_TO_ONE_EXACT_MAX", 49)
+    assert "sinkhorn" in one_to_one_hits(src, src, np.stack([ids, ids], 1), ids)["solver"]
+    monkeypatch.setattr(mt, "ONE_TO_ONE_EXACT_MAX", 50)
+    assert "hungarian" in one_to_one_hits(src, src, np.stack([ids, ids], 1), ids)["solver"]
+    with pytest.raises(Exception, match="valid choices"):
+        one_to_one_hits(src, src, np.stack([ids, ids], 1), ids, solver="lp")

@@ -88,7 +88,12 @@ def test_align_with_ivf_uses_the_approximate_pass(tmp_path):
     cfg1 = load_config(None, [f"data.pair={tmp_path / 'pair'}", "data.seed_ratio=0.3", "device=cpu",
                               "model.name=label-propagation", "model.anchor_dim=32", "model.hops=2",
                               "model.name_weight=0.5", "model.name_dim=32", "features.cache=false",
-                              "search.index=ivf", "search.nprobe=1"])
-    run_align(cfg1, tmp_path / "run1", quiet=True)
+                              "search.index=ivf", "search.nprobe=1", "search.one_to_one=off"])
+    m1 = json.loads(run_align(cfg1, tmp_path / "run1", quiet=True)["metrics_path"].read_text())
     ranks1 = np.load(tmp_path / "run1" / "test_ranks.npy")
     assert (ranks1 == -1).sum() > (ranks == -1).sum()
+    # search.one_to_one = off: no second H@1, a note says so, no stage time
+    assert "hits@1_one_to_one" not in m1["test"] and "one_to_one_s" not in m1["timings"]
+    assert any("one_to_one = off" in n for n in m1["notes"])
+    with pytest.raises(Exception, match="one_to_one"):
+        load_config(None, ["search.one_to_one=lp"])

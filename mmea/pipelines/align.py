@@ -184,8 +184,6 @@ def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | Non
 
 #: candidates per side of the one-to-one assignment's sparse graph (:func:`one_to_one_hits`)
 ONE_TO_ONE_K = 50
-
-
 def two_way_topk(src: np.ndarray, tgt: np.ndarray, r_src: np.ndarray, r_tgt: np.ndarray, k: int, *,
                  method: str = "csls", csls_k: int = 10, device: str = "cpu") -> tuple:
     """``(forward, reverse)`` :class:`~mmea.search.csls.SearchResult`: each source's and each target's
@@ -251,7 +249,7 @@ class _ListedSimilarity:
 
 def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, method: str = "csls",
                     csls_k: int = 10, device: str = "cpu", radius: tuple | None = None,
-                    sparse_k: int = ONE_TO_ONE_K) -> dict:
+                    sparse_k: int = ONE_TO_ONE_K, solver: str = "auto") -> dict:
     """Hits@1 of a one-to-one assignment of the links' sources to ``cand``: ``test.hits@1_one_to_one``.
 
     The assignment maximises the total score (CSLS or cosine, the run's ``search.method``) subject to
@@ -260,7 +258,9 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
     :class:`~mmea.search.matching.HungarianMatcher` in its sparse form, exactly over the union of each
     source's and each target's top-``sparse_k`` candidates by that score (:func:`two_way_topk`, one
     blockwise pass), by ``scipy``'s ``min_weight_full_bipartite_matching`` (LAPJVsp), a dummy edge per
-    source keeping a full matching feasible; no dense ``(n, m)`` matrix is ever built.  (The search
+    source keeping a full matching feasible; no dense ``(n, m)`` matrix is ever built; above
+    :data:`ONE_TO_ONE_EXACT_MAX` sources, or with ``solver = "sinkhorn"``, by :func:`solve_one_to_one`'s
+    Sinkhorn + greedy decode over the same graph instead.  (The search
     pass's cosine lists make a worse graph: on the demo pair, label propagation, 0.8686 against 0.8843
     for this one and 0.8864 for the dense optimum, hub sources filling the targets' cosine lists.)
 
@@ -269,7 +269,7 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
     Returns ``{"hits@1", "solver", "pairs"}``: the share of links whose source is assigned its gold
     target (a source linked twice can hit once only).
     """
-    from ..search.matching import HungarianMatcher, Similarity
+    from ..search.matching import Similarity, assigned_hits, solve_one_to_one
 
     links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
     cand = np.asarray(cand, dtype=np.int64).reshape(-1)
@@ -278,18 +278,16 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
                      device=device, radius=radius)
     k = int(min(sparse_k, len(cand), len(sources)))
     lists = two_way_topk(sim.src, sim.tgt, sim.r_src, sim.r_tgt, k, method=method, csls_k=csls_k, device=device)
-    matching = HungarianMatcher(max_pairs=0)._sparse(_ListedSimilarity(len(sources), len(cand), *lists))
-    assigned = np.full(len(sources), -1, np.int64)  # (p,) target id of each source, -1 unassigned
-    assigned[matching.src] = cand[matching.tgt]
-    hit = assigned[np.searchsorted(sources, links[:, 0])] == links[:, 1]  # (n,)
-    return {"hits@1": float(np.mean(hit)) if len(links) else 0.0,
-            "solver": f"hungarian (sparse, exact over each side's top-{k} by {method})", "pairs": int(len(matching))}
+    matching, label = solve_one_to_one(_ListedSimilarity(len(sources), len(cand), *lists), solver)
+    return {"hits@1": assigned_hits(matching, sources, cand, links), "pairs": int(len(matching)),
+            "solver": f"{label} over each side's top-{k} by {method})"}
 
 
 def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) -> dict:
     """The one-to-one entries of ``metrics["test"]``: ``hits@1_one_to_one`` and ``one_to_one`` (solver, pairs).
 
-    Always the test sources against the test targets (the benchmark candidates).  ``found``: the search
+    Always the test sources against the test targets (the benchmark candidates), by ``search.one_to_one``
+    (:func:`~mmea.search.matching.solve_one_to_one`).  ``found``: the search
     pass (:class:`~mmea.search.onepass.OnePass`); with ``search.candidates = "test"`` its radii (the
     metrics') are reused, so only :func:`two_way_topk`'s pass is added.
     """
@@ -297,14 +295,14 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) 
     if found is not None and found.stats.get("approximate"):  # the approximate pass's two-way lists
         from ..search.approx import listed_one_to_one
 
-        o = listed_one_to_one(found, task.test, cand)
+        o = listed_one_to_one(found, task.test, cand, search.one_to_one)
         return {"hits@1_one_to_one": o["hits@1"], "one_to_one": {"solver": o["solver"], "pairs": o["pairs"]}}
     radius = None
     if found is not None and search.candidates == "test" and found.r_tgt is not None \
             and len(found.r_tgt) == len(cand) and len(found.r_src) == len(sources):
         radius = (np.asarray(found.r_src, np.float32), np.asarray(found.r_tgt, np.float32))  # eval_src order
     o = one_to_one_hits(src_emb, tgt_emb, task.test, cand, method=search.method, csls_k=search.csls_k,
-                        device=device, radius=radius)
+                        device=device, radius=radius, solver=search.one_to_one)
     return {"hits@1_one_to_one": o["hits@1"], "one_to_one": {"solver": o["solver"], "pairs": o["pairs"]}}
 
 
@@ -412,8 +410,11 @@ def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search,
     if len(task.test):
         with run.stage("evaluate"):
             out.update(evaluate_run(run.path, task, model, src_emb, tgt_emb, ranks, search, progress, found))
-        with run.stage("one_to_one"):  # the second, labelled H@1: one-to-one assignment of the test candidates
-            out["test"].update(one_to_one_metrics(task, src_emb, tgt_emb, search, device, found))
+        if search.one_to_one == "off":
+            notes.append("search.one_to_one = off: the one-to-one H@1 (test.hits@1_one_to_one) was not computed")
+        else:
+            with run.stage("one_to_one"):  # the second, labelled H@1: one-to-one assignment of the test candidates
+                out["test"].update(one_to_one_metrics(task, src_emb, tgt_emb, search, device, found))
     else:
         out["test"] = {}
         (run.path / TEST_RANKS_FILE).unlink(missing_ok=True)  # a stale file of an earlier run in this folder

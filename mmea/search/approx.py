@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import MmeaInputError
 from .csls import METHODS, SearchResult
 from .knn import TorchIndex, as_float32, make_index, scale_rows
+from .matching import assigned_hits, solve_one_to_one
 from .onepass import OnePass
 
 __all__ = ["LIST_SIZE", "approx_search", "sorted_lists", "list_ranks", "metrics_from_lists", "listed_one_to_one"]
@@ -183,23 +184,18 @@ class _Listed:
         return np.full(len(np.asarray(src_idx)), np.nan, np.float32)
 
 
-def listed_one_to_one(found: OnePass, links: np.ndarray, cand: np.ndarray) -> dict:
-    """Hits@1 of the one-to-one assignment over the pass's two-way lists (the sparse Hungarian's graph).
+def listed_one_to_one(found: OnePass, links: np.ndarray, cand: np.ndarray, solver: str = "auto") -> dict:
+    """Hits@1 of the one-to-one assignment over the pass's two-way lists (the sparse assignment's graph).
 
-    ``found``: :func:`approx_search` of the links' sources against ``cand``; solved exactly over the union
-    of each source's and each target's top-``K`` by the run's score
-    (:meth:`~mmea.search.matching.HungarianMatcher._sparse`, LAPJVsp); returns ``{"hits@1", "solver", "pairs"}``.
+    ``found``: :func:`approx_search` of the links' sources against ``cand``; solved over the union of
+    each source's and each target's top-``K`` by the run's score by
+    :func:`~mmea.search.matching.solve_one_to_one` (exact sparse Hungarian, LAPJVsp, up to 100K sources;
+    Sinkhorn + greedy above); returns ``{"hits@1", "solver", "pairs"}``.
     """
-    from .matching import HungarianMatcher
-
     links = np.asarray(links, np.int64).reshape(-1, 2)
     sources = np.unique(links[:, 0])  # the lists' eval_src order
     fwd, bwd = found.lists["forward"], found.lists["reverse"]
-    matching = HungarianMatcher(max_pairs=0)._sparse(_Listed(len(sources), len(cand), fwd, bwd))
-    assigned = np.full(len(sources), -1, np.int64)
-    assigned[matching.src] = np.asarray(cand)[matching.tgt]
-    hit = assigned[np.searchsorted(sources, links[:, 0])] == links[:, 1]
+    matching, label = solve_one_to_one(_Listed(len(sources), len(cand), fwd, bwd), solver)
     k = fwd.ids.shape[1]
-    return {"hits@1": float(np.mean(hit)) if len(links) else 0.0, "pairs": int(len(matching)),
-            "solver": f"hungarian (sparse, exact over each side's approximate top-{k} by {fwd.method}, "
-                      f"{found.stats.get('index')})"}
+    return {"hits@1": assigned_hits(matching, sources, cand, links), "pairs": int(len(matching)),
+            "solver": f"{label} over each side's approximate top-{k} by {fwd.method}, {found.stats.get('index')})"}

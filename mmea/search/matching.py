@@ -22,8 +22,9 @@ materialised except by the dense matchers, within their size limit).  Matchers
   to Assignment: Frustratingly Simple Unsupervised Entity Alignment", EMNLP
   2021: ``P = diag(u) exp(S / temperature) diag(v)`` scaled in the log domain
   for ``iterations`` rounds to rows summing to 1 and columns to ``n / m``; each
-  source then takes its argmax of ``P``.  Dense up to ``max_pairs``, over the
-  top-``sparse_k`` candidates of each side above it.
+  source then takes its argmax of ``P`` (or, ``one_to_one``, the greedy one-to-one matching of
+  ``P``, sparse form only).  Dense up to ``max_pairs``, over the top-``sparse_k`` candidates of
+  each side above it.
 
 :func:`align` runs search, the reverse best match (for the ``mutual`` flag)
 and a matcher in one call and returns an :class:`Alignment` for
@@ -55,6 +56,10 @@ __all__ = [
     "MutualMatcher",
     "HungarianMatcher",
     "SinkhornMatcher",
+    "greedy_edges",
+    "solve_one_to_one",
+    "assigned_hits",
+    "sparse_sinkhorn_plan",
     "match",
     "align",
     "candidate_rows",
@@ -368,11 +373,15 @@ class SinkhornMatcher(Matcher):
 
     ``temperature`` (default 0.02) divides the scores: lower is closer to a
     hard assignment.  ``iterations`` (default 30) row+column scaling rounds.
+    ``one_to_one``: instead of the argmax, the greedy one-to-one matching of the plan
+    (:func:`greedy_edges`; always the sparse form): every target used once, a source whose candidates
+    are all taken unmatched.
     """
 
     def __init__(self, temperature: float = 0.02, iterations: int = 30, max_pairs: int = DEFAULT_MAX_PAIRS,
-                 sparse_k: int = 50, **kw):
+                 sparse_k: int = 50, one_to_one: bool = False, **kw):
         super().__init__(**kw)
+        self.one_to_one = bool(one_to_one)
         if float(temperature) <= 0 or int(iterations) < 1:
             raise MmeaInputError(f"sinkhorn needs temperature > 0 and iterations >= 1, got {temperature}, "
                                  f"{iterations}")
@@ -380,7 +389,7 @@ class SinkhornMatcher(Matcher):
         self.max_pairs, self.sparse_k = int(max_pairs), int(sparse_k)
 
     def _match(self, sim, result):
-        if sim.n * sim.m <= self.max_pairs:
+        if sim.n * sim.m <= self.max_pairs and not self.one_to_one:
             return self._dense(sim)
         return self._sparse(sim)
 
@@ -414,28 +423,107 @@ class SinkhornMatcher(Matcher):
 
     def _sparse(self, sim):
         rows, cols, s = _candidate_edges(sim, self.sparse_k)  # sorted by (row, col)
-        x = s.astype(np.float64) / self.temperature
-        n, m = sim.n, sim.m
-        r_starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        r_len = np.diff(np.r_[r_starts, len(rows)])
-        r_ids = rows[r_starts]
-        oc = np.lexsort((rows, cols))  # edges by (col, row)
-        cs = cols[oc]
-        c_starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
-        c_len = np.diff(np.r_[c_starts, len(cs)])
-        c_ids = cs[c_starts]
-        f, g = np.zeros(n), np.zeros(m)
-        log_col = np.log(n / m)
-        for _ in range(self.iterations):
-            f[r_ids] = -_segment_lse(x + g[cols], r_starts, r_len)
-            g[c_ids] = log_col - _segment_lse((x + f[rows])[oc], c_starts, c_len)
-        z = x + g[cols]
-        # argmax per row, ties -> lower column (edges are sorted by column within a row)
-        best = np.maximum.reduceat(z, r_starts)
-        hit = np.flatnonzero(z == np.repeat(best, r_len))
-        first = hit[np.r_[True, rows[hit][1:] != rows[hit][:-1]]]
-        src, tgt = rows[first], cols[first]
-        return Matching(src, tgt, sim.score_pairs(src, tgt), info={"mode": "sparse", "edges": int(len(rows))})
+        z = sparse_sinkhorn_plan(rows, cols, s, sim.n, sim.m, self.temperature, self.iterations)  # (E,) log P
+        if self.one_to_one:
+            src, tgt = greedy_edges(rows, cols, z, sim.n, sim.m)
+        else:  # argmax per row, ties -> lower column (edges are sorted by column within a row)
+            r_starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            best = np.maximum.reduceat(z, r_starts)
+            hit = np.flatnonzero(z == np.repeat(best, np.diff(np.r_[r_starts, len(rows)])))
+            first = hit[np.r_[True, rows[hit][1:] != rows[hit][:-1]]]
+            src, tgt = rows[first], cols[first]
+        return Matching(src, tgt, sim.score_pairs(src, tgt), info={"mode": "sparse", "edges": int(len(rows)),
+                                                                    "one_to_one": self.one_to_one})
+
+
+def sparse_sinkhorn_plan(rows: np.ndarray, cols: np.ndarray, s: np.ndarray, n: int, m: int, temperature: float,
+                         iterations: int) -> np.ndarray:
+    """``(E,)`` log of the entropic transport plan on the sparse edges ``(rows, cols)`` (sorted by row, col).
+
+    Log-domain Sinkhorn (Cuturi 2013) on ``x = s / temperature`` restricted to the edges: potentials
+    ``f (n,)``, ``g (m,)`` alternate ``f_i = -LSE_j (x_ij + g_j)`` (rows sum to 1) and
+    ``g_j = log(n / m) - LSE_i (x_ij + f_i)`` (columns to ``n / m``); returns ``x_ij + f_i + g_j``.
+    Each round is two segment reductions over the ``E`` edges (no ``(n, m)`` matrix).
+    """
+    x = s.astype(np.float64) / temperature
+    r_starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    r_len = np.diff(np.r_[r_starts, len(rows)])
+    r_ids = rows[r_starts]
+    oc = np.lexsort((rows, cols))  # edges by (col, row)
+    cs = cols[oc]
+    c_starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+    c_len = np.diff(np.r_[c_starts, len(cs)])
+    c_ids = cs[c_starts]
+    f, g = np.zeros(n), np.zeros(m)
+    log_col = np.log(n / m)
+    for _ in range(iterations):
+        f[r_ids] = -_segment_lse(x + g[cols], r_starts, r_len)
+        g[c_ids] = log_col - _segment_lse((x + f[rows])[oc], c_starts, c_len)
+    return x + f[rows] + g[cols]
+
+
+def greedy_edges(rows: np.ndarray, cols: np.ndarray, score: np.ndarray, n: int, m: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy one-to-one matching of a sparse bipartite graph: ``(src, tgt)`` row / column ids.
+
+    Greedy takes the best remaining edge (score desc, row asc, column asc) whose row and column are
+    both free.  Written here (no library offers it on a sparse graph; ``GreedyMatcher`` works on
+    search lists with a Python heap) as rounds of *locally dominant* edges, each the first of its row
+    and of its column among the remaining edges in that total order: they are disjoint, greedy takes
+    every one of them (Preis 1999: the greedy matching is the locally dominant one), and removing
+    their rows and columns leaves the same problem.  Each round is ``O(E)`` numpy; on the 100K
+    synthetic pair's 5M edges it finishes in 7-13 rounds (about 2 s).
+    """
+    order = np.lexsort((cols, rows, -score))  # the total order
+    r, c = rows[order], cols[order]
+    out_r, out_c = [], []
+    while len(r):
+        pos = np.arange(len(r))
+        first_r, first_c = np.full(n, len(r)), np.full(m, len(r))
+        first_r[r[::-1]] = pos[::-1]  # reversed writes: the first position of each row wins
+        first_c[c[::-1]] = pos[::-1]
+        dom = (first_r[r] == pos) & (first_c[c] == pos)  # never empty: position 0 dominates
+        out_r.append(r[dom]), out_c.append(c[dom])
+        used_r, used_c = np.zeros(n, bool), np.zeros(m, bool)
+        used_r[r[dom]], used_c[c[dom]] = True, True
+        keep = ~used_r[r] & ~used_c[c]
+        r, c = r[keep], c[keep]
+    if not out_r:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_r), np.concatenate(out_c)
+
+
+#: ``search.one_to_one = "auto"``: the exact sparse Hungarian up to this many test sources, Sinkhorn above
+#: (LAPJVsp took 48 s on the 100K synthetic pair's 52,887 sources and did not finish in 29 minutes on
+#: the 1M pair's 528,870; the Sinkhorn plan + greedy decode takes 6 s at 100K)
+ONE_TO_ONE_EXACT_MAX = 100_000
+
+
+def solve_one_to_one(listed, solver: str = "auto") -> tuple:
+    """``(Matching, label)``: the one-to-one assignment over a two-way listed graph (``topk`` / ``reverse_topk``).
+
+    ``solver``: ``hungarian`` (exact over the graph: ``HungarianMatcher._sparse``, LAPJVsp), ``sinkhorn``
+    (the log-domain Sinkhorn plan of the graph at temperature 0.02, 30 rounds, decoded one-to-one by
+    :func:`greedy_edges`; Mao et al. EMNLP 2021 report H@1 after this
+    normalisation), or ``auto`` (hungarian up to :data:`ONE_TO_ONE_EXACT_MAX` sources).  On the 100K
+    synthetic pair (label propagation + names, IVF lists) the two give H@1 0.7888 and 0.7916.
+    """
+    if solver == "auto":
+        solver = "hungarian" if listed.n <= ONE_TO_ONE_EXACT_MAX else "sinkhorn"
+    if solver == "hungarian":
+        return HungarianMatcher(max_pairs=0)._sparse(listed), "hungarian (sparse, exact"
+    if solver == "sinkhorn":
+        return SinkhornMatcher(max_pairs=0, one_to_one=True)._sparse(listed), "sinkhorn + greedy (sparse"
+    raise MmeaInputError(f"unknown one-to-one solver {solver!r}; valid choices: auto, hungarian, sinkhorn")
+
+
+def assigned_hits(matching, sources: np.ndarray, cand: np.ndarray, links: np.ndarray) -> float:
+    """Share of ``links (n, 2)`` whose source (row of ``sources``) is matched to its gold target (of ``cand``);
+    a source linked twice can hit once only, an unmatched source misses."""
+    assigned = np.full(len(sources), -1, np.int64)  # (p,) target id of each source, -1 unassigned
+    assigned[matching.src] = np.asarray(cand)[matching.tgt]
+    hit = assigned[np.searchsorted(sources, links[:, 0])] == links[:, 1]  # (n,)
+    return float(np.mean(hit)) if len(links) else 0.0
 
 
 def match(src: Any, tgt: Any, matcher: str = "greedy", *, method: str = "csls", csls_k: int = 10,
