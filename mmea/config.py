@@ -125,7 +125,10 @@ class SearchConfig:
     index's default (:mod:`mmea.search.knn`: nprobe 16, ef_search 128).  ``one_to_one``: the solver of
     the second metric, ``test.hits@1_one_to_one`` (:func:`mmea.search.matching.solve_one_to_one`):
     ``auto`` (exact sparse Hungarian up to 100K test sources, Sinkhorn + greedy above), ``hungarian``,
-    ``sinkhorn``, or ``off`` (not computed: a large run's time saved).
+    ``sinkhorn``, or ``off`` (not computed: a large run's time saved).  ``channels``: ``auto`` lets an
+    approximate pass also index the model's embedding blocks on their own
+    (:meth:`~mmea.models.base.AlignmentModel.search_channels`, e.g. structure and names), ``off`` the
+    whole rows only.
     """
 
     method: str = "csls"
@@ -137,6 +140,7 @@ class SearchConfig:
     nprobe: NonNegInt = 0
     ef_search: NonNegInt = 0
     one_to_one: str = "auto"
+    channels: str = "auto"
 
     def index_options(self) -> dict:
         """The approximate indexes' knobs that are set (``make_index`` gives each index only its own)."""
@@ -145,7 +149,8 @@ class SearchConfig:
     #: the closed string choices (a registry-backed choice, ``match``, is checked by the job)
     CHOICES: typing.ClassVar[dict] = {"method": ("csls", "cos"), "candidates": ("test", "all"),
                                       "index": ("auto", "torch", "flat", "ivf", "hnsw"),
-                                      "one_to_one": ("auto", "hungarian", "sinkhorn", "off")}
+                                      "one_to_one": ("auto", "hungarian", "sinkhorn", "off"),
+                                      "channels": ("auto", "off")}
 
 
 @dataclass(frozen=True)

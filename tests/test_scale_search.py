@@ -78,7 +78,8 @@ def test_align_with_ivf_uses_the_approximate_pass(tmp_path):
                                  "search.index=ivf"])
     out = run_align(cfg, tmp_path / "run", quiet=True)
     m = json.loads(out["metrics_path"].read_text())
-    assert "approximate top-50 lists (ivf)" in m["ranks_from"] and m["test"]["mr"] is None
+    # label propagation with names: its structure and names blocks are searched as channels too
+    assert "approximate top-50 lists (ivf + structure + names)" in m["ranks_from"] and m["test"]["mr"] is None
     assert m["test"]["hits@1"] > 0.3 and m["names_used"]
     assert "approximate top-50" in m["test"]["one_to_one"]["solver"]
     assert m["calibration"]["available"]
@@ -97,3 +98,36 @@ def test_align_with_ivf_uses_the_approximate_pass(tmp_path):
     assert any("one_to_one = off" in n for n in m1["notes"])
     with pytest.raises(Exception, match="one_to_one"):
         load_config(None, ["search.one_to_one=lp"])
+
+
+def test_channel_lists_find_what_the_whole_rows_miss_and_rescore_exactly():
+    """A structureless block plus a clustered one: IVF over the whole rows (1 cell scanned) misses many gold
+    partners, the clustered block's own index finds them; the union is re-scored by exact cosine."""
+    from mmea.search.approx import channel_lists
+    from mmea.search.knn import scale_rows
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    noise_t = rng.standard_normal((n, 48)).astype(np.float32)
+    noise_s = noise_t + 2.0 * rng.standard_normal((n, 48)).astype(np.float32)  # gold cos ~0.45 there
+    centres = rng.standard_normal((60, 16)).astype(np.float32) * 3
+    lab = rng.integers(0, 60, n)
+    name_t = centres[lab] + 0.3 * rng.standard_normal((n, 16)).astype(np.float32)
+    name_s = name_t + 0.05 * rng.standard_normal((n, 16)).astype(np.float32)
+
+    def unit(a):
+        return scale_rows(np.ascontiguousarray(a, dtype=np.float32), inplace=True)
+
+    T = unit(np.hstack([unit(noise_t), 0.4 * unit(name_t)]))  # the names block weighs little in the rows
+    S = unit(np.hstack([unit(noise_s), 0.4 * unit(name_s)]))
+    opts = {"nlist": 64, "nprobe": 1}
+    _, ids0, _ = channel_lists("ivf", T, S, 10, None, opts)
+    cos1, ids1, _ = channel_lists("ivf", T, S, 10, {"names": (48, 64)}, opts)
+    gold = np.arange(n)
+    r0, r1 = (ids0 == gold[:, None]).any(1).mean(), (ids1 == gold[:, None]).any(1).mean()
+    assert r1 > r0 + 0.2 and r1 > 0.95
+    ok = ids1 >= 0
+    exact = np.einsum("qd,qkd->qk", S, T[np.maximum(ids1, 0)])
+    np.testing.assert_allclose(cos1[ok], exact[ok], atol=1e-5)  # exact cosines of the kept ids
+    assert (np.diff(np.where(ok, cos1, -np.inf), axis=1) <= 1e-7).all()  # best first
+    assert all(len(set(r[r >= 0])) == (r >= 0).sum() for r in ids1)  # no repeats

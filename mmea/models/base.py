@@ -99,6 +99,11 @@ class AlignmentModel:
         """``(source (N, d), target (M, d))`` float32, rows L2-normalised (zero rows allowed)."""
         raise NotImplementedError
 
+    def search_channels(self) -> dict[str, tuple[int, int]]:
+        """Column blocks ``{name: (start, stop)}`` of :meth:`embeddings` that an approximate search also
+        indexes on their own (:func:`mmea.search.approx.channel_lists`); ``{}``: the whole rows only."""
+        return {}
+
 
 MODELS: Registry[AlignmentModel] = Registry("model", suffix="Model")
 """Registered alignment models; importing this package registers all of them."""

@@ -72,7 +72,7 @@ def query_rows(task) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 
 
 def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, search, device: str,
-               progress: bool = False, keep: dict | None = None) -> tuple:
+               progress: bool = False, keep: dict | None = None, channels: dict | None = None) -> tuple:
     """The run's search: ``(alignment, ranks | None, validation scores | None)``; ``keep["pass"]``: the
     :class:`~mmea.search.onepass.OnePass` (its candidate lists feed :func:`one_to_one_metrics`), when given.
 
@@ -83,7 +83,8 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
     :func:`mmea.evaluation.evaluate_embeddings`) and the validation sources' top 2 (as
     :func:`mmea.calibration.score_valid_sources` ranks them).  A FAISS index searches with
     :func:`mmea.search.matching.align`; the ranks and the validation scores are then ``None``, and
-    :func:`evaluate_run` / :func:`calibrate_run` compute them.
+    :func:`evaluate_run` / :func:`calibrate_run` compute them.  ``channels``: the model's embedding
+    blocks, which an approximate pass also indexes on their own (``search.channels = "auto"``).
     """
     from ..calibration import valid_queries, valid_scores_from_top
     from ..evaluation import evaluation_rows
@@ -95,7 +96,8 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
                 index=search.index, device=device, candidates=search.candidates, progress=progress)
     engine = _resolve_engine(search.index, len(rows), len(cand), device)
     if engine in ("ivf", "hnsw") and (search.candidates == "test" or not len(task.test)):
-        return approx_search_run(task, src_emb, tgt_emb, rows, cand, search, engine, device, progress, keep)
+        return approx_search_run(task, src_emb, tgt_emb, rows, cand, search, engine, device, progress, keep,
+                                 channels if search.channels == "auto" else None)
     if engine != "torch":
         return align(src_emb, tgt_emb, rows, cand, **opts), None, None
     once: dict = {}
@@ -117,7 +119,7 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
 
 
 def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, search, engine: str, device: str,
-                      progress: bool = False, keep: dict | None = None) -> tuple:
+                      progress: bool = False, keep: dict | None = None, channels: dict | None = None) -> tuple:
     """:func:`search_run` with an approximate index (IVF / HNSW): :func:`mmea.search.approx.approx_search`'s two
     index searches give the alignment, the gold ranks from its lists (``-1``: not in the list) and the
     validation top 2; ``keep["pass"]`` its lists (the one-to-one graph).  A matcher searches again."""
@@ -132,8 +134,8 @@ def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray
         vsrc, extra = valid_queries(task.valid, cand)
         once.update(valid_src=vsrc, extra=extra)
     found = approx_search(src_emb, tgt_emb, rows, cand, topk=max(search.topk, 2), method=search.method,
-                          csls_k=search.csls_k, index=engine, device=device, progress=progress, **once,
-                          **search.index_options())
+                          csls_k=search.csls_k, index=engine, device=device, progress=progress, channels=channels,
+                          **once, **search.index_options())
     matching = None
     if search.match not in (None, "none"):
         sim = Similarity(np.asarray(src_emb)[rows], np.asarray(tgt_emb)[cand], method=search.method,
@@ -164,7 +166,8 @@ def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | Non
     if found is not None and found.stats.get("approximate") and ranks is not None:
         from ..search.approx import metrics_from_lists
 
-        ev = metrics_from_lists(ranks, list_size=found.stats["list_size"], index=found.stats["index"],
+        ev = metrics_from_lists(ranks, list_size=found.stats["list_size"],
+                                index=" + ".join([found.stats["index"], *found.stats.get("channels", [])[1:]]),
                                 candidates=search.candidates, csls_k=search.csls_k, primary=primary,
                                 num_candidates={"src->tgt": int(len(found.r_tgt)), "tgt->src": int(len(found.r_src))})
     elif ranks is None:
@@ -505,7 +508,8 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
         if engine is not None:  # sharded indexes on Ray (mmea.engine.search)
             al, ranks, valid_scores = engine.search(task, src_emb, tgt_emb, rows, cand, s, progress)
         else:
-            al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s, device, progress, keep)
+            al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s, device, progress, keep,
+                                                 model.search_channels())
     metrics.update(test_metrics(run, task, model, (src_emb, tgt_emb), ranks, al, s, device, notes, progress,
                                 keep.get("pass")))
     with run.stage("calibrate"):

@@ -94,16 +94,69 @@ def _valid_top(idx_t, idx_s, V: np.ndarray, E: np.ndarray, r_tgt: np.ndarray, K:
     return top.ids[:, :2], top.scores[:, :2]
 
 
+def _unit_block(x: np.ndarray, cols: tuple[int, int]) -> np.ndarray:
+    """``(n, b)`` float32 copy of columns ``cols = (start, stop)`` of ``x``, rows L2-normalised."""
+    return scale_rows(np.ascontiguousarray(x[:, cols[0]:cols[1]]), inplace=True)
+
+
+def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, channels: dict | None, opts: dict
+                  ) -> tuple:
+    """``(cos (q, k), ids (q, k), full index | None)``: each query's approximate cosine top-``k`` in ``base``.
+
+    Without ``channels`` one index over the whole rows.  With ``channels`` (``{name: (start, stop)}``
+    column blocks of the embedding, e.g. label propagation's structure and names parts) one more index
+    per block, over that block's unit rows: every channel proposes its top-``k``, the union (``<= (1 +
+    C) k`` distinct ids a query) is re-scored exactly on the whole rows and the best ``k`` by cosine are
+    kept.  Multi-channel candidate generation (as LargeEA's name and structure channels, Ge et al.,
+    VLDB 2022): the gold partner of a query can be far in the whole space's cells yet near in one
+    block's.  On the 1M synthetic pair (5,000 sampled sources, IVF defaults) the gold target is in the
+    whole-row top-50 for 0.694 of them, in the union with the names and structure channels for 0.851
+    (exact top-50: 0.869).  Channel indexes are built, searched and freed one at a time.
+    """
+    idx = make_index(index, base, n_queries=len(queries), **opts)
+    cos, ids = idx.search(queries, k)  # (q, k)
+    if not channels:
+        return cos, ids, idx
+    found = [ids]
+    for cols in channels.values():
+        ch = make_index(index, _unit_block(base, cols), n_queries=len(queries), **opts)
+        found.append(ch.search(_unit_block(queries, cols), k)[1])
+        del ch
+    cand = np.sort(np.concatenate(found, axis=1), axis=1)  # (q, (1 + C) k)
+    cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = -1  # repeats
+    return (*_rescore(base, queries, cand, k), idx)
+
+
+def _rescore(base: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int, chunk: int = 2048) -> tuple:
+    """The best ``k`` of each row's candidate ids ``cand (q, c)`` (``-1``: none) by exact cosine (unit rows):
+    ``(cos (q, k), ids (q, k))``, descending, ties by lower id; chunked (``chunk x c x d`` floats at a time)."""
+    import torch
+
+    q = len(cand)
+    cos_out, ids_out = np.full((q, k), -np.inf, np.float32), np.full((q, k), -1, np.int64)
+    B = torch.from_numpy(base)
+    for a in range(0, q, chunk):
+        c = torch.from_numpy(cand[a:a + chunk])  # (b, c)
+        ok = c >= 0
+        v = torch.bmm(B[c.clamp_min(0)], torch.from_numpy(queries[a:a + chunk])[:, :, None])[:, :, 0]  # (b, c)
+        v = v.masked_fill(~ok, -float("inf"))
+        order = np.lexsort((np.where(ok.numpy(), c.numpy(), np.iinfo(np.int64).max), -v.numpy()), axis=-1)[:, :k]
+        cos_out[a:a + chunk] = np.take_along_axis(v.numpy(), order, 1)
+        ids_out[a:a + chunk] = np.where(np.isfinite(cos_out[a:a + chunk]), np.take_along_axis(c.numpy(), order, 1), -1)
+    return cos_out, ids_out
+
+
 def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int = 2, method: str = "csls",
                   csls_k: int = 10, index: str = "ivf", device: str = "cpu", gold: Any = None,
                   valid_src: Any = None, extra: Any = None, list_size: int = LIST_SIZE, block_size: int | None = None,
-                  progress: bool = False, **index_params) -> OnePass:
+                  progress: bool = False, channels: dict | None = None, **index_params) -> OnePass:
     """The run's search from two approximate index searches (see the module docstring).
 
     ``rows (n,)`` query source ids (repeats allowed: they share one list), ``cand (m,)`` candidate target
     ids; ``gold (n,)``: each row's gold target as a position in ``cand`` (ranks), or ``None``;
     ``valid_src`` / ``extra``: the validation sources and their targets outside ``cand``
-    (:func:`mmea.calibration.valid_queries`).  Returns a :class:`~mmea.search.onepass.OnePass` whose
+    (:func:`mmea.calibration.valid_queries`); ``channels``: column blocks searched as well
+    (:func:`channel_lists`).  Returns a :class:`~mmea.search.onepass.OnePass` whose
     ``result`` is in ``rows`` order, ``r_src`` / ``lists["forward"]`` in ``np.unique(rows)`` order,
     ``ranks`` with ``-1`` for a link not in its list, ``stats["approximate"]``.
     """
@@ -116,10 +169,8 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
     T = scale_rows(as_float32(tgt_emb[cand], "target embeddings"), inplace=True)  # (m, d)
     K, Kb, kc = min(list_size, len(T)), min(list_size, len(S)), int(csls_k)
     opts = dict(device=device, block_size=block_size, progress=progress, **index_params)
-    idx_t = make_index(index, T, n_queries=len(S), **opts)
-    f_cos, f_ids = idx_t.search(S, K)  # (p, K) cosine neighbours of each source
-    idx_s = make_index(index, S, n_queries=len(T), **opts)
-    b_cos, b_ids = idx_s.search(T, Kb)  # (m, Kb) cosine neighbours of each target
+    f_cos, f_ids, idx_t = channel_lists(index, T, S, K, channels, opts)  # (p, K) neighbours of each source
+    b_cos, b_ids, idx_s = channel_lists(index, S, T, Kb, channels, opts)  # (m, Kb) neighbours of each target
     r_src, r_tgt = _radius(f_cos, f_ids, min(kc, K)), _radius(b_cos, b_ids, min(kc, Kb))  # (p,), (m,)
     fwd = {m: sorted_lists(f_cos, f_ids, r_src, r_tgt, m) for m in METHODS}
     bwd = {m: sorted_lists(b_cos, b_ids, r_tgt, r_src, m) for m in METHODS}
@@ -132,7 +183,8 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
                           r_tgt=r_tgt, method=method, csls_k=kc, exact=False, index=type(idx_t).registry_name,
                           reverse_best=np.where(b.ids[:, 0] >= 0, first_row[np.maximum(b.ids[:, 0], 0)], -1))
     found = OnePass(result=result, r_src=r_src, r_tgt=r_tgt, lists={"forward": f, "reverse": b},
-                    stats={"approximate": True, "index": result.index, "list_size": K})
+                    stats={"approximate": True, "index": result.index, "list_size": K,
+                           "channels": ["whole rows", *(channels or {})]})
     if gold is not None:
         found.ranks = _ranks(fwd, bwd, q, np.asarray(gold, np.int64).reshape(-1))
     if valid_src is not None and len(valid_src):
