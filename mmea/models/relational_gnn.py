@@ -74,7 +74,14 @@ class RelationalGnnModel(AlignmentModel):
             dropout: on the concatenated output, in training.
             lr: RMSprop learning rate.
             gamma, lamb: margin and scale of the normalised hard-sample loss (Dual-AMN: 1, 30).
-            batch_size: seed pairs per step (every step runs the whole graph).
+            batch_size: seed pairs per step (every step runs the whole graph, unless ``fanout``).
+            fanout: 0 (default): every step runs the whole graph.  > 0: mini-batches with neighbour
+                sampling for large graphs: a step runs the batch's entities and ``negative_samples``
+                random entities of both KGs over their ``layers``-hop in-neighbourhoods, at most
+                ``fanout`` edges sampled per entity and hop
+                (:func:`~mmea.models.relational_gnn_math.sampled_subgraph`); the loss's negatives are
+                those entities (in-batch and random), every one counted (``negatives`` is not used).
+            negative_samples: random entities per sampled step.
             negatives: ``mined`` (gradient through the ``hard_negatives`` hardest, statistics over
                 all) or ``all`` (gradient through every candidate).
             proxy: Dual-AMN's proxy-matching gate on each view's output (:class:`~mmea.models.relational_gnn_nn.ProxyGate`).
@@ -116,6 +123,8 @@ class RelationalGnnModel(AlignmentModel):
         max_minutes: PositiveFloat = 10.0
         first_minutes: NonNegFloat = 0.0
         num_threads: NonNegInt = 2
+        fanout: NonNegInt = 0
+        negative_samples: PositiveInt = 2048
 
         def __post_init__(self) -> None:
             if self.negatives_from not in NEGATIVES_FROM:
@@ -129,6 +138,7 @@ class RelationalGnnModel(AlignmentModel):
         super().__init__(config, ctx)
         self.net = None
         self._emb: tuple[np.ndarray, np.ndarray] | None = None
+        self._sampled_sizes: list[tuple[int, int]] = []  # (nodes, edges) of each sampled step
 
     def fit(self, task, features=None) -> None:
         """Train on ``task.train`` (no features are needed: none are computed, no name is read)."""
@@ -162,6 +172,8 @@ class RelationalGnnModel(AlignmentModel):
         self.net = RelationalGnn(self.graph, c.dim, c.layers, c.dropout, device=str(self.device), proxy=c.proxy)
         self.optimizer = torch.optim.RMSprop(self.net.parameters(), lr=c.lr, alpha=0.9, eps=1e-7)
         self.valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
+        if c.fanout:
+            self._indptr = gm.receiver_indptr(self.graph["receivers"], self.graph["num_entities"])
 
     def _train(self, task) -> None:
         c = self.config
@@ -210,7 +222,8 @@ class RelationalGnnModel(AlignmentModel):
             "seeds": {"kind": "train links", "count": int(len(seeds))},
             "iterative": c.iterations > 0, "iterations_requested": c.iterations, "rounds": rounds,
             "pairs_added_per_round": added, "pairs_final": int(len(self.pairs)),
-            "layers": c.layers, "dim": c.dim, "out_dim": int(self.net.out_dim), "negatives": c.negatives,
+            "layers": c.layers, "dim": c.dim, "out_dim": int(self.net.out_dim),
+            "negatives": c.negatives if not c.fanout else "sampled subgraph (in-batch + random)",
             "negatives_from": c.negatives_from,
             "hard_negatives": c.hard_negatives if c.negatives == "mined" else None,
             "graph": {"entities": self.graph["num_entities"], "relations": self.graph["num_relations"],
@@ -218,7 +231,11 @@ class RelationalGnnModel(AlignmentModel):
             "modalities": {"relations": int(np.count_nonzero(np.bincount(
                 self.graph["receivers"][self.graph["relations"] != self.graph["num_relations"] - 1],
                 minlength=self.graph["num_entities"])))},
-            "device": str(self.device), "train_s": round(train_s, 2)})
+            "device": str(self.device), "train_s": round(train_s, 2),
+            "sampling": None if not c.fanout else {
+                "fanout": c.fanout, "negative_samples": c.negative_samples, "steps": len(self._sampled_sizes),
+                "mean_nodes": round(float(np.mean([x[0] for x in self._sampled_sizes] or [0])), 1),
+                "mean_edges": round(float(np.mean([x[1] for x in self._sampled_sizes] or [0])), 1)}})
 
     # -- steps ---------------------------------------------------------------
     def step(self, batch: np.ndarray, pools=None) -> tuple[float, tuple | None]:
@@ -235,6 +252,8 @@ class RelationalGnnModel(AlignmentModel):
         from . import relational_gnn_math as gm
 
         c, n1 = self.config, self.n_src
+        if c.fanout:
+            return self._sampled_step(batch), None
         b = torch.as_tensor(batch, device=self.device)
         out = self.net()  # (n, D)
         ea, eb = out[b[:, 0]], out[b[:, 1] + n1]  # (B, D)
@@ -260,6 +279,34 @@ class RelationalGnnModel(AlignmentModel):
         loss.backward()
         self.optimizer.step()
         return float(loss.detach()), (tuple(mined) if mined else None)
+
+    def _sampled_step(self, batch: np.ndarray) -> float:
+        """One step on a sampled subgraph (``fanout`` > 0): the batch's ``(B, 2)`` pairs and ``negative_samples``
+        random entities are the seeds; each anchor's negatives are all seeds but its own pair."""
+        import torch
+
+        from . import relational_gnn_math as gm
+
+        c, n1 = self.config, self.n_src
+        a, t = batch[:, 0], batch[:, 1] + n1  # (B,) union ids
+        seeds = np.unique(np.concatenate([a, t, self._rng.integers(0, self.graph["num_entities"],
+                                                                   c.negative_samples)]))  # (Q,)
+        nodes, edges = gm.sampled_subgraph(self._indptr, self.graph["senders"], seeds, c.fanout, c.layers, self._rng)
+        out = self.net(nodes, edges)  # (S, D)
+        at = lambda ids: torch.from_numpy(np.searchsorted(nodes, ids)).to(self.device)  # noqa: E731
+        ea, eb, cands = out[at(a)], out[at(t)], out[at(seeds)]  # (B, D), (B, D), (Q, D)
+        pos = ((ea - eb) ** 2).sum(-1)  # (B,)
+        own = torch.from_numpy(np.stack([np.searchsorted(seeds, a), np.searchsorted(seeds, t)], 1)).to(self.device)
+        loss = out.new_zeros(())
+        for anchor in (ea, eb):
+            neg = gm.squared_distances(anchor, cands)  # (B, Q)
+            mask = torch.ones_like(neg, dtype=torch.bool).scatter_(1, own, False)
+            loss = loss + gm.normalized_hard_loss(pos, neg, mask, gamma=c.gamma, lamb=c.lamb)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self._sampled_sizes.append((len(nodes), len(edges)))
+        return float(loss.detach())
 
     def _pool_loss(self, anchor, cands, excluded, pool, pos):
         """The normalised hard loss of one direction through the ``hard_negatives`` nearest of ``pool (B, P)``."""

@@ -53,6 +53,43 @@ def union_graph(src_triples: np.ndarray, tgt_triples: np.ndarray, n_src: int, n_
             "num_entities": int(n), "num_relations": int(2 * big_r + 1), "num_triples": int(len(tri))}
 
 
+def receiver_indptr(receivers: np.ndarray, n: int) -> np.ndarray:
+    """``(n + 1,)`` CSR offsets of edges sorted by receiver: node ``i``'s in-edges are ``indptr[i]:indptr[i + 1]``."""
+    return np.r_[0, np.cumsum(np.bincount(receivers, minlength=n))].astype(np.int64)
+
+
+def _all_edges(indptr: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Every in-edge id of ``nodes``."""
+    start, deg = indptr[nodes], indptr[nodes + 1] - indptr[nodes]
+    return np.repeat(start - np.cumsum(deg) + deg, deg) + np.arange(int(deg.sum()))
+
+
+def sampled_subgraph(indptr: np.ndarray, senders: np.ndarray, seeds: np.ndarray, fanout: int, hops: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour sampling (GraphSAGE, Hamilton et al., NeurIPS 2017): ``(nodes (S,) sorted, edges (K,) sorted)``.
+
+    From ``seeds``, ``hops`` times: each frontier node keeps all its in-edges when it has at most
+    ``fanout``, else ``fanout`` drawn uniformly with replacement (repeats merged); the senders not seen
+    yet are the next frontier.  A seed's ``hops``-layer output then depends on sampled edges only, and
+    the cost of a step is bounded by ``seeds x fanout^hops`` edges whatever the graph's size.
+    """
+    nodes = np.unique(np.asarray(seeds, np.int64))
+    frontier, found = nodes, []
+    for _ in range(hops):
+        if not len(frontier):
+            break
+        deg = indptr[frontier + 1] - indptr[frontier]
+        small = deg <= fanout
+        big = frontier[~small]
+        draws = (rng.random((len(big), fanout)) * deg[~small][:, None]).astype(np.int64)  # (b, fanout) offsets
+        e = np.unique(np.concatenate([_all_edges(indptr, frontier[small]), (indptr[big][:, None] + draws).ravel()]))
+        found.append(e)
+        frontier = np.setdiff1d(senders[e], nodes, assume_unique=False)
+        nodes = np.union1d(nodes, frontier)
+    edges = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    return nodes, edges
+
+
 def reflect(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """``h - 2 (r^T h) r`` row by row: ``h (E, d)``, ``r (E, d)`` unit rows -> ``(E, d)``."""
     return h - 2.0 * (h * r).sum(-1, keepdim=True) * r

@@ -23,7 +23,9 @@ each view then mixes in its difference to ``P = 64`` learned proxy vectors ``p_k
     o'    = g * o + (1 - g) * o_p
 
 The entity is ``o'`` of the entity view, then of the relation view: ``(N + M, 2 (L + 1) dim)``.  Messages are gathered and scattered over the edge list
-(``index_add_``); the view inputs are sparse ``(n, n)`` / ``(n, 2R + 1)`` means.
+(``index_add_``); the view inputs are sparse ``(n, n)`` / ``(n, 2R + 1)`` means.  ``forward(nodes, edges)``
+runs the same layers on a sampled subgraph (:func:`~mmea.models.relational_gnn_math.sampled_subgraph`): the
+view inputs of its nodes from their full mean rows, the attention and messages over its edges only.
 """
 
 from __future__ import annotations
@@ -71,31 +73,59 @@ class RelationalGnn(nn.Module):
         no_loop = rel != nr - 1
         self.ent_mean = _mean_matrix(recv, send, (n, n)).to(device)  # (n, n) sparse
         self.rel_mean = _mean_matrix(recv[no_loop], rel[no_loop], (n, nr)).to(device)  # (n, 2R+1) sparse
+        self._rows = None  # scipy CSR copies of the two means, for subgraph rows (made on first use)
 
     @property
     def out_dim(self) -> int:
         return 2 * (self.layers + 1) * self.entity.shape[1]
 
-    def _view(self, x: torch.Tensor, kernels: torch.Tensor, r_hat: torch.Tensor) -> list[torch.Tensor]:
-        """``[h^0, ..., h^L]`` of one view from its input ``x (n, d)``; ``r_hat (E, d)`` unit edge relations."""
+    def _view(self, x: torch.Tensor, kernels: torch.Tensor, r_hat: torch.Tensor, receivers: torch.Tensor,
+              senders: torch.Tensor) -> list[torch.Tensor]:
+        """``[h^0, ..., h^L]`` of one view from its input ``x (n, d)`` over the edges ``senders -> receivers (E,)``;
+        ``r_hat (E, d)`` unit edge relations."""
         h = torch.tanh(x)
         outs = [h]
         for layer in range(self.layers):
-            att = segment_softmax(r_hat @ kernels[layer], self.receivers, self.num_entities)  # (E,)
-            hs = h[self.senders]  # (E, d)
+            att = segment_softmax(r_hat @ kernels[layer], receivers, len(x))  # (E,)
+            hs = h[senders]  # (E, d)
             coef = att * (hs * r_hat).sum(-1)  # (E,): alpha_ij r_hat^T h_j
             msg = hs * att[:, None] - r_hat * (2.0 * coef)[:, None]  # (E, d): alpha_ij (h_j - 2 (r^T h_j) r)
-            h = torch.tanh(torch.zeros_like(h).index_add_(0, self.receivers, msg))  # (n, d)
+            h = torch.tanh(torch.zeros_like(h).index_add_(0, receivers, msg))  # (n, d)
             outs.append(h)
         return outs
 
-    def forward(self) -> torch.Tensor:
-        """``(n, 2 (L + 1) d)``: both views' layers concatenated (dropout in training mode)."""
-        r_hat = nn.functional.normalize(self.relation, dim=-1)[self.edge_relations]  # (E, d)
-        x_ent = torch.sparse.mm(self.ent_mean, self.entity)  # (n, d)
-        x_rel = torch.sparse.mm(self.rel_mean, self.relation)  # (n, d)
-        views = [torch.cat(self._view(x_ent, self.attn_entity, r_hat), -1),
-                 torch.cat(self._view(x_rel, self.attn_relation, r_hat), -1)]  # 2 x (n, (L + 1) d)
+    def _subgraph(self, nodes: np.ndarray, edges: np.ndarray) -> tuple:
+        """``(x_ent (S, d), x_rel (S, d), local receivers (K,), local senders (K,), edge relations (K,))``."""
+        from scipy.sparse import csr_matrix
+
+        if self._rows is None:
+            self._rows = tuple(csr_matrix((m.values().cpu().numpy(), m.indices().cpu().numpy()), shape=m.shape)
+                               for m in (self.ent_mean, self.rel_mean))
+        dev = self.entity.device
+        xs = []
+        for mat, table in zip(self._rows, (self.entity, self.relation)):
+            sub = mat[nodes].tocoo()  # (S, n) or (S, 2R + 1): the nodes' full mean rows
+            t = torch.sparse_coo_tensor(torch.from_numpy(np.stack([sub.row, sub.col]).astype(np.int64)),
+                                        torch.from_numpy(sub.data), sub.shape, check_invariants=False).to(dev)
+            xs.append(torch.sparse.mm(t, table))  # (S, d)
+        idx = torch.from_numpy(edges).to(dev)
+        where = torch.from_numpy(nodes).to(dev)
+        recv = torch.searchsorted(where, self.receivers[idx])  # (K,) positions in nodes
+        send = torch.searchsorted(where, self.senders[idx])
+        return xs[0], xs[1], recv, send, self.edge_relations[idx]
+
+    def forward(self, nodes: np.ndarray | None = None, edges: np.ndarray | None = None) -> torch.Tensor:
+        """``(n, 2 (L + 1) d)``: both views' layers concatenated (dropout in training mode); with ``nodes (S,)``
+        (sorted ids) and ``edges (K,)`` (edge ids among them): ``(S, 2 (L + 1) d)`` over that subgraph."""
+        if nodes is None:
+            x_ent = torch.sparse.mm(self.ent_mean, self.entity)  # (n, d)
+            x_rel = torch.sparse.mm(self.rel_mean, self.relation)  # (n, d)
+            recv, send, rel = self.receivers, self.senders, self.edge_relations
+        else:
+            x_ent, x_rel, recv, send, rel = self._subgraph(nodes, edges)
+        r_hat = nn.functional.normalize(self.relation, dim=-1)[rel]  # (E, d)
+        views = [torch.cat(self._view(x_ent, self.attn_entity, r_hat, recv, send), -1),
+                 torch.cat(self._view(x_rel, self.attn_relation, r_hat, recv, send), -1)]  # 2 x (n, (L + 1) d)
         if self.proxy is not None:
             views = [gate(v) for gate, v in zip(self.proxy, views)]
         out = torch.cat(views, dim=-1)  # (n, 2 (L + 1) d)
