@@ -485,6 +485,8 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
         if fitted is None:
             model.fit(task, features)
     src_emb, tgt_emb = fitted or model.embeddings()  # (N, d), (M, d)
+    names_used = "names" in features
+    del features  # the models keep what they need; at 1M the name vectors alone are about 1 GiB
 
     metrics: dict = {
         "dataset": task.name,
@@ -494,7 +496,7 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
         "split_provenance": task.provenance.get("split"),
         "device": device,
         # whether any entity name entered (names, translations, URI local names, neighbour names, CLEP text)
-        "names_used": "names" in features,
+        "names_used": names_used,
         "names_off": names_off,
     }
     if choice is not None:

@@ -118,16 +118,19 @@ def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, cha
     if not channels:
         return cos, ids, idx
     found = [ids]
+    step = 65536  # query rows per channel search (their block copy)
     for cols in channels.values():
         ch = make_index(index, _unit_block(base, cols), n_queries=len(queries), **opts)
-        found.append(ch.search(_unit_block(queries, cols), k)[1])
+        found.append(np.concatenate([ch.search(_unit_block(queries[a:a + step], cols), k)[1]
+                                     for a in range(0, len(queries), step)]))
         del ch
     cand = np.sort(np.concatenate(found, axis=1), axis=1)  # (q, (1 + C) k)
+    del found
     cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = -1  # repeats
     return (*_rescore(base, queries, cand, k), idx)
 
 
-def _rescore(base: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int, chunk: int = 2048) -> tuple:
+def _rescore(base: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int, chunk: int = 1024) -> tuple:
     """The best ``k`` of each row's candidate ids ``cand (q, c)`` (``-1``: none) by exact cosine (unit rows):
     ``(cos (q, k), ids (q, k))``, descending, ties by lower id; chunked (``chunk x c x d`` floats at a time)."""
     import torch
