@@ -256,7 +256,7 @@ def test_every_job_has_the_same_functions():
     ("clep", ["finetune.lr=nan"], "finetune.lr must be a finite number, got nan"),
     ("clep", ["finetune.modle=x"], "unknown link-prediction option(s): modle"),
     ("align", ["model.lr=nan"], "model (gaussian).lr must be a finite number, got nan"),
-    ("align", ["search.cls_k=3"], "unknown key search.cls_k; valid keys: candidates, csls_k"),
+    ("align", ["search.cls_k=3"], "unknown key search.cls_k; valid keys: candidates, channels, csls_k"),
 ])
 def test_load_config_names_the_bad_key_of_every_job(name, overrides, message):
     from mmea.errors import MmeaInputError

@@ -64,7 +64,8 @@ def test_relation_aware_attention_matches_a_hand_computed_4_node_example():
     h0 = torch.tensor([[0.5, 0.0], [0.0, 0.5], [0.2, -0.4], [-0.3, 0.1]])  # tanh(x) of the view
     with torch.no_grad():
         net.relation.copy_(rel)
-        h1 = net._view(torch.atanh(h0), kernel, torch.nn.functional.normalize(rel, dim=-1)[net.edge_relations])[1]
+        h1 = net._view(torch.atanh(h0), kernel, torch.nn.functional.normalize(rel, dim=-1)[net.edge_relations],
+                           net.receivers, net.senders)[1]
     # entity 0 receives: from 1 via a (r = (1, 0), logit 1), from 2 via b (r = (0, 1), logit 0),
     # from 3 via a^-1 (r = (.6, .8), logit .6), itself via self (r = (0, 1), logit 0)
     e = np.exp([1.0, 0.0, 0.6, 0.0])
