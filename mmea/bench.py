@@ -513,14 +513,17 @@ def load_records(path: Path) -> dict[str, dict]:
 
 
 def _without_location(config: Any) -> Any:
-    if isinstance(config, dict) and isinstance(config.get("data"), dict):
-        return {**config, "data": {k: v for k, v in config["data"].items() if k != "data_dir"}}
-    return config
+    """``config`` without its sections' ``data_dir`` (``data.data_dir`` of an align cell, ``source.data_dir``
+    of a link-prediction one): where this machine keeps the datasets is not a setting."""
+    if not isinstance(config, dict):
+        return config
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "data_dir"} if isinstance(v, dict) else v)
+            for k, v in config.items()}
 
 
 def record_matches(record: dict | None, cell: Cell) -> bool:
     """Whether a results-json record is this cell's finished run under the cell's current config
-    (:func:`mmea.config.same_settings`; ``data.data_dir`` is a location, not a setting)."""
+    (:func:`mmea.config.same_settings`; a ``data_dir`` is a location, not a setting)."""
     from .config import same_settings
 
     if not record or not isinstance(record.get("config"), dict):
@@ -986,8 +989,9 @@ def _scaling_lines(report: BenchReport, summaries: list[RowSummary]) -> list[str
     size, time_ = p.scaling
     out = ["", f"Fitted time exponents (`{time_}` ~ `{size}`^b, from the measured cells above):", ""]
     for row in p.rows:
-        pts = sorted((mean_std(s.values(size))[0], mean_std(s.values(time_))[0]) for s in summaries
-                     if s.row.key == row.key and s.finished)
+        pts = sorted((mean_std(ns)[0], mean_std(ts)[0]) for s in summaries if s.row.key == row.key
+                     for ns, ts in [([v for v in s.values(size) if _is_number(v)],
+                                     [v for v in s.values(time_) if _is_number(v)])] if ns and ts)
         b_all = scaling_exponent([n for n, _ in pts], [t for _, t in pts])
         b_top = scaling_exponent([n for n, _ in pts[-2:]], [t for _, t in pts[-2:]])
         if b_all is None:
@@ -1001,18 +1005,20 @@ def _scaling_lines(report: BenchReport, summaries: list[RowSummary]) -> list[str
 def results_json(report: BenchReport, command: str, written: datetime) -> dict:
     p = report.pipeline
     paths = [*p.metrics, *p.report]
+    kept = list(dict.fromkeys([*paths, *p.scaling]))  # what a record keeps: the table's columns and the scaling
     cells = []
     for r in report.results:
         if r.record is not None:  # carried over as it was recorded
-            cells.append({**r.record, "status": "recorded", "out": str(r.cell.out)})
+            cells.append({**r.record, "status": "recorded", "out": str(r.cell.out),
+                          "config": _without_location(r.record.get("config"))})
             continue
         m = r.metrics or {}
         env = _env(r) if r.metrics else {}
         cells.append({
             "name": r.cell.name, "row": r.cell.row.label, "row_key": r.cell.row.key, "dataset": r.cell.dataset,
             "seed": r.cell.seed, "out": str(r.cell.out), "status": r.status, "error": r.error,
-            "wall_s": r.wall_s, "config": r.cell.config,
-            "metrics": {k: metric_value(m, k) for k in paths} if r.metrics else None,
+            "wall_s": r.wall_s, "config": _without_location(r.cell.config),  # no machine's data folder
+            "metrics": {k: metric_value(m, k) for k in kept} if r.metrics else None,
             "timings": {k: v for k, v in (m.get("timings") or {}).items() if _is_number(v)} or None,
             "ran": _ran_one(report, r) if r.metrics else None,
             "machine": {k: env.get(k) for k in ("platform", "cpu_count", "started_utc")} if env else None,

@@ -242,7 +242,11 @@ def test_recorded_cells_of_the_previous_results_json_are_reused_while_their_conf
 
     monkeypatch.chdir(tmp_path)
     pipe = write(tmp_path / "p.toml", GRID.format(out="runs"))
-    assert run("bench", pipe, "--seed", "0").exit_code == 0 and len(fake_align.calls) == 3
+    (tmp_path / "data").mkdir()  # this machine's data folder: a location, kept out of the results json
+    assert run("bench", pipe, "--seed", "0", "--data-dir", str(tmp_path / "data")).exit_code == 0
+    assert len(fake_align.calls) == 3
+    assert fake_align.calls[0].data.data_dir == str(tmp_path / "data")
+    assert str(tmp_path / "data") not in (tmp_path / "results" / "grid.json").read_text()
     shutil.rmtree(tmp_path / "runs")  # what a fresh clone has: the committed results, no run folders
     r = run("bench", pipe, "--seed", "1", "--dry-run")
     assert r.output.count("previous results json, would reuse") == 3
@@ -788,3 +792,21 @@ def test_a_bare_top_level_metric_name_is_not_read_under_test(tmp_path):
                                                       'metrics = ["test.hits@1", "mrr", "peak_rss_gib"]')
     p = load_pipeline(write(tmp_path / "grid.toml", text))
     assert p.metrics == ["test.hits@1", "test.hits@1_one_to_one", "test.mrr", "peak_rss_gib"]
+
+
+def test_records_keep_the_scaling_paths_so_a_fresh_checkout_can_redraw_the_exponents(
+        tmp_path, fake_align, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    text = GRID.format(out="runs").replace('metrics = ["test.hits@1", "mrr"]',
+                                           'metrics = ["test.hits@1", "mrr"]\n    scaling = ["split.test", "timings.total_s"]')
+    pipe = write(tmp_path / "p.toml", text)
+    assert run("bench", pipe, "--seed", "0").exit_code == 0
+    rec = next(c for c in json.loads((tmp_path / "results" / "grid.json").read_text())["cells"]
+               if c["name"] == "base-mine-seed0")
+    assert rec["metrics"]["split.test"] == 70 and "split.test" not in rec["metrics"].keys() - {"split.test"}
+    shutil.rmtree(tmp_path / "runs")
+    r = run("bench", pipe, "--table-only")
+    assert r.exit_code == 0, r.output
+    assert "- base: fewer than two sizes measured" in (tmp_path / "results" / "grid.md").read_text()
