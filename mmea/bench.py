@@ -459,7 +459,7 @@ def select_rows(pipeline: Pipeline, only: tuple[str, ...] | list[str] = ()) -> s
 
 
 def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=(),
-               records: dict[str, dict] | None = None) -> list[tuple[Cell, str]]:
+               records: dict[str, dict] | None = None, datasets=()) -> list[tuple[Cell, str]]:
     """Each cell with its action.
 
     ``run`` (no finished run), ``rerun`` (finished with another config, or
@@ -469,17 +469,23 @@ def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=(),
     previous results json -- holds the cell finished with this config; ``--force``
     on a chosen cell runs it) or ``leave`` (left out and not finished).
     ``seeds``: only cells of these seeds (all when empty); a seed the pipeline
-    does not list is an error.
+    does not list is an error.  ``datasets``: likewise, by dataset label (``--dataset``).
     """
     chosen = select_rows(pipeline, only)
     unknown = sorted(set(seeds) - set(pipeline.seeds))
     if unknown:
         raise MmeaInputError(f"--seed {unknown[0]}: not among the seeds of {pipeline.path} "
                              f"({', '.join(map(str, pipeline.seeds))})")
+    labels = list(dict.fromkeys(c.dataset for c in pipeline.cells))
+    missing = [d for d in datasets if d not in labels]
+    if missing:
+        raise MmeaInputError(f"--dataset {missing[0]}: no cell of {pipeline.path} runs on it; datasets: "
+                             f"{', '.join(str(x) for x in labels)}")
     plan = []
     for cell in pipeline.cells:
         stored = pipeline.task.stored_matches(cell)
-        chosen_cell = cell.row.key in chosen and not (seeds and cell.seed not in seeds)
+        chosen_cell = (cell.row.key in chosen and not (seeds and cell.seed not in seeds)
+                       and not (datasets and cell.dataset not in datasets))
         if stored is None and record_matches((records or {}).get(cell.name), cell) and not (force and chosen_cell):
             plan.append((cell, "recorded"))
             continue
@@ -581,7 +587,7 @@ def _read_metrics(cell: Cell) -> dict | None:
         return None
 
 
-def run_bench(pipeline: Pipeline, *, only=(), seeds=(), force: bool = False, dry_run: bool = False,
+def run_bench(pipeline: Pipeline, *, only=(), seeds=(), datasets=(), force: bool = False, dry_run: bool = False,
               table_only: bool = False, results_dir: str | Path = "results", quiet: bool = False, verbose: int = 0,
               echo: Callable[[str], None] = print, command: str | None = None) -> BenchReport:
     """Run (or skip) every cell, then write ``results_dir/<name>.json`` and ``.md``.
@@ -591,15 +597,15 @@ def run_bench(pipeline: Pipeline, *, only=(), seeds=(), force: bool = False, dry
     run nothing, tabulate the finished cells (a stale one counts as not run).
     """
     records = load_records(Path(results_dir) / f"{pipeline.name}.json")
-    plan = plan_cells(pipeline, only, force, seeds, records)
+    plan = plan_cells(pipeline, only, force, seeds, records, datasets)
     if table_only:
         plan = [(c, {"skip": "load", "run": "leave", "rerun": "leave"}.get(a, a)) for c, a in plan]
     report = BenchReport(pipeline)
     key_metric = pipeline.metrics[0]
     if dry_run:
         what = {"run": "would run", "rerun": "would rerun (config changed, or --force)",
-                "skip": "finished, would skip", "load": "left out (--only / --seed), finished",
-                "leave": "left out (--only / --seed)",
+                "skip": "finished, would skip", "load": "left out (--only / --seed / --dataset), finished",
+                "leave": "left out (--only / --seed / --dataset)",
                 "recorded": "no run folder; finished with this config per the previous results json, would reuse"}
         for i, (cell, action) in enumerate(plan, 1):
             echo(f"[{i}/{len(plan)}] {cell.name}  {what[action]}  -> {cell.out}")

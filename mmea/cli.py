@@ -687,6 +687,7 @@ Examples:
   mmea bench pipelines/demo.toml --only propagation --force
   mmea bench pipelines/gaussian_fb15k_db15k.toml --seed 0   # one seed of every setting first
   mmea bench pipelines/gaussian_fb15k_db15k.toml --table-only   # rewrite the table, run nothing
+  mmea bench pipelines/gaussian_strong_mmkg.toml --only gs-50 --dataset fb15k_db15k --seed 0
   mmea bench pipelines/negative_sampling_fb15k237.toml --data-dir ../shared/datasets
 """)
 @click.argument("pipeline", type=click.Path(dir_okay=False))
@@ -694,6 +695,8 @@ Examples:
               help="Run only this row (repeatable); the table keeps the others' finished cells.")
 @click.option("--seed", "seeds", multiple=True, type=int, metavar="N",
               help="Run only the cells of this seed (repeatable), e.g. one seed of every setting first.")
+@click.option("--dataset", "datasets", multiple=True, metavar="LABEL",
+              help="Run only the cells of this dataset (repeatable; the labels the table shows).")
 @click.option("--force", is_flag=True, help="Rerun finished cells too.")
 @click.option("--dry-run", is_flag=True, help="List the cells and what would be done; run nothing.")
 @click.option("--table-only", is_flag=True, help="Run nothing: write the table from the finished cells.")
@@ -702,7 +705,7 @@ Examples:
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Folder with the benchmark datasets, where the pipeline does not say (or set MMEA_DATA_DIR).")
 @click.pass_context
-def bench(ctx, pipeline, only, seeds, force, dry_run, table_only, results_dir, data_dir):
+def bench(ctx, pipeline, only, seeds, datasets, force, dry_run, table_only, results_dir, data_dir):
     """Run a pipeline's grid (rows x datasets x seeds), skipping finished cells; write a table of mean ± std.
 
     Each cell runs into <out>/<row>[-<dataset>]-seed<seed>/; the results go to
@@ -713,7 +716,8 @@ def bench(ctx, pipeline, only, seeds, force, dry_run, table_only, results_dir, d
     from .errors import MmeaError
 
     pipe = load_pipeline(pipeline, data_dir=data_dir)
-    report = run_bench(pipe, only=only, seeds=seeds, force=force, dry_run=dry_run, table_only=table_only,
+    report = run_bench(pipe, only=only, seeds=seeds, datasets=datasets, force=force, dry_run=dry_run,
+                       table_only=table_only,
                        results_dir=results_dir,
                        quiet=ctx.obj["quiet"], verbose=ctx.obj["verbose"], echo=click.echo,
                        command=f"mmea bench {pipeline}")

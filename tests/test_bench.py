@@ -810,3 +810,13 @@ def test_records_keep_the_scaling_paths_so_a_fresh_checkout_can_redraw_the_expon
     r = run("bench", pipe, "--table-only")
     assert r.exit_code == 0, r.output
     assert "- base: fewer than two sizes measured" in (tmp_path / "results" / "grid.md").read_text()
+
+
+def test_dataset_filter_runs_only_that_datasets_cells(tmp_path, fake_align, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipe = write(tmp_path / "p.toml", GRID.format(out="runs"))
+    r = run("bench", pipe, "--seed", "0", "--dataset", "mine")
+    assert r.exit_code == 0, r.output
+    assert [(c.data.src, c.seed) for c in fake_align.calls] == [("kg1/", 0)]  # base on "mine"; prop has no "mine"
+    r = run("bench", pipe, "--dataset", "dbp15k_fr_en", "--dry-run")
+    assert r.exit_code != 0 and "--dataset dbp15k_fr_en: no cell of" in r.output and "mine" in r.output

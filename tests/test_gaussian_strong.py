@@ -103,7 +103,9 @@ def _mm_task(n: int = 8, seed: int = 0):
 
 def _model(name="gaussian-strong", **params):
     cls = MODELS.get(name)
-    params = {"dim": 8, "gnn_dim": 8, "layers": 1, "batch_size": 4, "hard_negatives": 2, **params}
+    # every modality on (the defaults leave the GNN and the numbers off: see the model's docstring)
+    params = {"dim": 8, "gnn_dim": 8, "layers": 1, "batch_size": 4, "hard_negatives": 2, "gnn": True,
+              "numeric": True, "anchor_hops": 2, "anchor_dim": 4, "lr": 0.005, **params}
     return cls(cls.Config(**params), RunContext(seed=0, features=FeatureConfig(name_encoder="char-ngram"),
                                                 cache_root=None))
 
@@ -136,7 +138,7 @@ def test_point_twin_equals_the_gaussian_model_with_variances_frozen():
 
 def test_a_missing_modality_leaves_a_larger_common_variance():
     task = _mm_task()
-    m = _model("gaussian-strong", epochs=5, eval_every=1)
+    m = _model("gaussian-strong", epochs=5, eval_every=1, anchors=False)  # relations, images, numbers
     from mmea.features import run_features
 
     m.fit(task, run_features(task, m.feature_requests(m.config), m.ctx))
@@ -211,3 +213,52 @@ def test_fit_reports_uncertainty_and_the_export_column():
     assert df["uncertainty"].tolist() == pytest.approx([u_s[6] + u_t[7], u_s[7] + u_t[6]])
     plain = pd.DataFrame({"src_id": ["6"], "tgt_id": ["7"]})
     assert "uncertainty" not in add_uncertainty(plain, task, object()).columns  # no variances: unchanged
+
+
+def test_the_anchors_modality_carries_the_propagated_seed_labels():
+    """Both KGs are the same chain: label propagation gives entity i the same row on both sides, so the anchors
+    head maps a gold pair to one Gaussian; an entity no anchor reaches gets the prior; ``anchors=false`` drops it."""
+    import torch
+
+    task = _mm_task()
+    m = _setup(_model("gaussian-strong", anchor_dim=4, anchor_hops=2), task)
+    x, mask = m.inputs["anchors"], m.inputs["masks"]["anchors"]
+    # 2 hops x 4 labels per view; the relation view only where the valid links chose a weight > 0 for it
+    assert x.shape == (16, 2 * 4 * (1 + (m.info["anchors"]["relation_weight"] > 0)))
+    assert bool(mask.all())  # the chain reaches every entity in 2 hops
+    assert torch.allclose(x[:8], x[8:], atol=1e-6)  # the same labels, the same graph
+    assert m.info["anchors"]["anchors_final"] == 4 and m.info["anchors"]["hops"] == 2
+    m.net.eval()
+    with torch.no_grad():
+        mu, lv = m.forward()[1]["anchors"]
+    assert torch.allclose(mu[:8], mu[8:], atol=1e-6) and torch.allclose(lv[:8], lv[8:], atol=1e-6)
+    assert m.info.get("modalities") is None or "anchors" in m.info["modalities"]
+    off = _setup(_model("gaussian-strong", anchors=False), task)
+    assert "anchors" not in off.net.heads and off.inputs["anchors"] is None
+
+
+def test_unreached_entities_get_the_anchor_prior():
+    import dataclasses
+
+    from mmea.data import AlignmentTask
+
+    task = _mm_task()
+    lone = task.source.triples[task.source.triples[:, 0] != 7]  # entity 7 keeps its incoming edge 6 -> 7 only
+    src = dataclasses.replace(task.source, triples=lone[lone[:, 2] != 7])
+    t2 = AlignmentTask("mm", src, task.target, task.train, task.valid, task.test)
+    m = _setup(_model("gaussian-strong", anchor_dim=4, anchor_hops=2), t2)
+    mask = m.inputs["masks"]["anchors"]
+    assert not bool(mask[7]) and bool(mask[:7].all())
+    mu, lv = m.forward()[1]["anchors"]
+    head = m.net.heads["anchors"]
+    assert torch.allclose(mu[7], head.prior_mu) and torch.allclose(lv[7], head.prior_logvar)
+
+
+def test_no_modality_reading_the_relations_is_a_clear_error():
+    from mmea.errors import MmeaInputError
+
+    with pytest.raises(MmeaInputError, match="gnn and anchors are both off"):
+        _model(gnn=False, anchors=False)
+    m = _setup(_model(gnn=False, numeric=False), _mm_task())  # the defaults' shape: anchors (and images) only
+    assert set(m.net.heads) == {"anchors", "images"} and m.net.gnn is None
+    m.step(np.array([[0, 0], [1, 1]]))  # the loss without the GNN term

@@ -51,15 +51,18 @@ class GaussianHead(nn.Module):
 
 
 class GaussianStrongNet(nn.Module):
-    """Relations (:class:`RelationalGnn`), numbers (RBF + CNN) and images (linear) to diagonal Gaussians."""
+    """Relations (:class:`RelationalGnn`), numbers (RBF + CNN), images (linear) and propagated seed anchors
+    (linear) to diagonal Gaussians."""
 
     def __init__(self, graph: dict, *, dim: int, gnn_dim: int, layers: int, dropout: float, image_dim: int,
                  num_attributes: int, rbf_centres: int, point: bool, var_init: float, prior_var: float,
-                 device: str = "cpu"):
+                 anchor_dim: int = 0, gnn: bool = True, device: str = "cpu"):
         super().__init__()
         self.dim, self.point = dim, point
-        self.gnn = RelationalGnn(graph, gnn_dim, layers, dropout, device=device)
-        self.heads = nn.ModuleDict({"relations": GaussianHead(self.gnn.out_dim, dim, var_init, prior_var, point)})
+        self.heads = nn.ModuleDict()
+        self.gnn = RelationalGnn(graph, gnn_dim, layers, dropout, device=device) if gnn else None
+        if gnn:
+            self.heads["relations"] = GaussianHead(self.gnn.out_dim, dim, var_init, prior_var, point)
         if image_dim:
             self.image_in = nn.Linear(image_dim, dim)
             self.heads["images"] = GaussianHead(dim, dim, var_init, prior_var, point)
@@ -69,6 +72,11 @@ class GaussianStrongNet(nn.Module):
             self.cnn = nn.Sequential(SameConv2x4(1, 2), nn.Tanh(), SameConv2x4(2, 2), nn.Tanh())
             self.num_out = nn.Linear(2 * 2 * dim, dim)
             self.heads["numeric"] = GaussianHead(dim, dim, var_init, prior_var, point)
+        if anchor_dim:
+            # propagated seed anchors: unit rows of width D; scaled so a row's entries have RMS 1 / 2, the mean
+            # head's input scale of the other modalities
+            self.anchor_scale = 0.5 * math.sqrt(anchor_dim)
+            self.heads["anchors"] = GaussianHead(anchor_dim, dim, var_init, prior_var, point)
         self.to(device)
 
     def numeric_entities(self, ent, attr, value, n: int):
@@ -80,18 +88,22 @@ class GaussianStrongNet(nn.Module):
         return out / cnt
 
     def forward(self, inputs: dict):
-        """``(gnn (n, D), {modality: (mu, log v)}, (mu_e (n, d), log v_e (n, d)))``.
+        """``(gnn (n, D) or None without the GNN, {modality: (mu, log v)}, (mu_e (n, d), log v_e (n, d)))``.
 
-        ``inputs``: ``masks`` {modality: bool (n,)}, ``images`` (n, D_i) or None, ``numeric`` (ent, attr, value).
+        ``inputs``: ``masks`` {modality: bool (n,)}, ``images`` (n, D_i) or None, ``numeric`` (ent, attr, value),
+        ``anchors`` (n, D_a) unit rows or None.
         """
-        g = self.gnn()  # (n, D)
-        n, masks = g.shape[0], inputs["masks"]
-        modal = {"relations": self.heads["relations"](g, masks["relations"])}
+        masks = inputs["masks"]
+        n = len(masks["relations"])
+        g = self.gnn() if self.gnn is not None else None  # (n, D)
+        modal = {"relations": self.heads["relations"](g, masks["relations"])} if g is not None else {}
         if "images" in self.heads:
             modal["images"] = self.heads["images"](F.relu(self.image_in(inputs["images"])), masks["images"])
         if "numeric" in self.heads:
             h = self.numeric_entities(*inputs["numeric"], n)
             modal["numeric"] = self.heads["numeric"](h, masks["numeric"])
+        if "anchors" in self.heads:
+            modal["anchors"] = self.heads["anchors"](inputs["anchors"] * self.anchor_scale, masks["anchors"])
         lv = torch.stack([v for _, v in modal.values()])  # (M, n, d)
         mu = torch.stack([m for m, _ in modal.values()])
         w = torch.softmax(-lv, dim=0)  # precision weights 1 / v_m, normalised over the modalities

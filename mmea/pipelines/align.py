@@ -233,23 +233,6 @@ def two_way_topk(src: np.ndarray, tgt: np.ndarray, r_src: np.ndarray, r_tgt: np.
     return forward, reverse
 
 
-class _ListedSimilarity:
-    """What the sparse Hungarian reads of a :class:`~mmea.search.matching.Similarity`: its two-way top-k
-    lists, already searched (the assignment's pair scores are not needed: ``nan``)."""
-
-    def __init__(self, n: int, m: int, forward, reverse):
-        self.n, self.m, self._fwd, self._bwd = n, m, forward, reverse
-
-    def topk(self, k: int):
-        return self._fwd
-
-    def reverse_topk(self, k: int):
-        return self._bwd
-
-    def score_pairs(self, src_idx, tgt_idx):
-        return np.full(len(np.asarray(src_idx)), np.nan, np.float32)
-
-
 def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, method: str = "csls",
                     csls_k: int = 10, device: str = "cpu", radius: tuple | None = None,
                     sparse_k: int = ONE_TO_ONE_K, solver: str = "auto") -> dict:
@@ -272,7 +255,7 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
     Returns ``{"hits@1", "solver", "pairs"}``: the share of links whose source is assigned its gold
     target (a source linked twice can hit once only).
     """
-    from ..search.matching import Similarity, assigned_hits, solve_one_to_one
+    from ..search.matching import ListedSimilarity, Similarity, assigned_hits, solve_one_to_one
 
     links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
     cand = np.asarray(cand, dtype=np.int64).reshape(-1)
@@ -281,7 +264,7 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
                      device=device, radius=radius)
     k = int(min(sparse_k, len(cand), len(sources)))
     lists = two_way_topk(sim.src, sim.tgt, sim.r_src, sim.r_tgt, k, method=method, csls_k=csls_k, device=device)
-    matching, label = solve_one_to_one(_ListedSimilarity(len(sources), len(cand), *lists), solver)
+    matching, label = solve_one_to_one(ListedSimilarity(len(sources), len(cand), *lists), solver)
     return {"hits@1": assigned_hits(matching, sources, cand, links), "pairs": int(len(matching)),
             "solver": f"{label} over each side's top-{k} by {method})"}
 

@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import MmeaInputError
 from .csls import METHODS, SearchResult
 from .knn import TorchIndex, as_float32, make_index, scale_rows
-from .matching import assigned_hits, solve_one_to_one
+from .matching import ListedSimilarity, assigned_hits, solve_one_to_one
 from .onepass import OnePass
 
 __all__ = ["LIST_SIZE", "approx_search", "sorted_lists", "list_ranks", "metrics_from_lists", "listed_one_to_one"]
@@ -223,22 +223,6 @@ def metrics_from_lists(ranks: dict, *, list_size: int, index: str, candidates: s
             "ranks": np.asarray(ranks[direction][method], np.int64)}
 
 
-class _Listed:
-    """What the sparse Hungarian reads of a :class:`~mmea.search.matching.Similarity`: two-way lists, searched."""
-
-    def __init__(self, n: int, m: int, forward: SearchResult, reverse: SearchResult):
-        self.n, self.m, self._fwd, self._bwd = n, m, forward, reverse
-
-    def topk(self, k: int) -> SearchResult:
-        return self._fwd
-
-    def reverse_topk(self, k: int) -> SearchResult:
-        return self._bwd
-
-    def score_pairs(self, src_idx, tgt_idx) -> np.ndarray:
-        return np.full(len(np.asarray(src_idx)), np.nan, np.float32)
-
-
 def listed_one_to_one(found: OnePass, links: np.ndarray, cand: np.ndarray, solver: str = "auto") -> dict:
     """Hits@1 of the one-to-one assignment over the pass's two-way lists (the sparse assignment's graph).
 
@@ -250,7 +234,7 @@ def listed_one_to_one(found: OnePass, links: np.ndarray, cand: np.ndarray, solve
     links = np.asarray(links, np.int64).reshape(-1, 2)
     sources = np.unique(links[:, 0])  # the lists' eval_src order
     fwd, bwd = found.lists["forward"], found.lists["reverse"]
-    matching, label = solve_one_to_one(_Listed(len(sources), len(cand), fwd, bwd), solver)
+    matching, label = solve_one_to_one(ListedSimilarity(len(sources), len(cand), fwd, bwd), solver)
     k = fwd.ids.shape[1]
     return {"hits@1": assigned_hits(matching, sources, cand, links), "pairs": int(len(matching)),
             "solver": f"{label} over each side's approximate top-{k} by {fwd.method}, {found.stats.get('index')})"}

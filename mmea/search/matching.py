@@ -58,6 +58,7 @@ __all__ = [
     "SinkhornMatcher",
     "greedy_edges",
     "solve_one_to_one",
+    "ListedSimilarity",
     "assigned_hits",
     "sparse_sinkhorn_plan",
     "match",
@@ -497,6 +498,24 @@ def greedy_edges(rows: np.ndarray, cols: np.ndarray, score: np.ndarray, n: int, 
 #: (LAPJVsp took 48 s on the 100K synthetic pair's 52,887 sources and did not finish in 29 minutes on
 #: the 1M pair's 528,870; the Sinkhorn plan + greedy decode takes 6 s at 100K)
 ONE_TO_ONE_EXACT_MAX = 100_000
+
+
+class ListedSimilarity:
+    """What the one-to-one solvers read of a :class:`Similarity`: its two-way top-k lists, already searched
+    (``forward``: each source's, ``reverse``: each target's :class:`SearchResult`); the assignment's pair
+    scores are not needed (``nan``)."""
+
+    def __init__(self, n: int, m: int, forward, reverse):
+        self.n, self.m, self._fwd, self._bwd = n, m, forward, reverse
+
+    def topk(self, k: int):
+        return self._fwd
+
+    def reverse_topk(self, k: int):
+        return self._bwd
+
+    def score_pairs(self, src_idx, tgt_idx) -> np.ndarray:
+        return np.full(len(np.asarray(src_idx)), np.nan, np.float32)
 
 
 def solve_one_to_one(listed, solver: str = "auto") -> tuple:
