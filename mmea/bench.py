@@ -995,9 +995,12 @@ def _scaling_lines(report: BenchReport, summaries: list[RowSummary]) -> list[str
     size, time_ = p.scaling
     out = ["", f"Fitted time exponents (`{time_}` ~ `{size}`^b, from the measured cells above):", ""]
     for row in p.rows:
-        pts = sorted((mean_std(ns)[0], mean_std(ts)[0]) for s in summaries if s.row.key == row.key
-                     for ns, ts in [([v for v in s.values(size) if _is_number(v)],
-                                     [v for v in s.values(time_) if _is_number(v)])] if ns and ts)
+        pts = []  # (mean size, mean time) of the row's datasets with both measured (a record may lack one)
+        for s in summaries:
+            sizes, times = ([v for v in s.values(k) if _is_number(v)] for k in (size, time_))
+            if s.row.key == row.key and sizes and times:
+                pts.append((mean_std(sizes)[0], mean_std(times)[0]))
+        pts.sort()
         b_all = scaling_exponent([n for n, _ in pts], [t for _, t in pts])
         b_top = scaling_exponent([n for n, _ in pts[-2:]], [t for _, t in pts[-2:]])
         if b_all is None:

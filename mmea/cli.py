@@ -717,8 +717,7 @@ def bench(ctx, pipeline, only, seeds, datasets, force, dry_run, table_only, resu
 
     pipe = load_pipeline(pipeline, data_dir=data_dir)
     report = run_bench(pipe, only=only, seeds=seeds, datasets=datasets, force=force, dry_run=dry_run,
-                       table_only=table_only,
-                       results_dir=results_dir,
+                       table_only=table_only, results_dir=results_dir,
                        quiet=ctx.obj["quiet"], verbose=ctx.obj["verbose"], echo=click.echo,
                        command=f"mmea bench {pipeline}")
     if dry_run:

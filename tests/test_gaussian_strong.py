@@ -148,6 +148,7 @@ def test_a_missing_modality_leaves_a_larger_common_variance():
     assert min(u_src[1], u_src[5]) > floor * 1.5
     assert min(u_src[1], u_src[5]) > max(u_src[3], u_src[4], u_src[6])
     assert u_tgt[2] > max(u_tgt[3], u_tgt[4], u_tgt[6])
+    assert m.info["modalities"] == {"relations": 16, "images": 13, "numeric": 10}  # the network's modalities
     cov = m.info["variances"]["by_coverage"]
     assert cov["R--"]["mean_var"] > cov["RIN"]["mean_var"]  # 1, 5: relations only
     assert m.info["names_used"] is False
@@ -221,7 +222,7 @@ def test_the_anchors_modality_carries_the_propagated_seed_labels():
     import torch
 
     task = _mm_task()
-    m = _setup(_model("gaussian-strong", anchor_dim=4, anchor_hops=2), task)
+    m = _setup(_model("gaussian-strong"), task)  # _model's anchor_hops 2, anchor_dim 4
     x, mask = m.inputs["anchors"], m.inputs["masks"]["anchors"]
     # 2 hops x 4 labels per view; the relation view only where the valid links chose a weight > 0 for it
     assert x.shape == (16, 2 * 4 * (1 + (m.info["anchors"]["relation_weight"] > 0)))
@@ -232,7 +233,6 @@ def test_the_anchors_modality_carries_the_propagated_seed_labels():
     with torch.no_grad():
         mu, lv = m.forward()[1]["anchors"]
     assert torch.allclose(mu[:8], mu[8:], atol=1e-6) and torch.allclose(lv[:8], lv[8:], atol=1e-6)
-    assert m.info.get("modalities") is None or "anchors" in m.info["modalities"]
     off = _setup(_model("gaussian-strong", anchors=False), task)
     assert "anchors" not in off.net.heads and off.inputs["anchors"] is None
 
@@ -243,10 +243,10 @@ def test_unreached_entities_get_the_anchor_prior():
     from mmea.data import AlignmentTask
 
     task = _mm_task()
-    lone = task.source.triples[task.source.triples[:, 0] != 7]  # entity 7 keeps its incoming edge 6 -> 7 only
-    src = dataclasses.replace(task.source, triples=lone[lone[:, 2] != 7])
+    tr = task.source.triples
+    src = dataclasses.replace(task.source, triples=tr[(tr[:, 0] != 7) & (tr[:, 2] != 7)])  # entity 7 isolated
     t2 = AlignmentTask("mm", src, task.target, task.train, task.valid, task.test)
-    m = _setup(_model("gaussian-strong", anchor_dim=4, anchor_hops=2), t2)
+    m = _setup(_model("gaussian-strong"), t2)
     mask = m.inputs["masks"]["anchors"]
     assert not bool(mask[7]) and bool(mask[:7].all())
     mu, lv = m.forward()[1]["anchors"]

@@ -79,7 +79,7 @@ class GaussianStrongModel(AlignmentModel):
             lr, batch_size, epochs, eval_every, patience, max_minutes, num_threads: training.
             scores: extra test rankings between the common-space Gaussians (comma-separated:
                 ``expected-likelihood``, ``bhattacharyya``, ``wasserstein``; empty: none).
-                image_source, pixel_size, exchange: as ``gaussian`` (``exchange`` only affects the presence masks).
+            image_source, pixel_size, exchange: as ``gaussian`` (``exchange`` only affects the presence masks).
             anchors: add the propagated-anchors modality; anchor_hops, anchor_dim: its propagation (input width
                 ``2 * anchor_hops * anchor_dim``); anchor_rounds: label propagation's iterative rounds (mutual
                 nearest pairs become anchors; > 0 makes the model iterative).
@@ -180,8 +180,7 @@ class GaussianStrongModel(AlignmentModel):
         self.net = GaussianStrongNet(graph, dim=c.dim, gnn_dim=c.gnn_dim, layers=c.layers, dropout=c.dropout,
                                      image_dim=0 if data.images is None else int(data.images.shape[1]),
                                      num_attributes=data.num_attributes if c.numeric else 0, rbf_centres=32,
-                                     point=c.point,
-                                     var_init=c.var_init, prior_var=c.prior_var,
+                                     point=c.point, var_init=c.var_init, prior_var=c.prior_var,
                                      anchor_dim=0 if anchors is None else int(anchors.shape[1]), gnn=c.gnn,
                                      device=str(self.device))
         self.optimizer = torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=c.lr)
@@ -240,7 +239,7 @@ class GaussianStrongModel(AlignmentModel):
                        "train links", "valid links (model selection)"]
             + (["propagated seed anchors (label propagation)"] if c.anchors else []),
             "seeds": {"kind": "train links", "count": int(len(seeds))},
-            "modalities": {k: int(v.cpu().numpy().sum()) for k, v in self.inputs["masks"].items()},
+            "modalities": {k: int(v.sum()) for k, v in cover.items()},  # entities each modality the net has covers
             "image_features": data.image_info,
             "variances": variance_by_group(var, cover, self.graph, data.num_entities),
             "train_s": round(train_s, 2)})
