@@ -13,7 +13,7 @@ from mmea.data.graph import AlignmentTask, KnowledgeGraph
 from mmea.errors import MmeaInputError
 from mmea.models import MODELS, RunContext
 from mmea.models import relational_gnn_math as gm
-from mmea.models.relational_gnn_nn import RelationalGnn
+from mmea.models.relational_gnn_nn import EdgeSet, RelationalGnn, byte_dropout
 
 from kg_fixtures import PoisonedTask  # noqa: E402
 
@@ -64,8 +64,7 @@ def test_relation_aware_attention_matches_a_hand_computed_4_node_example():
     h0 = torch.tensor([[0.5, 0.0], [0.0, 0.5], [0.2, -0.4], [-0.3, 0.1]])  # tanh(x) of the view
     with torch.no_grad():
         net.relation.copy_(rel)
-        h1 = net._view(torch.atanh(h0), kernel, torch.nn.functional.normalize(rel, dim=-1)[net.edge_relations],
-                           net.receivers, net.senders)[1]
+        h1 = net._view(torch.atanh(h0), kernel, torch.nn.functional.normalize(rel, dim=-1), net.edges)[1]
     # entity 0 receives: from 1 via a (r = (1, 0), logit 1), from 2 via b (r = (0, 1), logit 0),
     # from 3 via a^-1 (r = (.6, .8), logit .6), itself via self (r = (0, 1), logit 0)
     e = np.exp([1.0, 0.0, 0.6, 0.0])
@@ -83,6 +82,32 @@ def test_relation_aware_attention_matches_a_hand_computed_4_node_example():
     c1 = 0.5 * 0.6
     expected1 = np.tanh(w1[0] * (np.array([0.5, 0.0]) - 2 * c1 * np.array([0.6, 0.8])) + w1[1] * np.array([0.0, -0.5]))
     np.testing.assert_allclose(h1[1].numpy(), expected1, atol=1e-6)
+
+
+def _gathered_layer(h, r_hat, kernel, recv, send, rel):
+    """The layer written edge by edge over gathered ``(E, d)`` rows: the reference for the sparse kernels."""
+    att = gm.segment_softmax(r_hat[rel] @ kernel, recv, len(h))  # (E,)
+    msg = att[:, None] * gm.reflect(h[send], r_hat[rel])  # (E, d)
+    return torch.tanh(torch.zeros_like(h).index_add(0, recv, msg))
+
+
+def test_sparse_kernel_layer_equals_the_gathered_layer_with_gradients():
+    rng = np.random.default_rng(3)
+    n, nr, e, d = 40, 7, 300, 5
+    recv, send, rel = rng.integers(0, n, e), rng.integers(0, n, e), rng.integers(0, nr, e)  # repeats included
+    recv[:5], send[:5], rel[:5] = 2, 3, np.array([1, 1, 4, 4, 4])
+    g = {"receivers": recv, "senders": send, "relations": rel, "num_entities": n, "num_relations": nr}
+    net = RelationalGnn(g, dim=d, layers=1, dropout=0.0, proxy=False)
+    torch.manual_seed(0)
+    x, r, k = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((n, d), (nr, d), (d,)))
+    r_hat = torch.nn.functional.normalize(r, dim=-1)
+    ours = net._view(x, k[None], r_hat, EdgeSet(recv, send, rel, n, nr))[1]
+    ref = _gathered_layer(torch.tanh(x), r_hat, k, *(torch.from_numpy(a) for a in (recv, send, rel)))
+    np.testing.assert_allclose(ours.detach().numpy(), ref.detach().numpy(), atol=1e-12)
+    w = torch.randn(n, d, dtype=torch.float64)
+    grads = [torch.autograd.grad((out * w).sum(), (x, r, k), retain_graph=True) for out in (ours, ref)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-10)
 
 
 def test_segment_softmax_sums_to_one_per_receiver():
@@ -142,6 +167,34 @@ def test_mined_negatives_keep_the_hardest_and_the_full_row_statistics():
     assert ids.tolist() == [[2, 3]]  # the partner is never a negative
     x = 1.0 + 0.01 - torch.tensor([0.04, 9.0, 1.0])
     assert mean.item() == pytest.approx(x.mean().item()) and std.item() == pytest.approx(x.std(unbiased=False).item())
+
+
+def test_scan_statistics_equal_the_closed_form_over_many_blocks():
+    g = torch.Generator().manual_seed(4)
+    cands = torch.randn(300, 6, generator=g) + 2.0
+    anchor = cands[:5] + 0.1 * torch.randn(5, 6, generator=g)
+    excluded = torch.stack([torch.arange(5), torch.arange(5) + 100], 1)  # (5, 2)
+    pos = torch.rand(5, generator=g)
+    _, scanned = gm.mined_negatives(anchor, cands, excluded, pos, 4, block=64)
+    closed = gm.candidate_stats(anchor, cands, excluded, pos)
+    for a, b in zip(scanned, closed):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_byte_dropout_drops_at_the_rounded_rate_and_keeps_the_mean():
+    torch.manual_seed(0)
+    y = byte_dropout(torch.ones(400, 500), 0.3)
+    assert (y == 0).float().mean().item() == pytest.approx(77 / 256, abs=0.005)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+    assert torch.equal(byte_dropout(torch.ones(3, 3), 0.0), torch.ones(3, 3))
+
+
+def test_without_self_loops_the_entity_mean_still_counts_the_entity():
+    g = gm.union_graph(np.array([[0, 0, 1]]), np.zeros((0, 3)), 3, 0, 1, 0, self_loops=False)
+    assert set(zip(g["receivers"].tolist(), g["senders"].tolist())) == {(0, 1), (1, 0)}
+    net = RelationalGnn(g, dim=2, layers=1, dropout=0.0)
+    dense = net.ent_mean.to_dense().numpy()
+    np.testing.assert_allclose(dense, [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])  # entity 2: alone
 
 
 def test_mined_negatives_over_both_kgs_leave_out_the_anchor_and_its_partner():

@@ -8,7 +8,7 @@ Network with Normalized Hard Sample Mining" (Dual-AMN), WWW 2021.
   ``N..N+M-1``; the relations of the two KGs stay distinct (source ``0..R1-1``, target
   ``R1..R1+R2-1``, ``R = R1 + R2``).  A triple ``(h, r, t)`` gives two directed edges,
   ``t -> h`` with relation ``r`` (an out-relation of ``h``) and ``h -> t`` with ``r + R`` (its
-  inverse, an in-relation of ``t``); every entity has a self loop with relation ``2R``.
+  inverse, an in-relation of ``t``); with ``self_loops``, every entity has a self loop with relation ``2R``.
   Repeated ``(receiver, sender, relation)`` edges are kept once.
 - :func:`reflect`: RREA's relational reflection ``M_r h = h - 2 (r^T h) r`` (``r`` unit-norm):
   an orthogonal map, so the norms and relative distances of neighbour features are kept.
@@ -22,21 +22,30 @@ Network with Normalized Hard Sample Mining" (Dual-AMN), WWW 2021.
   The model adds the loss of both directions (anchor ``a`` against target negatives, anchor
   ``b`` against source negatives).  :func:`mined_negatives` finds the hardest negatives and the
   statistics over all of them without gradient, so that the gradient pass can use a few.
+- :class:`EdgePattern`, :func:`edge_spmm`, :func:`edge_dot`: the two edge-list products of a layer,
+  ``out_i = sum_{e: row_e = i} v_e x_{col_e}`` and ``s_e = a_{row_e}^T b_{col_e}``, as sparse CSR kernels
+  with their gradients (each the other one): no ``(E, d)`` tensor of gathered rows is ever made.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
-__all__ = ["union_graph", "reflect", "segment_softmax", "normalized_hard_loss", "row_stats", "mined_negatives",
-           "squared_distances", "hardest_negatives", "candidate_stats"]
+# CSR tensors (EdgePattern) warn once that their support is "beta": their use here is tested against gathered rows
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+
+__all__ = ["union_graph", "reflect", "segment_softmax", "EdgePattern", "edge_spmm", "edge_dot", "normalized_hard_loss", "row_stats", "mined_negatives",
+           "squared_distances", "hardest_negatives", "scan_stats", "candidate_moments", "candidate_stats"]
 
 
 def union_graph(src_triples: np.ndarray, tgt_triples: np.ndarray, n_src: int, n_tgt: int, r_src: int,
-                r_tgt: int) -> dict:
+                r_tgt: int, self_loops: bool = True) -> dict:
     """Both KGs as one edge list: ``receivers (E,)``, ``senders (E,)``, ``relations (E,)`` int64,
-    ``num_entities = N + M``, ``num_relations = 2R + 1`` (out-relations, in-relations, self loop).
+    ``num_entities = N + M``, ``num_relations = 2R + 1`` (out-relations, in-relations, self loop; without
+    ``self_loops`` the loop edges are left out, as in Dual-AMN's attention graph, and relation ``2R`` is unused).
 
     The arrays are sorted by receiver, then sender, then relation.
     """
@@ -44,10 +53,10 @@ def union_graph(src_triples: np.ndarray, tgt_triples: np.ndarray, n_src: int, n_
     t = np.asarray(tgt_triples, dtype=np.int64).reshape(-1, 3) + np.array([n_src, r_src, n_src])
     tri = np.concatenate([s, t])  # (T, 3) in the union id space
     n, big_r = n_src + n_tgt, r_src + r_tgt
-    loops = np.arange(n, dtype=np.int64)
+    loops = np.arange(n if self_loops else 0, dtype=np.int64)
     recv = np.concatenate([tri[:, 0], tri[:, 2], loops])  # (2T + n,)
     send = np.concatenate([tri[:, 2], tri[:, 0], loops])
-    rel = np.concatenate([tri[:, 1], tri[:, 1] + big_r, np.full(n, 2 * big_r, dtype=np.int64)])
+    rel = np.concatenate([tri[:, 1], tri[:, 1] + big_r, np.full(len(loops), 2 * big_r, dtype=np.int64)])
     edges = np.unique(np.stack([recv, send, rel], 1), axis=0)  # (E, 3) sorted, repeats once
     return {"receivers": edges[:, 0].copy(), "senders": edges[:, 1].copy(), "relations": edges[:, 2].copy(),
             "num_entities": int(n), "num_relations": int(2 * big_r + 1), "num_triples": int(len(tri))}
@@ -104,6 +113,95 @@ def segment_softmax(logits: torch.Tensor, segments: torch.Tensor, num_segments: 
     return e / den[segments]
 
 
+class EdgePattern:
+    """The CSR structure of a sparse ``(rows x cols)`` matrix with one entry per edge ``(row_e, col_e)``, in both
+    orientations, for :func:`edge_spmm` / :func:`edge_dot` (repeated ``(row, col)`` entries are allowed: they add).
+
+    Why not a library op: ``torch.sparse.mm`` has no fast gradient for the values of a CSR matrix, and
+    gathering ``x[cols]`` as an ``(E, d)`` tensor costs more than the products themselves (on DBP15k's 370K
+    edges x 64: 0.45 s a gather-and-dot against 0.01-0.05 s for the CSR kernels on 2 cores).  Edge values
+    stay in edge order for the caller; ``order`` / ``t_order`` put them in CSR order.
+    """
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], device="cpu"):
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        order = np.lexsort((cols, rows))  # (E,) edge ids in (row, col) order
+        t_order = order[np.lexsort((rows[order], cols[order]))]  # (E,) edge ids in (col, row) order
+        as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.order, self.t_order = as_t(order), as_t(t_order)
+        self.crow = as_t(np.r_[0, np.cumsum(np.bincount(rows, minlength=shape[0]))])  # (rows + 1,)
+        self.col = as_t(cols[order])
+        self.t_crow = as_t(np.r_[0, np.cumsum(np.bincount(cols, minlength=shape[1]))])  # (cols + 1,)
+        self.t_col = as_t(rows[t_order])
+        self._zeros = None
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def matrix(self, values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """The sparse CSR matrix with ``values (E,)`` (edge order) at the edges: ``(rows, cols)`` or its transpose."""
+        if transpose:
+            return torch.sparse_csr_tensor(self.t_crow, self.t_col, values[self.t_order], self.shape[::-1],
+                                           check_invariants=False)
+        return torch.sparse_csr_tensor(self.crow, self.col, values[self.order], self.shape, check_invariants=False)
+
+    def sampled_dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``(E,)`` in edge order: ``a_{row_e}^T b_{col_e}`` for ``a (rows, d)``, ``b (cols, d)``; no gradient."""
+        if len(self) > self.shape[0] * self.shape[1]:  # more entries than cells (repeats): torch's kernel refuses
+            rows = torch.repeat_interleave(torch.arange(self.shape[0], device=a.device), self.crow.diff())
+            vals = (a[rows] * b[self.col]).sum(-1)
+            return torch.empty_like(vals).index_copy_(0, self.order, vals)
+        if self._zeros is None or self._zeros.dtype != a.dtype:
+            self._zeros = torch.zeros(len(self), dtype=a.dtype, device=a.device)
+        pattern = torch.sparse_csr_tensor(self.crow, self.col, self._zeros, self.shape, check_invariants=False)
+        vals = torch.sparse.sampled_addmm(pattern, a.contiguous(), b.T, beta=0.0).values()  # (E,) CSR order
+        return torch.empty_like(vals).index_copy_(0, self.order, vals)
+
+
+class _EdgeSpmm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values, x, pattern):
+        ctx.save_for_backward(values, x)
+        ctx.pattern = pattern
+        return pattern.matrix(values) @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        values, x = ctx.saved_tensors
+        p = ctx.pattern
+        g_values = p.sampled_dot(grad, x) if ctx.needs_input_grad[0] else None  # (E,): g_{row_e}^T x_{col_e}
+        g_x = p.matrix(values, transpose=True) @ grad if ctx.needs_input_grad[1] else None  # (cols, d)
+        return g_values, g_x, None
+
+
+class _EdgeDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, pattern):
+        ctx.save_for_backward(a, b)
+        ctx.pattern = pattern
+        return pattern.sampled_dot(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        p = ctx.pattern
+        g_a = p.matrix(grad) @ b if ctx.needs_input_grad[0] else None  # (rows, d): sum_e g_e b_{col_e}
+        g_b = p.matrix(grad, transpose=True) @ a if ctx.needs_input_grad[1] else None  # (cols, d)
+        return g_a, g_b, None
+
+
+def edge_spmm(pattern: EdgePattern, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out_i = sum_{e: row_e = i} values_e x_{col_e}``: ``values (E,)``, ``x (cols, d)`` -> ``(rows, d)``,
+    differentiable in both (the gradient of ``values`` is :meth:`EdgePattern.sampled_dot` of the output's)."""
+    return _EdgeSpmm.apply(values, x, pattern)
+
+
+def edge_dot(pattern: EdgePattern, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``s_e = a_{row_e}^T b_{col_e}``: ``a (rows, d)``, ``b (cols, d)`` -> ``(E,)``, differentiable in both."""
+    return _EdgeDot.apply(a, b, pattern)
+
+
 def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``||a_i - b_j||^2``: ``a (B, d)``, ``b (K, d)`` -> ``(B, K)``."""
     return (a * a).sum(-1, keepdim=True) + (b * b).sum(-1)[None, :] - 2.0 * a @ b.T
@@ -146,21 +244,29 @@ def row_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def hardest_negatives(anchor: torch.Tensor, cands: torch.Tensor, excluded: torch.Tensor, k: int, *,
-                      block: int = 8192) -> torch.Tensor:
+                      block: int = 8192, sums: bool = False):
     """``(B, k)`` positions in ``cands (K, d)`` of the ``k`` nearest candidates of each ``anchor (B, d)`` row
     (squared Euclidean), leaving out ``excluded (B, P)``; no gradient.
 
     The nearest are the largest ``2 a^T c_n - ||c_n||^2``.  The candidates are scanned in blocks of
     ``block`` rows with a running top-k (each block's top-k merged into the kept one), so memory is
-    ``B x (block + k)``, never ``B x K``.
+    ``B x (block + k)``, never ``B x K``.  With ``sums``, also ``(sum_n d_n, sum_n d_n^2)`` (``(B,)`` float64 each)
+    over every candidate but the excluded ones, accumulated during the same scan (what :func:`scan_stats` needs).
     """
     with torch.no_grad():
         k = min(int(k), len(cands) - excluded.shape[1])
         best_s = anchor.new_full((len(anchor), 0), float("-inf"))  # (B, <=k)
         best_i = torch.zeros((len(anchor), 0), dtype=torch.long, device=anchor.device)
+        aa = (anchor * anchor).sum(-1, keepdim=True)  # (B, 1)
+        s1 = torch.zeros(len(anchor), dtype=torch.float64, device=anchor.device)
+        s2 = torch.zeros_like(s1)
         for i in range(0, len(cands), block):
             c = cands[i:i + block]  # (b, d)
             s = torch.addmm((c * c).sum(-1)[None, :], anchor, c.T, beta=-1.0, alpha=2.0)  # (B, b)
+            if sums:
+                d = aa - s  # (B, b) squared distances
+                s1 += d.sum(1, dtype=torch.float64)
+                s2 += (d * d).sum(1, dtype=torch.float64)
             inside = (excluded >= i) & (excluded < i + len(c))  # (B, P)
             rows = torch.arange(len(anchor), device=anchor.device)[:, None].expand_as(excluded)
             s[rows[inside], excluded[inside] - i] = float("-inf")  # the partner (and the anchor) are no negatives
@@ -169,13 +275,38 @@ def hardest_negatives(anchor: torch.Tensor, cands: torch.Tensor, excluded: torch
             merged_i = torch.cat([best_i, top.indices + i], 1)
             keep = torch.topk(merged_s, min(k, merged_s.shape[1]), dim=1).indices
             best_s, best_i = merged_s.gather(1, keep), merged_i.gather(1, keep)
-    return best_i
+        if not sums:
+            return best_i
+        d_p = ((anchor[:, None, :] - cands[excluded]) ** 2).sum(-1).double()  # (B, P) the excluded, left out
+        return best_i, (s1 - d_p.sum(1), s2 - (d_p ** 2).sum(1))
+
+
+def scan_stats(sums: tuple[torch.Tensor, torch.Tensor], count: int, pos: torch.Tensor, *,
+               gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean (B, 1), std (B, 1))`` of ``x_n = gamma + pos - d_n`` from the row sums ``(sum d, sum d^2)`` of
+    :func:`hardest_negatives` over ``count`` candidates (population std, at least ``1e-6``); no gradient."""
+    s1, s2 = sums
+    mean_d = s1 / count
+    var_d = (s2 / count - mean_d ** 2).clamp_min(0.0)
+    mean = (gamma + pos.detach().double() - mean_d)[:, None]
+    return mean.to(pos.dtype), var_d.sqrt().clamp_min(1e-6)[:, None].to(pos.dtype)
+
+
+def candidate_moments(cands: torch.Tensor) -> tuple:
+    """What :func:`candidate_stats` needs of ``cands (K, d)``, once per step: ``(mu (d,), c^T c (d, d),
+    sum C, sum C^2, sum_n C_n c'_n (d,), K)`` of the candidates centred on their mean ``mu`` (``C_n = ||c'_n||^2``);
+    no gradient.  Both directions of a step that ranks against the same candidates share it."""
+    with torch.no_grad():
+        mu = cands.mean(0)  # (d,)
+        c = cands - mu  # (K, d)
+        cs = (c * c).sum(-1)  # (K,)
+        return mu, c.T @ c, cs.sum(), (cs ** 2).sum(), (cs[:, None] * c).sum(0), len(c)
 
 
 def candidate_stats(anchor: torch.Tensor, cands: torch.Tensor, excluded: torch.Tensor, pos: torch.Tensor, *,
-                    gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                    gamma: float = 1.0, moments: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean (B, 1), std (B, 1))`` of ``x_n = gamma + pos - d(a, n)`` over every candidate but ``excluded``,
-    in closed form (no ``B x K`` pass); no gradient.
+    in closed form (no ``B x K`` pass); no gradient.  ``moments``: :func:`candidate_moments` of ``cands`` if known.
 
     With the candidates centred (``c'_n = c_n - mu``, ``a' = a - mu``; distances do not change), ``A = ||a'||^2``,
     ``C_n = ||c'_n||^2``, ``g_n = a'^T c'_n`` and ``sum_n c'_n = 0``:
@@ -184,16 +315,13 @@ def candidate_stats(anchor: torch.Tensor, cands: torch.Tensor, excluded: torch.T
     less the excluded candidates' terms.  Centring keeps float32 accurate (the uncentred sums cancel).
     """
     with torch.no_grad():
-        mu = cands.mean(0)  # (d,)
-        c = cands - mu  # (K, d)
+        mu, gram, cs_sum, cs2_sum, ccs, k = moments if moments is not None else candidate_moments(cands)
         a = anchor - mu  # (B, d)
-        cs = (c * c).sum(-1)  # (K,)
         aa = (a * a).sum(-1)  # (B,)
-        s1 = len(c) * aa + cs.sum()
-        s2 = (len(c) * aa ** 2 + (cs ** 2).sum() + 4.0 * ((a @ (c.T @ c)) * a).sum(-1) + 2.0 * aa * cs.sum()
-              - 4.0 * a @ (cs[:, None] * c).sum(0))
+        s1 = k * aa + cs_sum
+        s2 = k * aa ** 2 + cs2_sum + 4.0 * ((a @ gram) * a).sum(-1) + 2.0 * aa * cs_sum - 4.0 * a @ ccs
         d_p = ((anchor[:, None, :] - cands[excluded]) ** 2).sum(-1)  # (B, P) the excluded distances, left out
-        n = len(c) - excluded.shape[1]
+        n = k - excluded.shape[1]
         mean_d = (s1 - d_p.sum(1)) / n
         var_d = ((s2 - (d_p ** 2).sum(1)) / n - mean_d ** 2).clamp_min(0.0)
         mean = (gamma + pos.detach() - mean_d)[:, None]  # (B, 1)
@@ -210,9 +338,9 @@ def mined_negatives(anchor: torch.Tensor, cands: torch.Tensor, partner: torch.Te
     positions in ``cands`` that are no negatives of the row (its partner; the anchor itself when the
     candidates include its own KG), ``pos (B,)`` the pair distances.
     Returns ``(ids (B, k)`` positions in ``cands`` of the smallest distances (:func:`hardest_negatives`),
-    ``(mean, std))`` of ``x_n = gamma + pos - d(a, n)`` over every other candidate
-    (:func:`candidate_stats`); no gradient.
+    ``(mean, std))`` of ``x_n = gamma + pos - d(a, n)`` over every other candidate, from the sums of the
+    same scan (:func:`scan_stats`); no gradient.
     """
     excluded = partner.reshape(len(anchor), -1)  # (B, P)
-    ids = hardest_negatives(anchor, cands, excluded, k, block=block)
-    return ids, candidate_stats(anchor, cands, excluded, pos, gamma=gamma)
+    ids, sums = hardest_negatives(anchor, cands, excluded, k, block=block, sums=True)
+    return ids, scan_stats(sums, len(cands) - excluded.shape[1], pos, gamma=gamma)
