@@ -88,7 +88,8 @@ class RelationalGnnModel(AlignmentModel):
                 Embedding default 0.05, as Dual-AMN); 0: Glorot-uniform.
             negatives: ``mined`` (gradient through the ``hard_negatives`` hardest, statistics over
                 all) or ``all`` (gradient through every candidate).
-            proxy: Dual-AMN's proxy-matching gate on each view's output (:class:`~mmea.models.relational_gnn_nn.ProxyGate`).
+            proxy: Dual-AMN's proxy-matching gate on each view's output
+                (:class:`~mmea.models.relational_gnn_nn.ProxyGate`).
                 Off by default: on DBP15k zh_en (20 epochs, dim 128, valid-selected) H@1 was 0.710 with it and
                 0.714 without, and its ``(n, w) x (w, w)`` products cost 0.7 s of a 2.5 s step.
             pool, refresh_every: a pair's hard-negative pool (its ``pool`` nearest candidates, no

@@ -37,8 +37,9 @@ import torch
 # CSR tensors (EdgePattern) warn once that their support is "beta": their use here is tested against gathered rows
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
-__all__ = ["union_graph", "reflect", "segment_softmax", "EdgePattern", "edge_spmm", "edge_dot", "normalized_hard_loss", "row_stats", "mined_negatives",
-           "squared_distances", "hardest_negatives", "scan_stats", "candidate_moments", "candidate_stats"]
+__all__ = ["union_graph", "reflect", "segment_softmax", "EdgePattern", "edge_spmm", "edge_dot", "normalized_hard_loss",
+           "row_stats", "mined_negatives", "squared_distances", "hardest_negatives", "scan_stats", "candidate_moments",
+           "candidate_stats"]
 
 
 def union_graph(src_triples: np.ndarray, tgt_triples: np.ndarray, n_src: int, n_tgt: int, r_src: int,

@@ -68,7 +68,7 @@ class RelationalGnn(nn.Module):
     """Entity and relation embeddings refined by ``layers`` relation-aware attention layers per view."""
 
     def __init__(self, graph: dict, dim: int, layers: int, dropout: float = 0.3, device: str = "cpu",
-                 proxy: bool = True, proxies: int = 64, init_bound: float = 0.05):
+                 proxy: bool = False, proxies: int = 64, init_bound: float = 0.05):
         super().__init__()
         n, nr = graph["num_entities"], graph["num_relations"]
         self.num_entities, self.layers, self.dropout = n, int(layers), float(dropout)
@@ -97,7 +97,8 @@ class RelationalGnn(nn.Module):
     def out_dim(self) -> int:
         return 2 * (self.layers + 1) * self.entity.shape[1]
 
-    def _view(self, x: torch.Tensor, kernels: torch.Tensor, r_hat: torch.Tensor, edges: "EdgeSet") -> list[torch.Tensor]:
+    def _view(self, x: torch.Tensor, kernels: torch.Tensor, r_hat: torch.Tensor,
+              edges: EdgeSet) -> list[torch.Tensor]:
         """``[h^0, ..., h^L]`` of one view from its input ``x (n, d)`` over ``edges``; ``r_hat (2R + 1, d)`` the unit
         relation table.
 
