@@ -110,6 +110,15 @@ def test_sparse_kernel_layer_equals_the_gathered_layer_with_gradients():
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-10)
 
 
+def test_two_runs_with_the_same_seed_give_the_same_embeddings_on_two_threads():
+    task = _task()
+    a, b = (_fit(task, epochs=3, num_threads=2).embeddings() for _ in range(2))
+    junk = torch.empty(12345)  # noqa: F841 - the second run's tensors at other addresses
+    c = _fit(task, epochs=3, num_threads=2).embeddings()
+    for x, y, z in zip(a, b, c):
+        assert np.array_equal(x, y) and np.array_equal(x, z)
+
+
 def test_segment_softmax_sums_to_one_per_receiver():
     a = gm.segment_softmax(torch.tensor([1.0, 2.0, 3.0, -1.0]), torch.tensor([0, 0, 2, 2]), 3)
     np.testing.assert_allclose([a[:2].sum().item(), a[2:].sum().item()], [1.0, 1.0], atol=1e-6)

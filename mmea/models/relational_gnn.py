@@ -266,7 +266,9 @@ class RelationalGnnModel(AlignmentModel):
             return self._sampled_step(batch), None
         b = torch.as_tensor(batch, device=self.device)
         out = self.net()  # (n, D)
-        ea, eb = out[b[:, 0]], out[b[:, 1] + n1]  # (B, D)
+        # index_select, not out[idx]: its backward (index_add_) sums repeated rows in a fixed order on CPU, where
+        # indexing's (index_put_ accumulate) made two same-seed runs differ in the 6th digit with 2 threads
+        ea, eb = out.index_select(0, b[:, 0]), out.index_select(0, b[:, 1] + n1)  # (B, D)
         pos = ((ea - eb) ** 2).sum(-1)  # (B,)
         loss = out.new_zeros(())
         if c.negatives_from == "both":  # every entity but the pair itself, as Dual-AMN
@@ -310,7 +312,7 @@ class RelationalGnnModel(AlignmentModel):
         nodes, edges = gm.sampled_subgraph(self._indptr, self.graph["senders"], seeds, c.fanout, c.layers, self._rng)
         out = self.net(nodes, edges)  # (S, D)
         at = lambda ids: torch.from_numpy(np.searchsorted(nodes, ids)).to(self.device)  # noqa: E731
-        ea, eb, cands = out[at(a)], out[at(t)], out[at(seeds)]  # (B, D), (B, D), (Q, D)
+        ea, eb, cands = (out.index_select(0, at(x)) for x in (a, t, seeds))  # (B, D), (B, D), (Q, D)
         pos = ((ea - eb) ** 2).sum(-1)  # (B,)
         own = torch.from_numpy(np.stack([np.searchsorted(seeds, a), np.searchsorted(seeds, t)], 1)).to(self.device)
         loss = out.new_zeros(())
@@ -332,12 +334,11 @@ class RelationalGnnModel(AlignmentModel):
         from . import relational_gnn_math as gm
 
         c = self.config
-        with torch.no_grad():
-            cand = cands[pool]  # (B, P, D)
-            d = ((anchor[:, None, :] - cand) ** 2).sum(-1)  # (B, P) current distances
-            if len(pool[0]) > c.hard_negatives:
+        if pool.shape[1] > c.hard_negatives:  # a wider (kept) pool: its nearest by the current embeddings
+            with torch.no_grad():
+                d = ((anchor[:, None, :] - cands[pool]) ** 2).sum(-1)  # (B, P) current distances
                 pool = pool.gather(1, torch.topk(d, c.hard_negatives, dim=1, largest=False).indices)  # (B, k)
-        hard = cands[pool]  # (B, k, D)
+        hard = cands.index_select(0, pool.reshape(-1)).view(*pool.shape, -1)  # (B, k, D)
         neg = ((anchor * anchor).sum(-1, keepdim=True) + (hard * hard).sum(-1)
                - 2.0 * torch.bmm(hard, anchor[:, :, None])[..., 0])  # (B, k) squared distances
         return gm.normalized_hard_loss(pos, neg, gamma=c.gamma, lamb=c.lamb, stats=stats)

@@ -111,7 +111,7 @@ def segment_softmax(logits: torch.Tensor, segments: torch.Tensor, num_segments: 
     top = top.scatter_reduce(0, segments, logits.detach(), reduce="amax", include_self=True)  # (S,)
     e = torch.exp(logits - top[segments])  # (E,)
     den = torch.zeros(num_segments, dtype=logits.dtype, device=logits.device).index_add_(0, segments, e)
-    return e / den[segments]
+    return e / den.index_select(0, segments)
 
 
 class EdgePattern:

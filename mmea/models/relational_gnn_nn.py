@@ -108,7 +108,8 @@ class RelationalGnn(nn.Module):
         h = torch.tanh(x)
         outs = [h]
         for layer in range(self.layers):
-            att = segment_softmax((r_hat @ kernels[layer])[edges.relations], edges.receivers, len(x))  # (E,)
+            logits = (r_hat @ kernels[layer]).index_select(0, edges.relations)  # (E,)
+            att = segment_softmax(logits, edges.receivers, len(x))  # (E,)
             s = edge_dot(edges.by_sender, h, r_hat)  # (E,): r_ij^T h_j
             msg = edge_spmm(edges.by_receiver, att, h) - 2.0 * edge_spmm(edges.by_relation, att * s, r_hat)  # (n, d)
             h = torch.tanh(msg)
