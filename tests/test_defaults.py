@@ -14,9 +14,10 @@ from mmea.data.catalog import load_task_from_config
 from mmea.data.demo import generate_demo
 from mmea.errors import MmeaInputError
 from mmea.models import RunContext
+from mmea.pipelines import default_model
 from mmea.pipelines.align import run_align
 from mmea.pipelines.align_config import load_config
-from mmea.pipelines.default_model import NAME_MODEL, STRUCTURE_MODEL, choose_model
+from mmea.pipelines.default_model import LARGE_STRUCTURE_MODEL, NAME_MODEL, STRUCTURE_MODEL, choose_model
 
 
 def _opaque_targets(folder: Path) -> None:
@@ -77,7 +78,8 @@ def test_opaque_target_names_are_switched_off_with_a_note(pairs, tmp_path, caplo
     assert "switched off" in rec["reason"] and any("switched off" in n for n in m["notes"])
     printed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model: ")]
     assert len(printed) == 1 and STRUCTURE_MODEL in printed[0] and "names carry no signal" in printed[0]
-    assert "model: label-propagation (default)" in (tmp_path / "run" / "run.log").read_text()
+    assert f"model: {STRUCTURE_MODEL} (default)" in (tmp_path / "run" / "run.log").read_text()
+    assert rec["settings"]["iterations"] == 3 and "iterative" in rec["reason"]
     stored = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert stored["model_choice"] == rec
     assert m["test"]["hits@1"] > 0.1  # the structure model learns where names cannot
@@ -95,3 +97,13 @@ def test_no_seeds_and_no_name_signal_is_an_input_error(pairs):
         _choose(pairs["good"], "features.names=off", seed_ratio=0.0)
     choice, _ = _choose(pairs["good"], seed_ratio=0.0)  # no links to measure on: names kept, self-supervised
     assert choice.config.model_name == NAME_MODEL and "self-supervised" in choice.reason
+
+
+def test_a_large_kg_without_name_signal_gets_label_propagation(pairs, monkeypatch):
+    monkeypatch.setattr(default_model, "STRUCTURE_MAX_ENTITIES", 100)  # the demo pair: 340 entities a side
+    choice, task = _choose(pairs["good"], "features.names=off")
+    assert choice.config.model_name == LARGE_STRUCTURE_MODEL and choice.config.features.names == "off"
+    assert f"{task.source.num_entities:,} entities" in choice.reason
+    monkeypatch.setattr(default_model, "STRUCTURE_MAX_ENTITIES", 10 ** 6)
+    choice, _ = _choose(pairs["good"], "features.names=off")
+    assert choice.config.model_name == STRUCTURE_MODEL and choice.config.model["iterations"] == 3

@@ -16,8 +16,11 @@ The rule (:func:`choose_model`, the one place the choice is made):
    0.9610 / 0.9857 self-supervised, ``results/selfmea_dbp15k.md``); without train links it runs
    self-supervised from pseudo-seeds of mutual nearest names.
 3. **No name signal** -> names are switched off (``features.names = "off"``, with a printed note: no
-   name-derived feature enters the model) and :data:`STRUCTURE_MODEL` runs on the relation graph and
-   the seed links.  Without seed links either there is nothing to align on: an input error.
+   name-derived feature enters the model) and :data:`STRUCTURE_MODEL` (the iterative relational GNN,
+   :data:`STRUCTURE_SETTINGS`) runs on the relation graph and the seed links; a KG of more than
+   :data:`STRUCTURE_MAX_ENTITIES` entities gets :data:`LARGE_STRUCTURE_MODEL` (label propagation, the
+   path measured at 100K-1M entities).  Without seed links either there is nothing to align on: an
+   input error.
 
 The measurement reads the names to decide; a run that then switches them off records
 ``names_used: false`` (no name entered the model).
@@ -40,10 +43,20 @@ log = logging.getLogger("mmea.align")
 AUTO = "auto"
 #: the strongest model with names that agree (see the module docstring for the measured table)
 NAME_MODEL = "selfmea"
-#: THE one place the structure (no-name) model is chosen.  ``label-propagation`` today
-#: (``results/noname_mmkg_lp.md``); switch to ``relational-gnn`` once a committed bench table shows it
-#: stronger on the same no-name cells (issue 16, ``results/noname_dbp15k.md``).
-STRUCTURE_MODEL = "label-propagation"
+#: THE one place the structure (no-name) model is chosen: the relational GNN beats label propagation on
+#: every no-name cell measured (DBP15k 30%: 0.712 / 0.706 / 0.734 against 0.591 / 0.590 / 0.606, iterative 0.795 /
+#: 0.787 / 0.828, ``results/noname_dbp15k.md``; FB15K-DB15K at 20 / 50 / 80%: 0.529 / 0.710 / 0.793 against
+#: 0.325 / 0.539 / 0.683, iterative 0.639 / 0.751 / 0.815 against 0.528 / 0.655 / 0.723, seed 0,
+#: ``results/noname_mmkg.md``, which also has FB15K-YAGO15K).
+STRUCTURE_MODEL = "relational-gnn"
+#: its settings: the iterative rows of ``pipelines/noname_mmkg.toml`` (up to 60 epochs, valid-selected with
+#: patience, in 6 minutes; then 3 rounds of mutual nearest pairs, 3 epochs each; 9 minutes in all)
+STRUCTURE_SETTINGS = {"epochs": 60, "first_minutes": 6.0, "max_minutes": 9.0, "iterations": 3,
+                      "iteration_epochs": 3}
+#: above this many entities in either KG the full-graph GNN is slow (the sampled GNN took 17.5 minutes
+#: for H@1 0.51 on the 100K synthetic pair, ``results/scale_gnn.md``): label propagation runs instead
+STRUCTURE_MAX_ENTITIES = 50_000
+LARGE_STRUCTURE_MODEL = "label-propagation"
 #: names carry signal when their Hits@1 on the train / valid links reaches both of these
 MIN_HITS = 0.05
 MIN_LIFT = 10.0
@@ -110,7 +123,8 @@ class ModelChoice:
     signal: NameSignal | None
 
     def record(self) -> dict:
-        return {"rule": "default (no --model)", "model": self.config.model_name,
+        settings = {k: v for k, v in self.config.model.items() if k != "name"}
+        return {"rule": "default (no --model)", "model": self.config.model_name, "settings": settings,
                 "names": self.config.features.names, "reason": self.reason,
                 "name_signal": self.signal.as_dict() if self.signal is not None else None}
 
@@ -136,10 +150,18 @@ def choose_model(task, cfg: RunConfig, ctx) -> ModelChoice:
         raise MmeaInputError(f"no seed links and no usable names ({why}): nothing to align on",
                              hint="give seed links (--links, --seed-ratio > 0) or names that match across the KGs")
     off = why if pref == "off" else f"{why}: names carry no signal, so they are switched off"
-    return ModelChoice(_with(cfg, STRUCTURE_MODEL, "off"), f"{off}; {STRUCTURE_MODEL} on the relation graph "
-                                                           f"and the {len(task.train)} seed links", signal)
+    size = max(task.source.num_entities, task.target.num_entities)
+    if size > STRUCTURE_MAX_ENTITIES:
+        model, settings = LARGE_STRUCTURE_MODEL, {}
+        how = f"{model} (a KG of {size:,} entities, over the {STRUCTURE_MAX_ENTITIES:,} of the full-graph GNN)"
+    else:
+        model, settings = STRUCTURE_MODEL, STRUCTURE_SETTINGS
+        how = (f"{model} (iterative: {settings['iterations']} rounds of mutual nearest pairs, "
+               f"{settings['max_minutes']:g}-minute budget)")
+    return ModelChoice(_with(cfg, model, "off", settings),
+                       f"{off}; {how} on the relation graph and the {len(task.train)} seed links", signal)
 
 
-def _with(cfg: RunConfig, model: str, names: str) -> RunConfig:
-    return dataclasses.replace(cfg, model={"name": model},
+def _with(cfg: RunConfig, model: str, names: str, settings: dict | None = None) -> RunConfig:
+    return dataclasses.replace(cfg, model={"name": model, **(settings or {})},
                                features=dataclasses.replace(cfg.features, names=names))
