@@ -66,6 +66,8 @@ def test_names_that_agree_keep_the_name_model(pairs):
     sig = choice.signal
     assert sig.agrees and sig.links == len(task.train) + len(task.valid) and sig.hits_at_1 > 0.3
     assert "strongest model with names" in choice.reason
+    # seeded and small: SelfMEA's structure modality from the relational graph encoder
+    assert choice.config.model["structure"] == "relational" and "relational graph encoder" in choice.reason
 
 
 def test_opaque_target_names_are_switched_off_with_a_note(pairs, tmp_path, caplog):
@@ -97,6 +99,7 @@ def test_no_seeds_and_no_name_signal_is_an_input_error(pairs):
         _choose(pairs["good"], "features.names=off", seed_ratio=0.0)
     choice, _ = _choose(pairs["good"], seed_ratio=0.0)  # no links to measure on: names kept, self-supervised
     assert choice.config.model_name == NAME_MODEL and "self-supervised" in choice.reason
+    assert "structure" not in choice.config.model  # no seeds to pre-train the relational encoder on
 
 
 def test_a_large_kg_without_name_signal_gets_label_propagation(pairs, monkeypatch):
@@ -104,6 +107,8 @@ def test_a_large_kg_without_name_signal_gets_label_propagation(pairs, monkeypatc
     choice, task = _choose(pairs["good"], "features.names=off")
     assert choice.config.model_name == LARGE_STRUCTURE_MODEL and choice.config.features.names == "off"
     assert f"{task.source.num_entities:,} entities" in choice.reason
+    named, _ = _choose(pairs["good"])  # names agree on a large KG: SelfMEA without the full-graph encoder
+    assert named.config.model_name == NAME_MODEL and "structure" not in named.config.model
     monkeypatch.setattr(default_model, "STRUCTURE_MAX_ENTITIES", 10 ** 6)
     choice, _ = _choose(pairs["good"], "features.names=off")
     assert choice.config.model_name == STRUCTURE_MODEL and choice.config.model["iterations"] == 3

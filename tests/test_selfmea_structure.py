@@ -84,6 +84,23 @@ def test_relational_structure_never_reads_test_links():
     assert src.shape[0] == task.source.num_entities and tgt.shape[1] == src.shape[1] == info["dim"]
 
 
+def test_the_encoder_epochs_leave_selfmeas_random_stream_alone():
+    """A time budget ends the encoder's pre-training after a varying number of epochs; what SelfMEA draws after
+    it must not depend on that number (same encoder epoch -> same SelfMEA run). Fails on the code before
+    2026-12-04, where the encoder's dropout and shuffles advanced the global torch generator."""
+    import torch
+
+    task, cfg = _synthetic_task(), MODELS.get("selfmea").Config
+    after = []
+    for epochs in (2, 5):
+        torch.manual_seed(11)
+        relational_structure_input(task, task.train, task.valid, cfg(structure_dim=16, structure_epochs=epochs),
+                                   seed=0, device="cpu")
+        after.append(torch.rand(4))
+    torch.manual_seed(11)
+    assert torch.equal(after[0], after[1]) and torch.equal(after[0], torch.rand(4))
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("selfmea_names_off")

@@ -251,7 +251,7 @@ class SelfMEAModel(AlignmentModel):
         pretrain_epochs: NonNegInt = 3
         pretrain_minutes: NonNegFloat = 2.0
         structure: str = "auto"       # auto | relational | neighbour-names (mmea/models/selfmea_structure.py)
-        structure_dim: PositiveInt = 64       # relational structure encoder: width of each layer
+        structure_dim: PositiveInt = 128      # relational structure encoder: width of each layer (Dual-AMN's)
         structure_layers: PositiveInt = 2     # relational structure encoder: attention layers per view
         structure_epochs: NonNegInt = 40      # relational structure encoder: most pre-training epochs
         structure_minutes: PositiveFloat = 2.5  # relational structure encoder: pre-training budget

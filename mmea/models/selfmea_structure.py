@@ -71,7 +71,21 @@ def relational_structure_input(task, pool: np.ndarray, select: np.ndarray, confi
     ``select`` (its model selection) and no test link; it reads the relation triples and those links only.
     ``config`` is SelfMEA's: ``structure_dim``, ``structure_layers``, ``structure_epochs``,
     ``structure_minutes``.  The rows are L2-normalised eval-mode outputs (no dropout).
+
+    The encoder's random draws happen in a forked torch generator state: a time budget ends its training after
+    a varying number of epochs, and what SelfMEA draws afterwards (initialisation, dropout, batches) must not
+    depend on how many that was; the same encoder epoch then gives the same SelfMEA run.
     """
+    import torch
+
+    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+    with torch.random.fork_rng(devices=[torch.device(device).index or 0] if cuda else []):
+        return _pretrain_structure(task, pool, select, config, seed=seed, device=device, progress=progress)
+
+
+def _pretrain_structure(task, pool: np.ndarray, select: np.ndarray, config, *, seed: int, device: str,
+                        progress: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The body of :func:`relational_structure_input`."""
     from ..data import AlignmentTask
     from .base import RunContext
     from .relational_gnn import RelationalGnnModel
