@@ -623,7 +623,7 @@ def fit_margin_variance(margin: Any, uncertainty: Any, correct: Any) -> tuple[np
     Logistic regression ``p(correct) = sigmoid(w_0 + w_1 margin + w_2 log u)`` (scikit-learn's
     ``LogisticRegression`` on the standardised features, L2 penalty ``1 / C`` with ``C = 1000``: almost
     unpenalised); returns ``(w (3,)`` on the raw features, ``1 / C)``, or None when the valid links hold one
-    class only.  Isotonic regression on this score (:func:`fit_calibration`) then turns it into a calibrated
+    class only.  A feature constant over the valid links (the point twin's frozen variance) gets weight 0.  Isotonic regression on this score (:func:`fit_calibration`) then turns it into a calibrated
     precision.
     """
     from sklearn.linear_model import LogisticRegression
@@ -633,7 +633,9 @@ def fit_margin_variance(margin: Any, uncertainty: Any, correct: Any) -> tuple[np
     y = np.asarray(correct, dtype=bool)
     if y.all() or not y.any():
         return None
-    mu, sd = x.mean(0), x.std(0) + 1e-12
+    mu, sd = x.mean(0), x.std(0)
+    # a constant feature (the point twin's frozen variances) says nothing: standardised to 0, raw weight 0
+    sd = np.where(sd <= 1e-9 * (np.abs(mu) + 1.0), np.inf, sd)
     c = 1000.0
     lr = LogisticRegression(C=c, max_iter=1000).fit((x - mu) / sd, y)
     w = lr.coef_[0]  # (2,) on the standardised features

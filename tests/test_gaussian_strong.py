@@ -262,3 +262,111 @@ def test_no_modality_reading_the_relations_is_a_clear_error():
     m = _setup(_model(gnn=False, numeric=False), _mm_task())  # the defaults' shape: anchors (and images) only
     assert set(m.net.heads) == {"anchors", "images"} and m.net.gnn is None
     m.step(np.array([[0, 0], [1, 1]]))  # the loss without the GNN term
+
+
+# ----------------------------------------------------------------------------- heads on the relational GNN
+_GNN = {"gnn": False, "numeric": False, "anchor_source": "relational-gnn", "anchor_gnn_dim": 4,
+        "anchor_gnn_epochs": 2, "anchor_gnn_iterations": 1, "anchor_gnn_iteration_epochs": 1}
+
+
+def _poisoned(task):
+    """``task`` whose test links raise when read (``kg_fixtures.PoisonedTask``)."""
+    from kg_fixtures import PoisonedTask
+
+    armed = PoisonedTask(task.name, task.source, task.target, task.train, task.valid, task.test)
+    armed.armed = True
+    return armed
+
+
+def test_relational_gnn_anchor_source_feeds_the_heads_and_its_round_pairs():
+    from mmea.features import run_features
+
+    task = _poisoned(_mm_task())
+    m = _model("gaussian-strong", epochs=2, anchor_pairs=True, **_GNN)
+    m.fit(task, run_features(task, m.feature_requests(m.config), m.ctx))
+    a = m.info["anchors"]
+    assert a["source"] == "relational-gnn" and a["out_dim"] == 2 * (2 + 1) * 4  # (layers + 1) x 2 views x dim
+    assert m.inputs["anchors"].shape == (16, 24)
+    assert np.allclose(np.linalg.norm(m.inputs["anchors"].numpy(), axis=1), 1, atol=1e-5)  # unit rows
+    proposed = a["pairs_final"] - len(task.train)
+    assert proposed == sum(a["pairs_added_per_round"]) >= 1  # the chain's mutual nearest pairs
+    assert m.info["pairs_trained"] == {"train links": 4, "proposed by the anchor source": proposed}
+    assert m.info["iterative"] is True and m.info["names_used"] is False
+    plain = _model("gaussian-strong", epochs=1, **_GNN)  # anchor_pairs off: the train links only
+    plain.fit(task, run_features(task, plain.feature_requests(plain.config), plain.ctx))
+    assert plain.info["pairs_trained"]["proposed by the anchor source"] == 0
+
+
+def test_the_pretrained_gnn_leaves_the_heads_random_stream_alone():
+    """However many epochs the encoder runs (a time budget decides), the common space starts the same."""
+    task = _mm_task()
+    a = _setup(_model("gaussian-strong", **{**_GNN, "anchor_gnn_epochs": 1, "anchor_gnn_iterations": 0}), task)
+    b = _setup(_model("gaussian-strong", **{**_GNN, "anchor_gnn_epochs": 3, "anchor_gnn_iterations": 0}), task)
+    assert a.info["anchors"]["epochs_run"] != b.info["anchors"]["epochs_run"]
+    for name in ("mu", "logvar"):
+        assert torch.equal(getattr(a.net.heads["anchors"], name).weight, getattr(b.net.heads["anchors"], name).weight)
+
+
+def test_the_pretrained_gnn_is_cached_for_the_point_twin(tmp_path):
+    from mmea.models.relational_gnn import RelationalGnnModel, cached_relational_gnn
+
+    task = _mm_task()
+    cfg = RelationalGnnModel.Config(dim=4, epochs=2, iterations=1, iteration_epochs=1)
+    first = cached_relational_gnn(task, task.train, task.valid, cfg, seed=0, device="cpu", cache_root=tmp_path)
+    again = cached_relational_gnn(task, task.train, task.valid, cfg, seed=0, device="cpu", cache_root=tmp_path)
+    assert first[3]["cached"] is False and again[3]["cached"] is True
+    for x, y in zip(first[:3], again[:3]):
+        assert np.array_equal(x, y)
+    assert np.array_equal(first[2][:4], task.train)  # the pool first, then the rounds' proposals
+    other = cached_relational_gnn(task, task.train[:3], task.valid, cfg, seed=0, device="cpu", cache_root=tmp_path)
+    assert other[3]["cached"] is False  # another pool is another key
+    entries = sorted((tmp_path / "features").iterdir())
+    assert len(entries) == 2
+    none = cached_relational_gnn(task, task.train, task.valid, cfg, seed=0, device="cpu", cache_root=None)
+    assert none[3]["cached"] is False and sorted((tmp_path / "features").iterdir()) == entries
+
+
+def test_unknown_anchor_source_is_a_clear_error():
+    from mmea.errors import MmeaInputError
+
+    with pytest.raises(MmeaInputError, match="anchor_source must be one of label-propagation, relational-gnn"):
+        _model(anchor_source="transe")
+
+
+def test_a_constant_variance_gets_no_weight_in_the_combination():
+    """The point twin's variances are frozen: the valid-fitted combination must not blow up on them."""
+    from mmea.calibration import fit_margin_variance, variance_confidence_report
+
+    rng = np.random.default_rng(1)
+    margin = rng.uniform(0, 1, 200)
+    correct = rng.uniform(size=200) < margin
+    w, _ = fit_margin_variance(margin, np.full(200, 0.06), correct)
+    assert w[2] == 0.0 and np.isfinite(w).all() and w[1] > 0
+    half = {"margin": margin[:100], "uncertainty": np.full(100, 0.06), "correct": correct[:100]}
+    rest = {"margin": margin[100:], "uncertainty": np.full(100, 0.06), "correct": correct[100:]}
+    rep = variance_confidence_report(half, rest)
+    assert rep["precision_margin_variance"] == rep["precision_margin"]
+
+
+def test_an_orthogonal_anchor_head_starts_with_the_sources_geometry():
+    from mmea.features import run_features
+
+    task = _mm_task()
+    m = _setup(_model("gaussian-strong", anchor_init="orthogonal", dim=24, **_GNN), task)  # input width 24
+    w = m.net.heads["anchors"].mu.weight.detach()
+    assert torch.allclose(w @ w.T, torch.eye(24), atol=1e-5)
+    x = m.inputs["anchors"].numpy()
+    m.net.eval()
+    with torch.no_grad():
+        mu = m.forward()[1]["anchors"][0].numpy()  # the anchors modality's means (the images have their own)
+    mu = mu / np.linalg.norm(mu, axis=1, keepdims=True)
+    cos_in, cos_out = x[:8] @ x[8:].T, mu[:8] @ mu[8:].T  # (8, 8) source x target cosines
+    assert np.corrcoef(cos_in.ravel(), cos_out.ravel())[0, 1] > 0.95  # tanh bends it a little, no more
+    fitted = _model("gaussian-strong", anchor_init="orthogonal", dim=24, epochs=1, **_GNN)
+    fitted.fit(task, run_features(task, fitted.feature_requests(fitted.config), fitted.ctx))
+    assert [h["epoch"] for h in fitted.info["history"]] == [0, 1]  # the untrained start is a candidate
+    plain = _model("gaussian-strong", dim=24, epochs=1, **_GNN)
+    plain.fit(task, run_features(task, plain.feature_requests(plain.config), plain.ctx))
+    assert [h["epoch"] for h in plain.info["history"]] == [1]
+    with pytest.raises(Exception, match="anchor_init must be default or orthogonal"):
+        _model(anchor_init="eye")

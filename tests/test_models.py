@@ -83,9 +83,9 @@ def test_propagation_anchors_use_train_links_only(tiny_task):
 #: the one model used as another's encoder: SelfMEA's relational structure modality is the relational-gnn model
 #: pre-trained on SelfMEA's initial pool (issue 16, item 3), not a copy of its training loop
 # a model another one runs whole as an encoder: the relational GNN as SelfMEA's structure modality, label
-# propagation as gaussian-strong's anchors modality
+# propagation or the relational GNN as gaussian-strong's anchors modality
 ENCODER_MODELS = {"mmea.models.selfmea_structure": {"mmea.models.relational_gnn"},
-                  "mmea.models.gaussian_strong": {"mmea.models.label_propagation"}}
+                  "mmea.models.gaussian_strong": {"mmea.models.label_propagation", "mmea.models.relational_gnn"}}
 
 
 def test_no_model_module_imports_another_model_or_the_feature_computation():

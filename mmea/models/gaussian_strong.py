@@ -10,7 +10,9 @@ head and a diagonal log-variance head (:mod:`mmea.models.gaussian_strong_nn`):
 - numbers (``numeric = true``; off by default): the RBF + CNN encoder of the paper-faithful model, averaged over
   an entity's numerical triples;
 - images: a linear projection of the image features, where they exist (masked where missing);
-- anchors (``anchors = true``, the default): the training-free label-propagation embedding of the train links
+- anchors (``anchors = true``, the default; ``anchor_source = relational-gnn`` puts the heads on a relational GNN
+  pre-trained on the train links instead, with its bootstrapping rounds): the training-free label-propagation
+  embedding of the train links
   (:class:`~mmea.models.label_propagation.LabelPropagationModel`, LightEA's seed anchors propagated over the
   entity and relation views; ``anchor_hops``, ``anchor_dim``, ``anchor_rounds``), a linear mean head over it.
   With 20% seeds the relational GNN alone learns little on FB15K-DB15K; the propagated anchors give the
@@ -56,7 +58,10 @@ from .gaussian import IMAGE_SOURCES, GaussianModel
 
 log = logging.getLogger("mmea.models")
 
-__all__ = ["GaussianStrongModel", "GaussianStrongPointModel", "GaussianStrongTraining"]
+__all__ = ["ANCHOR_SOURCES", "GaussianStrongModel", "GaussianStrongPointModel", "GaussianStrongTraining"]
+
+#: what builds the anchors modality's input (``anchor_source``)
+ANCHOR_SOURCES = ("label-propagation", "relational-gnn")
 
 
 @MODELS.register(name="gaussian-strong")
@@ -86,6 +91,17 @@ class GaussianStrongModel(AlignmentModel):
             gnn: the relational GNN's relations modality (off: the relations reach the model through the
                 propagated anchors only; each step is then a few dense products instead of a full-graph pass).
             numeric: the numbers modality (RBF + CNN over every numerical triple, each step).
+            anchor_source: what builds the anchors modality's input: ``label-propagation`` (the propagated seed
+                anchors above) or ``relational-gnn`` (the output of a relational GNN pre-trained on the train
+                links before the common space, in its own budget: ``anchor_gnn_dim`` wide, up to
+                ``anchor_gnn_epochs`` epochs in ``anchor_gnn_first_minutes``, then ``anchor_gnn_iterations``
+                bootstrapping rounds of ``anchor_gnn_iteration_epochs`` epochs, all in ``anchor_gnn_minutes``;
+                the Gaussian heads then sit on the name-free issue's strongest encoder).
+            anchor_init: ``orthogonal`` starts the anchors mean head with orthonormal weights and no bias, so the
+                common space starts with the source's geometry (exactly with ``dim`` equal to the input width)
+                instead of PyTorch's random linear map.
+            anchor_pairs: the common space also trains on the pairs the anchor source proposed in its iterative
+                rounds (mutual nearest pairs of unlabeled entities; never a test link), not only the train links.
         """
 
         dim: PositiveInt = 256
@@ -118,6 +134,15 @@ class GaussianStrongModel(AlignmentModel):
         anchor_rounds: NonNegInt = 0
         gnn: bool = False  # relations through the relational GNN too
         numeric: bool = False  # the RBF + CNN numbers modality
+        anchor_source: str = "label-propagation"
+        anchor_gnn_dim: PositiveInt = 128
+        anchor_gnn_epochs: PositiveInt = 60
+        anchor_gnn_first_minutes: NonNegFloat = 6.0
+        anchor_gnn_minutes: PositiveFloat = 9.0
+        anchor_gnn_iterations: NonNegInt = 3
+        anchor_gnn_iteration_epochs: PositiveInt = 3
+        anchor_pairs: bool = False  # train the common space on the source's proposed pairs too
+        anchor_init: str = "default"  # the anchors mean head's start: default (PyTorch's) or orthogonal
 
         def __post_init__(self) -> None:
             from ..search.distributions_math import SCORES
@@ -125,6 +150,12 @@ class GaussianStrongModel(AlignmentModel):
             if not (self.gnn or self.anchors):
                 raise MmeaInputError("gaussian-strong: gnn and anchors are both off, so no modality sees the "
                                      "relations", hint="keep model.gnn=true or model.anchors=true")
+            if self.anchor_source not in ANCHOR_SOURCES:
+                raise MmeaInputError(f"gaussian-strong: anchor_source must be one of {', '.join(ANCHOR_SOURCES)}, "
+                                     f"got {self.anchor_source!r}")
+            if self.anchor_init not in ("default", "orthogonal"):
+                raise MmeaInputError(f"gaussian-strong: anchor_init must be default or orthogonal, "
+                                     f"got {self.anchor_init!r}")
             if self.image_source not in IMAGE_SOURCES:
                 raise MmeaInputError(f"gaussian-strong: image_source must be one of {', '.join(IMAGE_SOURCES)}, "
                                      f"got {self.image_source!r}")
@@ -182,6 +213,7 @@ class GaussianStrongModel(AlignmentModel):
                                      num_attributes=data.num_attributes if c.numeric else 0, rbf_centres=32,
                                      point=c.point, var_init=c.var_init, prior_var=c.prior_var,
                                      anchor_dim=0 if anchors is None else int(anchors.shape[1]), gnn=c.gnn,
+                                     anchor_init=c.anchor_init,
                                      device=str(self.device))
         self.optimizer = torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=c.lr)
         d = self.device
@@ -197,19 +229,50 @@ class GaussianStrongModel(AlignmentModel):
         self.valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
 
     def _anchor_features(self, task) -> np.ndarray | None:
-        """``(N + M, 2 * anchor_hops * anchor_dim)`` unit rows (zero where no anchor reaches): the label-propagation
-        embedding of ``task.train`` (``task.valid`` chooses its relation-view weight), or None with ``anchors`` off."""
-        from .label_propagation import LabelPropagationModel
+        """``(N + M, D_a)`` unit rows (zero where no anchor reaches) of the anchors modality, or None with ``anchors``
+        off; ``self._proposed`` the ``(p, 2)`` pairs the source proposed beyond ``task.train`` (its iterative rounds).
 
+        ``anchor_source = label-propagation``: the label-propagation embedding of ``task.train`` (``task.valid``
+        chooses its relation-view weight; ``D_a = 2 * anchor_hops * anchor_dim``).  ``relational-gnn``: the
+        eval-mode output of a relational GNN pre-trained on ``task.train`` (``task.valid`` chooses its epochs;
+        ``anchor_gnn_iterations`` bootstrapping rounds; ``D_a = 6 * anchor_gnn_dim``), in its own torch generator
+        state (:func:`~mmea.models.relational_gnn.pretrain_relational_gnn`).  Neither reads ``task.test``.
+        """
         c = self.config
+        self._proposed = np.zeros((0, 2), np.int64)
         if not c.anchors:
             return None
+        if c.anchor_source == "relational-gnn":
+            return self._gnn_anchor_features(task)
+        from .label_propagation import LabelPropagationModel
+
         lp = LabelPropagationModel(LabelPropagationModel.Config(hops=c.anchor_hops, anchor_dim=c.anchor_dim,
                                                                 rounds=c.anchor_rounds), self.ctx)
         lp.learn(task)
         s, t = lp.embeddings()
-        self.info["anchors"] = {k: lp.info[k] for k in ("hops", "anchor_dim", "relation_weight", "rounds",
-                                                        "seeds_added_per_round", "anchors_final", "fit_s")}
+        self._proposed = lp.anchors[len(train_seeds(task)):]
+        self.info["anchors"] = {"source": c.anchor_source,
+                                **{k: lp.info[k] for k in ("hops", "anchor_dim", "relation_weight", "rounds",
+                                                           "seeds_added_per_round", "anchors_final", "fit_s")}}
+        return np.concatenate([s, t]).astype(np.float32, copy=False)
+
+    def _gnn_anchor_features(self, task) -> np.ndarray:
+        """The ``relational-gnn`` branch of :meth:`_anchor_features` (cached in the run's feature cache, so the
+        point twin of a run reads the same encoder output)."""
+        from .relational_gnn import RelationalGnnModel, cached_relational_gnn
+
+        c = self.config
+        gcfg = RelationalGnnModel.Config(dim=c.anchor_gnn_dim, epochs=c.anchor_gnn_epochs,
+                                         first_minutes=c.anchor_gnn_first_minutes, max_minutes=c.anchor_gnn_minutes,
+                                         iterations=c.anchor_gnn_iterations,
+                                         iteration_epochs=c.anchor_gnn_iteration_epochs, num_threads=c.num_threads)
+        seeds = train_seeds(task)
+        s, t, pairs, info = cached_relational_gnn(task, seeds, task.valid, gcfg, seed=self.ctx.seed,
+                                                  device=self.ctx.device, cache_root=self.ctx.cache_root,
+                                                  progress=self.ctx.progress, label="gaussian-strong anchors")
+        self._proposed = pairs[len(seeds):]
+        self.info["anchors"] = {"source": c.anchor_source, "dim": c.anchor_gnn_dim, "out_dim": int(s.shape[1]),
+                                **info}
         return np.concatenate([s, t]).astype(np.float32, copy=False)
 
     def _train(self, task, feats) -> None:
@@ -219,12 +282,17 @@ class GaussianStrongModel(AlignmentModel):
         if not len(seeds):
             raise MmeaInputError("gaussian-strong needs seed links (task.train is empty)",
                                  hint="give --seed-ratio > 0")
-        budget = TimeBudget(c.max_minutes * 60.0)
+        budget = TimeBudget(c.max_minutes * 60.0)  # label propagation's fit counts in it
         self.setup(task, feats)
+        if c.anchor_source == "relational-gnn":
+            budget = TimeBudget(c.max_minutes * 60.0)  # the pre-trained GNN had its own (anchor_gnn_minutes)
+        pairs = seeds
+        if c.anchor_pairs and len(self._proposed):
+            pairs = np.concatenate([seeds, self._proposed])  # (L + p, 2): unlabeled pairs the source proposed
         trainer = Trainer(max_epochs=c.epochs, eval_every=c.eval_every, patience=c.patience, budget=budget,
                           checkpoint=self.ctx.checkpoint, monitor="valid_hits@1", progress=self.ctx.progress,
                           desc=self.registry_name)
-        res = trainer.fit(GaussianStrongTraining(self, seeds))
+        res = trainer.fit(GaussianStrongTraining(self, pairs))
         self._out = self.forward_eval()
         self._record(res, seeds, time.perf_counter() - t0)
 
@@ -234,15 +302,24 @@ class GaussianStrongModel(AlignmentModel):
         cover = self._coverage()
         self.info.update(res.as_dict())
         self.info.update({
-            "names_used": False, "point": c.point, "dim": c.dim, "iterative": c.anchors and c.anchor_rounds > 0,
+            "names_used": False, "point": c.point, "dim": c.dim, "iterative": self._iterative(),
             "inputs": ["relation triples", "numerical attribute triples", "image features (where present)",
                        "train links", "valid links (model selection)"]
-            + (["propagated seed anchors (label propagation)"] if c.anchors else []),
+            + ([f"anchors: {c.anchor_source} over the train links"] if c.anchors else [])
+            + (["pairs the anchor source proposed (unlabeled entities)"] if c.anchor_pairs else []),
             "seeds": {"kind": "train links", "count": int(len(seeds))},
+            "pairs_trained": {"train links": int(len(seeds)),
+                              "proposed by the anchor source": int(len(self._proposed)) if c.anchor_pairs else 0},
             "modalities": {k: int(v.sum()) for k, v in cover.items()},  # entities each modality the net has covers
             "image_features": data.image_info,
             "variances": variance_by_group(var, cover, self.graph, data.num_entities),
             "train_s": round(train_s, 2)})
+
+    def _iterative(self) -> bool:
+        """Whether the anchor source ran bootstrapping rounds (the model is then iterative)."""
+        c = self.config
+        rounds = c.anchor_gnn_iterations if c.anchor_source == "relational-gnn" else c.anchor_rounds
+        return bool(c.anchors and rounds > 0)
 
     # -- forward / loss ----------------------------------------------------------
     def forward(self):
@@ -424,6 +501,8 @@ class GaussianStrongPointModel(GaussianStrongModel):
 class GaussianStrongTraining(TrainingModule):
     """Epochs of ``gaussian-strong`` for :class:`~mmea.training.Trainer`: shuffled seed batches, one step each."""
 
+    record_initial = True  # the epoch-0 validation of an orthogonal start shows in the history
+
     def __init__(self, model: GaussianStrongModel, pairs: np.ndarray):
         self.model, self.pairs = model, np.asarray(pairs, dtype=np.int64)
         self.kind = model.registry_name
@@ -441,6 +520,13 @@ class GaussianStrongTraining(TrainingModule):
 
     def can_validate(self) -> bool:
         return len(self.model.valid) >= 2
+
+    def on_fresh_start(self, trainer) -> Validation | None:
+        """With ``anchor_init = orthogonal`` the untrained common space already carries the anchor source's
+        geometry: validated as epoch 0, a candidate for the kept state (training must beat it on the valid links)."""
+        if self.model.config.anchor_init != "orthogonal" or not self.can_validate():
+            return None
+        return self.validate(0, trainer)
 
     def validate(self, epoch: int, trainer) -> Validation:
         v = self.model.evaluate_valid()

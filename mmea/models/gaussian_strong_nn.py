@@ -30,9 +30,13 @@ __all__ = ["GaussianHead", "GaussianStrongNet"]
 class GaussianHead(nn.Module):
     """Mean and log-variance heads ``(h (n, in)) -> (mu (n, d), log v (n, d))`` plus a learned prior."""
 
-    def __init__(self, in_dim: int, dim: int, var_init: float, prior_var: float, point: bool):
+    def __init__(self, in_dim: int, dim: int, var_init: float, prior_var: float, point: bool,
+                 init: str = "default"):
         super().__init__()
         self.mu = nn.Linear(in_dim, dim)
+        if init == "orthogonal":  # W_mu with orthonormal rows (or columns), b_mu = 0: the head starts by keeping
+            nn.init.orthogonal_(self.mu.weight)  # the input's geometry (exactly when dim == in_dim)
+            nn.init.zeros_(self.mu.bias)
         self.logvar = nn.Linear(in_dim, dim)
         nn.init.zeros_(self.logvar.weight)
         nn.init.constant_(self.logvar.bias, math.log(var_init))
@@ -56,7 +60,7 @@ class GaussianStrongNet(nn.Module):
 
     def __init__(self, graph: dict, *, dim: int, gnn_dim: int, layers: int, dropout: float, image_dim: int,
                  num_attributes: int, rbf_centres: int, point: bool, var_init: float, prior_var: float,
-                 anchor_dim: int = 0, gnn: bool = True, device: str = "cpu"):
+                 anchor_dim: int = 0, gnn: bool = True, anchor_init: str = "default", device: str = "cpu"):
         super().__init__()
         self.dim, self.point = dim, point
         self.heads = nn.ModuleDict()
@@ -76,7 +80,7 @@ class GaussianStrongNet(nn.Module):
             # propagated seed anchors: unit rows of width D; scaled so a row's entries have RMS 1 / 2, the mean
             # head's input scale of the other modalities
             self.anchor_scale = 0.5 * math.sqrt(anchor_dim)
-            self.heads["anchors"] = GaussianHead(anchor_dim, dim, var_init, prior_var, point)
+            self.heads["anchors"] = GaussianHead(anchor_dim, dim, var_init, prior_var, point, init=anchor_init)
         self.to(device)
 
     def numeric_entities(self, ent, attr, value, n: int):

@@ -450,3 +450,69 @@ class RelationalGnnTraining(TrainingModule):
         m.net.load_state_dict(saved["net"])
         m.optimizer.load_state_dict(saved["optimizer"])
         m._rng.bit_generator.state = saved["rng"]
+
+
+def pretrain_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: "RelationalGnnModel.Config", *,
+                            seed: int, device: str, progress: bool = False, label: str = "pre-trained"):
+    """Train ``relational-gnn`` on ``pool (P, 2)`` (``select (S, 2)`` chooses its epoch); ``(model, seconds)``.
+
+    The encoder sees a copy of ``task`` whose train links are ``pool``, whose valid links are ``select`` and
+    which has no test link: it reads the relation triples and those links only.  It is the relational input
+    of other models (SelfMEA's structure modality, gaussian-strong's ``anchor_source = relational-gnn``).
+
+    Its random draws happen in a forked torch generator state: a time budget ends its training after a varying
+    number of epochs, and what the caller draws afterwards (initialisation, dropout, batches) must not depend
+    on how many that was; the same encoder epoch then gives the same run of the caller.
+    """
+    import torch
+
+    from ..data import AlignmentTask
+    from .base import RunContext
+
+    t0 = time.perf_counter()
+    sub = AlignmentTask(f"{task.name} ({label} relational-gnn)", task.source, task.target,
+                        np.asarray(pool, np.int64).reshape(-1, 2), np.asarray(select, np.int64).reshape(-1, 2),
+                        np.zeros((0, 2), np.int64))
+    gnn = RelationalGnnModel(config, RunContext(seed=seed, device=device, progress=progress))
+    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+    with torch.random.fork_rng(devices=[torch.device(device).index or 0] if cuda else []):
+        gnn.fit(sub)
+    return gnn, time.perf_counter() - t0
+
+
+def cached_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: "RelationalGnnModel.Config", *,
+                          seed: int, device: str, cache_root=None, progress: bool = False,
+                          label: str = "pre-trained") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """:func:`pretrain_relational_gnn`'s ``(source (N, D), target (M, D), pairs (P', 2), info)``, cached on disk.
+
+    ``pairs`` are ``pool`` followed by the pairs its bootstrapping rounds proposed.  With a ``cache_root`` (the
+    run's feature cache; None: no cache) the result is stored in the :class:`~mmea.features.FeatureStore` under
+    the fingerprint of the two KGs, ``pool``, ``select``, the encoder's config, the seed and the device type:
+    a twin run (the point twin of a Gaussian model, say) then reads the very same encoder output instead of
+    training it again under a time budget.  ``info["cached"]`` says which happened.
+    """
+    import hashlib
+    from dataclasses import asdict
+
+    from ..feature_store import FeatureStore
+
+    pool = np.ascontiguousarray(np.asarray(pool, np.int64).reshape(-1, 2))
+    select = np.ascontiguousarray(np.asarray(select, np.int64).reshape(-1, 2))
+
+    def compute():
+        gnn, seconds = pretrain_relational_gnn(task, pool, select, config, seed=seed, device=device,
+                                               progress=progress, label=label)
+        s, t = gnn.embeddings()
+        gi = gnn.info
+        info = {"epochs_run": gi.get("epochs_run"), "best_valid": gi.get("best_valid"), "rounds": gi.get("rounds"),
+                "pairs_added_per_round": gi.get("pairs_added_per_round"), "pairs_final": gi.get("pairs_final"),
+                "fit_s": round(seconds, 2)}
+        return {"source": s.astype(np.float32), "target": t.astype(np.float32), "pairs": gnn.pairs}, info
+
+    key = {"kind": "pre-trained relational-gnn", "kgs": task.fingerprint(),
+           "pool": hashlib.sha1(pool.tobytes()).hexdigest(), "select": hashlib.sha1(select.tobytes()).hexdigest(),
+           "config": asdict(config), "seed": int(seed), "device": str(device).split(":")[0]}
+    store = FeatureStore(cache_root, enabled=cache_root is not None)
+    entry = store.get_or_compute(key, compute, name="relational-gnn-pretrained")
+    a = entry.arrays
+    return a["source"], a["target"], np.asarray(a["pairs"], np.int64), {**entry.info, "cached": entry.hit}

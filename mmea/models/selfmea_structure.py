@@ -37,7 +37,6 @@ fusion weight of a strong, fixed structure input.
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 
@@ -67,44 +66,25 @@ def relational_structure_input(task, pool: np.ndarray, select: np.ndarray, confi
                                progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     """Pre-train the relational graph encoder on ``pool (P, 2)``; ``(source (N, D), target (M, D), info)``.
 
-    The encoder sees a copy of ``task`` whose train links are ``pool`` and whose valid links are
-    ``select`` (its model selection) and no test link; it reads the relation triples and those links only.
-    ``config`` is SelfMEA's: ``structure_dim``, ``structure_layers``, ``structure_epochs``,
-    ``structure_minutes``.  The rows are L2-normalised eval-mode outputs (no dropout).
-
-    The encoder's random draws happen in a forked torch generator state: a time budget ends its training after
-    a varying number of epochs, and what SelfMEA draws afterwards (initialisation, dropout, batches) must not
-    depend on how many that was; the same encoder epoch then gives the same SelfMEA run.
+    :func:`~mmea.models.relational_gnn.pretrain_relational_gnn` (a copy of ``task`` with ``pool`` as its train
+    links, ``select`` as its valid links and no test link; its own forked torch generator state, so that the
+    same encoder epoch gives the same SelfMEA run).  ``config`` is SelfMEA's: ``structure_dim``,
+    ``structure_layers``, ``structure_epochs``, ``structure_minutes``.  The rows are L2-normalised eval-mode
+    outputs (no dropout).
     """
-    import torch
+    from .relational_gnn import RelationalGnnModel, pretrain_relational_gnn
 
-    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
-    with torch.random.fork_rng(devices=[torch.device(device).index or 0] if cuda else []):
-        return _pretrain_structure(task, pool, select, config, seed=seed, device=device, progress=progress)
-
-
-def _pretrain_structure(task, pool: np.ndarray, select: np.ndarray, config, *, seed: int, device: str,
-                        progress: bool) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The body of :func:`relational_structure_input`."""
-    from ..data import AlignmentTask
-    from .base import RunContext
-    from .relational_gnn import RelationalGnnModel
-
-    t0 = time.perf_counter()
-    sub = AlignmentTask(f"{task.name} (selfmea structure)", task.source, task.target,
-                        np.asarray(pool, np.int64).reshape(-1, 2), np.asarray(select, np.int64).reshape(-1, 2),
-                        np.zeros((0, 2), np.int64))
     gcfg = RelationalGnnModel.Config(dim=config.structure_dim, layers=config.structure_layers,
                                      epochs=config.structure_epochs, max_minutes=config.structure_minutes,
                                      iterations=0)
-    gnn = RelationalGnnModel(gcfg, RunContext(seed=seed, device=device, progress=progress))
-    gnn.fit(sub)
+    gnn, seconds = pretrain_relational_gnn(task, pool, select, gcfg, seed=seed, device=device, progress=progress,
+                                           label="selfmea structure")
     src, tgt = gnn.embeddings()  # (N, D), (M, D) L2-normalised
     gi = gnn.info
     info = {"encoder": "relational", "trained_on": {"pool": int(len(pool)), "selection": int(len(select))},
             "dim": int(src.shape[1]), "layers": config.structure_layers, "epochs_run": gi.get("epochs_run"),
             "best_epoch": gi.get("best_epoch"), "best_valid": gi.get("best_valid"), "stopped": gi.get("stopped"),
-            "train_s": round(time.perf_counter() - t0, 2)}
+            "train_s": round(seconds, 2)}
     log.info("selfmea: relational structure encoder pre-trained in %.1f s (selection Hits@1 %s)",
              info["train_s"], info["best_valid"])
     return np.ascontiguousarray(src, np.float32), np.ascontiguousarray(tgt, np.float32), info
