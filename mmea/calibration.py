@@ -623,8 +623,8 @@ def fit_margin_variance(margin: Any, uncertainty: Any, correct: Any) -> tuple[np
     Logistic regression ``p(correct) = sigmoid(w_0 + w_1 margin + w_2 log u)`` (scikit-learn's
     ``LogisticRegression`` on the standardised features, L2 penalty ``1 / C`` with ``C = 1000``: almost
     unpenalised); returns ``(w (3,)`` on the raw features, ``1 / C)``, or None when the valid links hold one
-    class only.  A feature constant over the valid links (the point twin's frozen variance) gets weight 0.  Isotonic regression on this score (:func:`fit_calibration`) then turns it into a calibrated
-    precision.
+    class only.  A feature constant over the valid links (the point twin's frozen variance) gets weight 0.
+    Isotonic regression on this score (:func:`fit_calibration`) then turns it into a calibrated precision.
     """
     from sklearn.linear_model import LogisticRegression
 
