@@ -370,3 +370,16 @@ def test_an_orthogonal_anchor_head_starts_with_the_sources_geometry():
     assert [h["epoch"] for h in plain.info["history"]] == [1]
     with pytest.raises(Exception, match="anchor_init must be default or orthogonal"):
         _model(anchor_init="eye")
+
+
+def test_the_numbers_path_runs_at_numeric_dim_and_its_head_maps_to_dim():
+    task = _mm_task()
+    m = _setup(_model(numeric_dim=3), task)  # dim 8, the per-triple path 3 wide
+    net = m.net
+    assert net.rbf_proj.out_features == 3 and net.num_out.in_features == 4 * 3
+    assert net.heads["numeric"].mu.in_features == 3 and net.heads["numeric"].mu.out_features == 8
+    _, modal, (mu_e, _) = m.forward()
+    assert modal["numeric"][0].shape == mu_e.shape == (task.source.num_entities + task.target.num_entities, 8)
+    m.step(np.array([[0, 0], [1, 1], [2, 2], [3, 3]]))  # trains through the narrow path
+    default = _setup(_model(), task)
+    assert default.net.rbf_proj.out_features == 8  # 0: the path runs at dim

@@ -91,6 +91,10 @@ class GaussianStrongModel(AlignmentModel):
             gnn: the relational GNN's relations modality (off: the relations reach the model through the
                 propagated anchors only; each step is then a few dense products instead of a full-graph pass).
             numeric: the numbers modality (RBF + CNN over every numerical triple, each step).
+            numeric_dim: width of the numbers encoder's per-triple path (0: ``dim``); its Gaussian head maps it to
+                ``dim``.  The path's activations and their gradients grow with triples x width: on FB15K-DB15K at
+                width 768 the run went over 24 GiB and was killed; at 64 its peak RSS was 8.2 GiB (4.6 GiB without
+                the numbers; docs/gaussian.md).
             anchor_source: what builds the anchors modality's input: ``label-propagation`` (the propagated seed
                 anchors above) or ``relational-gnn`` (the output of a relational GNN pre-trained on the train
                 links before the common space, in its own budget: ``anchor_gnn_dim`` wide, up to
@@ -134,6 +138,7 @@ class GaussianStrongModel(AlignmentModel):
         anchor_rounds: NonNegInt = 0
         gnn: bool = False  # relations through the relational GNN too
         numeric: bool = False  # the RBF + CNN numbers modality
+        numeric_dim: NonNegInt = 0  # its per-triple width (0: dim)
         anchor_source: str = "label-propagation"
         anchor_gnn_dim: PositiveInt = 128
         anchor_gnn_epochs: PositiveInt = 60
@@ -213,7 +218,7 @@ class GaussianStrongModel(AlignmentModel):
                                      num_attributes=data.num_attributes if c.numeric else 0, rbf_centres=32,
                                      point=c.point, var_init=c.var_init, prior_var=c.prior_var,
                                      anchor_dim=0 if anchors is None else int(anchors.shape[1]), gnn=c.gnn,
-                                     anchor_init=c.anchor_init,
+                                     anchor_init=c.anchor_init, numeric_dim=c.numeric_dim,
                                      device=str(self.device))
         self.optimizer = torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=c.lr)
         d = self.device

@@ -60,7 +60,8 @@ class GaussianStrongNet(nn.Module):
 
     def __init__(self, graph: dict, *, dim: int, gnn_dim: int, layers: int, dropout: float, image_dim: int,
                  num_attributes: int, rbf_centres: int, point: bool, var_init: float, prior_var: float,
-                 anchor_dim: int = 0, gnn: bool = True, anchor_init: str = "default", device: str = "cpu"):
+                 anchor_dim: int = 0, gnn: bool = True, anchor_init: str = "default", numeric_dim: int = 0,
+                 device: str = "cpu"):
         super().__init__()
         self.dim, self.point = dim, point
         self.heads = nn.ModuleDict()
@@ -71,11 +72,14 @@ class GaussianStrongNet(nn.Module):
             self.image_in = nn.Linear(image_dim, dim)
             self.heads["images"] = GaussianHead(dim, dim, var_init, prior_var, point)
         if num_attributes:
-            self.numeric = NumericRbfEncoder(num_attributes, rbf_centres, name_dim=dim, per_attribute=True)
-            self.rbf_proj = nn.Linear(rbf_centres, dim)
+            # the per-triple RBF + CNN path runs at width k = numeric_dim (0: dim): its activations over every
+            # numerical triple are what costs memory (over 24 GiB at k = 768 on FB15K-DB15K)
+            k = numeric_dim or dim
+            self.numeric = NumericRbfEncoder(num_attributes, rbf_centres, name_dim=k, per_attribute=True)
+            self.rbf_proj = nn.Linear(rbf_centres, k)
             self.cnn = nn.Sequential(SameConv2x4(1, 2), nn.Tanh(), SameConv2x4(2, 2), nn.Tanh())
-            self.num_out = nn.Linear(2 * 2 * dim, dim)
-            self.heads["numeric"] = GaussianHead(dim, dim, var_init, prior_var, point)
+            self.num_out = nn.Linear(2 * 2 * k, k)
+            self.heads["numeric"] = GaussianHead(k, dim, var_init, prior_var, point)
         if anchor_dim:
             # propagated seed anchors: unit rows of width D; scaled so a row's entries have RMS 1 / 2, the mean
             # head's input scale of the other modalities
@@ -84,9 +88,9 @@ class GaussianStrongNet(nn.Module):
         self.to(device)
 
     def numeric_entities(self, ent, attr, value, n: int):
-        """Mean over each entity's numerical triples of ``tanh(vec(CNN(tanh [emb(a); W phi(v)])) W)``: ``(n, d)``."""
-        rows = torch.stack([self.numeric.names(attr), self.rbf_proj(self.numeric.rbf(attr, value))], 1)  # (m, 2, d)
-        h = torch.tanh(self.num_out(self.cnn(torch.tanh(rows).unsqueeze(1)).flatten(1)))  # (m, d)
+        """Mean over each entity's numerical triples of ``tanh(vec(CNN(tanh [emb(a); W phi(v)])) W)``: ``(n, k)``."""
+        rows = torch.stack([self.numeric.names(attr), self.rbf_proj(self.numeric.rbf(attr, value))], 1)  # (m, 2, k)
+        h = torch.tanh(self.num_out(self.cnn(torch.tanh(rows).unsqueeze(1)).flatten(1)))  # (m, k)
         out = h.new_zeros((n, h.shape[1])).index_add_(0, ent, h)
         cnt = torch.bincount(ent, minlength=n).clamp_min(1).to(h.dtype)[:, None]
         return out / cnt
