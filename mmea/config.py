@@ -122,7 +122,8 @@ class SearchConfig:
 
     ``nprobe`` (IVF cells scanned per query) and ``ef_search`` (HNSW candidate list) tune the
     approximate pass of a large run (:mod:`mmea.search.approx`): recall against time; 0 keeps the
-    index's default (:mod:`mmea.search.knn`: nprobe 16, ef_search 128).  ``one_to_one``: the solver of
+    index's default (:mod:`mmea.search.knn`: nprobe 32, ef_search 128); ``ivf_storage``: ``sq8`` (8-bit
+    cells, the found candidates re-scored exactly; default) or ``flat`` (float32 cells).  ``one_to_one``: the solver of
     the second metric, ``test.hits@1_one_to_one`` (:func:`mmea.search.matching.solve_one_to_one`):
     ``auto`` (exact sparse Hungarian up to 100K test sources, Sinkhorn + greedy above), ``hungarian``,
     ``sinkhorn``, or ``off`` (not computed: a large run's time saved).  ``channels``: ``auto`` lets an
@@ -139,18 +140,20 @@ class SearchConfig:
     index: str = "auto"
     nprobe: NonNegInt = 0
     ef_search: NonNegInt = 0
+    ivf_storage: str = "sq8"
     one_to_one: str = "auto"
     channels: str = "auto"
 
     def index_options(self) -> dict:
         """The approximate indexes' knobs that are set (``make_index`` gives each index only its own)."""
-        return {k: v for k, v in (("nprobe", self.nprobe), ("ef_search", self.ef_search)) if v}
+        return {k: v for k, v in (("nprobe", self.nprobe), ("ef_search", self.ef_search),
+                                  ("storage", self.ivf_storage)) if v}
 
     #: the closed string choices (a registry-backed choice, ``match``, is checked by the job)
     CHOICES: typing.ClassVar[dict] = {"method": ("csls", "cos"), "candidates": ("test", "all"),
                                       "index": ("auto", "torch", "flat", "ivf", "hnsw"),
                                       "one_to_one": ("auto", "hungarian", "sinkhorn", "off"),
-                                      "channels": ("auto", "off")}
+                                      "channels": ("auto", "off"), "ivf_storage": ("sq8", "flat")}
 
 
 @dataclass(frozen=True)

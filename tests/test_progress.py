@@ -150,6 +150,9 @@ def test_faiss_index_bars_and_chunked_search(stderr, monkeypatch, index, progres
     for desc in ("index", "search"):
         assert (desc in out) is drawn
     whole_v, whole_i = idx.index.search(knn_mod.as_float32(src), 5)
-    np.testing.assert_array_equal(found[1], knn_mod.sort_rows_np(whole_v, whole_i)[1])
+    if index == "ivf":  # 8-bit cells: the same ids, ordered by their exact (re-scored) cosines
+        np.testing.assert_array_equal(np.sort(found[1], 1), np.sort(whole_i, 1))
+    else:
+        np.testing.assert_array_equal(found[1], knn_mod.sort_rows_np(whole_v, whole_i)[1])
     if index == "flat":  # exact: the torch reference
         np.testing.assert_array_equal(found[1], knn_mod.make_index("torch", tgt, n_queries=40).search(src, 5)[1])
