@@ -47,7 +47,8 @@ def test_demo_alignment_writes_the_run_contract(demo_run):
     # names alone cannot solve the demo, but the baseline must be far above chance (1/1400)
     assert m["test"]["hits@1"] > 0.5
     assert m["timings"]["load_s"] > 0 and m["timings"]["total_s"] >= m["timings"]["load_s"]
-    assert 0.05 < m["peak_rss_gib"] < 64  # ru_maxrss of the run, GiB
+    assert 0.05 < m["peak_rss_gib"] < 64  # the peak RSS of the run (VmHWM since the run began), GiB
+    assert m["peak_rss_scope"] in ("this run", "the process (cannot reset the peak here)")
     assert isinstance(m["notes"], list)
     assert m["model_info"]["name_encoder"]["encoder"] == "char-ngram"  # LaBSE is not available offline
     cfg = tomllib.loads((out / "config.toml").read_text())

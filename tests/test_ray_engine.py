@@ -94,6 +94,34 @@ def test_two_rounds_over_shards_give_exact_radii_topk_and_ranks_both_ways():
     np.testing.assert_array_equal(ranks_back, dense_ranks(Cb[gold], np.arange(90)))
 
 
+def test_approximate_shards_are_built_with_the_runs_index_options(monkeypatch):
+    """``search.nprobe`` / ``ivf_storage`` reach the FAISS index of every shard (both sides), as in-process."""
+    import mmea.engine.search as es
+
+    made = []
+
+    class Stop(Exception):
+        pass
+
+    class Recording:
+        def __init__(self, ray, base, shards, **kw):
+            made.append(kw)
+            if len(made) == 2:
+                raise Stop
+
+    monkeypatch.setattr(es, "ShardedIndex", Recording)
+    x = np.eye(8, dtype=np.float32)
+    session = SimpleNamespace(shards=2, ray=None, workers=2)
+    task = SimpleNamespace(test=np.zeros((0, 2), np.int64))
+    with pytest.raises(Stop):
+        es.ray_search_run(task, x, x, np.arange(8), np.arange(8), SearchConfig(index="ivf", nprobe=7,
+                                                                                ivf_storage="flat"), session)
+    assert [m["index_options"] for m in made] == [{"nprobe": 7, "storage": "flat"}] * 2
+    shard = IndexShard(np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32), 0, index="ivf",
+                       index_options={"nprobe": 3, "nlist": 4, "storage": "flat"})
+    assert (shard.approx.nprobe, shard.approx.storage) == (3, "flat")
+
+
 def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(MmeaInputError, match="needs the ray package"):

@@ -335,3 +335,24 @@ def test_ivf_sq8_cells_return_exact_cosines_of_their_candidates():
     np.testing.assert_array_equal(f_ids, ref)
     with pytest.raises(MmeaInputError, match="unknown IVF storage 'pq'"):
         IvfIndex(storage="pq")
+
+
+def test_peak_rss_restarts_at_a_reset():
+    """A bench runs its cells in one process: after :func:`reset_peak_rss` the peak is the current RSS again, not
+    the largest one seen before (Linux; skipped where ``/proc/self/clear_refs`` cannot be written)."""
+    from mmea.search.benchmark import peak_rss_gib, reset_peak_rss
+
+    def current_gib() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS:")) / 2**20
+
+    big = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
+    big[::512] += 1.0
+    before = peak_rss_gib()
+    assert before >= current_gib() - 1e-3
+    del big
+    if not reset_peak_rss():
+        pytest.skip("this system cannot reset the peak RSS (/proc/self/clear_refs)")
+    now = current_gib()
+    assert now <= peak_rss_gib() <= now + 0.05
+    assert peak_rss_gib() < before - 0.3 or now > before - 0.35  # lower, unless the 400 MiB stayed resident

@@ -203,14 +203,15 @@ def _rerank(vals: np.ndarray, ids: np.ndarray, r_q: np.ndarray, r_base: np.ndarr
 
 
 def _approx_search(ray, sides: SearchSides, shards: int, cpus: float, index: str, csls_k: int, method: str,
-                   want: int) -> tuple:
-    """The approximate sharded search (FAISS ``index`` per shard): candidates and radii from the merged
-    approximate top-k of both sides, re-ranked by CSLS on the driver, as :func:`mmea.search.csls.csls_topk`."""
+                   want: int, options: dict | None = None) -> tuple:
+    """The approximate sharded search (FAISS ``index`` per shard, built with ``options``: the run's
+    ``search.nprobe`` / ``ef_search`` / ``ivf_storage``): candidates and radii from the merged approximate top-k
+    of both sides, re-ranked by CSLS on the driver, as :func:`mmea.search.csls.csls_topk`."""
     Q = sides.P[sides.row_it]  # (n, d) the query rows, as the in-process FAISS search takes them
     n, m = len(Q), len(sides.C)
     K = min(m, max(50, 2 * want, csls_k))
-    tgt_idx = ShardedIndex(ray, sides.C, shards, index=index, cpus=cpus)
-    src_idx = ShardedIndex(ray, Q, shards, index=index, cpus=cpus)
+    tgt_idx = ShardedIndex(ray, sides.C, shards, index=index, index_options=options, cpus=cpus)
+    src_idx = ShardedIndex(ray, Q, shards, index=index, index_options=options, cpus=cpus)
     try:
         fwd = _topk_round(tgt_idx, Q, K)
         back = _topk_round(src_idx, sides.C, min(n, max(50, csls_k)))
@@ -266,7 +267,7 @@ def ray_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, s
             tgt_idx.close()
     else:
         top, r_src, r_tgt, reverse, ranks = _approx_search(ray, sides, shards, cpus, index, search.csls_k,
-                                                           search.method, want)
+                                                           search.method, want, search.index_options())
     result = SearchResult(ids=top[0], cos=top[1], csls=top[2], r_src=r_src, r_tgt=r_tgt, method=search.method,
                           csls_k=int(search.csls_k), exact=index in ("torch", "flat"), index=f"ray-{index}",
                           stats={"shards": len(shard_bounds(len(cand), shards))}, reverse_best=reverse)

@@ -417,7 +417,9 @@ def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search,
 def _align_in(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool) -> dict:
     """The body of :func:`run_align` inside its run directory, with its engine (``--engine ray``: :mod:`mmea.engine`)."""
     from ..engine.run import engine_for
+    from ..search.benchmark import reset_peak_rss
 
+    run.peak_rss_scope = "this run" if reset_peak_rss() else "the process (cannot reset the peak here)"
     with engine_for(cfg.engine, cfg.model_name) as engine:  # None: in-process
         return _align_body(run, cfg, ckpt, quiet, engine)
 
@@ -511,6 +513,7 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
     metrics["timings"]["load_s"] = run.timings.get("load_s", metrics["timings"].get("load_s"))
     from ..search.benchmark import peak_rss_gib  # ru_maxrss: the process's peak RSS so far
     metrics["peak_rss_gib"] = round(peak_rss_gib(), 3)
+    metrics["peak_rss_scope"] = getattr(run, "peak_rss_scope", "the process")  # a bench runs many cells in one
     mpath = run.write_metrics(metrics)
     log.info("wrote %s and %s", csv_path, mpath)
     return {"metrics": metrics, "metrics_path": mpath, "alignment": csv_path, "run_dir": run.path}

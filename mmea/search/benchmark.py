@@ -34,8 +34,31 @@ __all__ = ["main", "peak_rss_gib"]
 
 
 def peak_rss_gib() -> float:
-    """Peak resident set size of this process in GiB (``ru_maxrss`` is KiB on Linux)."""
+    """Peak resident set size of this process in GiB since :func:`reset_peak_rss` (Linux ``VmHWM`` of
+    ``/proc/self/status``), or over the process's life (``ru_maxrss``, KiB on Linux) where that is not readable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def reset_peak_rss() -> bool:
+    """Restart the peak of :func:`peak_rss_gib` at the current RSS (Linux: ``5`` into ``/proc/self/clear_refs``);
+    False where that is not possible (the peak then covers the whole process).
+
+    Why: ``mmea bench`` runs its cells one after another in one process, and ``ru_maxrss`` never goes down, so
+    without a reset a small cell after a large one reported the large one's peak.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _unit(rng, n: int, d: int, chunk: int = 100_000) -> np.ndarray:
