@@ -306,6 +306,7 @@ class RunDir:
 
     path: Path
     timings: dict = field(default_factory=dict)
+    peak_rss_scope: str = "the process"  # what metrics.json's peak_rss_gib covers (the run, once its start resets it)
     _handler: logging.Handler | None = None
     _t0: float = field(default_factory=time.perf_counter)
 

@@ -331,6 +331,8 @@ def test_ivf_sq8_cells_return_exact_cosines_of_their_candidates():
     assert (np.diff(scores, axis=1) <= 0).all()
     ref = np.argsort(-(q @ base.T), axis=1, kind="stable")[:, :10]
     assert np.mean(ids == ref) > 0.95  # all cells scanned: only 8-bit rounding can swap close candidates
+    idx = IvfIndex(nlist=16, nprobe=4).build(base)  # candidates(): the same ids as search(), not re-scored
+    np.testing.assert_array_equal(np.sort(idx.candidates(q, 10), 1), np.sort(idx.search(q, 10)[1], 1))
     f_scores, f_ids = IvfIndex(nlist=16, nprobe=16, storage="flat").build(base).search(q, 10)
     np.testing.assert_array_equal(f_ids, ref)
     with pytest.raises(MmeaInputError, match="unknown IVF storage 'pq'"):

@@ -511,9 +511,9 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
     metrics["load_report"] = {"source": task.meta.get("load_report")}
     metrics["timings"] = {**task.meta.get("timings", {}), **run.timings, "total_s": run.total_s()}
     metrics["timings"]["load_s"] = run.timings.get("load_s", metrics["timings"].get("load_s"))
-    from ..search.benchmark import peak_rss_gib  # ru_maxrss: the process's peak RSS so far
+    from ..search.benchmark import peak_rss_gib  # VmHWM: the peak RSS since _align_in reset it
     metrics["peak_rss_gib"] = round(peak_rss_gib(), 3)
-    metrics["peak_rss_scope"] = getattr(run, "peak_rss_scope", "the process")  # a bench runs many cells in one
+    metrics["peak_rss_scope"] = run.peak_rss_scope  # a bench runs many cells in one process
     mpath = run.write_metrics(metrics)
     log.info("wrote %s and %s", csv_path, mpath)
     return {"metrics": metrics, "metrics_path": mpath, "alignment": csv_path, "run_dir": run.path}

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import MmeaInputError
 from .csls import METHODS, SearchResult
-from .knn import TorchIndex, as_float32, make_index, scale_rows
+from .knn import TorchIndex, as_float32, exact_scores, make_index, scale_rows
 from .matching import ListedSimilarity, assigned_hits, solve_one_to_one
 from .onepass import OnePass
 
@@ -114,14 +114,13 @@ def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, cha
     (exact top-50: 0.869).  Channel indexes are built, searched and freed one at a time.
     """
     idx = make_index(index, base, n_queries=len(queries), **opts)
-    cos, ids = idx.search(queries, k)  # (q, k)
     if not channels:
-        return cos, ids, idx
-    found = [ids]
+        return (*idx.search(queries, k), idx)  # (q, k) cosines and ids
+    found = [idx.candidates(queries, k)]  # (q, k)
     step = 65536  # query rows per channel search (their block copy)
-    for cols in channels.values():
+    for cols in channels.values():  # ids only: the union is re-scored on the whole rows below
         ch = make_index(index, _unit_block(base, cols), n_queries=len(queries), **opts)
-        found.append(np.concatenate([ch.search(_unit_block(queries[a:a + step], cols), k)[1]
+        found.append(np.concatenate([ch.candidates(_unit_block(queries[a:a + step], cols), k)
                                      for a in range(0, len(queries), step)]))
         del ch
     cand = np.sort(np.concatenate(found, axis=1), axis=1)  # (q, (1 + C) k)
@@ -133,19 +132,14 @@ def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, cha
 def _rescore(base: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int, chunk: int = 1024) -> tuple:
     """The best ``k`` of each row's candidate ids ``cand (q, c)`` (``-1``: none) by exact cosine (unit rows):
     ``(cos (q, k), ids (q, k))``, descending, ties by lower id; chunked (``chunk x c x d`` floats at a time)."""
-    import torch
-
     q = len(cand)
     cos_out, ids_out = np.full((q, k), -np.inf, np.float32), np.full((q, k), -1, np.int64)
-    B = torch.from_numpy(base)
     for a in range(0, q, chunk):
-        c = torch.from_numpy(cand[a:a + chunk])  # (b, c)
-        ok = c >= 0
-        v = torch.bmm(B[c.clamp_min(0)], torch.from_numpy(queries[a:a + chunk])[:, :, None])[:, :, 0]  # (b, c)
-        v = v.masked_fill(~ok, -float("inf"))
-        order = np.lexsort((np.where(ok.numpy(), c.numpy(), np.iinfo(np.int64).max), -v.numpy()), axis=-1)[:, :k]
-        cos_out[a:a + chunk] = np.take_along_axis(v.numpy(), order, 1)
-        ids_out[a:a + chunk] = np.where(np.isfinite(cos_out[a:a + chunk]), np.take_along_axis(c.numpy(), order, 1), -1)
+        c = cand[a:a + chunk]  # (b, c)
+        v = exact_scores(base, queries[a:a + chunk], c, chunk=chunk)  # (b, c); -inf where c is -1
+        order = np.lexsort((np.where(c >= 0, c, np.iinfo(np.int64).max), -v), axis=-1)[:, :k]
+        cos_out[a:a + chunk] = np.take_along_axis(v, order, 1)
+        ids_out[a:a + chunk] = np.where(np.isfinite(cos_out[a:a + chunk]), np.take_along_axis(c, order, 1), -1)
     return cos_out, ids_out
 
 

@@ -261,6 +261,11 @@ class SearchIndex:
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return sort_rows_np(scores, ids.astype(np.int64))
 
+    def candidates(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """``(n, k)`` int64 ids of each query's top-``k`` (``-1``: unfilled), in no guaranteed order: for a caller
+        that re-scores a union of candidates itself (:func:`mmea.search.approx.channel_lists`)."""
+        return self.search(queries, k)[1]
+
     def _build(self, base: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -427,6 +432,10 @@ class IvfIndex(_FaissIndex):
             return scores, ids
         return exact_scores(self.base, queries, ids), ids
 
+    def candidates(self, queries, k):
+        """The cells' top-``k`` ids as FAISS found them (8-bit order): the caller re-scores them anyway."""
+        return self._faiss_search(as_float32(queries, "queries"), min(int(k), len(self.base)))[1].astype(np.int64)
+
 
 def exact_scores(base: np.ndarray, queries: np.ndarray, ids: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """``(n, k)`` float32 inner products ``queries[i] . base[ids[i, j]]`` (``-inf`` where ``ids`` is ``-1``),
@@ -436,8 +445,8 @@ def exact_scores(base: np.ndarray, queries: np.ndarray, ids: np.ndarray, chunk: 
     out = np.full(ids.shape, -np.inf, np.float32)
     b = torch.from_numpy(base)
     for s in range(0, len(ids), chunk):
-        i = torch.from_numpy(ids[s:s + chunk])  # (c, k)
-        q = torch.from_numpy(queries[s:s + chunk])  # (c, d)
+        i = torch.from_numpy(np.ascontiguousarray(ids[s:s + chunk]))  # (c, k)
+        q = torch.from_numpy(np.ascontiguousarray(queries[s:s + chunk]))  # (c, d)
         v = torch.bmm(b[i.clamp_min(0)], q[:, :, None])[:, :, 0]  # (c, k)
         out[s:s + chunk] = v.masked_fill(i < 0, -float("inf")).numpy()
     return out
