@@ -9,6 +9,8 @@ another and each rule is tested alone (``tests/test_seeds.py``):
   (exact k-NN), the *pseudo-seeds* of the self-supervised modes;
 - :func:`pseudo_seeds` — pseudo-seeds from name embeddings (and image features, where
   an entity has them);
+- :func:`equal_name_pairs` — pseudo-seeds from equal names, unique on both sides (no search:
+  a hash join, linear in the entities), :func:`name_pseudo_seeds` over a task's names feature;
 - :func:`hold_out` — a random share of (pseudo-)seeds held out for model selection;
 - :func:`propose_mutual_pairs` — one-to-one proposals from a search result (mutual best
   under the ranking score, above a threshold): SelfMEA's Algorithm 1;
@@ -27,12 +29,19 @@ that run one.  Nothing here reads ``task.valid`` or ``task.test``.
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import numpy as np
 
 __all__ = [
     "train_seeds",
     "mutual_nearest_pairs",
     "pseudo_seeds",
+    "name_key",
+    "equal_name_pairs",
+    "name_pseudo_seeds",
+    "NAME_SEEDS_KIND",
     "hold_out",
     "propose_mutual_pairs",
     "unaligned_rows",
@@ -94,6 +103,60 @@ def pseudo_seeds(names: tuple[np.ndarray, np.ndarray], threshold: float, images=
         vs = normalize_rows(np.concatenate([vs, src * smask[:, None]], 1))
         vt = normalize_rows(np.concatenate([vt, tgt * tmask[:, None]], 1))
     return mutual_nearest_pairs(vs, vt, threshold)
+
+
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def name_key(text: str | None) -> str:
+    """The comparison key of a name: NFKD, combining marks dropped, lower case, runs of non-word characters
+    as one space, tokens sorted (``"Smith, John"`` and ``"john smith"`` share ``"john smith"``); ``""`` for
+    no name.  Scripts are kept (a Chinese name keeps its characters)."""
+    if not text:
+        return ""
+    text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+    return " ".join(sorted(_NON_WORD.sub(" ", text.casefold()).split()))
+
+
+def equal_name_pairs(src_texts, tgt_texts, exclude_src=(), exclude_tgt=()) -> np.ndarray:
+    """``(p, 2)`` int64 ``(source id, target id)`` pairs whose :func:`name_key` are equal, non-empty and
+    **unique on each side** (counted over every entity of the KG, so a name shared by two entities of
+    one KG proposes nothing); pairs touching ``exclude_src`` / ``exclude_tgt`` (e.g. the train links'
+    entities) are dropped.  Sorted by source id; one-to-one by construction.
+
+    Pseudo-seeds from names alone, as LargeEA's name-based data augmentation (Ge et al., "LargeEA:
+    Aligning Entities for Large-scale Knowledge Graphs", VLDB 2022), which takes entity pairs with equal
+    names as extra seeds for its structure channel.  A hash join (pandas), linear in the entities: at
+    1M entities a side it costs seconds, where a mutual-nearest search costs a full search pass.  On the
+    synthetic pairs (``mmea datasets synth``, seed 0) these pairs cover 0.49 / 0.41 / 0.31 of the gold
+    links at 10K / 100K / 1M entities a side, at precision 0.987 / 0.981 / 0.974.  No gold link is read.
+    """
+    import pandas as pd
+
+    keys = []
+    for texts in (src_texts, tgt_texts):
+        k = pd.Series([name_key(t) for t in texts], dtype=object)  # (n,)
+        mask = ((k.map(k.value_counts()) == 1) & (k != "")).to_numpy()  # (n,) a unique, non-empty key
+        keys.append(pd.DataFrame({"key": k.to_numpy()[mask], "id": np.flatnonzero(mask)}))
+    both = keys[0].merge(keys[1], on="key", suffixes=("_s", "_t"))  # unique keys: a one-to-one join
+    pairs = both[["id_s", "id_t"]].to_numpy(np.int64).reshape(-1, 2)  # (p, 2)
+    keep = ~np.isin(pairs[:, 0], np.asarray(exclude_src, np.int64)) & ~np.isin(
+        pairs[:, 1], np.asarray(exclude_tgt, np.int64))
+    pairs = pairs[keep]
+    return pairs[np.argsort(pairs[:, 0], kind="stable")]
+
+
+#: what :func:`name_pseudo_seeds` proposes, as a run's ``model_info.pseudo_seeds.kind`` says it
+NAME_SEEDS_KIND = "equal names, unique on both sides (train-link entities excluded)"
+
+
+def name_pseudo_seeds(task, names, seeds: np.ndarray) -> np.ndarray:
+    """:func:`equal_name_pairs` over the texts that the names feature ``names`` encoded (its
+    ``name_source``), the entities of ``seeds (L, 2)`` excluded: ``(P, 2)``."""
+    from .encoders.names import task_texts
+
+    src_t, tgt_t = task_texts(task.source, task.target, names.info.get("name_source", "auto"))
+    return equal_name_pairs(src_t.texts, tgt_t.texts, exclude_src=seeds[:, 0], exclude_tgt=seeds[:, 1])
 
 
 def hold_out(pairs: np.ndarray, share: float, rng: np.random.Generator, min_pairs: int = 20

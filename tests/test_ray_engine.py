@@ -275,6 +275,12 @@ def test_partitioned_mode_reports_its_recall(cluster, pair, tmp_path):
     info = named["model_info"]["partitioned"]
     assert info["names_used"] is True and info["name_weight"] == 0.25 and "first of" in info["name_weight_from"]
     assert named["names_used"] is True and named["test"]["hits@1"] > m["test"]["hits@1"] + 0.05
+    # the model's name pseudo-seeds label the parts too (the cut stays around the train links)
+    seeded = _align(pair, tmp_path / "parts-seeded", "engine.name=ray", "engine.partitions=2", "features.names=on",
+                    "model.name_weight=-1", "model.name_dim=64", "model.name_seeds=true")
+    assert seeded["model_info"]["pseudo_seeds"]["count"] > 0
+    assert seeded["model_info"]["partitioned"]["train_links_same_part"] == 1.0
+    assert seeded["test"]["hits@1"] > named["test"]["hits@1"]
 
 
 def test_parallel_char_ngram_encoding_equals_the_in_process_encoder(cluster):

@@ -97,3 +97,28 @@ def test_weight_choices_on_a_seeded_sample_read_no_test_link():
     np.testing.assert_array_equal(model.embeddings()[0], again.embeddings()[0])  # the sample is seeded
     full = _fit(task, hops=2, anchor_dim=64, name_weight=-1.0, name_dim=64)
     assert "sampled" not in full.info["name_weight_choice"]["chosen_by"]  # small: every valid link and target
+
+
+def test_name_seeds_join_the_anchors_only_with_names_and_read_no_test_link():
+    """Equal unique names (4 of 5 names here) become anchors before propagation; the train links' entities
+    are not proposed again; with names off nothing is proposed; test links are never read."""
+    from mmea.features import TaskFeatures
+
+    task, test = _task(poisoned=True)
+    kw = dict(hops=2, anchor_dim=64, relation_weight=0.25, name_weight=0.5, name_dim=64)
+    plain, seeded = _fit(task, **kw), _fit(task, name_seeds=True, **kw)
+    info = seeded.info["pseudo_seeds"]
+    train = np.asarray(task.train)
+    extra = seeded.anchors[len(train):]
+    assert info["count"] == len(extra) > 0 and "unique on both sides" in info["kind"]
+    np.testing.assert_array_equal(seeded.anchors[:len(train)], train)
+    assert not np.isin(extra[:, 0], train[:, 0]).any() and not np.isin(extra[:, 1], train[:, 1]).any()
+    names_s, names_t = task.source.names, task.target.names
+    assert all(names_s[i] == names_t[j] for i, j in extra)  # only equal names: never a reversed one
+    assert "pseudo_seeds" not in plain.info and len(plain.anchors) == len(train)
+    assert _hits1(seeded, test) >= _hits1(plain, test)
+    from mmea.pipelines.align_config import ran_label
+
+    assert f"name pseudo-seeds {info['count']}" in ran_label({"model_info": seeded.info, "names_used": True})
+    off = _fit(task, TaskFeatures("syn", "none", {}), name_seeds=True, **kw)
+    assert off.info["pseudo_seeds"]["count"] == 0 and len(off.anchors) == len(train)

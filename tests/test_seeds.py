@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from mmea.search.csls import SearchResult
-from mmea.seeds import (anchor_matrix, exchange_triples, expand_seeds, expansion_threshold, hold_out,
-                        mutual_nearest_pairs, normalize_rows, projected_anchor_hops, propagate_anchors,
+from mmea.seeds import (anchor_matrix, equal_name_pairs, exchange_triples, expand_seeds, expansion_threshold, hold_out,
+                        mutual_nearest_pairs, name_key, normalize_rows, projected_anchor_hops, propagate_anchors,
                         propose_mutual_pairs, pseudo_seeds, random_projection, train_seeds, unaligned_rows)
 
 
@@ -169,3 +169,22 @@ def test_anchor_matrices_one_hot_projected_and_propagated():
     R = np.eye(2, dtype=np.float32)
     h1, h2 = propagate_anchors(adj, np.array([0, 2]), R, 2)
     assert np.allclose(h1[1], [2 ** -0.5, 2 ** -0.5]) and np.allclose(h1[0], 0) and np.allclose(h2[0], h1[1])
+
+
+def test_name_keys_fold_case_accents_punctuation_and_token_order():
+    assert name_key("Smith, John") == name_key("john  SMITH") == "john smith"
+    assert name_key("Zoë Saldaña") == "saldana zoe"
+    assert name_key("北京市") == "北京市" and name_key("") == name_key(None) == ""
+    assert name_key("a_b") == "a b"
+
+
+def test_equal_name_pairs_unique_on_both_sides_excluded_ids_dropped():
+    src = ["Anna Berg", "Carl", "carl", "Dora", "", "Emil Frost", "Gus"]
+    tgt = ["berg anna", "Carl", "Dora", "Dora", "", "Frost, Emil", "Hal"]
+    # Carl twice on the source side, Dora twice on the target side, empty names: nothing proposed for them
+    np.testing.assert_array_equal(equal_name_pairs(src, tgt), [[0, 0], [5, 5]])
+    np.testing.assert_array_equal(equal_name_pairs(src, tgt, exclude_src=[0]), [[5, 5]])
+    np.testing.assert_array_equal(equal_name_pairs(src, tgt, exclude_tgt=[5]), [[0, 0]])
+    assert equal_name_pairs([], []).shape == (0, 2)
+    pairs = equal_name_pairs([f"n{i}" for i in range(50)], [f"n{49 - i}" for i in range(50)])
+    np.testing.assert_array_equal(pairs, np.stack([np.arange(50), 49 - np.arange(50)], 1))  # one-to-one

@@ -257,7 +257,7 @@ def with_names(emb: np.ndarray, names: np.ndarray, a: float) -> np.ndarray:
 
 
 def partitioned_label_propagation(task, config, parts: int, session, seed: int = 0, halo: bool = True,
-                                  names: tuple | None = None) -> tuple:
+                                  names: tuple | None = None, anchors: np.ndarray | None = None) -> tuple:
     """``(src_emb (N, D), tgt_emb (M, D), partition, info)``: :func:`partition_pair`, then :func:`align_part`
     for every part pair as Ray tasks on ``session``; each entity's row comes from its own part.
 
@@ -266,6 +266,8 @@ def partitioned_label_propagation(task, config, parts: int, session, seed: int =
     ``halo``: each part also propagates over its triples into other parts (:func:`_part_inputs`).
     ``names``: ``(N, d_n)``, ``(M, d_n)`` name vectors (the model's names feature), joined to every row
     as the in-process model does (:func:`with_names`; the weight is not chosen here).
+    ``anchors``: the labelled pairs ``(L', 2)`` (default the train links; the model's name pseudo-seeds
+    join them with ``name_seeds``); the partition itself is cut around the train links only.
     """
     import time
 
@@ -275,7 +277,7 @@ def partitioned_label_propagation(task, config, parts: int, session, seed: int =
     t0 = time.perf_counter()
     partition = partition_pair(task, parts, seed)
     cut_s = time.perf_counter() - t0
-    seeds = np.asarray(task.train, np.int64).reshape(-1, 2)
+    seeds = np.asarray(task.train if anchors is None else anchors, np.int64).reshape(-1, 2)  # (L', 2)
     labels = label_matrix(len(seeds), config.anchor_dim, seed)
     weight, why = _relation_weight(config)
     ray = session.ray

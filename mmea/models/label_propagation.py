@@ -34,6 +34,12 @@ again, so a source-target inner product is ``(1 - a) cos_structure + a cos_names
 exist; ``a`` is ``name_weight``, or when negative the one of ``name_weights`` with the best valid
 Hits@1 (after ``w``).
 
+Name pseudo-seeds (``name_seeds``, off by default; names on only): before the first propagation the
+pairs whose normalised names are equal and unique on both sides (:func:`mmea.seeds.equal_name_pairs`,
+LargeEA's name-based augmentation; train-link entities excluded) join the train links as anchors with
+labels of their own.  A hash join over the names, no search: the structure view gains anchors at
+every scale for seconds of work.  ``self.info["pseudo_seeds"]`` counts them; no gold link is read.
+
 At scale (issue 18) the weight choices rank a seeded sample: at most ``choice_links`` valid links,
 against their targets plus other non-seed targets up to ``choice_sample`` candidates, radii over
 as many non-seed sources; below those sizes every valid link, candidate and source is used.
@@ -70,6 +76,7 @@ class LabelPropagationModel(AlignmentModel):
         rounds: NonNegInt = 0                # iterative rounds adding mutual nearest pairs as anchors
         csls_k: PositiveInt = 10               # CSLS neighbourhood of the mutual-nearest step
         min_round_pairs: NonNegInt = 1       # stop the rounds when a round proposes fewer pairs
+        name_seeds: bool = False             # equal unique names join the anchors (names on only)
         name_weight: FiniteFloat = 0.0       # 0: no names; (0, 1]: the names block's share; < 0: chosen
         name_weights: tuple = (0.25, 0.5, 0.75)
         name_encoder: str = "char-ngram"     # a names encoder (mmea ls encoders); char n-grams scale linearly
@@ -120,13 +127,14 @@ class LabelPropagationModel(AlignmentModel):
                         for kg in (src, tgt)]
         valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
         self._names = self._name_blocks(features)
-        blocks = self._propagate(seeds)
+        anchors = self._with_name_seeds(task, features, seeds)  # (L + P, 2)
+        blocks = self._propagate(anchors)
         choice = self._choice_rows(valid, seeds, src.num_entities, tgt.num_entities)
         weight = c.relation_weight if c.relation_weight >= 0 else self._choose_relation_weight(blocks, choice)
         self._name_weight = self._choose_name_weight(blocks, weight, choice)
         self._src, self._tgt = self._embed(blocks, weight)
         del blocks  # (N, dim) per hop and view: the largest arrays of the fit
-        anchors, added = seeds, []
+        added = []
         for r in range(c.rounds):
             pairs = self._mutual_pairs(anchors, src.num_entities, tgt.num_entities)
             added.append(int(len(pairs)))
@@ -135,7 +143,7 @@ class LabelPropagationModel(AlignmentModel):
                 break
             anchors = np.concatenate([anchors, pairs])
             self._src, self._tgt = self._embed(self._propagate(anchors), weight)
-        self.anchors = anchors  # (L', 2): the train links, then each round's proposals
+        self.anchors = anchors  # (L', 2): the train links, the name pseudo-seeds, then each round's proposals
         self.info.update({
             "names_used": self._names is not None, "name_weight": self._name_weight,
             "inputs": ["relation triples", "train links"] + (["entity names"] if self._names is not None else [])
@@ -157,6 +165,23 @@ class LabelPropagationModel(AlignmentModel):
         (ps, qs), (pt, qt) = self._graphs
         xs, xt = lpm.seed_labels(anchors, ps.shape[0], pt.shape[0], c.anchor_dim, self.ctx.seed)  # (N, d), (M, d)
         return lpm.propagate(ps, qs, xs, c.hops), lpm.propagate(pt, qt, xt, c.hops)
+
+    def _with_name_seeds(self, task, features, seeds: np.ndarray) -> np.ndarray:
+        """``seeds (L, 2)`` followed by the equal-name pseudo-seeds ``(P, 2)`` when ``name_seeds`` is on and
+        the names were computed (never with names off); records ``info["pseudo_seeds"]``."""
+        if not self.config.name_seeds:
+            return seeds
+        if self._names is None:
+            self.info["pseudo_seeds"] = {"kind": "none: names off", "count": 0}
+            return seeds
+        from ..seeds import NAME_SEEDS_KIND, name_pseudo_seeds
+
+        t0 = time.perf_counter()
+        pairs = name_pseudo_seeds(task, features["names"], seeds)  # (P, 2)
+        self.info["pseudo_seeds"] = {"kind": NAME_SEEDS_KIND, "count": int(len(pairs)),
+                                     "s": round(time.perf_counter() - t0, 3)}
+        log.info("label propagation: %d name pseudo-seeds", len(pairs))
+        return np.concatenate([seeds, pairs])
 
     def _name_blocks(self, features) -> tuple[np.ndarray, np.ndarray] | None:
         """``(N, d_n)``, ``(M, d_n)`` unit-row name vectors (zero rows: no name), or ``None`` without names."""

@@ -222,6 +222,8 @@ def ran_label(m: dict) -> str:
     mods = modalities_used(info)
     if mods:
         parts.append("+".join(map(str, mods)))
+    if (info.get("pseudo_seeds") or {}).get("count"):
+        parts.append(f"name pseudo-seeds {info['pseudo_seeds']['count']}")
     if "iterative" in info:
         parts.append("iterative" if info["iterative"] else "non-iterative")
     return " · ".join(parts)
