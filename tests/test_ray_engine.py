@@ -236,6 +236,23 @@ def test_engine_ray_equals_in_process_on_two_nodes(cluster, pair, tmp_path):
     assert json.loads((tmp_path / "ray" / "metrics.json").read_text())["engine"]["cluster"] == "connected"
 
 
+def test_approximate_pass_with_lists_on_ray_shards_equals_in_process(cluster, pair, tmp_path):
+    """--engine ray with an approximate index runs the in-process pass (ranks from lists, channels, validation
+    top 2, one-to-one graph) with its lists on the shards; exhaustive cells make both exact: identical."""
+    extra = ("search.index=ivf", "search.ivf_storage=flat", "search.nprobe=100000", "features.names=on",
+             "model.name_weight=0.5", "model.name_dim=64", "search.topk=10")
+    local = _align(pair, tmp_path / "local", *extra)
+    on_ray = _align(pair, tmp_path / "ray", *extra, "engine.name=ray", "engine.shards=2")
+    assert "lists (ray-ivf + structure + names)" in on_ray["ranks_from"]  # the model's channels, on the shards
+    assert "lists (ivf + structure + names)" in local["ranks_from"]
+    assert on_ray["test_by_method"] == local["test_by_method"]
+    assert on_ray["test"]["hits@1_one_to_one"] == local["test"]["hits@1_one_to_one"]
+    np.testing.assert_array_equal(np.load(tmp_path / "local" / "test_ranks.npy"),
+                                  np.load(tmp_path / "ray" / "test_ranks.npy"))
+    a, b = pd.read_csv(tmp_path / "local" / "alignment.csv"), pd.read_csv(tmp_path / "ray" / "alignment.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
 def _clustered(n=3000, d=32, seed=0):
     from mmea.search.knn import l2_normalize
 

@@ -131,3 +131,12 @@ def test_channel_lists_find_what_the_whole_rows_miss_and_rescore_exactly():
     np.testing.assert_allclose(cos1[ok], exact[ok], atol=1e-5)  # exact cosines of the kept ids
     assert (np.diff(np.where(ok, cos1, -np.inf), axis=1) <= 1e-7).all()  # best first
     assert all(len(set(r[r >= 0])) == (r >= 0).sum() for r in ids1)  # no repeats
+    # the same union on one shard (what --engine ray's actors run; mmea.engine.shards.IndexShard), ids shifted
+    from mmea.engine.shards import IndexShard
+
+    shard = IndexShard(T, 100, index="ivf", index_options=opts, channels={"names": (48, 64)})
+    got = shard.cos_topk(S, 10)
+    np.testing.assert_array_equal(got["ids"], np.where(ids1 >= 0, ids1 + 100, -1))
+    np.testing.assert_array_equal(got["vals"], cos1)
+    whole = shard.cos_topk(S, 10, channels=False)  # the whole-row index alone (the validation sources)
+    np.testing.assert_array_equal(whole["ids"], np.where(ids0 >= 0, ids0 + 100, -1))

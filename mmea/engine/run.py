@@ -76,6 +76,19 @@ class RayEngine:
         model.info.update({"partitioned": self.partition_info})
         return src, tgt
 
+    def approx_lists(self, task, rows, cand, search, progress: bool = False):
+        """A :class:`~mmea.engine.search.RayLists` when the run's search is approximate and ranked against the
+        test targets (the in-process approximate pass then runs with its lists on the shards: the same
+        ranks-from-lists, validation top 2 and one-to-one graph as in-process), else ``None`` (the sharded
+        :meth:`search`)."""
+        from ..search.csls import _resolve_engine
+        from .search import RayLists
+
+        index = _resolve_engine(search.index, len(rows), len(cand), "cpu")
+        if index not in ("ivf", "hnsw") or (search.candidates != "test" and len(task.test)):
+            return None
+        return RayLists(self.session, index, search.index_options(), progress)
+
     def search(self, task, src_emb, tgt_emb, rows, cand, search, progress: bool = False) -> tuple:
         """``(alignment, ranks, validation scores)`` of the sharded search; with partitions, the recall of the
         test links after the global search is added to :meth:`record`."""

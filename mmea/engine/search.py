@@ -14,9 +14,12 @@ sources ``P (p, d)`` (in iteration order: the query rows first), in two rounds o
    tgt->src, every block) added; each candidate's best query row (the ``mutual`` column).
 
 With exact shards the alignment, the ranks and the radii are identical to the in-process exact pass
-(tests/test_ray_engine.py).  With ``search.index`` ``ivf`` / ``hnsw`` every shard of both sides searches
-its own FAISS index, the driver re-ranks the merged cosine candidates by CSLS with the radii of both
-sides' approximate lists, and the metrics are ranked in-process (as for the in-process FAISS search).
+(tests/test_ray_engine.py).  With ``search.index`` ``ivf`` / ``hnsw`` against the test targets the align
+pipeline runs the in-process approximate pass (:func:`mmea.search.approx.approx_search`) with its lists
+from :class:`RayLists` (each shard: its FAISS index and the model's channel indexes, the union re-scored
+exactly; the driver merges the shards' top-k).  Otherwise (``--candidates all``) every shard of both sides
+searches its own FAISS index, the driver re-ranks the merged cosine candidates by CSLS with the radii of
+both sides' approximate lists, and the metrics are ranked in-process (as for the in-process FAISS search).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .shards import ShardedIndex, merge_topk, shard_bounds
 
 log = logging.getLogger("mmea.engine")
 
-__all__ = ["ray_search_run", "SearchSides", "query_blocks"]
+__all__ = ["ray_search_run", "SearchSides", "query_blocks", "RayLists"]
 
 
 def query_blocks(n: int, m_shard: int, budget: int = 1 << 24) -> list[tuple[int, int]]:
@@ -81,11 +84,14 @@ class SearchSides:
         return cls(P, C, order, it_pos, it_pos[pos], counts, np.sort(at))
 
 
-def _topk_round(index: ShardedIndex, Q: np.ndarray, k: int) -> dict:
-    """Top-``k`` cosines of every row of ``Q`` in ``index``, merged: ``vals`` / ``ids`` ``(n, k)``."""
-    bounds = query_blocks(len(Q), max(b - a for a, b in index.bounds))
+def _topk_round(index: ShardedIndex, Q: np.ndarray, k: int, block: int | None = None, desc: str | None = None,
+                **kwargs) -> dict:
+    """Top-``k`` cosines of every row of ``Q`` in ``index``, merged: ``vals`` / ``ids`` ``(n, k)``; ``block``:
+    query rows per call (default :func:`query_blocks`, sized for exact products); ``desc``: a progress bar."""
+    bounds = (query_blocks(len(Q), max(b - a for a, b in index.bounds)) if block is None
+              else [(a, min(a + block, len(Q))) for a in range(0, len(Q), block)])
     vals, ids = [], []
-    for res in index.map_blocks("cos_topk", [{"Q": Q[a:b], "k": k} for a, b in bounds]):
+    for res in index.map_blocks("cos_topk", [{"Q": Q[a:b], "k": k, **kwargs} for a, b in bounds], desc=desc):
         v, i = merge_topk([(r["vals"], r["ids"]) for r in res], k)
         vals.append(v)
         ids.append(i)
@@ -227,6 +233,53 @@ def _approx_search(ray, sides: SearchSides, shards: int, cpus: float, index: str
     top = _rerank(fwd["vals"], fwd["ids"], r_src, r_tgt, min(want, m), method)
     best = _rerank(back["vals"], back["ids"], r_tgt, r_src, 1, method)[0][:, 0]
     return top, r_src, r_tgt, np.maximum(best, 0), None
+
+
+#: query rows per call of an approximate shard (a FAISS search is cheap per row; Ray calls are not)
+APPROX_BLOCK = 16384
+
+
+class RayLists:
+    """The lists of :func:`mmea.search.approx.approx_search` on Ray: each side's rows sharded across
+    :class:`~mmea.engine.shards.IndexShard` actors, each with its FAISS index and the model's channel
+    indexes; a query's top-``k`` is the merge of the shards' re-scored top-``k`` (the ``k`` best of a union
+    are among the ``k`` best of its parts), so one shard gives the in-process lists.
+
+    Call as ``lists(base, queries, k, channels) -> (cos (q, k), ids (q, k), index)``; ``index.search(Q, k)``
+    (whole rows, as the in-process whole-row index) serves the validation sources.  :meth:`close` ends the
+    actors.
+    """
+
+    registry_name = "ray-approx"
+
+    def __init__(self, session, index: str, options: dict | None = None, progress: bool = False):
+        self.session, self.index, self.options, self.progress = session, index, dict(options or {}), progress
+        self.cpus = _cpus_per_actor(2 * session.shards, session.workers)  # both sides' actors at once
+        self.open: list = []
+
+    def __call__(self, base: np.ndarray, queries: np.ndarray, k: int, channels: dict | None):
+        idx = ShardedIndex(self.session.ray, base, self.session.shards, index=self.index,
+                           index_options=self.options, cpus=self.cpus, channels=channels)
+        self.open.append(idx)
+        got = _topk_round(idx, queries, k, block=APPROX_BLOCK,
+                          desc=f"{self.index} lists on {len(idx.bounds)} shards" if self.progress else None)
+        return got["vals"], got["ids"], _WholeRows(idx, f"ray-{self.index}")
+
+    def close(self) -> None:
+        for idx in self.open:
+            idx.close()
+        self.open = []
+
+
+class _WholeRows:
+    """``search(Q, k)`` over a :class:`ShardedIndex`'s whole-row indexes (no channels), merged."""
+
+    def __init__(self, idx: ShardedIndex, name: str):
+        self.idx, self.registry_name = idx, name
+
+    def search(self, Q: np.ndarray, k: int) -> tuple:
+        got = _topk_round(self.idx, np.ascontiguousarray(Q, np.float32), k, block=APPROX_BLOCK, channels=False)
+        return got["vals"], got["ids"]
 
 
 def _cpus_per_actor(actors: int, cpus: int) -> float:

@@ -64,7 +64,7 @@ class IndexShard:
     """
 
     def __init__(self, base: np.ndarray, offset: int, *, index: str = "torch", index_options: dict | None = None,
-                 threads: int = 1):
+                 threads: int = 1, channels: dict | None = None):
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
@@ -73,11 +73,14 @@ class IndexShard:
         self.offset, self.m = int(offset), len(self.base)
         self.key = torch.arange(self.offset, self.offset + self.m)  # (m_s,) the tie key: the base position
         self.radii: dict = {}
-        self.approx = None
+        self.approx, self.channels = None, []
         if index not in ("torch", "flat"):
+            from ..search.approx import unit_block
             from ..search.knn import make_index
 
             self.approx = make_index(index, self.base, n_queries=self.m, **(index_options or {}))
+            self.channels = [(cols, make_index(index, unit_block(self.base, cols), n_queries=self.m,
+                                               **(index_options or {}))) for cols in (channels or {}).values()]
 
     def size(self) -> int:
         return self.m
@@ -98,13 +101,23 @@ class IndexShard:
             q = torch.cat([q, q[:1].expand(MIN_ROWS - b, -1)])
         return (q @ self.T.T)[:b]
 
-    def cos_topk(self, Q: np.ndarray, k: int) -> dict:
+    def cos_topk(self, Q: np.ndarray, k: int, channels: bool = True) -> dict:
         """Top-``k`` cosines of each query ``Q (b, d)`` here: ``vals (b, k')`` descending, ``ids (b, k')`` base
-        positions (``-1`` where an approximate index found fewer)."""
+        positions (``-1`` where an approximate index found fewer).  With channel indexes (and ``channels``)
+        every index proposes ``k`` ids and their union is re-scored exactly on the whole rows
+        (:func:`mmea.search.approx.union_topk`, as :func:`~mmea.search.approx.channel_lists` in one process)."""
         import torch
 
         if self.approx is not None:
-            vals, ids = self.approx.search(Q, k)
+            if channels and self.channels:
+                from ..search.approx import union_topk, unit_block
+
+                Q = np.ascontiguousarray(Q, np.float32)
+                found = [self.approx.candidates(Q, k)] + [ch.candidates(unit_block(Q, cols), k)
+                                                          for cols, ch in self.channels]
+                vals, ids = union_topk(self.base, Q, found, k)
+            else:
+                vals, ids = self.approx.search(Q, k)
             return {"vals": vals, "ids": np.where(ids >= 0, ids + self.offset, -1)}
         with torch.no_grad():
             v, i = torch.topk(self._products(Q), min(k, self.m), dim=1)
@@ -243,12 +256,12 @@ class ShardedIndex:
     """
 
     def __init__(self, ray, base: np.ndarray, shards: int, *, index: str = "torch", index_options: dict | None = None,
-                 cpus: float = 1.0):
+                 cpus: float = 1.0, channels: dict | None = None):
         self.ray, self.m = ray, len(base)
         self.bounds = shard_bounds(len(base), shards)
         actor = ray.remote(IndexShard).options(num_cpus=cpus, scheduling_strategy="SPREAD")
         self.actors = [actor.remote(ray.put(base[a:b]), a, index=index, index_options=index_options,
-                                    threads=max(1, int(cpus))) for a, b in self.bounds]
+                                    threads=max(1, int(cpus)), channels=channels) for a, b in self.bounds]
 
     def each(self, method: str, *args, **kwargs) -> list:
         """Call ``method`` on every shard (same arguments); the results in shard order."""
@@ -257,16 +270,23 @@ class ShardedIndex:
     def set_radius(self, name: str, r: np.ndarray) -> None:
         self.ray.get([a.set_radius.remote(name, r[lo:hi]) for a, (lo, hi) in zip(self.actors, self.bounds)])
 
-    def map_blocks(self, method: str, blocks: list[dict], window: int = 4) -> list[list]:
+    def map_blocks(self, method: str, blocks: list[dict], window: int = 4, desc: str | None = None) -> list[list]:
         """``method(**block)`` on every shard for each block of keyword arguments, at most ``window``
-        blocks in flight; ``[[shard results] per block]``."""
+        blocks in flight; ``[[shard results] per block]``.  ``desc``: a progress bar (blocks, with ETA)."""
+        from ..progress import progress_bar
+
         out, pending = [], []
-        for blk in blocks:
-            refs = {k: (self.ray.put(v) if isinstance(v, np.ndarray) and v.size > 4096 else v) for k, v in blk.items()}
-            pending.append([getattr(a, method).remote(**refs) for a in self.actors])
-            if len(pending) >= window:
-                out.append(self.ray.get(pending.pop(0)))
-        out.extend(self.ray.get(p) for p in pending)
+        with progress_bar(total=len(blocks), desc=desc, unit="block", progress=desc is not None) as bar:
+            for blk in blocks:
+                refs = {k: (self.ray.put(v) if isinstance(v, np.ndarray) and v.size > 4096 else v)
+                        for k, v in blk.items()}
+                pending.append([getattr(a, method).remote(**refs) for a in self.actors])
+                if len(pending) >= window:
+                    out.append(self.ray.get(pending.pop(0)))
+                    bar.update(1)
+            for p in pending:
+                out.append(self.ray.get(p))
+                bar.update(1)
         return out
 
     def close(self) -> None:

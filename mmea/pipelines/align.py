@@ -72,7 +72,7 @@ def query_rows(task) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 
 
 def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, search, device: str,
-               progress: bool = False, keep: dict | None = None, channels: dict | None = None) -> tuple:
+               progress: bool = False, keep: dict | None = None, channels: dict | None = None, lists=None) -> tuple:
     """The run's search: ``(alignment, ranks | None, validation scores | None)``; ``keep["pass"]``: the
     :class:`~mmea.search.onepass.OnePass` (its candidate lists feed :func:`one_to_one_metrics`), when given.
 
@@ -84,7 +84,8 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
     :func:`mmea.calibration.score_valid_sources` ranks them).  A FAISS index searches with
     :func:`mmea.search.matching.align`; the ranks and the validation scores are then ``None``, and
     :func:`evaluate_run` / :func:`calibrate_run` compute them.  ``channels``: the model's embedding
-    blocks, which an approximate pass also indexes on their own (``search.channels = "auto"``).
+    blocks, which an approximate pass also indexes on their own (``search.channels = "auto"``); ``lists``: who
+    computes that pass's lists (``--engine ray``: :class:`mmea.engine.search.RayLists`).
     """
     from ..calibration import valid_queries, valid_scores_from_top
     from ..evaluation import evaluation_rows
@@ -97,7 +98,7 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
     engine = _resolve_engine(search.index, len(rows), len(cand), device)
     if engine in ("ivf", "hnsw") and (search.candidates == "test" or not len(task.test)):
         return approx_search_run(task, src_emb, tgt_emb, rows, cand, search, engine, device, progress, keep,
-                                 channels if search.channels == "auto" else None)
+                                 channels if search.channels == "auto" else None, lists)
     if engine != "torch":
         return align(src_emb, tgt_emb, rows, cand, **opts), None, None
     once: dict = {}
@@ -119,10 +120,12 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
 
 
 def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, search, engine: str, device: str,
-                      progress: bool = False, keep: dict | None = None, channels: dict | None = None) -> tuple:
+                      progress: bool = False, keep: dict | None = None, channels: dict | None = None,
+                      lists=None) -> tuple:
     """:func:`search_run` with an approximate index (IVF / HNSW): :func:`mmea.search.approx.approx_search`'s two
     index searches give the alignment, the gold ranks from its lists (``-1``: not in the list) and the
-    validation top 2; ``keep["pass"]`` its lists (the one-to-one graph).  A matcher searches again."""
+    validation top 2; ``keep["pass"]`` its lists (the one-to-one graph).  A matcher searches again.
+    ``lists``: :func:`~mmea.search.approx.approx_search`'s ``lists`` (Ray shards), default in-process."""
     from ..calibration import valid_queries, valid_scores_from_top
     from ..search.approx import approx_search
     from ..search.matching import MATCHERS, Alignment, Similarity
@@ -135,7 +138,7 @@ def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray
         once.update(valid_src=vsrc, extra=extra)
     found = approx_search(src_emb, tgt_emb, rows, cand, topk=max(search.topk, 2), method=search.method,
                           csls_k=search.csls_k, index=engine, device=device, progress=progress, channels=channels,
-                          **once, **search.index_options())
+                          lists=lists, **once, **search.index_options())
     matching = None
     if search.match not in (None, "none"):
         sim = Similarity(np.asarray(src_emb)[rows], np.asarray(tgt_emb)[cand], method=search.method,
@@ -492,11 +495,16 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
         cand = np.arange(task.target.num_entities)
     with run.stage("search"):  # the one pass: ranks, top-k, reverse best, validation top-2
         keep: dict = {}
-        if engine is not None:  # sharded indexes on Ray (mmea.engine.search)
+        lists = engine.approx_lists(task, rows, cand, s, progress) if engine is not None else None
+        if engine is not None and lists is None:  # exact sharded indexes on Ray (mmea.engine.search)
             al, ranks, valid_scores = engine.search(task, src_emb, tgt_emb, rows, cand, s, progress)
-        else:
-            al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s, device, progress, keep,
-                                                 model.search_channels())
+        else:  # in-process, or the approximate pass with its lists on Ray shards
+            try:
+                al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s, device, progress, keep,
+                                                     model.search_channels(), lists=lists)
+            finally:
+                if lists is not None:
+                    lists.close()
     metrics.update(test_metrics(run, task, model, (src_emb, tgt_emb), ranks, al, s, device, notes, progress,
                                 keep.get("pass")))
     with run.stage("calibrate"):

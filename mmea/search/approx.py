@@ -94,9 +94,17 @@ def _valid_top(idx_t, idx_s, V: np.ndarray, E: np.ndarray, r_tgt: np.ndarray, K:
     return top.ids[:, :2], top.scores[:, :2]
 
 
-def _unit_block(x: np.ndarray, cols: tuple[int, int]) -> np.ndarray:
+def unit_block(x: np.ndarray, cols: tuple[int, int]) -> np.ndarray:
     """``(n, b)`` float32 copy of columns ``cols = (start, stop)`` of ``x``, rows L2-normalised."""
     return scale_rows(np.ascontiguousarray(x[:, cols[0]:cols[1]]), inplace=True)
+
+
+def union_topk(base: np.ndarray, queries: np.ndarray, found: list[np.ndarray], k: int) -> tuple:
+    """``(cos (q, k), ids (q, k))``: the union of the candidate id lists ``found`` (each ``(q, k_c)``, ``-1``:
+    none) re-scored by exact cosine on the whole rows, the best ``k`` kept (ties: lower id)."""
+    cand = np.sort(np.concatenate(found, axis=1), axis=1)  # (q, sum k_c)
+    cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = -1  # repeats
+    return _rescore(base, queries, cand, k)
 
 
 def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, channels: dict | None, opts: dict
@@ -119,14 +127,11 @@ def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, cha
     found = [idx.candidates(queries, k)]  # (q, k)
     step = 65536  # query rows per channel search (their block copy)
     for cols in channels.values():  # ids only: the union is re-scored on the whole rows below
-        ch = make_index(index, _unit_block(base, cols), n_queries=len(queries), **opts)
-        found.append(np.concatenate([ch.candidates(_unit_block(queries[a:a + step], cols), k)
+        ch = make_index(index, unit_block(base, cols), n_queries=len(queries), **opts)
+        found.append(np.concatenate([ch.candidates(unit_block(queries[a:a + step], cols), k)
                                      for a in range(0, len(queries), step)]))
         del ch
-    cand = np.sort(np.concatenate(found, axis=1), axis=1)  # (q, (1 + C) k)
-    del found
-    cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = -1  # repeats
-    return (*_rescore(base, queries, cand, k), idx)
+    return (*union_topk(base, queries, found, k), idx)
 
 
 def _rescore(base: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int, chunk: int = 1024) -> tuple:
@@ -146,14 +151,17 @@ def _rescore(base: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int, ch
 def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int = 2, method: str = "csls",
                   csls_k: int = 10, index: str = "ivf", device: str = "cpu", gold: Any = None,
                   valid_src: Any = None, extra: Any = None, list_size: int = LIST_SIZE, block_size: int | None = None,
-                  progress: bool = False, channels: dict | None = None, **index_params) -> OnePass:
+                  progress: bool = False, channels: dict | None = None, lists=None, **index_params) -> OnePass:
     """The run's search from two approximate index searches (see the module docstring).
 
     ``rows (n,)`` query source ids (repeats allowed: they share one list), ``cand (m,)`` candidate target
     ids; ``gold (n,)``: each row's gold target as a position in ``cand`` (ranks), or ``None``;
     ``valid_src`` / ``extra``: the validation sources and their targets outside ``cand``
     (:func:`mmea.calibration.valid_queries`); ``channels``: column blocks searched as well
-    (:func:`channel_lists`).  Returns a :class:`~mmea.search.onepass.OnePass` whose
+    (:func:`channel_lists`).  ``lists``: who computes each side's lists, ``lists(base, queries, k, channels)
+    -> (cos, ids, index)`` with ``index.search(Q, k)`` and ``index.registry_name`` (default: :func:`channel_lists`
+    in this process; ``--engine ray``: the shards of :class:`mmea.engine.search.RayLists`).
+    Returns a :class:`~mmea.search.onepass.OnePass` whose
     ``result`` is in ``rows`` order, ``r_src`` / ``lists["forward"]`` in ``np.unique(rows)`` order,
     ``ranks`` with ``-1`` for a link not in its list, ``stats["approximate"]``.
     """
@@ -166,8 +174,11 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
     T = scale_rows(as_float32(tgt_emb[cand], "target embeddings"), inplace=True)  # (m, d)
     K, Kb, kc = min(list_size, len(T)), min(list_size, len(S)), int(csls_k)
     opts = dict(device=device, block_size=block_size, progress=progress, **index_params)
-    f_cos, f_ids, idx_t = channel_lists(index, T, S, K, channels, opts)  # (p, K) neighbours of each source
-    b_cos, b_ids, idx_s = channel_lists(index, S, T, Kb, channels, opts)  # (m, Kb) neighbours of each target
+    if lists is None:
+        def lists(base, queries, k, chans):
+            return channel_lists(index, base, queries, k, chans, opts)
+    f_cos, f_ids, idx_t = lists(T, S, K, channels)  # (p, K) neighbours of each source
+    b_cos, b_ids, idx_s = lists(S, T, Kb, channels)  # (m, Kb) neighbours of each target
     r_src, r_tgt = _radius(f_cos, f_ids, min(kc, K)), _radius(b_cos, b_ids, min(kc, Kb))  # (p,), (m,)
     fwd = {m: sorted_lists(f_cos, f_ids, r_src, r_tgt, m) for m in METHODS}
     bwd = {m: sorted_lists(b_cos, b_ids, r_tgt, r_src, m) for m in METHODS}
@@ -177,7 +188,7 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
     f, b = fwd[method], bwd[method]
     keep = min(int(topk), K)
     result = SearchResult(ids=f.ids[q, :keep], cos=f.cos[q, :keep], csls=f.csls[q, :keep], r_src=r_src[q],
-                          r_tgt=r_tgt, method=method, csls_k=kc, exact=False, index=type(idx_t).registry_name,
+                          r_tgt=r_tgt, method=method, csls_k=kc, exact=False, index=idx_t.registry_name,
                           reverse_best=np.where(b.ids[:, 0] >= 0, first_row[np.maximum(b.ids[:, 0], 0)], -1))
     found = OnePass(result=result, r_src=r_src, r_tgt=r_tgt, lists={"forward": f, "reverse": b},
                     stats={"approximate": True, "index": result.index, "list_size": K,
