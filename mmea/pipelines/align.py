@@ -441,6 +441,22 @@ def _export(run: RunDir, task, model, al, topk: int, has_gold: bool) -> Path:
     return csv_path
 
 
+def _search_stage(engine, task, model, embeddings: tuple, rows, cand, search, device: str, progress: bool,
+                  keep: dict) -> tuple:
+    """:func:`search_run` in this process, or on Ray: the exact sharded search, or the approximate pass with
+    its lists on the shards (``engine.approx_lists``); ``(alignment, ranks, validation scores)``."""
+    src_emb, tgt_emb = embeddings
+    lists = engine.approx_lists(task, rows, cand, search, progress) if engine is not None else None
+    if engine is not None and lists is None:  # exact sharded indexes on Ray (mmea.engine.search)
+        return engine.search(task, src_emb, tgt_emb, rows, cand, search, progress)
+    try:
+        return search_run(task, src_emb, tgt_emb, rows, cand, search, device, progress, keep,
+                          model.search_channels(), lists=lists)
+    finally:
+        if lists is not None:
+            lists.close()
+
+
 def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, engine) -> dict:
     """:func:`_align_in` once the engine is up."""
     from ..data.catalog import load_task_from_config, mmea_home
@@ -493,18 +509,10 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
     rows, cand, gold = query_rows(task)
     if s.candidates == "all":
         cand = np.arange(task.target.num_entities)
+    keep: dict = {}
     with run.stage("search"):  # the one pass: ranks, top-k, reverse best, validation top-2
-        keep: dict = {}
-        lists = engine.approx_lists(task, rows, cand, s, progress) if engine is not None else None
-        if engine is not None and lists is None:  # exact sharded indexes on Ray (mmea.engine.search)
-            al, ranks, valid_scores = engine.search(task, src_emb, tgt_emb, rows, cand, s, progress)
-        else:  # in-process, or the approximate pass with its lists on Ray shards
-            try:
-                al, ranks, valid_scores = search_run(task, src_emb, tgt_emb, rows, cand, s, device, progress, keep,
-                                                     model.search_channels(), lists=lists)
-            finally:
-                if lists is not None:
-                    lists.close()
+        al, ranks, valid_scores = _search_stage(engine, task, model, (src_emb, tgt_emb), rows, cand, s, device,
+                                                progress, keep)
     metrics.update(test_metrics(run, task, model, (src_emb, tgt_emb), ranks, al, s, device, notes, progress,
                                 keep.get("pass")))
     with run.stage("calibrate"):
