@@ -140,3 +140,5 @@ def test_channel_lists_find_what_the_whole_rows_miss_and_rescore_exactly():
     np.testing.assert_array_equal(got["vals"], cos1)
     whole = shard.cos_topk(S, 10, channels=False)  # the whole-row index alone (the validation sources)
     np.testing.assert_array_equal(whole["ids"], np.where(ids0 >= 0, ids0 + 100, -1))
+    shard.drop_channels()  # freed once the lists are made: the whole-row index answers alone
+    np.testing.assert_array_equal(shard.cos_topk(S, 10)["ids"], whole["ids"])

@@ -263,6 +263,8 @@ class RayLists:
         self.open.append(idx)
         got = _topk_round(idx, queries, k, block=APPROX_BLOCK,
                           desc=f"{self.index} lists on {len(idx.bounds)} shards" if self.progress else None)
+        if channels:
+            idx.each("drop_channels")  # before the other side's actors start: at 1M about 1 GiB a shard
         return got["vals"], got["ids"], _WholeRows(idx, f"ray-{self.index}")
 
     def close(self) -> None:

@@ -85,6 +85,11 @@ class IndexShard:
     def size(self) -> int:
         return self.m
 
+    def drop_channels(self) -> None:
+        """Free the channel indexes (and their unit-row copies) once the lists are made: the whole-row index
+        alone serves the later searches (the validation sources)."""
+        self.channels = []
+
     def set_radius(self, name: str, r: np.ndarray) -> None:
         """Store ``r (m_s,)``, this slice's CSLS radii under ``name`` (``eval``, ``search``)."""
         import torch
