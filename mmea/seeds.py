@@ -41,7 +41,6 @@ __all__ = [
     "name_key",
     "equal_name_pairs",
     "name_pseudo_seeds",
-    "NAME_SEEDS_KIND",
     "hold_out",
     "propose_mutual_pairs",
     "unaligned_rows",
@@ -144,10 +143,6 @@ def equal_name_pairs(src_texts, tgt_texts, exclude_src=(), exclude_tgt=()) -> np
         pairs[:, 1], np.asarray(exclude_tgt, np.int64))
     pairs = pairs[keep]
     return pairs[np.argsort(pairs[:, 0], kind="stable")]
-
-
-#: what :func:`name_pseudo_seeds` proposes, as a run's ``model_info.pseudo_seeds.kind`` says it
-NAME_SEEDS_KIND = "equal names, unique on both sides (train-link entities excluded)"
 
 
 def name_pseudo_seeds(task, names, seeds: np.ndarray) -> np.ndarray:

@@ -63,13 +63,7 @@ class RayEngine:
         from .partition import partitioned_label_propagation
 
         names = features["names"] if features is not None and "names" in features else None
-        anchors = np.asarray(task.train, np.int64).reshape(-1, 2)  # (L, 2)
-        if names is not None and getattr(model.config, "name_seeds", False):
-            from ..seeds import NAME_SEEDS_KIND, name_pseudo_seeds
-
-            pairs = name_pseudo_seeds(task, names, anchors)  # (P, 2)
-            model.info["pseudo_seeds"] = {"kind": NAME_SEEDS_KIND, "count": int(len(pairs))}
-            anchors = np.concatenate([anchors, pairs])
+        anchors = model.anchors_with_name_seeds(task, features, np.asarray(task.train, np.int64).reshape(-1, 2))
         src, tgt, self.partition, self.partition_info = partitioned_label_propagation(
             task, model.config, parts, self.session, seed=seed,
             names=None if names is None else (names.source, names.target), anchors=anchors)

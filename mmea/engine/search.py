@@ -250,8 +250,6 @@ class RayLists:
     actors.
     """
 
-    registry_name = "ray-approx"
-
     def __init__(self, session, index: str, options: dict | None = None, progress: bool = False):
         self.session, self.index, self.options, self.progress = session, index, dict(options or {}), progress
         self.cpus = _cpus_per_actor(2 * session.shards, session.workers)  # both sides' actors at once

@@ -127,7 +127,7 @@ class LabelPropagationModel(AlignmentModel):
                         for kg in (src, tgt)]
         valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
         self._names = self._name_blocks(features)
-        anchors = self._with_name_seeds(task, features, seeds)  # (L + P, 2)
+        anchors = self.anchors_with_name_seeds(task, features, seeds)  # (L + P, 2)
         blocks = self._propagate(anchors)
         choice = self._choice_rows(valid, seeds, src.num_entities, tgt.num_entities)
         weight = c.relation_weight if c.relation_weight >= 0 else self._choose_relation_weight(blocks, choice)
@@ -166,19 +166,21 @@ class LabelPropagationModel(AlignmentModel):
         xs, xt = lpm.seed_labels(anchors, ps.shape[0], pt.shape[0], c.anchor_dim, self.ctx.seed)  # (N, d), (M, d)
         return lpm.propagate(ps, qs, xs, c.hops), lpm.propagate(pt, qt, xt, c.hops)
 
-    def _with_name_seeds(self, task, features, seeds: np.ndarray) -> np.ndarray:
+    def anchors_with_name_seeds(self, task, features, seeds: np.ndarray) -> np.ndarray:
         """``seeds (L, 2)`` followed by the equal-name pseudo-seeds ``(P, 2)`` when ``name_seeds`` is on and
-        the names were computed (never with names off); records ``info["pseudo_seeds"]``."""
+        the names feature was computed (never with names off); records ``info["pseudo_seeds"]``.  The
+        partitioned Ray mode (:mod:`mmea.engine.run`) labels its parts with the same anchors."""
         if not self.config.name_seeds:
             return seeds
-        if self._names is None:
+        if features is None or "names" not in features:
             self.info["pseudo_seeds"] = {"kind": "none: names off", "count": 0}
             return seeds
-        from ..seeds import NAME_SEEDS_KIND, name_pseudo_seeds
+        from ..seeds import name_pseudo_seeds
 
         t0 = time.perf_counter()
         pairs = name_pseudo_seeds(task, features["names"], seeds)  # (P, 2)
-        self.info["pseudo_seeds"] = {"kind": NAME_SEEDS_KIND, "count": int(len(pairs)),
+        self.info["pseudo_seeds"] = {"kind": "equal names, unique on both sides (train-link entities excluded)",
+                                     "count": int(len(pairs)),
                                      "s": round(time.perf_counter() - t0, 3)}
         log.info("label propagation: %d name pseudo-seeds", len(pairs))
         return np.concatenate([seeds, pairs])
