@@ -25,6 +25,10 @@ the **validation** links only, never the test links:
 3. :func:`write_calibration` saves ``calibration.json`` (the fitted points, the
    feature, the counts, the table) and ``valid_scores.npz`` (the validation
    top-1 / top-2 targets and scores, from which any feature can be refitted).
+4. For a model with variances (``gaussian-strong``), :func:`choose_variance` decides on the
+   validation links, out of fold, whether the curve reads ``margin`` alone or
+   :data:`COMBINED` (a logistic combination of margin and log-uncertainty, fitted on
+   the validation links).
 
 :func:`calibrated_alignment` reads a run directory back, adds ``est_precision``
 to each source's predicted pair and :func:`select_pairs` keeps those that meet
@@ -59,6 +63,9 @@ __all__ = [
     "valid_queries",
     "valid_scores_from_top",
     "fit_calibration",
+    "refit_calibration",
+    "choose_variance",
+    "COMBINED",
     "reliability_table",
     "write_calibration",
     "write_no_calibration",
@@ -70,6 +77,12 @@ __all__ = [
 
 #: Confidence features a calibration can be fitted on.
 FEATURES = ("margin", "score")
+#: The combined feature ``w_0 + w_1 margin + w_2 log uncertainty`` (models with variances, issue 17); used
+#: instead of the margin when the validation links show that the variance adds information (:func:`choose_variance`).
+COMBINED = "margin+uncertainty"
+#: How much the out-of-fold AUROC (for a wrong top-1) of the combination must beat the margin's on the
+#: validation links before the variance enters the calibration.
+MIN_AUROC_GAIN = 0.01
 CALIBRATION_FILE = "calibration.json"
 VALID_SCORES_FILE = "valid_scores.npz"
 #: Below this many validation links the estimates are coarse (a warning says so).
@@ -89,6 +102,8 @@ class ValidScores:
         correct: ``(v,)`` whether ``top1`` is a gold target of the source.
         method: the ranking score (``csls`` or ``cos``).
         num_candidates: how many targets each validation source was ranked against.
+        uncertainty: ``(v,)`` the model's uncertainty of the pair (source, ``top1``) (mean common-space
+            variance of both, ``gaussian-strong``), ``NaN`` without a ``top1``; ``None`` for models without one.
     """
 
     src: np.ndarray
@@ -99,6 +114,7 @@ class ValidScores:
     correct: np.ndarray
     method: str = "csls"
     num_candidates: int = 0
+    uncertainty: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.src)
@@ -113,9 +129,10 @@ class ValidScores:
         path = Path(path)
         from .runs import atomic_save_npz
 
+        extra = {} if self.uncertainty is None else {"uncertainty": np.asarray(self.uncertainty, np.float32)}
         atomic_save_npz(path, compressed=True, src=self.src, top1=self.top1, top2=self.top2, score1=self.score1,
                         score2=self.score2, correct=self.correct, method=np.array(self.method),
-                        num_candidates=np.array(self.num_candidates))
+                        num_candidates=np.array(self.num_candidates), **extra)
         return path
 
     @classmethod
@@ -124,14 +141,16 @@ class ValidScores:
         try:
             z = np.load(path, allow_pickle=False)
             return cls(z["src"], z["top1"], z["top2"], z["score1"], z["score2"], z["correct"].astype(bool),
-                       str(z["method"]), int(z["num_candidates"]))
+                       str(z["method"]), int(z["num_candidates"]),
+                       z["uncertainty"] if "uncertainty" in z.files else None)
         except (OSError, KeyError, ValueError) as e:
             raise MmeaInputError(f"{path}: not a valid_scores file ({e})") from None
 
 
-def _check_feature(name: str) -> None:
-    if name not in FEATURES:
-        raise MmeaInputError(f"unknown calibration feature {name!r}; valid choices: {', '.join(FEATURES)}")
+def _check_feature(name: str, combined: bool = False) -> None:
+    choices = FEATURES + ((COMBINED,) if combined else ())
+    if name not in choices:
+        raise MmeaInputError(f"unknown calibration feature {name!r}; valid choices: {', '.join(choices)}")
 
 
 def score_valid_sources(src_emb: Any, tgt_emb: Any, valid: Any, query_src: Any, cand: Any, *,
@@ -224,7 +243,9 @@ class Calibration:
     isotonic fit's breakpoints; :meth:`predict` interpolates linearly between
     them and clips outside (``sklearn``'s ``out_of_bounds="clip"``).  An
     unavailable calibration (no validation links) has ``available=False`` and
-    a ``reason``.
+    a ``reason``.  With ``feature`` :data:`COMBINED` the curve's input is
+    ``w_0 + w_1 margin + w_2 log uncertainty`` (``weights``); ``variance`` records
+    the validation evidence for or against using the variance (:func:`choose_variance`).
     """
 
     feature: str = "margin"
@@ -239,6 +260,18 @@ class Calibration:
     num_candidates: int | None = None
     available: bool = True
     reason: str | None = None
+    weights: np.ndarray | None = None
+    variance: dict | None = None
+
+    def columns(self) -> list[str]:
+        """The ``alignment.csv`` columns the curve's input is computed from."""
+        return ["margin", "uncertainty"] if self.feature == COMBINED else [self.feature]
+
+    def values(self, frame: Any) -> np.ndarray:
+        """``(n,)`` the curve's input for each row of ``frame`` (a DataFrame or a dict of the :meth:`columns`)."""
+        if self.feature == COMBINED:
+            return margin_variance_score(self.weights, frame["margin"], frame["uncertainty"])
+        return np.asarray(frame[self.feature], dtype=np.float64)
 
     def predict(self, values: Any) -> np.ndarray:
         """``(n,)`` estimated precision of each feature value; ``NaN`` stays ``NaN``."""
@@ -261,7 +294,12 @@ class Calibration:
     def to_dict(self) -> dict:
         if not self.available:
             return {"available": False, "reason": self.reason, "n_valid": self.n_valid}
-        return {"available": True, "method": self.method, "prior": self.prior, "feature": self.feature,
+        extra = {} if self.weights is None else {"weights": {"const": float(self.weights[0]),
+                                                              "margin": float(self.weights[1]),
+                                                              "log_uncertainty": float(self.weights[2])}}
+        if self.variance is not None:
+            extra["variance"] = self.variance
+        return {"available": True, "method": self.method, "prior": self.prior, "feature": self.feature, **extra,
                 "similarity": self.similarity,
                 "n_valid": self.n_valid, "n_correct": self.n_correct,
                 "valid_hits@1": self.n_correct / self.n_valid if self.n_valid else None,
@@ -280,10 +318,16 @@ class Calibration:
             cal = cls(feature=d["feature"], x=x, y=y, n_valid=int(d["n_valid"]), n_correct=int(d["n_correct"]),
                       reliability=list(d.get("reliability", [])), method=d.get("method", "isotonic"),
                       prior=float(d.get("prior", 1.0)),
-                      similarity=d.get("similarity"), num_candidates=d.get("num_candidates"))
+                      similarity=d.get("similarity"), num_candidates=d.get("num_candidates"),
+                      variance=d.get("variance"))
+            if cal.feature == COMBINED:
+                w = d["weights"]
+                cal.weights = np.array([w["const"], w["margin"], w["log_uncertainty"]], np.float64)
         except (KeyError, TypeError, ValueError) as e:
             raise MmeaInputError(f"{path}: malformed calibration ({type(e).__name__}: {e})") from None
-        _check_feature(cal.feature)
+        _check_feature(cal.feature, combined=True)
+        if cal.weights is not None and not np.isfinite(cal.weights).all():
+            raise MmeaInputError(f"{path}: the calibration weights are not finite numbers: {cal.weights.tolist()}")
         if len(x) == 0 or len(x) != len(y) or (np.diff(x) <= 0).any() or (np.diff(y) < 0).any() \
                 or y.min() < 0 or y.max() > 1:
             raise MmeaInputError(f"{path}: the calibration points are not an increasing curve in [0, 1]")
@@ -422,7 +466,7 @@ def fit_calibration(feature: Any, correct: Any, *, feature_name: str = "margin",
     permutation) so it shows how the curve does on links it was not fitted on;
     with fewer than ``2 * folds`` links it uses the in-sample fit.
     """
-    _check_feature(feature_name)
+    _check_feature(feature_name, combined=True)
     x = np.asarray(feature, np.float64).reshape(-1)
     c = np.asarray(correct, bool).reshape(-1)
     if len(x) != len(c):
@@ -452,14 +496,42 @@ def fit_calibration(feature: Any, correct: Any, *, feature_name: str = "margin",
 # -- run directory files ---------------------------------------------------------------
 
 def write_calibration(run_dir: str | Path, scores: ValidScores, feature: str = "margin") -> Calibration:
-    """Fit on ``scores`` and write ``calibration.json`` and ``valid_scores.npz`` into ``run_dir``."""
+    """Fit on ``scores`` and write ``calibration.json`` and ``valid_scores.npz`` into ``run_dir``.
+
+    With ``feature`` ``margin`` and a model uncertainty in ``scores``, :func:`choose_variance` decides on the
+    validation links whether the curve reads the margin alone or margin and variance (:data:`COMBINED`).
+    """
     from .runs import write_json
 
     run_dir = Path(run_dir)
     scores.save(run_dir / VALID_SCORES_FILE)
-    cal = fit_calibration(scores.feature(feature), scores.correct, feature_name=feature)
-    cal.similarity, cal.num_candidates = scores.method, scores.num_candidates
+    decision = None
+    if feature == "margin" and scores.uncertainty is not None:
+        decision = choose_variance(scores.feature("margin"), scores.uncertainty, scores.correct)
+    cal = refit_calibration(scores, COMBINED if decision and decision["used"] else feature)
+    cal.variance = decision
     write_json(run_dir / CALIBRATION_FILE, cal.to_dict())
+    return cal
+
+
+def refit_calibration(scores: ValidScores, feature: str) -> Calibration:
+    """The isotonic curve of ``feature`` (one of :data:`FEATURES` or :data:`COMBINED`) on ``scores``."""
+    _check_feature(feature, combined=True)
+    weights = None
+    if feature == COMBINED:
+        if scores.uncertainty is None:
+            raise MmeaInputError(f"cannot calibrate on {COMBINED!r}: the run's model has no uncertainty "
+                                 f"(only gaussian-strong and its point twin have one)")
+        fit = _combined_fit(scores.feature("margin"), scores.uncertainty, scores.correct)
+        if fit is None:
+            raise MmeaInputError(f"cannot calibrate on {COMBINED!r}: the validation links are all right or all "
+                                 "wrong, so no combination can be fitted")
+        weights = fit
+        values = margin_variance_score(weights, scores.feature("margin"), scores.uncertainty)
+    else:
+        values = scores.feature(feature)
+    cal = fit_calibration(values, scores.correct, feature_name=feature)
+    cal.similarity, cal.num_candidates, cal.weights = scores.method, scores.num_candidates, weights
     return cal
 
 
@@ -489,14 +561,11 @@ def load_calibration(run_dir: str | Path, feature: str | None = None) -> Calibra
     cal = Calibration.from_dict(data, path)
     if feature is None or not cal.available or feature == cal.feature:
         return cal
-    _check_feature(feature)
+    _check_feature(feature, combined=True)
     npz = Path(run_dir) / VALID_SCORES_FILE
     if not npz.is_file():
         raise MmeaInputError(f"{npz}: file not found (needed to refit the calibration on {feature!r})")
-    scores = ValidScores.load(npz)
-    refit = fit_calibration(scores.feature(feature), scores.correct, feature_name=feature)
-    refit.similarity, refit.num_candidates = scores.method, scores.num_candidates
-    return refit
+    return refit_calibration(ValidScores.load(npz), feature)
 
 
 def calibrated_alignment(run_dir: str | Path, *, feature: str | None = None,
@@ -536,12 +605,12 @@ def calibrated_alignment(run_dir: str | Path, *, feature: str | None = None,
             calibration = None
     est = np.full(len(df), np.nan)
     if calibration is not None and calibration.available:
-        col = calibration.feature
-        if col not in df:
-            raise MmeaInputError(f"{path}, line {fmt.header_line}: no {col!r} column to calibrate (the "
-                                 f"calibration uses the {col}; columns: {', '.join(fmt.columns)})")
+        for col in calibration.columns():
+            if col not in df:
+                raise MmeaInputError(f"{path}, line {fmt.header_line}: no {col!r} column to calibrate (the "
+                                     f"calibration uses the {calibration.feature}; columns: {', '.join(fmt.columns)})")
         pred = df["_predicted"].to_numpy()
-        est[pred] = calibration.predict(df.loc[pred, col].to_numpy(dtype=np.float64))
+        est[pred] = calibration.predict(calibration.values(df.loc[pred]))
     df["est_precision"] = est
     df.attrs["alignment_format"] = fmt
     return df, calibration
@@ -589,6 +658,8 @@ def export_summary(df, selected, calibration: Calibration | None) -> dict:
                               "n_correct": calibration.n_correct,
                               "valid_hits@1": calibration.n_correct / calibration.n_valid,
                               "max_estimate": float(calibration.y.max()), "few_valid": calibration.n_valid < FEW_VALID}
+        if calibration.variance is not None:  # the valid links' evidence for or against the variance
+            out["calibration"]["variance"] = calibration.variance
     else:
         out["calibration"] = {"available": False,
                               "reason": calibration.reason if calibration is not None else f"no {CALIBRATION_FILE}"}
@@ -672,4 +743,48 @@ def variance_confidence_report(valid: dict, test: dict, coverage: float = 0.9) -
                 "auroc_margin_variance": auroc(-score, wrong),
                 "combined": {"w_const": float(w[0]), "w_margin": float(w[1]), "w_log_uncertainty": float(w[2]),
                              "fitted_on": "valid links"}})
+    return out
+
+
+def _combined_fit(margin: Any, uncertainty: Any, correct: Any) -> np.ndarray | None:
+    """``(3,)`` weights of :func:`fit_margin_variance` over the links with a finite margin and uncertainty."""
+    m, u = np.asarray(margin, np.float64), np.asarray(uncertainty, np.float64)
+    ok = np.isfinite(m) & np.isfinite(u)
+    fit = fit_margin_variance(m[ok], u[ok], np.asarray(correct, bool)[ok])
+    return None if fit is None else fit[0]
+
+
+def choose_variance(margin: Any, uncertainty: Any, correct: Any, *, folds: int = 5, seed: int = 0,
+                    min_gain: float = MIN_AUROC_GAIN) -> dict:
+    """Whether the variance adds information to the margin, judged on the VALIDATION links only.
+
+    The links are split into ``folds`` seeded folds; each fold's combined score ``w_0 + w_1 margin + w_2 log u``
+    comes from weights fitted on the other folds (:func:`fit_margin_variance`), so the comparison is out of
+    sample.  The variance is used when the AUROC of those out-of-fold scores for a right top-1 beats the
+    margin's AUROC by at least ``min_gain`` (the margin needs no fit: AUROC ignores monotone maps).  Returns
+    ``{"used", "auroc_margin", "auroc_combined_oof", "n", "folds", "min_gain", "reason"}``.
+    """
+    m, u = np.asarray(margin, np.float64), np.asarray(uncertainty, np.float64)
+    c = np.asarray(correct, bool)
+    ok = np.isfinite(m) & np.isfinite(u)
+    m, u, c = m[ok], u[ok], c[ok]
+    out = {"used": False, "n": int(len(c)), "folds": folds, "min_gain": min_gain, "auroc_margin": auroc(m, c),
+           "auroc_combined_oof": None, "fitted_on": "valid links"}
+    if out["auroc_margin"] is None or len(c) < 2 * folds:
+        out["reason"] = "too few validation links, or all right / all wrong: the margin alone"
+        return out
+    part = np.random.default_rng(seed).permutation(len(c)) % folds
+    oof = np.empty(len(c))
+    for f in range(folds):
+        w = _combined_fit(m[part != f], u[part != f], c[part != f])
+        if w is None:  # a training part of one class: no evidence either way
+            out["reason"] = f"fold {f}: its training part is all right or all wrong: the margin alone"
+            return out
+        oof[part == f] = margin_variance_score(w, m[part == f], u[part == f])
+    out["auroc_combined_oof"] = auroc(oof, c)
+    gain = out["auroc_combined_oof"] - out["auroc_margin"]
+    out["used"] = bool(gain >= min_gain)
+    out["reason"] = (f"out-of-fold AUROC {out['auroc_combined_oof']:.3f} against the margin's "
+                     f"{out['auroc_margin']:.3f} ({gain:+.3f}; needs {min_gain:+.3f}): "
+                     + ("margin and variance" if out["used"] else "the margin alone"))
     return out

@@ -356,8 +356,9 @@ Examples:
               help="Output file ('-' for stdout). Default: RUN_DIR/export[-pP].csv|jsonl|nt.")
 @click.option("--topk", type=int, default=1, show_default=True,
               help="Rows per kept source: its predicted pair plus up to topk-1 alternatives from alignment.csv.")
-@click.option("--feature", type=click.Choice(["margin", "score"]), default=None,
-              help="Calibrate on this feature (refitted from valid_scores.npz). Default: the run's (margin).")
+@click.option("--feature", type=click.Choice(["margin", "score", "margin+uncertainty"]), default=None,
+              help="Calibrate on this feature (refitted from valid_scores.npz). Default: the run's (the margin, "
+                   "or margin+uncertainty where the run's valid links chose the variance).")
 @click.option("--src-base-iri", default=None, metavar="IRI",
               help="N-Triples: mint IRIs for source entities without one as IRI + id (default: skip them).")
 @click.option("--tgt-base-iri", default=None, metavar="IRI", help="N-Triples: the same for target entities.")
@@ -396,6 +397,8 @@ def _print_export_summary(summary: dict, echo) -> None:
     if cal["available"]:
         echo(f"calibration: isotonic on the {cal['feature']}, {cal['n_valid']} validation links "
              f"(valid H@1 {cal['valid_hits@1']:.3f})")
+        if cal.get("variance"):
+            echo(f"variance (chosen by the run's validation links): {cal['variance']['reason']}")
         if cal["few_valid"]:
             echo(f"warning: only {cal['n_valid']} validation links, so the precision estimates are coarse "
                  f"(more seeds or --set data.valid_ratio=0.3 give more)")

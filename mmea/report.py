@@ -632,6 +632,8 @@ def section_coverage(run: RunFiles) -> Section:
     if pred is None:
         return _unavailable(key, title, run.alignment_missing or "no alignment.csv")
     n_src = int(run.alignment["src_id"].nunique())
+    if cal.feature not in pred and all(c in pred for c in cal.columns()):  # the combined margin + variance input
+        pred = pred.assign(**{cal.feature: cal.values(pred)})
     pc = precision_coverage(pred, n_src, cal.feature)
     measured = pc.get("measured")
     has_measured = measured is not None and np.isfinite(measured).any()
@@ -650,7 +652,7 @@ def section_coverage(run: RunFiles) -> Section:
         ax.legend(fontsize=8, loc="lower left")
         xs = np.linspace(cal.x[0], cal.x[-1], 200) if len(cal.x) > 1 else cal.x
         ax2.plot(xs, cal.predict(xs), color="C0", label="isotonic fit")
-        ax2.set_xlabel(cal.feature)
+        ax2.set_xlabel(cal.feature if cal.weights is None else "w0 + w1 margin + w2 log uncertainty")
         ax2.set_ylabel("estimated precision")
         ax2.set_ylim(-0.02, 1.02)
         ax2.grid(alpha=0.3)

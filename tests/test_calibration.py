@@ -442,3 +442,78 @@ def test_export_run_is_the_cli_without_printing(run_dir, tmp_path):
     assert {k: v for k, v in s.items() if k != "out"} == {k: v for k, v in cli_s.items() if k != "out"}
     assert s["read"]["header"] and s["read"]["rows"] == 180 and s["warnings"] == []
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+# -- the variance in the calibration (issue 17) -----------------------------------------------
+
+def _valid_with_uncertainty(n=400, informative=True, seed=0):
+    """Validation scores whose correctness depends on the margin and (if ``informative``) on the uncertainty
+    too (low uncertainty: right)."""
+    rng = np.random.default_rng(seed)
+    margin = rng.uniform(0, 1, n)
+    u = np.exp(rng.normal(-3, 1, n))
+    logit = 2.0 * (margin - 0.5) - (2.0 * (np.log(u) + 3) if informative else 0.0)
+    correct = rng.random(n) < 1 / (1 + np.exp(-logit))
+    s1 = margin + 1.0
+    return ValidScores(np.arange(n), np.arange(n), np.arange(n) + 1, s1.astype(np.float32),
+                       np.ones(n, np.float32), correct, "csls", 1000, u.astype(np.float32))
+
+
+def test_choose_variance_uses_it_only_when_it_adds_information():
+    from mmea.calibration import MIN_AUROC_GAIN, choose_variance
+
+    good = _valid_with_uncertainty()
+    d = choose_variance(good.feature("margin"), good.uncertainty, good.correct)
+    assert d["used"] and d["auroc_combined_oof"] >= d["auroc_margin"] + MIN_AUROC_GAIN
+    assert d["fitted_on"] == "valid links" and d["n"] == 400 and "margin and variance" in d["reason"]
+    noise = _valid_with_uncertainty(informative=False)
+    d = choose_variance(noise.feature("margin"), noise.uncertainty, noise.correct)
+    assert not d["used"] and d["auroc_combined_oof"] < d["auroc_margin"] + MIN_AUROC_GAIN
+    # a constant variance (the point twin) never enters; too few links: no test, the margin alone
+    d = choose_variance(noise.feature("margin"), np.full(400, 0.05), noise.correct)
+    # (out of fold: each fold's own intercept and margin weight, so the pooled ranking is the margin's up to noise)
+    assert not d["used"] and d["auroc_combined_oof"] == pytest.approx(d["auroc_margin"], abs=0.02)
+    d = choose_variance(good.feature("margin")[:6], good.uncertainty[:6], good.correct[:6])
+    assert not d["used"] and d["auroc_combined_oof"] is None and "too few" in d["reason"]
+
+
+def test_a_calibration_on_margin_and_variance_round_trips_and_reads_both_columns(tmp_path):
+    from mmea.calibration import COMBINED, margin_variance_score, refit_calibration
+
+    scores = _valid_with_uncertainty()
+    cal = write_calibration(tmp_path, scores)
+    assert cal.feature == COMBINED and cal.variance["used"] and cal.weights[2] < 0  # wider: less likely right
+    data = json.loads((tmp_path / CALIBRATION_FILE).read_text())
+    assert data["feature"] == COMBINED and set(data["weights"]) == {"const", "margin", "log_uncertainty"}
+    back = load_calibration(tmp_path)
+    np.testing.assert_allclose(back.weights, cal.weights)
+    assert back.columns() == ["margin", "uncertainty"] and back.variance == data["variance"]
+    frame = {"margin": np.array([0.1, 0.9]), "uncertainty": np.array([0.5, 0.01])}
+    np.testing.assert_allclose(back.predict(back.values(frame)),
+                               cal.predict(margin_variance_score(cal.weights, frame["margin"], frame["uncertainty"])))
+    assert back.predict(back.values(frame))[1] > back.predict(back.values(frame))[0]
+    # the margin alone on request (refitted from valid_scores.npz, which kept the uncertainty)
+    assert ValidScores.load(tmp_path / VALID_SCORES_FILE).uncertainty is not None
+    assert load_calibration(tmp_path, "margin").feature == "margin"
+    # uninformative variance: the margin curve, with the evidence recorded
+    other = tmp_path / "noise"
+    other.mkdir()
+    cal = write_calibration(other, _valid_with_uncertainty(informative=False))
+    assert cal.feature == "margin" and cal.weights is None and cal.variance["used"] is False
+    # a model without variances cannot be calibrated on them
+    plain = ValidScores(scores.src, scores.top1, scores.top2, scores.score1, scores.score2, scores.correct)
+    with pytest.raises(MmeaInputError, match="no uncertainty"):
+        refit_calibration(plain, COMBINED)
+
+
+def test_calibrated_alignment_names_a_missing_uncertainty_column(run_dir, tmp_path):
+    import shutil
+
+    from mmea.calibration import COMBINED
+
+    dest = tmp_path / "run"
+    shutil.copytree(run_dir, dest)
+    cal = write_calibration(dest, _valid_with_uncertainty())
+    assert cal.feature == COMBINED
+    with pytest.raises(MmeaInputError, match="no 'uncertainty' column"):
+        calibrated_alignment(dest)

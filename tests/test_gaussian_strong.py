@@ -383,3 +383,46 @@ def test_the_numbers_path_runs_at_numeric_dim_and_its_head_maps_to_dim():
     m.step(np.array([[0, 0], [1, 1], [2, 2], [3, 3]]))  # trains through the narrow path
     default = _setup(_model(), task)
     assert default.net.rbf_proj.out_features == 8  # 0: the path runs at dim
+
+
+def test_demo_run_exports_the_uncertainty_and_lets_the_valid_links_decide_its_calibration(tmp_path):
+    """Issue 17, 'variance as confidence' end to end on the demo pair: the uncertainty column, the validation
+    evidence in calibration.json, and est_precision read from margin and variance when that is the curve."""
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from mmea.calibration import COMBINED, MIN_AUROC_GAIN, calibrated_alignment, load_calibration
+    from mmea.cli import main
+    from mmea.pipelines.align import run_align
+    from mmea.pipelines.align_config import load_config
+
+    cfg = load_config(None, ["model.name=gaussian-strong", "model.epochs=3", "features.names=off"])
+    out = tmp_path / "run"
+    m = run_align(cfg, out=out, quiet=True)["metrics"]
+    assert "uncertainty" in pd.read_csv(out / "alignment.csv").columns
+    d = json.loads((out / "calibration.json").read_text())["variance"]
+    assert d["fitted_on"] == "valid links" and d["n"] == m["split"]["valid"] and m["calibration"]["variance"] == d
+    assert d["used"] == (d["auroc_combined_oof"] - d["auroc_margin"] >= MIN_AUROC_GAIN)
+    assert m["calibration"]["feature"] == (COMBINED if d["used"] else "margin")
+    # either curve on request; est_precision is the curve at the predicted pair's margin (and variance)
+    for feature in ("margin", COMBINED):
+        df, cal = calibrated_alignment(out, feature=feature)
+        pred = df[df["_predicted"]]
+        np.testing.assert_allclose(pred["est_precision"], cal.predict(cal.values(pred)))
+        assert cal.feature == feature and load_calibration(out).feature == m["calibration"]["feature"]
+    r = CliRunner().invoke(main, ["export", str(out), "--feature", COMBINED, "--min-precision", "0.5", "--json",
+                                  "--out", str(tmp_path / "e.csv")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["calibration"]["feature"] == COMBINED
+    assert {"uncertainty", "est_precision"} <= set(pd.read_csv(tmp_path / "e.csv").columns)
+    # a run whose curve reads margin and variance draws its precision-coverage section from both columns
+    from mmea.calibration import ValidScores, refit_calibration
+    from mmea.runs import write_json
+
+    forced = refit_calibration(ValidScores.load(out / "valid_scores.npz"), COMBINED)
+    write_json(out / "calibration.json", forced.to_dict())
+    r = CliRunner().invoke(main, ["report", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "precision against coverage" in (out / "report.html").read_text(encoding="utf-8")

@@ -296,13 +296,15 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) 
 
 
 def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, al, search,
-                  device: str, scores=None) -> dict:
+                  device: str, scores=None, model=None) -> dict:
     """Fit the confidence calibration on the validation links; write ``calibration.json`` (+ ``valid_scores.npz``).
 
     The validation sources are ranked like the query ``rows`` (see
     :func:`mmea.calibration.score_valid_sources`), or ``scores`` (a
     :class:`~mmea.calibration.ValidScores`) is what :func:`search_run`'s pass found for
-    them; returns a summary for ``metrics.json``.
+    them; returns a summary for ``metrics.json``.  A ``model`` with variances (``uncertainty()``) gives each
+    validation pair its uncertainty, and the validation links decide whether the curve reads it
+    (:func:`mmea.calibration.choose_variance`).
     """
     from ..calibration import CALIBRATION_FILE, score_valid_sources, write_calibration, write_no_calibration
 
@@ -315,11 +317,24 @@ def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand:
         scores = score_valid_sources(src_emb, tgt_emb, task.valid, rows, cand, method=search.method,
                                      csls_k=search.csls_k, index=search.index, device=device,
                                      cand_r_tgt=al.result.r_tgt)
-    cal = write_calibration(run_dir, scores)
-    log.info("calibration: isotonic on the %s, %d validation sources (H@1 %.3f)", cal.feature, cal.n_valid,
-             cal.n_correct / max(cal.n_valid, 1))
-    return {"available": cal.available, "feature": cal.feature, "n_valid": cal.n_valid,
-            "valid_hits@1": cal.n_correct / max(cal.n_valid, 1), "file": CALIBRATION_FILE}
+    cal = write_calibration(run_dir, with_valid_uncertainty(scores, model))
+    log.info("calibration: isotonic on the %s, %d validation sources (H@1 %.3f)%s", cal.feature, cal.n_valid,
+             cal.n_correct / max(cal.n_valid, 1), f"; variance: {cal.variance['reason']}" if cal.variance else "")
+    out = {"available": cal.available, "feature": cal.feature, "n_valid": cal.n_valid,
+           "valid_hits@1": cal.n_correct / max(cal.n_valid, 1), "file": CALIBRATION_FILE}
+    return {**out, "variance": cal.variance} if cal.variance is not None else out
+
+
+def with_valid_uncertainty(scores, model):
+    """``scores`` (:class:`~mmea.calibration.ValidScores`) with the uncertainty of each validation source's
+    top-1 pair (source variance + target variance, as ``alignment.csv``'s column) when ``model`` has variances."""
+    get = getattr(model, "uncertainty", None)
+    if get is None:
+        return scores
+    u_s, u_t = (np.asarray(u, np.float64) for u in get())
+    top = np.asarray(scores.top1, np.int64)
+    unc = np.where(top >= 0, u_s[scores.src] + u_t[np.maximum(top, 0)], np.nan)  # (v,)
+    return dataclasses.replace(scores, uncertainty=unc.astype(np.float32))
 
 
 def write_test_ranks(run_dir: Path, ranks: np.ndarray) -> Path:
@@ -517,7 +532,7 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
                                 keep.get("pass")))
     with run.stage("calibrate"):
         metrics["calibration"] = calibrate_run(run.path, task, src_emb, tgt_emb, rows, cand, al, s,
-                                               device, scores=valid_scores)
+                                               device, scores=valid_scores, model=model)
     with run.stage("export"):
         csv_path = _export(run, task, model, al, s.topk, gold is not None)
     metrics["model_info"] = model.info
