@@ -80,7 +80,7 @@ FEATURES = ("margin", "score")
 #: The combined feature ``w_0 + w_1 margin + w_2 log uncertainty`` (models with variances, issue 17); used
 #: instead of the margin when the validation links show that the variance adds information (:func:`choose_variance`).
 COMBINED = "margin+uncertainty"
-#: How much the out-of-fold AUROC (for a wrong top-1) of the combination must beat the margin's on the
+#: How much the out-of-fold AUROC (for a right top-1) of the combination must beat the margin's on the
 #: validation links before the variance enters the calibration.
 MIN_AUROC_GAIN = 0.01
 CALIBRATION_FILE = "calibration.json"
@@ -522,11 +522,11 @@ def refit_calibration(scores: ValidScores, feature: str) -> Calibration:
         if scores.uncertainty is None:
             raise MmeaInputError(f"cannot calibrate on {COMBINED!r}: the run's model has no uncertainty "
                                  f"(only gaussian-strong and its point twin have one)")
-        fit = _combined_fit(scores.feature("margin"), scores.uncertainty, scores.correct)
+        fit = fit_margin_variance(scores.feature("margin"), scores.uncertainty, scores.correct)
         if fit is None:
             raise MmeaInputError(f"cannot calibrate on {COMBINED!r}: the validation links are all right or all "
                                  "wrong, so no combination can be fitted")
-        weights = fit
+        weights = fit[0]
         values = margin_variance_score(weights, scores.feature("margin"), scores.uncertainty)
     else:
         values = scores.feature(feature)
@@ -693,15 +693,17 @@ def fit_margin_variance(margin: Any, uncertainty: Any, correct: Any) -> tuple[np
 
     Logistic regression ``p(correct) = sigmoid(w_0 + w_1 margin + w_2 log u)`` (scikit-learn's
     ``LogisticRegression`` on the standardised features, L2 penalty ``1 / C`` with ``C = 1000``: almost
-    unpenalised); returns ``(w (3,)`` on the raw features, ``1 / C)``, or None when the valid links hold one
-    class only.  A feature constant over the valid links (the point twin's frozen variance) gets weight 0.
+    unpenalised) over the links whose margin and uncertainty are finite; returns ``(w (3,)`` on the raw
+    features, ``1 / C)``, or None when those links hold one class only.  A feature constant over the valid
+    links (the point twin's frozen variance) gets weight 0.
     Isotonic regression on this score (:func:`fit_calibration`) then turns it into a calibrated precision.
     """
     from sklearn.linear_model import LogisticRegression
 
     x = np.stack([np.asarray(margin, np.float64),
                   np.log(np.maximum(np.asarray(uncertainty, np.float64), 1e-12))], 1)  # (n, 2)
-    y = np.asarray(correct, dtype=bool)
+    ok = np.isfinite(x).all(1)  # a source without a runner-up (NaN margin) or a top-1 says nothing here
+    x, y = x[ok], np.asarray(correct, dtype=bool)[ok]
     if y.all() or not y.any():
         return None
     mu, sd = x.mean(0), x.std(0)
@@ -746,14 +748,6 @@ def variance_confidence_report(valid: dict, test: dict, coverage: float = 0.9) -
     return out
 
 
-def _combined_fit(margin: Any, uncertainty: Any, correct: Any) -> np.ndarray | None:
-    """``(3,)`` weights of :func:`fit_margin_variance` over the links with a finite margin and uncertainty."""
-    m, u = np.asarray(margin, np.float64), np.asarray(uncertainty, np.float64)
-    ok = np.isfinite(m) & np.isfinite(u)
-    fit = fit_margin_variance(m[ok], u[ok], np.asarray(correct, bool)[ok])
-    return None if fit is None else fit[0]
-
-
 def choose_variance(margin: Any, uncertainty: Any, correct: Any, *, folds: int = 5, seed: int = 0,
                     min_gain: float = MIN_AUROC_GAIN) -> dict:
     """Whether the variance adds information to the margin, judged on the VALIDATION links only.
@@ -776,11 +770,11 @@ def choose_variance(margin: Any, uncertainty: Any, correct: Any, *, folds: int =
     part = np.random.default_rng(seed).permutation(len(c)) % folds
     oof = np.empty(len(c))
     for f in range(folds):
-        w = _combined_fit(m[part != f], u[part != f], c[part != f])
-        if w is None:  # a training part of one class: no evidence either way
+        fit = fit_margin_variance(m[part != f], u[part != f], c[part != f])
+        if fit is None:  # a training part of one class: no evidence either way
             out["reason"] = f"fold {f}: its training part is all right or all wrong: the margin alone"
             return out
-        oof[part == f] = margin_variance_score(w, m[part == f], u[part == f])
+        oof[part == f] = margin_variance_score(fit[0], m[part == f], u[part == f])
     out["auroc_combined_oof"] = auroc(oof, c)
     gain = out["auroc_combined_oof"] - out["auroc_margin"]
     out["used"] = bool(gain >= min_gain)

@@ -599,13 +599,22 @@ def add_uncertainty(df, task, model):
     A pair's uncertainty is the mean common-space variance of its source plus that of its target (larger: less
     sure); the frame is returned unchanged for models without variances.
     """
-    get = getattr(model, "uncertainty", None)
-    if get is None or not len(df):
+    if getattr(model, "uncertainty", None) is None or not len(df):
         return df
-    u_s, u_t = get()
     s_row = {k: i for i, k in enumerate(task.source.ids)}
     t_row = {k: i for i, k in enumerate(task.target.ids)}
     src = np.fromiter((s_row[k] for k in df["src_id"]), dtype=np.int64, count=len(df))
     tgt = np.fromiter((t_row[k] for k in df["tgt_id"]), dtype=np.int64, count=len(df))
-    df["uncertainty"] = (np.asarray(u_s)[src] + np.asarray(u_t)[tgt]).astype(np.float32)
+    df["uncertainty"] = pair_uncertainty(model, src, tgt)
     return df
+
+
+def pair_uncertainty(model, src: np.ndarray, tgt: np.ndarray) -> np.ndarray | None:
+    """``(n,)`` float32 uncertainty of the pairs (``src[i]``, ``tgt[i]``) (internal rows; a target ``-1``: NaN):
+    the source's mean common-space variance plus the target's; ``None`` for a model without variances."""
+    get = getattr(model, "uncertainty", None)
+    if get is None:
+        return None
+    u_s, u_t = (np.asarray(u, np.float64) for u in get())
+    tgt = np.asarray(tgt, np.int64)
+    return np.where(tgt >= 0, u_s[np.asarray(src, np.int64)] + u_t[np.maximum(tgt, 0)], np.nan).astype(np.float32)

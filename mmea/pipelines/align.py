@@ -328,13 +328,10 @@ def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand:
 def with_valid_uncertainty(scores, model):
     """``scores`` (:class:`~mmea.calibration.ValidScores`) with the uncertainty of each validation source's
     top-1 pair (source variance + target variance, as ``alignment.csv``'s column) when ``model`` has variances."""
-    get = getattr(model, "uncertainty", None)
-    if get is None:
-        return scores
-    u_s, u_t = (np.asarray(u, np.float64) for u in get())
-    top = np.asarray(scores.top1, np.int64)
-    unc = np.where(top >= 0, u_s[scores.src] + u_t[np.maximum(top, 0)], np.nan)  # (v,)
-    return dataclasses.replace(scores, uncertainty=unc.astype(np.float32))
+    from ..export import pair_uncertainty
+
+    unc = pair_uncertainty(model, scores.src, scores.top1)  # (v,) or None
+    return scores if unc is None else dataclasses.replace(scores, uncertainty=unc)
 
 
 def write_test_ranks(run_dir: Path, ranks: np.ndarray) -> Path:
