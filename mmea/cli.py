@@ -218,7 +218,7 @@ def _data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
 @click.option("--model", default=None, help="Alignment model (mmea ls models). Default: the strongest for the "
               "task (selfmea when names agree on the seed links, its structure from the relational graph "
               "encoder; else relational-gnn with names off; label-propagation above 50,000 entities).")
-@click.option("--match", default=None, help="Final matching: none | greedy | mutual | hungarian | sinkhorn.")
+@click.option("--match", default=None, help="Final matching: none | greedy | mutual | reciprocal | hungarian | sinkhorn.")
 @click.option("--topk", type=int, default=None, help="Candidates written per source entity (default 1).")
 @click.option("--candidates", type=click.Choice(["test", "all"]), default=None,
               help="Rank against the test targets (benchmark protocol) or all target entities.")
@@ -276,6 +276,9 @@ def _print_align_summary(result: dict) -> None:
                    f"MRR {t['mrr']:.4f}  ({m.get('primary', '')}, {m['split']['test']} test links)")
         if "hits@1_one_to_one" in t:
             click.echo(f"one-to-one assignment H@1 {t['hits@1_one_to_one']:.4f}  ({t['one_to_one']['solver']})")
+        rec = m.get("test_by_method", {}).get("src->tgt/reciprocal")
+        if rec is not None:
+            click.echo(f"reciprocal ranking H@1 {rec['hits@1']:.4f}  MRR {rec['mrr']:.4f}  (both sides' preferences)")
     else:
         click.echo(f"{m['dataset']} / {m['model']}: no gold test links, evaluation skipped")
     if "matched" in m:

@@ -129,7 +129,10 @@ class SearchConfig:
     ``sinkhorn``, or ``off`` (not computed: a large run's time saved).  ``channels``: ``auto`` lets an
     approximate pass also index the model's embedding blocks on their own
     (:meth:`~mmea.models.base.AlignmentModel.search_channels`, e.g. structure and names), ``off`` the
-    whole rows only.
+    whole rows only.  ``reciprocal``: the test links ranked once more by both sides' preferences
+    (:mod:`mmea.search.reciprocal`), ``test_by_method["src->tgt/reciprocal"]``: ``auto`` after an exact
+    search up to :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores, ``on`` after any exact
+    search, ``off`` never.
     """
 
     method: str = "csls"
@@ -143,6 +146,7 @@ class SearchConfig:
     ivf_storage: str = "sq8"
     one_to_one: str = "auto"
     channels: str = "auto"
+    reciprocal: str = "auto"
 
     def index_options(self) -> dict:
         """The approximate indexes' knobs that are set (``make_index`` gives each index only its own)."""
@@ -153,7 +157,8 @@ class SearchConfig:
     CHOICES: typing.ClassVar[dict] = {"method": ("csls", "cos"), "candidates": ("test", "all"),
                                       "index": ("auto", "torch", "flat", "ivf", "hnsw"),
                                       "one_to_one": ("auto", "hungarian", "sinkhorn", "off"),
-                                      "channels": ("auto", "off"), "ivf_storage": ("sq8", "flat")}
+                                      "channels": ("auto", "off"), "ivf_storage": ("sq8", "flat"),
+                                      "reciprocal": ("auto", "on", "off")}
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,9 @@ def test_demo_alignment_writes_the_run_contract(demo_run):
     assert m["dataset"] == "demo" and m["model"] == "baseline"
     assert set(m["split"]) == {"train", "valid", "test"} and m["split"]["test"] == 1400
     assert set(m["test"]) >= {"hits@1", "hits@5", "hits@10", "mr", "mrr"}
-    assert set(m["test_by_method"]) == {"src->tgt/cos", "src->tgt/csls", "tgt->src/cos", "tgt->src/csls"}
+    assert set(m["test_by_method"]) == {"src->tgt/cos", "src->tgt/csls", "tgt->src/cos", "tgt->src/csls",
+                                        "src->tgt/reciprocal"}  # the third ranking (mmea.search.reciprocal)
+    assert "reciprocal ranking H@1" in stdout
     assert 0.0 <= m["test"]["hits@1"] <= m["test"]["hits@5"] <= m["test"]["hits@10"] <= 1.0
     # names alone cannot solve the demo, but the baseline must be far above chance (1/1400)
     assert m["test"]["hits@1"] > 0.5

@@ -96,6 +96,7 @@ def test_align_with_ivf_uses_the_approximate_pass(tmp_path):
     # search.one_to_one = off: no second H@1, a note says so, no stage time
     assert "hits@1_one_to_one" not in m1["test"] and "one_to_one_s" not in m1["timings"]
     assert any("one_to_one = off" in n for n in m1["notes"])
+    assert "src->tgt/reciprocal" not in m1["test_by_method"]  # an approximate pass has no full rows to re-rank
     with pytest.raises(Exception, match="one_to_one"):
         load_config(None, ["search.one_to_one=lp"])
 

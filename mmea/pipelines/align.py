@@ -295,6 +295,30 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) 
     return {"hits@1_one_to_one": o["hits@1"], "one_to_one": {"solver": o["solver"], "pairs": o["pairs"]}}
 
 
+def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, progress: bool = False
+                       ) -> dict | None:
+    """``test_by_method["src->tgt/reciprocal"]``: the test links ranked by both sides' preferences over the
+    run's scores (:mod:`mmea.search.reciprocal`), against the same candidates as the primary metric; ``None``
+    when ``search.reciprocal`` leaves it out (``off``, an approximate search, or ``auto`` above
+    :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores)."""
+    from ..evaluation import evaluation_rows, ranking_metrics
+    from ..search.matching import Similarity
+    from ..search.reciprocal import RECIPROCAL_MAX_SCORES, reciprocal_ranks
+
+    src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(task.test, len(src_emb), len(tgt_emb), search.candidates)
+    too_big = len(src_rows) * len(tgt_rows) > RECIPROCAL_MAX_SCORES and search.reciprocal == "auto"
+    if search.reciprocal == "off" or too_big or (found is not None and found.stats.get("approximate")):
+        return None
+    radius = None  # the primary metric's radii over the same rows, when the pass kept them
+    if found is not None and search.candidates == "test" and found.r_src is not None \
+            and len(found.r_src) == len(src_rows) and len(found.r_tgt) == len(tgt_rows):
+        radius = (np.asarray(found.r_src, np.float32), np.asarray(found.r_tgt, np.float32))
+    sim = Similarity(np.asarray(src_emb)[src_rows], np.asarray(tgt_emb)[tgt_rows], method=search.method,
+                     csls_k=search.csls_k, device=device, radius=radius, progress=progress)
+    ranks = reciprocal_ranks(sim, q_tgt, q_src, progress=progress)  # (links,)
+    return {**ranking_metrics(ranks), "n": int(len(ranks))}
+
+
 def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, al, search,
                   device: str, scores=None, model=None) -> dict:
     """Fit the confidence calibration on the validation links; write ``calibration.json`` (+ ``valid_scores.npz``).
@@ -416,6 +440,10 @@ def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search,
         else:
             with run.stage("one_to_one"):  # the second, labelled H@1: one-to-one assignment of the test candidates
                 out["test"].update(one_to_one_metrics(task, src_emb, tgt_emb, search, device, found))
+        with run.stage("reciprocal"):  # a third ranking: both sides' preferences (mmea.search.reciprocal)
+            rec = reciprocal_metrics(task, src_emb, tgt_emb, search, device, found, progress)
+        if rec is not None:
+            out["test_by_method"]["src->tgt/reciprocal"] = rec
     else:
         out["test"] = {}
         (run.path / TEST_RANKS_FILE).unlink(missing_ok=True)  # a stale file of an earlier run in this folder

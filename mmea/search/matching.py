@@ -11,6 +11,8 @@ materialised except by the dense matchers, within their size limit).  Matchers
   target asc).  Exact for any size: each source keeps a sorted candidate list,
   a heap holds every free source's best free target, and a source whose list
   is used up is rescored against the free targets (lazy evaluation).
+* ``reciprocal``: each source takes its best target by both sides' preferences (not one-to-one;
+  :mod:`mmea.search.reciprocal`).
 * ``mutual``: only mutual nearest neighbours: ``y`` is ``x``'s best target and
   ``x`` is ``y``'s best source (one-to-one, usually not every source).
 * ``hungarian``: the one-to-one assignment of maximum total score (Kuhn 1955;
@@ -54,6 +56,7 @@ __all__ = [
     "NoneMatcher",
     "GreedyMatcher",
     "MutualMatcher",
+    "ReciprocalMatcher",
     "HungarianMatcher",
     "SinkhornMatcher",
     "greedy_edges",
@@ -305,6 +308,21 @@ class MutualMatcher(Matcher):
         bwd = known if known is not None and len(known) == sim.m else sim.reverse_topk(1).ids[:, 0]  # (m,)
         src = np.flatnonzero((fwd >= 0) & (bwd[np.maximum(fwd, 0)] == np.arange(sim.n)))
         return Matching(src, fwd[src], sim.score_pairs(src, fwd[src]))
+
+
+@MATCHERS.register
+class ReciprocalMatcher(Matcher):
+    """Each source takes its best target by both sides' preferences, ``2 s(u, v) - max_u' s(u', v)``
+    (RInf's preference sum, Zeng et al., VLDB J. 2022; :mod:`mmea.search.reciprocal`): a target another
+    source prefers more drops.  Not one-to-one; the pair's score is its own ``s(u, v)``.  Two blockwise passes.
+    """
+
+    def _match(self, sim, result):
+        from .reciprocal import reciprocal_best
+
+        ids, keys, scores = reciprocal_best(sim, progress=sim.progress)
+        ok = np.isfinite(keys)
+        return Matching(np.flatnonzero(ok), ids[ok], scores[ok])
 
 
 def _candidate_edges(sim: Similarity, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

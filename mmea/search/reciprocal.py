@@ -1,0 +1,119 @@
+"""Reciprocal preference ranking: each side's preferences, summed (RInf's preference aggregation).
+
+Zeng, Zhao, Li, Tang, Wang, "On entity alignment at scale", The VLDB Journal 31 (2022), decode an
+alignment from both sides' preferences instead of the source's scores alone.  With ``s (n, m)`` the
+run's scores (CSLS or cosine) between the query sources and the candidate targets, the preference of
+source ``u`` for target ``v`` and of ``v`` for ``u`` are each score's gap to that side's best:
+
+    p(u -> v) = s(u, v) - max_v' s(u, v')          p(v -> u) = s(u, v) - max_u' s(u', v)
+
+and a pair is scored by their sum ``p(u -> v) + p(v -> u)``.  Within source ``u``'s row the first max
+is a constant, so ``u``'s targets are ranked by
+
+    key(u, v) = 2 s(u, v) - c(v),        c(v) = max_u' s(u', v)
+
+a target that another source prefers more is pushed down.  This is still a ranking per source (Hits@k,
+MRR are defined; several sources may share their best target), not a one-to-one assignment
+(``test.hits@1_one_to_one`` is that).  On CSLS scores it is CSLS applied once more with a one-neighbour
+target radius.  No weight is tuned: the sum is the published form.  The column maxima ``c`` read the
+query sources' embeddings only, like the CSLS radii, never a label.
+
+Measured (DBP15k zh_en, 30% seeds, relational GNN without names, seed 0): Hits@1 0.714 by CSLS, 0.757 by
+this ranking of the CSLS scores, 0.783 by the one-to-one assignment.
+
+Two blockwise passes over the ``(n, m)`` scores (column maxima, then the keys); nothing larger than one
+block of rows is held.  Written here because no library ranks by these keys without the dense matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MmeaInputError
+from ..progress import progress_bar
+from .knn import row_block_size
+
+__all__ = ["column_best", "reciprocal_ranks", "reciprocal_best", "RECIPROCAL_MAX_SCORES"]
+
+#: ``search.reciprocal = "auto"`` ranks by the reciprocal keys up to this many ``(n, m)`` scores (two passes)
+RECIPROCAL_MAX_SCORES = 2_000_000_000
+
+
+def _blocks(sim, progress: bool, desc: str):
+    """``(start, stop, scores (b, m) torch)`` over blocks of ``sim``'s source rows."""
+    bs = row_block_size(sim.m, getattr(sim, "block_size", None))
+    with progress_bar(total=sim.n, progress=progress, desc=desc, unit="row", leave=False) as bar:
+        for a in range(0, sim.n, bs):
+            e = min(a + bs, sim.n)
+            yield a, e, sim.rows(np.arange(a, e))
+            bar.update(e - a)
+
+
+def column_best(sim, progress: bool = False) -> np.ndarray:
+    """``c (m,)`` float32: each target's best score over ``sim``'s source rows (one blockwise pass)."""
+    import torch
+
+    best = None
+    for _, _, S in _blocks(sim, progress, "column maxima"):
+        top = S.max(dim=0).values  # (m,)
+        best = top if best is None else torch.maximum(best, top)
+    if best is None:
+        return np.full(sim.m, -np.inf, np.float32)
+    return best.cpu().numpy().astype(np.float32)
+
+
+def _keys(S, col):
+    """``2 s(u, v) - c(v)`` for a block ``S (b, m)`` and the column maxima ``col (1, m)``."""
+    return 2.0 * S - col
+
+
+def reciprocal_ranks(sim, gold: np.ndarray, rows: np.ndarray | None = None, *, progress: bool = False
+                     ) -> np.ndarray:
+    """``ranks (q,)`` int64 of each query's gold target (an index into ``sim``'s targets) by the keys.
+
+    ``rows (q,)``: each query's source row in ``sim`` (default: row ``i`` for query ``i``; a source
+    linked twice appears twice).  The column maxima are over every source row of ``sim``.  The tie rule
+    of :func:`mmea.search.csls.rank_of_targets`: ``1 + #{key > gold key} + #{key == gold key, lower
+    target index}``.
+    """
+    import torch
+
+    gold = np.asarray(gold, dtype=np.int64).reshape(-1)
+    rows = np.arange(sim.n) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+    if len(gold) != len(rows):
+        raise MmeaInputError(f"{len(gold)} gold targets for {len(rows)} queries")
+    if len(rows) and (rows.min() < 0 or rows.max() >= sim.n):
+        raise MmeaInputError(f"query source row out of range [0, {sim.n})")
+    if len(gold) and (gold.min() < 0 or gold.max() >= sim.m):
+        raise MmeaInputError(f"gold target index out of range [0, {sim.m})")
+    col = torch.from_numpy(column_best(sim, progress)).to(sim.device)[None, :]  # (1, m)
+    ranks = np.empty(len(rows), np.int64)
+    cols = torch.arange(sim.m, device=sim.device)[None, :]  # (1, m)
+    bs = row_block_size(sim.m, getattr(sim, "block_size", None))
+    with torch.no_grad(), progress_bar(total=len(rows), progress=progress, desc="reciprocal ranks", unit="row",
+                                       leave=False) as bar:
+        for a in range(0, len(rows), bs):
+            e = min(a + bs, len(rows))
+            K = _keys(sim.rows(rows[a:e]), col)  # (b, m)
+            g = torch.from_numpy(gold[a:e]).to(sim.device)[:, None]  # (b, 1)
+            gv = torch.gather(K, 1, g)  # (b, 1)
+            ranks[a:e] = (1 + (K > gv).sum(1) + ((K == gv) & (cols < g)).sum(1)).cpu().numpy()
+            bar.update(e - a)
+    return ranks
+
+
+def reciprocal_best(sim, *, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(best target (n,), its key (n,), its score s (n,))`` of every source row by the keys (ties: the
+    lower target index, as ``torch.max``)."""
+    import torch
+
+    col = torch.from_numpy(column_best(sim, progress)).to(sim.device)[None, :]  # (1, m)
+    ids = np.empty(sim.n, np.int64)
+    keys = np.empty(sim.n, np.float32)
+    scores = np.empty(sim.n, np.float32)
+    with torch.no_grad():
+        for a, e, S in _blocks(sim, progress, "reciprocal best"):
+            k, i = _keys(S, col).max(dim=1)  # (b,), (b,)
+            ids[a:e], keys[a:e] = i.cpu().numpy(), k.cpu().numpy()
+            scores[a:e] = torch.gather(S, 1, i[:, None])[:, 0].cpu().numpy()
+    return ids, keys, scores

@@ -1,0 +1,111 @@
+"""The reciprocal preference ranking (``mmea.search.reciprocal``): keys ``2 s(u, v) - max_u' s(u', v)``, the
+``reciprocal`` matcher and ``test_by_method["src->tgt/reciprocal"]`` of ``mmea align``."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mmea.config import SearchConfig
+from mmea.errors import MmeaInputError
+from mmea.evaluation import evaluate_embeddings
+from mmea.pipelines.align import reciprocal_metrics
+from mmea.search.csls import csls_dense, dense_ranks
+from mmea.search.matching import Similarity, match
+from mmea.search.reciprocal import column_best, reciprocal_best, reciprocal_ranks
+
+
+def _unit(deg) -> np.ndarray:
+    a = np.radians(np.asarray(deg, dtype=np.float64))
+    return np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)  # (n, 2)
+
+
+def _hub():
+    """Targets at 0 and 50 degrees, sources at 0 and 22 degrees; gold: source i -> target i.
+
+    By cosine both sources take target 0 (cos 22 = 0.927 > cos 28 = 0.883): the ranking gets 1 of 2.
+    Target 0's best source is source 0 (1.0), target 1's is source 1 (0.883), so source 1's keys are
+    2 (0.927) - 1 = 0.854 for target 0 and 2 (0.883) - 0.883 = 0.883 for target 1: target 1 wins, 2 of 2.
+    """
+    return _unit([0, 22]), _unit([0, 50]), np.array([[0, 0], [1, 1]])
+
+
+def test_keys_fix_the_hub_by_the_known_amount():
+    src, tgt, links = _hub()
+    cos = evaluate_embeddings(src, tgt, links, primary=("src->tgt", "cos"))["test"]["hits@1"]
+    sim = Similarity(src, tgt, method="cos")
+    ranks = reciprocal_ranks(sim, links[:, 1])
+    assert cos == pytest.approx(0.5)
+    np.testing.assert_array_equal(ranks, [1, 1])
+    np.testing.assert_allclose(column_best(sim), [1.0, np.cos(np.radians(28))], atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["csls", "cos"])
+def test_ranks_and_best_equal_the_dense_reference(method):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    y = rng.standard_normal((40, 8)).astype(np.float32)
+    sim = Similarity(x, y, method=method, csls_k=5, block_size=7)  # several blocks of rows
+    xs = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ys = y / np.linalg.norm(y, axis=1, keepdims=True)
+    S = csls_dense(x, y, 5) if method == "csls" else xs @ ys.T
+    K = 2 * S - S.max(0)[None, :]
+    rows = np.concatenate([np.arange(50), [3, 3, 7]])  # a source linked three times
+    gold = rng.integers(0, 40, len(rows))
+    np.testing.assert_array_equal(reciprocal_ranks(sim, gold, rows), dense_ranks(K[rows], gold))
+    ids, keys, scores = reciprocal_best(sim)
+    np.testing.assert_array_equal(ids, K.argmax(1))
+    np.testing.assert_allclose(keys, K.max(1), atol=1e-5)
+    np.testing.assert_allclose(scores, S[np.arange(50), ids], atol=1e-5)
+
+
+def test_bad_queries_are_named():
+    sim = Similarity(_unit([0, 10]), _unit([0, 50]))
+    with pytest.raises(MmeaInputError, match="gold target index out of range"):
+        reciprocal_ranks(sim, [0, 2])
+    with pytest.raises(MmeaInputError, match="query source row out of range"):
+        reciprocal_ranks(sim, [0], [5])
+    with pytest.raises(MmeaInputError, match="1 gold targets for 2 queries"):
+        reciprocal_ranks(sim, [0])
+
+
+def test_matcher_takes_each_sources_best_key():
+    src, tgt, _ = _hub()
+    m = match(src, tgt, "reciprocal", method="cos")
+    assert m.matcher == "reciprocal"
+    np.testing.assert_array_equal(m.tgt, [0, 1])
+    np.testing.assert_allclose(m.score, [1.0, np.cos(np.radians(28))], atol=1e-6)  # the pairs' own scores
+
+
+def _task():
+    rng = np.random.default_rng(2)
+    src = rng.standard_normal((120, 12)).astype(np.float32)
+    tgt = (src + 1.2 * rng.standard_normal((120, 12))).astype(np.float32)
+    perm = rng.permutation(120)
+    return SimpleNamespace(test=np.stack([perm[:80], perm[:80]], 1)), src, tgt
+
+
+def test_align_metric_reuses_the_pass_and_obeys_the_switch():
+    from mmea.evaluation import evaluation_rows
+    from mmea.search.onepass import search_once
+
+    task, src, tgt = _task()
+    src_rows, tgt_rows, _, q_tgt = evaluation_rows(task.test, 120, 120, "test")
+    found = search_once(src, tgt, task.test[:, 0], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=2)
+    reused = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu", found)
+    direct = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu")
+    assert reused == pytest.approx(direct) and reused["n"] == 80 and 0.0 < reused["hits@1"] <= 1.0
+    assert reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="off"), "cpu", found) is None
+    found.stats["approximate"] = True  # an approximate pass has no full rows: left out
+    assert reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="on"), "cpu", found) is None
+
+
+def test_auto_leaves_out_runs_above_the_size(monkeypatch):
+    import mmea.search.reciprocal as rec
+
+    task, src, tgt = _task()
+    monkeypatch.setattr(rec, "RECIPROCAL_MAX_SCORES", 100)
+    assert reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu") is None
+    assert reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="on"), "cpu") is not None
