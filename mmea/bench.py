@@ -48,7 +48,7 @@ log = logging.getLogger("mmea.bench")
 STATUSES = ("done", "skipped", "recorded", "failed", "not run")
 
 #: keys of a ``[[rows]]`` entry that describe the row rather than configure its runs
-ROW_KEYS = ("label", "setting", "anchor", "datasets")
+ROW_KEYS = ("label", "setting", "anchor", "datasets", "from")
 #: ``[bench]`` keys every task accepts
 BENCH_KEYS = ("name", "task", "description", "out", "seeds", "metrics", "report", "figures", "datasets", "device",
               "scaling")
@@ -78,6 +78,7 @@ class Row:
     setting: str                # the declared setting, shown beside the numbers
     anchor: Any                 # published numbers: a string or a table (or None)
     values: dict                # the row's task keys (config), as written
+    source: str | None = None   # ``from``: another bench whose results json holds this row's cells (never run here)
 
 
 @dataclass
@@ -395,13 +396,14 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
         anchor = r.get("anchor")
         if anchor is not None and not isinstance(anchor, (str, dict)):
             raise _err(p, where, "anchor must be a string or a table of published numbers")
+        source = _row_source(r, name, p, where)
         resolved = [(ds, seed, *task.resolve(raw, r, ds, seed, p, where))
                     for ds in task.datasets(bench, r, p, where) for seed in seeds]
         key = task.row_key(label, resolved[0][3])
         if key in seen:
             raise _err(p, where, f"row name {key!r} repeats row #{seen[key]}; labels must be distinct")
         seen[key] = i
-        row = Row(i, label, key, setting, anchor, {k: v for k, v in r.items() if k not in ROW_KEYS})
+        row = Row(i, label, key, setting, anchor, {k: v for k, v in r.items() if k not in ROW_KEYS}, source)
         rows.append(row)
         for ds, seed, record, params in resolved:
             cell_name = f"{key}{'-' + slug(ds.label) if ds.label else ''}-seed{seed}"
@@ -412,6 +414,32 @@ def load_pipeline(path: str | Path, data_dir: str | None = None) -> Pipeline:
         raise _err(p, "[bench]", "scaling is [size metric, time metric], e.g. [\"split.test\", \"timings.total_s\"]")
     return Pipeline(p, name, task, out, list(seeds), metrics, report, description, rows, cells, figures, comparisons,
                     scaling)
+
+
+def _row_source(r: dict, name: str, path: Path, where: str) -> str | None:
+    """A row's ``from``: the name of another bench (its ``results/<from>.json``), or None."""
+    source = r.get("from")
+    if source is None:
+        return None
+    if not isinstance(source, str) or not source or slug(source) != source or source == name:
+        raise _err(path, where, f"from must name another bench (its results/<name>.json), got {source!r}")
+    return source
+
+
+def load_imports(pipeline: Pipeline, results_dir: str | Path) -> dict[str, dict[str, dict]]:
+    """``{bench: records}`` (:func:`load_records`) of every bench a row's ``from`` names; a missing file is an
+    error naming the row and the command that writes it."""
+    out: dict[str, dict[str, dict]] = {}
+    for row in pipeline.rows:
+        if row.source is None or row.source in out:
+            continue
+        path = Path(results_dir) / f"{row.source}.json"
+        if not path.is_file():
+            raise MmeaInputError(f"{pipeline.path}: row {row.label!r} reads its cells from {path}, which does not exist",
+                                 hint=f"run `mmea bench` on the pipeline named {row.source!r} first (its results go to "
+                                      f"{path})")
+        out[row.source] = load_records(path)
+    return out
 
 
 COMPARE_KEYS = ("a", "b", "metrics")
@@ -459,7 +487,8 @@ def select_rows(pipeline: Pipeline, only: tuple[str, ...] | list[str] = ()) -> s
 
 
 def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=(),
-               records: dict[str, dict] | None = None, datasets=()) -> list[tuple[Cell, str]]:
+               records: dict[str, dict] | None = None, datasets=(), imports: dict | None = None
+               ) -> list[tuple[Cell, str]]:
     """Each cell with its action.
 
     ``run`` (no finished run), ``rerun`` (finished with another config, or
@@ -470,6 +499,8 @@ def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=(),
     on a chosen cell runs it) or ``leave`` (left out and not finished).
     ``seeds``: only cells of these seeds (all when empty); a seed the pipeline
     does not list is an error.  ``datasets``: likewise, by dataset label (``--dataset``).
+    A row with ``from`` is never run: its cells are ``recorded`` from that bench's records (``imports``,
+    :func:`load_imports`) when the cell of the same name finished there under this cell's config, else ``leave``.
     """
     chosen = select_rows(pipeline, only)
     unknown = sorted(set(seeds) - set(pipeline.seeds))
@@ -483,6 +514,10 @@ def plan_cells(pipeline: Pipeline, only=(), force: bool = False, seeds=(),
                              f"{', '.join(str(x) for x in labels)}")
     plan = []
     for cell in pipeline.cells:
+        if cell.row.source is not None:  # another bench's cell, read from its results json only
+            found = record_matches((imports or {}).get(cell.row.source, {}).get(cell.name), cell)
+            plan.append((cell, "recorded" if found else "leave"))
+            continue
         stored = pipeline.task.stored_matches(cell)
         chosen_cell = (cell.row.key in chosen and not (seeds and cell.seed not in seeds)
                        and not (datasets and cell.dataset not in datasets))
@@ -597,7 +632,8 @@ def run_bench(pipeline: Pipeline, *, only=(), seeds=(), datasets=(), force: bool
     run nothing, tabulate the finished cells (a stale one counts as not run).
     """
     records = load_records(Path(results_dir) / f"{pipeline.name}.json")
-    plan = plan_cells(pipeline, only, force, seeds, records, datasets)
+    imports = load_imports(pipeline, results_dir)
+    plan = plan_cells(pipeline, only, force, seeds, records, datasets, imports)
     if table_only:
         plan = [(c, {"skip": "load", "run": "leave", "rerun": "leave"}.get(a, a)) for c, a in plan]
     report = BenchReport(pipeline)
@@ -608,14 +644,17 @@ def run_bench(pipeline: Pipeline, *, only=(), seeds=(), datasets=(), force: bool
                 "leave": "left out (--only / --seed / --dataset)",
                 "recorded": "no run folder; finished with this config per the previous results json, would reuse"}
         for i, (cell, action) in enumerate(plan, 1):
-            echo(f"[{i}/{len(plan)}] {cell.name}  {what[action]}  -> {cell.out}")
+            text = what[action] if cell.row.source is None else (
+                f"read from {cell.row.source}.json" if action == "recorded"
+                else f"not finished in {cell.row.source}.json with this config (a 'from' row is never run here)")
+            echo(f"[{i}/{len(plan)}] {cell.name}  {text}  -> {cell.out}")
         return report
     say = (lambda s: None) if quiet else echo
     active = [cell for cell, action in plan if action in ("run", "rerun", "skip")]
     i = 0
     for cell, action in plan:
         if action == "recorded":
-            record = records[cell.name]
+            record = (imports[cell.row.source] if cell.row.source else records)[cell.name]
             report.results.append(CellResult(cell, "recorded", record_metrics(record), record=record))
             continue
         if action in ("load", "leave"):
@@ -921,12 +960,22 @@ def _md(text: Any) -> str:
 
 
 def _recorded_note(report: BenchReport, name: str) -> str:
-    n = sum(r.status == "recorded" for r in report.results)
-    if not n:
-        return ""
-    return (f" ({n} cell{'s' if n > 1 else ''} whose run folder is absent here: from {'their' if n > 1 else 'its'} "
-            f"record in the previous {name}.json, written from {'their' if n > 1 else 'its'} metrics.json "
-            "when they ran, config unchanged)")
+    n = sum(r.status == "recorded" and r.cell.row.source is None for r in report.results)
+    text = ""
+    if n:
+        text = (f" ({n} cell{'s' if n > 1 else ''} whose run folder is absent here: from {'their' if n > 1 else 'its'} "
+                f"record in the previous {name}.json, written from {'their' if n > 1 else 'its'} metrics.json "
+                "when they ran, config unchanged)")
+    imported: dict[str, list[str]] = {}
+    for r in report.results:
+        if r.status == "recorded" and r.cell.row.source is not None:
+            imported.setdefault(r.cell.row.source, []).append(r.cell.row.label)
+    for source, labels in imported.items():
+        rows = ", ".join(dict.fromkeys(labels))
+        text += (f" (rows {rows}: {len(labels)} cell{'s' if len(labels) > 1 else ''} not run here but read from "
+                 f"results/{source}.json, where {'they' if len(labels) > 1 else 'it'} ran under the same config: "
+                 "same split, same settings)")
+    return text
 
 
 def results_markdown(report: BenchReport, command: str, written: datetime) -> str:
@@ -1019,7 +1068,8 @@ def results_json(report: BenchReport, command: str, written: datetime) -> dict:
     for r in report.results:
         if r.record is not None:  # carried over as it was recorded
             cells.append({**r.record, "status": "recorded", "out": str(r.cell.out),
-                          "config": _without_location(r.record.get("config"))})
+                          "config": _without_location(r.record.get("config")),
+                          **({"from": r.cell.row.source} if r.cell.row.source else {})})
             continue
         m = r.metrics or {}
         env = _env(r) if r.metrics else {}

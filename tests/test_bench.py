@@ -820,3 +820,43 @@ def test_dataset_filter_runs_only_that_datasets_cells(tmp_path, fake_align, monk
     assert [(c.data.src, c.seed) for c in fake_align.calls] == [("kg1/", 0)]  # base on "mine"; prop has no "mine"
     r = run("bench", pipe, "--dataset", "dbp15k_fr_en", "--dry-run")
     assert r.exit_code != 0 and "--dataset dbp15k_fr_en: no cell of" in r.output and "mine" in r.output
+
+
+def test_from_rows_read_another_benchs_cells_and_never_run_them(tmp_path, fake_align, monkeypatch):
+    """A row with ``from = "grid"`` shows grid's finished cells of the same name (same config: same split and
+    settings), never runs one, pairs with this bench's rows in [[compare]], and names its source in the table."""
+    monkeypatch.chdir(tmp_path)
+    grid = write(tmp_path / "grid.toml", GRID.format(out="runs"))
+    assert run("bench", grid, "--seed", "0", "--seed", "1").exit_code == 0
+    calls = len(fake_align.calls)
+    other = GRID.format(out="runs2").replace('name = "grid"', 'name = "other"')
+    other = other.replace('[[rows]]\n    label = "prop"', '[[rows]]\n    label = "mine"\n    datasets = ["dbp15k_ja_en"]'
+                          '\n    model.name = "propagation"\n\n    [[rows]]\n    label = "prop"\n    from = "grid"', 1)
+    other += '\n    [[compare]]\n    a = "mine"\n    b = "prop"\n'
+    pipe = write(tmp_path / "other.toml", other)
+    r = run("bench", pipe, "--dry-run")
+    assert r.output.count("read from grid.json") == 2 and "a 'from' row is never run here" in r.output
+    r = run("bench", pipe, "--only", "prop", "--force")  # chosen and forced: still never run
+    assert r.exit_code == 0 and len(fake_align.calls) == calls
+    res = json.loads((tmp_path / "results" / "other.json").read_text())
+    cells = {c["name"]: c for c in res["cells"]}
+    assert cells["prop-dbp15k_ja_en-seed1"]["status"] == "recorded" and cells["prop-dbp15k_ja_en-seed1"]["from"] == "grid"
+    assert cells["prop-dbp15k_ja_en-seed2"]["status"] == "not run"
+    prop = next(x for x in res["rows"] if x["row"] == "prop")
+    assert prop["seeds"] == [0, 1] and prop["metrics"]["test.hits@1"]["mean"] == pytest.approx(0.55)
+    md = (tmp_path / "results" / "other.md").read_text()
+    assert "(rows prop: 2 cells not run here but read from results/grid.json" in md
+    assert run("bench", pipe, "--only", "mine", "--seed", "0").exit_code == 0
+    comp = json.loads((tmp_path / "results" / "other.json").read_text())["comparisons"]
+    assert comp and comp[0]["a"] == "mine" and comp[0]["b"] == "prop"
+    # a setting that differs from the source's makes its cells unusable: shown as not run, never run
+    pipe.write_text(other.replace('from = "grid"', 'from = "grid"\n    data.valid_ratio = 0.2'))
+    r = run("bench", pipe, "--dry-run")
+    assert "read from grid.json" not in r.output and r.output.count("not finished in grid.json") == 3
+    # errors name the row: a missing source json, a bad name
+    pipe.write_text(other.replace('from = "grid"', 'from = "nowhere"'))
+    r = run("bench", pipe, "--dry-run")
+    assert r.exit_code == 2 and "row 'prop' reads its cells from results/nowhere.json" in r.output
+    pipe.write_text(other.replace('from = "grid"', 'from = "other"'))
+    r = run("bench", pipe, "--dry-run")
+    assert r.exit_code == 2 and "from must name another bench" in r.output
