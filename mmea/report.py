@@ -416,6 +416,11 @@ def section_run(run: RunFiles) -> Section:
                                      if k.startswith("hits@") or k in ("mr", "mrr")))])
     else:
         rows.append(["test", "no gold test links: ranking metrics were not computed"])
+    rec = (m.get("test_by_method") or {}).get("src->tgt/reciprocal")
+    if isinstance(rec, dict):  # the third ranking, both sides' preferences (mmea.search.reciprocal)
+        rows.append(["test, reciprocal ranking (both sides' preferences)",
+                     "  ".join(f"{k.upper() if k == 'mrr' else k.replace('hits', 'H')} {_fmt(rec[k], 4)}"
+                               for k in ("hits@1", "hits@10", "mrr") if _is_number(rec.get(k)))])
     mt = m.get("matched")
     if isinstance(mt, dict) and mt.get("method") not in (None, "none"):
         rows.append(["matching", f"{mt['method']}: {mt.get('pairs', 0):,} pairs"

@@ -136,6 +136,8 @@ def test_report_of_a_selfmea_run_has_every_section_with_embedded_figures(demo_ru
     summary = {row[0]: row[1] for row in page.rows["kv"]}
     assert summary["dataset"] == "demo" and summary["model"] == "selfmea" and summary["seed"] == "0"
     assert summary["name encoder"].startswith("char-ngram") and "train 540" in summary["split (links)"]
+    rec = json.loads((demo_run / "metrics.json").read_text())["test_by_method"]["src->tgt/reciprocal"]
+    assert summary["test, reciprocal ranking (both sides' preferences)"].startswith(f"H@1 {rec['hits@1']:.4f}")
     errors = page.rows["errors"]
     assert 1 <= len(errors) <= 20 and [row[0] for row in errors] == [str(i) for i in range(1, len(errors) + 1)]
     assert all(row[3] != "unknown" for row in errors)  # the gold target's name, from the top-50 lists
