@@ -272,6 +272,15 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
             "solver": f"{label} over each side's top-{k} by {method})"}
 
 
+def pass_radius(found, search, num_sources: int, num_candidates: int) -> tuple | None:
+    """``(r_src, r_tgt)``: the search pass's CSLS radii (the metrics', test sources in ``eval_src`` order, test
+    targets) when they cover these rows (``search.candidates = "test"``), for a later step to reuse; else None."""
+    if found is None or search.candidates != "test" or found.r_src is None or found.r_tgt is None \
+            or len(found.r_src) != num_sources or len(found.r_tgt) != num_candidates:
+        return None
+    return np.asarray(found.r_src, np.float32), np.asarray(found.r_tgt, np.float32)
+
+
 def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) -> dict:
     """The one-to-one entries of ``metrics["test"]``: ``hits@1_one_to_one`` and ``one_to_one`` (solver, pairs).
 
@@ -286,12 +295,9 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) 
 
         o = listed_one_to_one(found, task.test, cand, search.one_to_one)
         return {"hits@1_one_to_one": o["hits@1"], "one_to_one": {"solver": o["solver"], "pairs": o["pairs"]}}
-    radius = None
-    if found is not None and search.candidates == "test" and found.r_tgt is not None \
-            and len(found.r_tgt) == len(cand) and len(found.r_src) == len(sources):
-        radius = (np.asarray(found.r_src, np.float32), np.asarray(found.r_tgt, np.float32))  # eval_src order
     o = one_to_one_hits(src_emb, tgt_emb, task.test, cand, method=search.method, csls_k=search.csls_k,
-                        device=device, radius=radius, solver=search.one_to_one)
+                        device=device, radius=pass_radius(found, search, len(sources), len(cand)),
+                        solver=search.one_to_one)
     return {"hits@1_one_to_one": o["hits@1"], "one_to_one": {"solver": o["solver"], "pairs": o["pairs"]}}
 
 
@@ -309,12 +315,9 @@ def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
     too_big = len(src_rows) * len(tgt_rows) > RECIPROCAL_MAX_SCORES and search.reciprocal == "auto"
     if search.reciprocal == "off" or too_big or (found is not None and found.stats.get("approximate")):
         return None
-    radius = None  # the primary metric's radii over the same rows, when the pass kept them
-    if found is not None and search.candidates == "test" and found.r_src is not None \
-            and len(found.r_src) == len(src_rows) and len(found.r_tgt) == len(tgt_rows):
-        radius = (np.asarray(found.r_src, np.float32), np.asarray(found.r_tgt, np.float32))
     sim = Similarity(np.asarray(src_emb)[src_rows], np.asarray(tgt_emb)[tgt_rows], method=search.method,
-                     csls_k=search.csls_k, device=device, radius=radius, progress=progress)
+                     csls_k=search.csls_k, device=device, progress=progress,
+                     radius=pass_radius(found, search, len(src_rows), len(tgt_rows)))
     ranks = reciprocal_ranks(sim, q_tgt, q_src, progress=progress)  # (links,)
     return {**ranking_metrics(ranks), "n": int(len(ranks))}
 
@@ -440,8 +443,10 @@ def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search,
         else:
             with run.stage("one_to_one"):  # the second, labelled H@1: one-to-one assignment of the test candidates
                 out["test"].update(one_to_one_metrics(task, src_emb, tgt_emb, search, device, found))
-        with run.stage("reciprocal"):  # a third ranking: both sides' preferences (mmea.search.reciprocal)
-            rec = reciprocal_metrics(task, src_emb, tgt_emb, search, device, found, progress)
+        rec = None
+        if search.reciprocal != "off":
+            with run.stage("reciprocal"):  # a third ranking: both sides' preferences (mmea.search.reciprocal)
+                rec = reciprocal_metrics(task, src_emb, tgt_emb, search, device, found, progress)
         if rec is not None:
             out["test_by_method"]["src->tgt/reciprocal"] = rec
     else:

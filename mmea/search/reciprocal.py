@@ -39,13 +39,13 @@ __all__ = ["column_best", "reciprocal_ranks", "reciprocal_best", "RECIPROCAL_MAX
 RECIPROCAL_MAX_SCORES = 2_000_000_000
 
 
-def _blocks(sim, progress: bool, desc: str):
-    """``(start, stop, scores (b, m) torch)`` over blocks of ``sim``'s source rows."""
+def _blocks(sim, rows: np.ndarray, progress: bool, desc: str):
+    """``(start, stop, scores (b, m) torch)`` over blocks of ``rows`` (positions into ``sim``'s source rows)."""
     bs = row_block_size(sim.m, getattr(sim, "block_size", None))
-    with progress_bar(total=sim.n, progress=progress, desc=desc, unit="row", leave=False) as bar:
-        for a in range(0, sim.n, bs):
-            e = min(a + bs, sim.n)
-            yield a, e, sim.rows(np.arange(a, e))
+    with progress_bar(total=len(rows), progress=progress, desc=desc, unit="row", leave=False) as bar:
+        for a in range(0, len(rows), bs):
+            e = min(a + bs, len(rows))
+            yield a, e, sim.rows(rows[a:e])
             bar.update(e - a)
 
 
@@ -54,7 +54,7 @@ def column_best(sim, progress: bool = False) -> np.ndarray:
     import torch
 
     best = None
-    for _, _, S in _blocks(sim, progress, "column maxima"):
+    for _, _, S in _blocks(sim, np.arange(sim.n), progress, "column maxima"):
         top = S.max(dim=0).values  # (m,)
         best = top if best is None else torch.maximum(best, top)
     if best is None:
@@ -89,16 +89,12 @@ def reciprocal_ranks(sim, gold: np.ndarray, rows: np.ndarray | None = None, *, p
     col = torch.from_numpy(column_best(sim, progress)).to(sim.device)[None, :]  # (1, m)
     ranks = np.empty(len(rows), np.int64)
     cols = torch.arange(sim.m, device=sim.device)[None, :]  # (1, m)
-    bs = row_block_size(sim.m, getattr(sim, "block_size", None))
-    with torch.no_grad(), progress_bar(total=len(rows), progress=progress, desc="reciprocal ranks", unit="row",
-                                       leave=False) as bar:
-        for a in range(0, len(rows), bs):
-            e = min(a + bs, len(rows))
-            K = _keys(sim.rows(rows[a:e]), col)  # (b, m)
+    with torch.no_grad():
+        for a, e, S in _blocks(sim, rows, progress, "reciprocal ranks"):
+            K = _keys(S, col)  # (b, m)
             g = torch.from_numpy(gold[a:e]).to(sim.device)[:, None]  # (b, 1)
             gv = torch.gather(K, 1, g)  # (b, 1)
             ranks[a:e] = (1 + (K > gv).sum(1) + ((K == gv) & (cols < g)).sum(1)).cpu().numpy()
-            bar.update(e - a)
     return ranks
 
 
@@ -112,7 +108,7 @@ def reciprocal_best(sim, *, progress: bool = False) -> tuple[np.ndarray, np.ndar
     keys = np.empty(sim.n, np.float32)
     scores = np.empty(sim.n, np.float32)
     with torch.no_grad():
-        for a, e, S in _blocks(sim, progress, "reciprocal best"):
+        for a, e, S in _blocks(sim, np.arange(sim.n), progress, "reciprocal best"):
             k, i = _keys(S, col).max(dim=1)  # (b,), (b,)
             ids[a:e], keys[a:e] = i.cpu().numpy(), k.cpu().numpy()
             scores[a:e] = torch.gather(S, 1, i[:, None])[:, 0].cpu().numpy()
