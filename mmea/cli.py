@@ -278,7 +278,8 @@ def _print_align_summary(result: dict) -> None:
             click.echo(f"one-to-one assignment H@1 {t['hits@1_one_to_one']:.4f}  ({t['one_to_one']['solver']})")
         rec = m.get("test_by_method", {}).get("src->tgt/reciprocal")
         if rec is not None:
-            click.echo(f"reciprocal ranking H@1 {rec['hits@1']:.4f}  MRR {rec['mrr']:.4f}  (both sides' preferences)")
+            click.echo(f"reciprocal ranking H@1 {rec['hits@1']:.4f}  MRR {rec['mrr']:.4f}  (both sides' preferences"
+                       + (f"; {rec['ranks_from']})" if rec.get("ranks_from") else ")"))
     else:
         click.echo(f"{m['dataset']} / {m['model']}: no gold test links, evaluation skipped")
     if "matched" in m:

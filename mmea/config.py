@@ -132,7 +132,8 @@ class SearchConfig:
     whole rows only.  ``reciprocal``: the test links ranked once more by both sides' preferences
     (:mod:`mmea.search.reciprocal`), ``test_by_method["src->tgt/reciprocal"]``: ``auto`` after an exact
     search up to :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores, ``on`` after any exact
-    search, ``off`` never.
+    search, ``off`` never; after an approximate search (``auto`` or ``on``) each source's list of the pass is
+    re-ranked instead (:func:`~mmea.search.reciprocal.listed_reciprocal`).
     """
 
     method: str = "csls"

@@ -418,7 +418,8 @@ def section_run(run: RunFiles) -> Section:
         rows.append(["test", "no gold test links: ranking metrics were not computed"])
     rec = (m.get("test_by_method") or {}).get("src->tgt/reciprocal")
     if isinstance(rec, dict):  # the third ranking, both sides' preferences (mmea.search.reciprocal)
-        rows.append(["test, reciprocal ranking (both sides' preferences)",
+        rows.append(["test, reciprocal ranking (both sides' preferences"
+                     + (f"; {rec['ranks_from']})" if rec.get("ranks_from") else ")"),
                      "  ".join(f"{k.upper() if k == 'mrr' else k.replace('hits', 'H')} {_fmt(rec[k], 4)}"
                                for k in ("hits@1", "hits@10", "mrr") if _is_number(rec.get(k)))])
     mt = m.get("matched")

@@ -98,8 +98,63 @@ def test_align_metric_reuses_the_pass_and_obeys_the_switch():
     direct = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu")
     assert reused == pytest.approx(direct) and reused["n"] == 80 and 0.0 < reused["hits@1"] <= 1.0
     assert reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="off"), "cpu", found) is None
-    found.stats["approximate"] = True  # an approximate pass has no full rows: left out
-    assert reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="on"), "cpu", found) is None
+
+
+def _approx(list_size: int):
+    from mmea.search.approx import approx_search
+
+    task, src, tgt = _task()
+    cand = np.unique(task.test[:, 1])
+    found = approx_search(src, tgt, task.test[:, 0], cand, index="flat", gold=np.searchsorted(cand, task.test[:, 1]),
+                          list_size=list_size)
+    return task, src, tgt, cand, found
+
+
+def test_full_lists_give_the_dense_reciprocal_ranking():
+    """Every candidate listed (exact ``flat`` lists): the re-ranked lists are the dense ranking, best included."""
+    from mmea.evaluation import evaluation_rows
+    from mmea.search.reciprocal import listed_reciprocal, listed_reciprocal_ranks
+
+    task, src, tgt, cand, found = _approx(list_size=120)
+    src_rows, _, q_src, q_tgt = evaluation_rows(task.test, 120, 120, "test")
+    fwd, bwd = found.lists["forward"], found.lists["reverse"]
+    assert fwd.ids.shape[1] == len(cand)  # nothing left out
+    sim = Similarity(src[src_rows], tgt[cand], method="csls", radius=(found.r_src, found.r_tgt))
+    np.testing.assert_array_equal(listed_reciprocal_ranks(fwd, bwd, len(cand), q_src, q_tgt),
+                                  reciprocal_ranks(sim, q_tgt, q_src))
+    np.testing.assert_array_equal(listed_reciprocal(fwd, bwd, len(cand))[0][:, 0], reciprocal_best(sim)[0])
+
+
+def test_short_lists_are_re_ranked_against_a_brute_force_reference():
+    """Top-5 lists: each list re-sorted by ``2 s - c`` with ``c`` the best listed score of each target (both
+    lists), computed here pair by pair; a gold target outside its list is not ranked (-1) and a miss."""
+    from mmea.evaluation import evaluation_rows
+    from mmea.search.reciprocal import listed_reciprocal_ranks
+
+    task, src, tgt, cand, found = _approx(list_size=5)
+    _, _, q_src, q_tgt = evaluation_rows(task.test, 120, 120, "test")
+    fwd, bwd = found.lists["forward"], found.lists["reverse"]
+    c = {}
+    for lists, as_pair in ((fwd, lambda i, j: j), (bwd, lambda i, j: i)):
+        for i, (ids, sc) in enumerate(zip(lists.ids, lists.scores)):
+            for j, v in zip(ids, sc):
+                if j >= 0:
+                    t = as_pair(i, int(j))
+                    c[t] = max(c.get(t, -np.inf), float(v))
+    want = []
+    for u, g in zip(q_src, q_tgt):
+        keyed = sorted(((-(2 * float(v) - c[int(j)]), int(j)) for j, v in zip(fwd.ids[u], fwd.scores[u]) if j >= 0))
+        order = [j for _, j in keyed]
+        want.append(order.index(g) + 1 if g in order else -1)
+    got = listed_reciprocal_ranks(fwd, bwd, len(cand), q_src, q_tgt)
+    np.testing.assert_array_equal(got, want)
+    assert (got == -1).any() and (got == 1).any()
+    rec = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu", found)  # an approximate pass: from the lists
+    assert rec["hits@1"] == pytest.approx(np.mean(got == 1)) and rec["mr"] is None
+    assert "top-5 list (flat) re-ranked" in rec["ranks_from"] and rec["ranked"] == pytest.approx(np.mean(got > 0))
+    assert reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="off"), "cpu", found) is None
+    with pytest.raises(MmeaInputError, match="3 gold targets for 2 queries"):
+        listed_reciprocal_ranks(fwd, bwd, len(cand), [0, 1], [0, 1, 2])
 
 
 def test_auto_leaves_out_runs_above_the_size(monkeypatch):

@@ -89,14 +89,18 @@ def test_align_with_ivf_uses_the_approximate_pass(tmp_path):
     cfg1 = load_config(None, [f"data.pair={tmp_path / 'pair'}", "data.seed_ratio=0.3", "device=cpu",
                               "model.name=label-propagation", "model.anchor_dim=32", "model.hops=2",
                               "model.name_weight=0.5", "model.name_dim=32", "features.cache=false",
-                              "search.index=ivf", "search.nprobe=1", "search.one_to_one=off"])
+                              "search.index=ivf", "search.nprobe=1", "search.one_to_one=off",
+                              "search.match=reciprocal"])
     m1 = json.loads(run_align(cfg1, tmp_path / "run1", quiet=True)["metrics_path"].read_text())
     ranks1 = np.load(tmp_path / "run1" / "test_ranks.npy")
     assert (ranks1 == -1).sum() > (ranks == -1).sum()
     # search.one_to_one = off: no second H@1, a note says so, no stage time
     assert "hits@1_one_to_one" not in m1["test"] and "one_to_one_s" not in m1["timings"]
     assert any("one_to_one = off" in n for n in m1["notes"])
-    assert "src->tgt/reciprocal" not in m1["test_by_method"]  # an approximate pass has no full rows to re-rank
+    # the reciprocal ranking and matcher re-rank the pass's lists (no dense n x m pass)
+    rec = m1["test_by_method"]["src->tgt/reciprocal"]
+    assert "top-50 list (ivf) re-ranked" in rec["ranks_from"] and 0.0 < rec["hits@1"] <= rec["ranked"]
+    assert m1["matched"]["method"] == "reciprocal" and 0 < m1["matched"]["pairs"] <= m1["split"]["test"]
     with pytest.raises(Exception, match="one_to_one"):
         load_config(None, ["search.one_to_one=lp"])
 

@@ -140,7 +140,11 @@ def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray
                           csls_k=search.csls_k, index=engine, device=device, progress=progress, channels=channels,
                           lists=lists, **once, **search.index_options())
     matching = None
-    if search.match not in (None, "none"):
+    if search.match == "reciprocal":  # from the pass's lists: two dense passes over n x m are out of reach here
+        from ..search.reciprocal import listed_reciprocal_matching
+
+        matching = listed_reciprocal_matching(found, np.unique(rows, return_inverse=True)[1], len(cand))
+    elif search.match not in (None, "none"):
         sim = Similarity(np.asarray(src_emb)[rows], np.asarray(tgt_emb)[cand], method=search.method,
                          csls_k=search.csls_k, device=device, index=engine,
                          radius=(found.result.r_src, found.result.r_tgt), progress=progress)
@@ -305,21 +309,38 @@ def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
                        ) -> dict | None:
     """``test_by_method["src->tgt/reciprocal"]``: the test links ranked by both sides' preferences over the
     run's scores (:mod:`mmea.search.reciprocal`), against the same candidates as the primary metric; ``None``
-    when ``search.reciprocal`` leaves it out (``off``, an approximate search, or ``auto`` above
-    :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores)."""
+    when ``search.reciprocal`` leaves it out (``off``, or an exact search with ``auto`` above
+    :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores).  After an approximate search: each test
+    source's top-``K`` list of the pass re-ranked by the keys (:func:`~mmea.search.reciprocal.listed_reciprocal`;
+    a gold target outside its list is a miss, MRR a lower bound, no MR), labelled by ``ranks_from``."""
     from ..evaluation import evaluation_rows, ranking_metrics
     from ..search.matching import Similarity
     from ..search.reciprocal import RECIPROCAL_MAX_SCORES, reciprocal_ranks
 
+    if search.reciprocal == "off":
+        return None
     src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(task.test, len(src_emb), len(tgt_emb), search.candidates)
-    too_big = len(src_rows) * len(tgt_rows) > RECIPROCAL_MAX_SCORES and search.reciprocal == "auto"
-    if search.reciprocal == "off" or too_big or (found is not None and found.stats.get("approximate")):
+    if found is not None and found.stats.get("approximate"):
+        return listed_reciprocal_metrics(found, q_src, q_tgt, len(tgt_rows))
+    if len(src_rows) * len(tgt_rows) > RECIPROCAL_MAX_SCORES and search.reciprocal == "auto":
         return None
     sim = Similarity(np.asarray(src_emb)[src_rows], np.asarray(tgt_emb)[tgt_rows], method=search.method,
                      csls_k=search.csls_k, device=device, progress=progress,
                      radius=pass_radius(found, search, len(src_rows), len(tgt_rows)))
     ranks = reciprocal_ranks(sim, q_tgt, q_src, progress=progress)  # (links,)
     return {**ranking_metrics(ranks), "n": int(len(ranks))}
+
+
+def listed_reciprocal_metrics(found, q_src: np.ndarray, q_tgt: np.ndarray, m: int) -> dict:
+    """:func:`reciprocal_metrics` from an approximate pass's two-way lists (``found.lists``): the links'
+    ``q_src`` positions among the pass's sources, ``q_tgt`` among its ``m`` candidates."""
+    from ..search.approx import list_rank_metrics
+    from ..search.reciprocal import listed_reciprocal_ranks
+
+    fwd, bwd = found.lists["forward"], found.lists["reverse"]
+    ranks = listed_reciprocal_ranks(fwd, bwd, m, q_src, q_tgt)  # (links,), -1: not in the list
+    return {**list_rank_metrics(ranks), "ranks_from": f"each source's approximate top-{fwd.ids.shape[1]} list "
+                                                      f"({found.stats.get('index')}) re-ranked by the keys"}
 
 
 def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, al, search,

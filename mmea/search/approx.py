@@ -35,7 +35,8 @@ from .knn import TorchIndex, as_float32, exact_scores, make_index, scale_rows
 from .matching import ListedSimilarity, assigned_hits, solve_one_to_one
 from .onepass import OnePass
 
-__all__ = ["LIST_SIZE", "approx_search", "sorted_lists", "list_ranks", "metrics_from_lists", "listed_one_to_one"]
+__all__ = ["LIST_SIZE", "approx_search", "sorted_lists", "list_ranks", "list_rank_metrics", "metrics_from_lists",
+           "listed_one_to_one"]
 
 #: neighbours kept per source and per target (the one-to-one graph's ``sparse_k`` too)
 LIST_SIZE = 50
@@ -204,21 +205,24 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
     return found
 
 
+def list_rank_metrics(ranks, ks=(1, 5, 10)) -> dict:
+    """Hits@k, MRR (an unranked link, ``-1``, counts 0: a lower bound), ``n`` and the ranked share of list ranks;
+    no MR (an unranked link's rank is unknown)."""
+    r = np.asarray(ranks, np.float64)
+    if not len(r):
+        raise MmeaInputError("no ranks to evaluate (empty test set?)")
+    ranked = r >= 1
+    return {**{f"hits@{k}": float(np.mean(ranked & (r <= k))) for k in ks}, "mr": None,
+            "mrr": float(np.mean(np.where(ranked, 1.0 / np.maximum(r, 1), 0.0))), "n": int(len(r)),
+            "ranked": float(np.mean(ranked))}
+
+
 def metrics_from_lists(ranks: dict, *, list_size: int, index: str, candidates: str, num_candidates: dict,
                        csls_k: int, primary: tuple = ("src->tgt", "csls"), ks=(1, 5, 10)) -> dict:
     """The evaluation dict of :func:`mmea.evaluation.metrics_from_ranks` from list ranks (``-1``: not in the
     list): Hits@k exact given the lists, MRR with an unranked link counted 0 (a lower bound), no MR."""
     direction, method = primary
-    by_method = {}
-    for d, per in ranks.items():
-        for mth, r in per.items():
-            r = np.asarray(r, np.float64)
-            if not len(r):
-                raise MmeaInputError("no ranks to evaluate (empty test set?)")
-            ranked = r >= 1
-            by_method[f"{d}/{mth}"] = {**{f"hits@{k}": float(np.mean(ranked & (r <= k))) for k in ks}, "mr": None,
-                                       "mrr": float(np.mean(np.where(ranked, 1.0 / np.maximum(r, 1), 0.0))),
-                                       "n": int(len(r)), "ranked": float(np.mean(ranked))}
+    by_method = {f"{d}/{mth}": list_rank_metrics(r, ks) for d, per in ranks.items() for mth, r in per.items()}
     key = f"{direction}/{method}"
     return {"test": {**by_method[key], "direction": direction, "method": method}, "test_by_method": by_method,
             "primary": key, "candidates": candidates, "num_candidates": num_candidates,

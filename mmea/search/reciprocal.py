@@ -23,6 +23,14 @@ this ranking of the CSLS scores, 0.783 by the one-to-one assignment.
 
 Two blockwise passes over the ``(n, m)`` scores (column maxima, then the keys); nothing larger than one
 block of rows is held.  Written here because no library ranks by these keys without the dense matrix.
+
+**From candidate lists** (:func:`listed_reciprocal`, an approximate search at 1M entities, where two passes
+over ``n m`` scores are out of reach): each source's top-``K`` list (the pass's own, by the run's score) is
+re-ranked by the keys, and the targets outside it stay behind it, as the lists' own metrics rank them (a gold
+target outside its list is not ranked: a miss).  ``c(v)`` is the best score among the sources in ``v``'s
+reverse list and the sources that list ``v``: with exact lists the true column maximum, with approximate
+ones a lower bound of it.  This is a re-ranking of the listed candidates, not the dense ranking above: its
+numbers are labelled so (``ranks_from``).
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from ..errors import MmeaInputError
 from ..progress import progress_bar
 from .knn import row_block_size
 
-__all__ = ["column_best", "reciprocal_ranks", "reciprocal_best", "RECIPROCAL_MAX_SCORES"]
+__all__ = ["column_best", "reciprocal_ranks", "reciprocal_best", "listed_column_best", "listed_reciprocal",
+           "listed_reciprocal_ranks", "listed_reciprocal_matching", "RECIPROCAL_MAX_SCORES"]
 
 #: ``search.reciprocal = "auto"`` ranks by the reciprocal keys up to this many ``(n, m)`` scores (two passes)
 RECIPROCAL_MAX_SCORES = 2_000_000_000
@@ -113,3 +122,63 @@ def reciprocal_best(sim, *, progress: bool = False) -> tuple[np.ndarray, np.ndar
             ids[a:e], keys[a:e] = i.cpu().numpy(), k.cpu().numpy()
             scores[a:e] = torch.gather(S, 1, i[:, None])[:, 0].cpu().numpy()
     return ids, keys, scores
+
+
+# -- from the candidate lists of a search pass --------------------------------------------------------
+
+def _listed(lists) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids (q, K), scores (q, K))`` of a :class:`~mmea.search.csls.SearchResult` list by its own method;
+    unfilled slots (id ``-1``) score ``-inf``."""
+    ids = np.asarray(lists.ids, np.int64)
+    return ids, np.where(ids >= 0, np.asarray(lists.scores, np.float32), np.float32(-np.inf))
+
+
+def listed_column_best(forward, reverse, m: int) -> np.ndarray:
+    """``c (m,)`` float32: each target's best score among the sources of its reverse list and the sources that
+    list it (``forward``: ``(p, K)`` lists of targets ``0..m-1``; ``reverse``: ``(m, K')`` lists of sources)."""
+    f_ids, f_s = _listed(forward)  # (p, K)
+    b_ids, b_s = _listed(reverse)  # (m, K')
+    if len(b_ids) != m:
+        raise MmeaInputError(f"the reverse lists have {len(b_ids)} rows for {m} targets")
+    c = b_s.max(1) if b_s.shape[1] else np.full(m, -np.inf, np.float32)  # (m,)
+    ok = f_ids >= 0
+    np.maximum.at(c, f_ids[ok], f_s[ok])
+    return c.astype(np.float32)
+
+
+def listed_reciprocal(forward, reverse, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each source's list re-ranked by the keys: ``(ids (p, K), keys (p, K), scores (p, K))``, keys descending,
+    ties by the lower target index, unfilled slots (id ``-1``, key ``-inf``) last (module doc)."""
+    ids, s = _listed(forward)  # (p, K)
+    c = listed_column_best(forward, reverse, m)  # (m,)
+    keys = np.where(ids >= 0, 2.0 * s - c[np.maximum(ids, 0)], -np.inf).astype(np.float32)  # (p, K)
+    order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -keys), axis=-1)  # (p, K)
+    take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    return take(ids), take(keys), take(s)
+
+
+def listed_reciprocal_ranks(forward, reverse, m: int, rows: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """``(q,)`` 1-based position of ``gold[i]`` in source ``rows[i]``'s re-ranked list; ``-1`` when it is not
+    listed (its rank is above ``K`` in this re-ranking)."""
+    rows, gold = np.asarray(rows, np.int64).reshape(-1), np.asarray(gold, np.int64).reshape(-1)
+    if len(rows) != len(gold):
+        raise MmeaInputError(f"{len(gold)} gold targets for {len(rows)} queries")
+    ids, _, _ = listed_reciprocal(forward, reverse, m)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(ids)):
+        raise MmeaInputError(f"query source row out of range [0, {len(ids)})")
+    hit = ids[rows] == gold[:, None]  # (q, K)
+    return np.where(hit.any(1), hit.argmax(1) + 1, -1).astype(np.int64)
+
+
+def listed_reciprocal_matching(found, q: np.ndarray, m: int):
+    """The ``reciprocal`` matcher from a search pass's two-way lists (``found.lists``): query row ``i`` (source
+    position ``q[i]`` of the lists) takes the first target of its re-ranked list; a row with an empty list
+    takes none.  Returns a :class:`~mmea.search.matching.Matching` over the query rows (score: ``s(u, v)``)."""
+    from .matching import Matching
+
+    ids, keys, scores = listed_reciprocal(found.lists["forward"], found.lists["reverse"], m)  # (p, K)
+    q = np.asarray(q, np.int64).reshape(-1)
+    ok = np.flatnonzero(ids[q, 0] >= 0) if ids.shape[1] else np.zeros(0, np.int64)
+    k = ids.shape[1]
+    return Matching(ok, ids[q[ok], 0], scores[q[ok], 0].astype(np.float32), matcher="reciprocal",
+                    info={"from": f"each source's top-{k} list of the search pass, re-ranked by the keys"})
