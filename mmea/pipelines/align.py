@@ -128,7 +128,7 @@ def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray
     ``lists``: :func:`~mmea.search.approx.approx_search`'s ``lists`` (Ray shards), default in-process."""
     from ..calibration import valid_queries, valid_scores_from_top
     from ..search.approx import approx_search
-    from ..search.matching import MATCHERS, Alignment, Similarity
+    from ..search.matching import MATCHERS, Alignment, Similarity, listed_reciprocal_matching
 
     once: dict = {}
     if len(task.test):
@@ -141,8 +141,6 @@ def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray
                           lists=lists, **once, **search.index_options())
     matching = None
     if search.match == "reciprocal":  # from the pass's lists: two dense passes over n x m are out of reach here
-        from ..search.reciprocal import listed_reciprocal_matching
-
         matching = listed_reciprocal_matching(found, np.unique(rows, return_inverse=True)[1], len(cand))
     elif search.match not in (None, "none"):
         sim = Similarity(np.asarray(src_emb)[rows], np.asarray(tgt_emb)[cand], method=search.method,

@@ -53,6 +53,7 @@ __all__ = [
     "Matching",
     "Similarity",
     "Alignment",
+    "listed_reciprocal_matching",
     "NoneMatcher",
     "GreedyMatcher",
     "MutualMatcher",
@@ -323,6 +324,20 @@ class ReciprocalMatcher(Matcher):
         ids, keys, scores = reciprocal_best(sim, progress=sim.progress)
         ok = np.isfinite(keys)
         return Matching(np.flatnonzero(ok), ids[ok], scores[ok])
+
+
+def listed_reciprocal_matching(found, q: np.ndarray, m: int):
+    """The ``reciprocal`` matcher from a search pass's two-way lists (``found.lists``): query row ``i`` (source
+    position ``q[i]`` of the lists) takes the first target of its re-ranked list; a row with an empty list
+    takes none.  Returns a :class:`~mmea.search.matching.Matching` over the query rows (score: ``s(u, v)``)."""
+    from .reciprocal import listed_reciprocal
+
+    ids, keys, scores = listed_reciprocal(found.lists["forward"], found.lists["reverse"], m)  # (p, K)
+    q = np.asarray(q, np.int64).reshape(-1)
+    ok = np.flatnonzero(ids[q, 0] >= 0) if ids.shape[1] else np.zeros(0, np.int64)
+    k = ids.shape[1]
+    return Matching(ok, ids[q[ok], 0], scores[q[ok], 0].astype(np.float32), matcher="reciprocal",
+                    info={"from": f"each source's top-{k} list of the search pass, re-ranked by the keys"})
 
 
 def _candidate_edges(sim: Similarity, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

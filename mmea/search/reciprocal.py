@@ -42,7 +42,7 @@ from ..progress import progress_bar
 from .knn import row_block_size
 
 __all__ = ["column_best", "reciprocal_ranks", "reciprocal_best", "listed_column_best", "listed_reciprocal",
-           "listed_reciprocal_ranks", "listed_reciprocal_matching", "RECIPROCAL_MAX_SCORES"]
+           "listed_reciprocal_ranks", "RECIPROCAL_MAX_SCORES"]
 
 #: ``search.reciprocal = "auto"`` ranks by the reciprocal keys up to this many ``(n, m)`` scores (two passes)
 RECIPROCAL_MAX_SCORES = 2_000_000_000
@@ -169,16 +169,3 @@ def listed_reciprocal_ranks(forward, reverse, m: int, rows: np.ndarray, gold: np
     hit = ids[rows] == gold[:, None]  # (q, K)
     return np.where(hit.any(1), hit.argmax(1) + 1, -1).astype(np.int64)
 
-
-def listed_reciprocal_matching(found, q: np.ndarray, m: int):
-    """The ``reciprocal`` matcher from a search pass's two-way lists (``found.lists``): query row ``i`` (source
-    position ``q[i]`` of the lists) takes the first target of its re-ranked list; a row with an empty list
-    takes none.  Returns a :class:`~mmea.search.matching.Matching` over the query rows (score: ``s(u, v)``)."""
-    from .matching import Matching
-
-    ids, keys, scores = listed_reciprocal(found.lists["forward"], found.lists["reverse"], m)  # (p, K)
-    q = np.asarray(q, np.int64).reshape(-1)
-    ok = np.flatnonzero(ids[q, 0] >= 0) if ids.shape[1] else np.zeros(0, np.int64)
-    k = ids.shape[1]
-    return Matching(ok, ids[q[ok], 0], scores[q[ok], 0].astype(np.float32), matcher="reciprocal",
-                    info={"from": f"each source's top-{k} list of the search pass, re-ranked by the keys"})
