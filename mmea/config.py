@@ -130,10 +130,11 @@ class SearchConfig:
     approximate pass also index the model's embedding blocks on their own
     (:meth:`~mmea.models.base.AlignmentModel.search_channels`, e.g. structure and names), ``off`` the
     whole rows only.  ``reciprocal``: the test links ranked once more by both sides' preferences
-    (:mod:`mmea.search.reciprocal`), ``test_by_method["src->tgt/reciprocal"]``: ``auto`` after an exact
-    search up to :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores, ``on`` after any exact
-    search, ``off`` never; after an approximate search (``auto`` or ``on``) each source's list of the pass is
-    re-ranked instead (:func:`~mmea.search.reciprocal.listed_reciprocal`).
+    (:mod:`mmea.search.reciprocal`), ``test_by_method["src->tgt/reciprocal"]``: ``auto`` two dense passes
+    after an exact search up to :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores, above that each
+    source's list of the search pass re-ranked (:func:`~mmea.search.reciprocal.listed_reciprocal`); ``on`` the
+    dense passes after any exact search; ``off`` never.  After an approximate search (``auto`` or ``on``) the
+    pass's lists are re-ranked.
     """
 
     method: str = "csls"

@@ -151,7 +151,7 @@ def test_short_lists_are_re_ranked_against_a_brute_force_reference():
     assert (got == -1).any() and (got == 1).any()
     rec = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu", found)  # an approximate pass: from the lists
     assert rec["hits@1"] == pytest.approx(np.mean(got == 1)) and rec["mr"] is None
-    assert "top-5 list (flat) re-ranked" in rec["ranks_from"] and rec["ranked"] == pytest.approx(np.mean(got > 0))
+    assert "approximate (flat) top-5 list re-ranked" in rec["ranks_from"] and rec["ranked"] == pytest.approx(np.mean(got > 0))
     assert reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="off"), "cpu", found) is None
     with pytest.raises(MmeaInputError, match="3 gold targets for 2 queries"):
         listed_reciprocal_ranks(fwd, bwd, len(cand), [0, 1], [0, 1, 2])
@@ -163,4 +163,27 @@ def test_auto_leaves_out_runs_above_the_size(monkeypatch):
     task, src, tgt = _task()
     monkeypatch.setattr(rec, "RECIPROCAL_MAX_SCORES", 100)
     assert reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu") is None
-    assert reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="on"), "cpu") is not None
+    dense = reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="on"), "cpu")
+    assert dense is not None and "ranks_from" not in dense
+
+
+def test_auto_above_the_size_re_ranks_the_exact_pass_lists(monkeypatch):
+    """Above the size with ``auto``, an exact pass's cosine lists are re-ranked: with every target listed
+    this is the dense ranking; with short lists a gold outside its list is a miss."""
+    import mmea.search.reciprocal as rec
+    from mmea.evaluation import evaluation_rows
+    from mmea.search.onepass import search_once
+
+    task, src, tgt = _task()
+    src_rows, tgt_rows, _, q_tgt = evaluation_rows(task.test, 120, 120, "test")
+    dense = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu")
+    monkeypatch.setattr(rec, "RECIPROCAL_MAX_SCORES", 100)
+    full = search_once(src, tgt, task.test[:, 0], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=2, list_size=80)
+    got = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu", full)
+    assert "exact cosine top-80 list re-ranked" in got["ranks_from"] and got["ranked"] == 1.0
+    for k in ("hits@1", "hits@5", "hits@10", "mrr"):
+        assert got[k] == pytest.approx(dense[k], abs=1e-12)
+    short = search_once(src, tgt, task.test[:, 0], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=2, list_size=10)
+    got = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu", short)
+    assert "top-10 list" in got["ranks_from"] and got["ranked"] < 1.0 and got["hits@10"] <= got["ranked"]
+    assert got["hits@1"] == pytest.approx(dense["hits@1"], abs=0.05)

@@ -99,7 +99,7 @@ def test_align_with_ivf_uses_the_approximate_pass(tmp_path):
     assert any("one_to_one = off" in n for n in m1["notes"])
     # the reciprocal ranking and matcher re-rank the pass's lists (no dense n x m pass)
     rec = m1["test_by_method"]["src->tgt/reciprocal"]
-    assert "top-50 list (ivf) re-ranked" in rec["ranks_from"] and 0.0 < rec["hits@1"] <= rec["ranked"]
+    assert "approximate (ivf) top-50 list re-ranked" in rec["ranks_from"] and 0.0 < rec["hits@1"] <= rec["ranked"]
     assert m1["matched"]["method"] == "reciprocal" and 0 < m1["matched"]["pairs"] <= m1["split"]["test"]
     with pytest.raises(Exception, match="one_to_one"):
         load_config(None, ["search.one_to_one=lp"])

@@ -307,10 +307,11 @@ def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
                        ) -> dict | None:
     """``test_by_method["src->tgt/reciprocal"]``: the test links ranked by both sides' preferences over the
     run's scores (:mod:`mmea.search.reciprocal`), against the same candidates as the primary metric; ``None``
-    when ``search.reciprocal`` leaves it out (``off``, or an exact search with ``auto`` above
-    :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores).  After an approximate search: each test
-    source's top-``K`` list of the pass re-ranked by the keys (:func:`~mmea.search.reciprocal.listed_reciprocal`;
-    a gold target outside its list is a miss, MRR a lower bound, no MR), labelled by ``ranks_from``."""
+    when ``search.reciprocal = off``.  After an approximate search, and after an exact one above
+    :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores with ``auto``: each test source's top-``K``
+    list of the pass re-ranked by the keys (:func:`~mmea.search.reciprocal.listed_reciprocal`; a gold target
+    outside its list is a miss, MRR a lower bound, no MR), labelled by ``ranks_from`` (``None`` when the pass
+    kept no list of these rows)."""
     from ..evaluation import evaluation_rows, ranking_metrics
     from ..search.matching import Similarity
     from ..search.reciprocal import RECIPROCAL_MAX_SCORES, reciprocal_ranks
@@ -321,7 +322,10 @@ def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
     if found is not None and found.stats.get("approximate"):
         return listed_reciprocal_metrics(found, q_src, q_tgt, len(tgt_rows))
     if len(src_rows) * len(tgt_rows) > RECIPROCAL_MAX_SCORES and search.reciprocal == "auto":
-        return None
+        radius = pass_radius(found, search, len(src_rows), len(tgt_rows))
+        if radius is None or not found.lists:  # no list of these rows to re-rank
+            return None
+        return listed_reciprocal_metrics(found, q_src, q_tgt, len(tgt_rows), search.method)
     sim = Similarity(np.asarray(src_emb)[src_rows], np.asarray(tgt_emb)[tgt_rows], method=search.method,
                      csls_k=search.csls_k, device=device, progress=progress,
                      radius=pass_radius(found, search, len(src_rows), len(tgt_rows)))
@@ -329,16 +333,24 @@ def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
     return {**ranking_metrics(ranks), "n": int(len(ranks))}
 
 
-def listed_reciprocal_metrics(found, q_src: np.ndarray, q_tgt: np.ndarray, m: int) -> dict:
-    """:func:`reciprocal_metrics` from an approximate pass's two-way lists (``found.lists``): the links'
-    ``q_src`` positions among the pass's sources, ``q_tgt`` among its ``m`` candidates."""
-    from ..search.approx import list_rank_metrics
+def listed_reciprocal_metrics(found, q_src: np.ndarray, q_tgt: np.ndarray, m: int, method: str = "csls") -> dict:
+    """:func:`reciprocal_metrics` from a search pass's two-way lists (``found.lists``): the links' ``q_src``
+    positions among the pass's sources, ``q_tgt`` among its ``m`` candidates.  An approximate pass's lists are
+    already sorted by the run's score; an exact pass keeps each side's top-``K`` *cosines*
+    (:class:`~mmea.search.onepass.OnePass`), re-scored here by ``method`` with the pass's radii."""
+    from ..search.approx import list_rank_metrics, sorted_lists
     from ..search.reciprocal import listed_reciprocal_ranks
 
-    fwd, bwd = found.lists["forward"], found.lists["reverse"]
+    if "forward" in found.lists:
+        fwd, bwd, what = found.lists["forward"], found.lists["reverse"], f"approximate ({found.stats.get('index')})"
+    else:
+        L, r_src, r_tgt = found.lists, np.asarray(found.r_src, np.float32), np.asarray(found.r_tgt, np.float32)
+        fwd = sorted_lists(L["src_cos"], L["src_ids"], r_src, r_tgt, method)  # (p, K)
+        bwd = sorted_lists(L["tgt_cos"], L["tgt_ids"], r_tgt, r_src, method)  # (m, K')
+        what = "exact cosine"
     ranks = listed_reciprocal_ranks(fwd, bwd, m, q_src, q_tgt)  # (links,), -1: not in the list
-    return {**list_rank_metrics(ranks), "ranks_from": f"each source's approximate top-{fwd.ids.shape[1]} list "
-                                                      f"({found.stats.get('index')}) re-ranked by the keys"}
+    return {**list_rank_metrics(ranks),
+            "ranks_from": f"each source's {what} top-{fwd.ids.shape[1]} list re-ranked by the keys"}
 
 
 def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, al, search,
