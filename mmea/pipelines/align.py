@@ -322,8 +322,7 @@ def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
     if found is not None and found.stats.get("approximate"):
         return listed_reciprocal_metrics(found, q_src, q_tgt, len(tgt_rows))
     if len(src_rows) * len(tgt_rows) > RECIPROCAL_MAX_SCORES and search.reciprocal == "auto":
-        radius = pass_radius(found, search, len(src_rows), len(tgt_rows))
-        if radius is None or not found.lists:  # no list of these rows to re-rank
+        if pass_radius(found, search, len(src_rows), len(tgt_rows)) is None or not found.lists:  # no list to re-rank
             return None
         return listed_reciprocal_metrics(found, q_src, q_tgt, len(tgt_rows), search.method)
     sim = Similarity(np.asarray(src_emb)[src_rows], np.asarray(tgt_emb)[tgt_rows], method=search.method,

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MmeaInputError
-from .csls import METHODS, SearchResult
+from .csls import METHODS, SearchResult, list_positions
 from .knn import TorchIndex, as_float32, exact_scores, make_index, scale_rows
 from .matching import ListedSimilarity, assigned_hits, solve_one_to_one
 from .onepass import OnePass
@@ -66,8 +66,7 @@ def sorted_lists(cos: np.ndarray, ids: np.ndarray, r_query: np.ndarray, r_cand: 
 
 def list_ranks(lists: SearchResult, rows: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """``(n,)`` 1-based position of ``gold[i]`` in list ``rows[i]`` of ``lists``; ``-1`` when not in it."""
-    hit = lists.ids[rows] == np.asarray(gold)[:, None]  # (n, K)
-    return np.where(hit.any(1), hit.argmax(1) + 1, -1).astype(np.int64)
+    return list_positions(lists.ids, rows, gold)
 
 
 def _ranks(fwd: dict, bwd: dict, q: np.ndarray, gold: np.ndarray) -> dict:

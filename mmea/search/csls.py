@@ -50,6 +50,7 @@ from .knn import (BLOCK_ELEMENTS, _check_device, as_float32, l2_normalize, make_
 
 __all__ = [
     "SearchResult",
+    "list_positions",
     "csls_from_cos",
     "csls_radius",
     "csls_topk",
@@ -106,6 +107,13 @@ class SearchResult:
     def __len__(self) -> int:
         return len(self.ids)
 
+
+
+def list_positions(ids: np.ndarray, rows: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """``(n,)`` 1-based position of ``gold[i]`` in candidate list ``ids[rows[i]]`` (``ids (p, K)``); ``-1`` when
+    it is not in it."""
+    hit = np.asarray(ids)[rows] == np.asarray(gold)[:, None]  # (n, K)
+    return np.where(hit.any(1), hit.argmax(1) + 1, -1).astype(np.int64)
 
 def csls_from_cos(cos, r_src, r_tgt):
     """``(2 * cos - r_src) - r_tgt`` elementwise (numpy or torch, broadcasting), in float32."""

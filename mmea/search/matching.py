@@ -332,10 +332,9 @@ def listed_reciprocal_matching(found, q: np.ndarray, m: int):
     takes none.  Returns a :class:`~mmea.search.matching.Matching` over the query rows (score: ``s(u, v)``)."""
     from .reciprocal import listed_reciprocal
 
-    ids, keys, scores = listed_reciprocal(found.lists["forward"], found.lists["reverse"], m)  # (p, K)
-    q = np.asarray(q, np.int64).reshape(-1)
-    ok = np.flatnonzero(ids[q, 0] >= 0) if ids.shape[1] else np.zeros(0, np.int64)
-    k = ids.shape[1]
+    ids, _, scores = listed_reciprocal(found.lists["forward"], found.lists["reverse"], m)  # (p, K)
+    q, k = np.asarray(q, np.int64).reshape(-1), ids.shape[1]
+    ok = np.flatnonzero(ids[q, 0] >= 0) if k else np.zeros(0, np.int64)
     return Matching(ok, ids[q[ok], 0], scores[q[ok], 0].astype(np.float32), matcher="reciprocal",
                     info={"from": f"each source's top-{k} list of the search pass, re-ranked by the keys"})
 

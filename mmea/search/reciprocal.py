@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import MmeaInputError
 from ..progress import progress_bar
+from .csls import list_positions
 from .knn import row_block_size
 
 __all__ = ["column_best", "reciprocal_ranks", "reciprocal_best", "listed_column_best", "listed_reciprocal",
@@ -166,6 +167,5 @@ def listed_reciprocal_ranks(forward, reverse, m: int, rows: np.ndarray, gold: np
     ids, _, _ = listed_reciprocal(forward, reverse, m)
     if len(rows) and (rows.min() < 0 or rows.max() >= len(ids)):
         raise MmeaInputError(f"query source row out of range [0, {len(ids)})")
-    hit = ids[rows] == gold[:, None]  # (q, K)
-    return np.where(hit.any(1), hit.argmax(1) + 1, -1).astype(np.int64)
+    return list_positions(ids, rows, gold)
 
