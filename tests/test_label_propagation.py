@@ -180,3 +180,55 @@ def test_bench_ran_label_says_no_names():
     model = _fit(task, hops=2, anchor_dim=64, rounds=1)
     label = ran_label({"model": "label-propagation", "split": task.split_sizes(), "model_info": model.info})
     assert "no names" in label and "iterative" in label and "relations" in label and "not recorded" not in label
+
+
+# ---------------------------------------------------------------------------
+# the relational readout (LightEA's full form)
+# ---------------------------------------------------------------------------
+
+def test_relational_graph_views_count_triples_both_ways_with_the_degree_self_weight():
+    triples = np.array([[0, 0, 1], [0, 1, 1], [1, 0, 2], [3, 1, 3]])  # two relations between 0 and 1; a self triple
+    g = lpm.RelationalGraph(triples, 4, 2)
+    step = g.step.toarray()
+    np.testing.assert_array_equal(step, step.T)
+    assert step[0, 1] == 2 and step[1, 2] == 1 and step[0, 2] == 0  # directed triples i -> j, inverses included
+    assert step[0, 0] == 4 and step[1, 1] == 6 and step[2, 2] == 2  # twice the triples touching the entity
+    heads = g.rel_heads.toarray()  # (2R, N): relation r (and its inverse R + r) with its heads
+    assert heads[0].tolist() == [1, 1, 0, 0] and heads[2].tolist() == [0, 1, 1, 0]  # r0 heads 0, 1; inverse: 1, 2
+    tails = g.tail_rels.toarray()  # (N, 2R)
+    assert tails[2].tolist() == [1, 0, 0, 0] and tails[0].tolist() == [0, 0, 1, 1]  # 2 <-r0- 1; 0 <-inverses- 1
+    assert g.pairs.tolist() == [[0, 1], [1, 0], [1, 2], [2, 1], [3, 3]]
+    k = g.pairs.tolist().index([0, 1])
+    assert g.pair_rels.toarray()[k].tolist() == [1, 1, 0, 0]  # both relations lead from 0 to 1
+
+
+def test_relational_readout_equals_the_direct_sum_over_neighbours_and_relations():
+    rng = np.random.default_rng(3)
+    n, R = 12, 3
+    triples = np.stack([rng.integers(0, n, 40), rng.integers(0, R, 40), rng.integers(0, n, 40)], 1)
+    g = lpm.RelationalGraph(triples, n, R)
+    ent = rng.standard_normal((n, 6)).astype(np.float32)
+    rel = rng.standard_normal((2 * R, 6)).astype(np.float32)
+    rel_proj, ent_proj = lpm.readout_projections(6, 5, 2, seed=1)  # 5 heads x 2
+    out = lpm.relational_readout(g, ent, rel, rel_proj, ent_proj, block_heads=2)
+    ref = np.zeros((n, 10), np.float32)
+    directed = {(int(h), int(r), int(t)) for h, r, t in triples} | {(int(t), R + int(r), int(h)) for h, r, t in triples}
+    for i, r, j in directed:
+        for head in range(5):
+            cols = slice(2 * head, 2 * head + 2)
+            ref[i, cols] += (rel[r] @ rel_proj[:, head]) * (ent[j] @ ent_proj[:, cols])
+    np.testing.assert_allclose(out, lpm.l2_rows(ref), rtol=1e-4, atol=1e-5)
+
+
+def test_relational_readout_model_aligns_a_relabelled_copy_and_never_reads_test_links():
+    task, (_, _, test) = _task(poisoned=True)
+    model = _fit(task, readout="relational", hops=2, anchor_dim=256, heads=32, head_dim=8)
+    task.armed = False
+    assert _hits1(model, test) >= 0.8
+    s, t = model.embeddings()
+    assert s.shape == (160, 256) and t.shape == (160, 256) and s.dtype == np.float32
+    info = model.info
+    assert info["readout"] == {"readout": "relational", "depth": 2, "heads": 32, "head_dim": 8}
+    assert "relation_weight_choice" not in info and info["relation_weight"] == 0.0 and info["names_used"] is False
+    with pytest.raises(MmeaInputError, match="readout must be one of views, relational"):
+        MODELS.get("label-propagation").Config(readout="tensor")

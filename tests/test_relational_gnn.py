@@ -381,3 +381,37 @@ def test_sampled_mini_batches_learn_on_the_demo_pair_and_record_the_sampling():
     assert h1 >= 0.15, h1  # chance: 1 / 1,400
     assert info["fanout"] == 8 and info["steps"] > 0 and 0 < info["mean_nodes"] < 4500
     assert "sampled" in m.info["negatives"]
+
+
+def test_joined_label_propagation_weighs_the_cosines_and_is_chosen_on_valid_links():
+    task = _task(poisoned=True)  # reading task.test would raise
+    plain = _fit(task, epochs=3)
+    joined = _fit(task, epochs=3, lp_weight=0.5, lp_heads=8)
+    g, lp = plain.embeddings(), joined.embeddings()
+    assert lp[0].shape == (150, 96 + 8 * 16) and lp[0].dtype == np.float32
+    for side in (0, 1):  # the GNN part: the same output scaled by sqrt(1 - w) where the label part is not empty
+        part = lp[side][:, 96:]
+        full = np.linalg.norm(part, axis=1) > 0.5
+        assert full.mean() > 0.9
+        np.testing.assert_allclose(lp[side][full, :96], np.sqrt(0.5) * g[side][full], atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(part[full], axis=1), np.sqrt(0.5), atol=1e-5)
+    assert joined.info["lp_fusion"]["weight"] == 0.5 and joined.info["lp_fusion"]["chosen_by"] == "set"
+    chosen = _fit(task, epochs=3, lp_weight=-1.0, lp_weights=(0.25, 0.75), lp_heads=8).info["lp_fusion"]
+    assert chosen["chosen_by"] == "Hits@1 (CSLS) on 15 valid links" and set(chosen["scores"]) == {0.25, 0.75}
+    assert chosen["weight"] == max(chosen["scores"], key=lambda w: (chosen["scores"][w], -w))
+    with pytest.raises(MmeaInputError, match="lp_weight must be <= 1"):
+        CLS.Config(lp_weight=1.5)
+    with pytest.raises(MmeaInputError, match="lp_weights entry in"):
+        CLS.Config(lp_weights=(0.0,))
+
+
+def test_rounds_can_propose_from_the_joined_embedding_without_reading_test_links():
+    kw = dict(epochs=3, iterations=2, iteration_epochs=1, lp_weight=0.5, lp_heads=8, lp_proposals=True)
+    m = _fit(_task(poisoned=True), **kw)  # reading task.test would raise
+    pairs = m.pairs
+    assert len(np.unique(pairs[:, 0])) == len(pairs) and len(np.unique(pairs[:, 1])) == len(pairs)
+    assert sum(m.info["pairs_added_per_round"]) == len(pairs) - 45 > 0
+    assert m.info["lp_fusion"]["anchors"] == len(pairs) and m.info["lp_fusion"]["in_proposals"] is True
+    gnn_only = _fit(_task(), **{**kw, "lp_proposals": False})
+    assert gnn_only.info["lp_fusion"]["in_proposals"] is False
+    assert not np.array_equal(gnn_only.pairs, pairs) or len(gnn_only.pairs) != len(pairs)

@@ -60,6 +60,8 @@ from .base import MODELS, AlignmentModel
 
 log = logging.getLogger("mmea.models")
 
+READOUTS = ("views", "relational")
+
 
 @MODELS.register
 class LabelPropagationModel(AlignmentModel):
@@ -83,8 +85,14 @@ class LabelPropagationModel(AlignmentModel):
         name_dim: PositiveInt = 128          # projection size of the char n-gram names
         choice_sample: PositiveInt = 20000   # candidates (and radius sources) the weight choices rank, at most
         choice_links: PositiveInt = 5000     # valid links the weight choices score, at most (seeded sample)
+        readout: str = "views"               # "views" (per-hop blocks) or "relational" (LightEA's readout)
+        heads: PositiveInt = 512             # relational readout: relation-label heads
+        head_dim: PositiveInt = 16           # relational readout: neighbour-label width per head
 
         def __post_init__(self):
+            if self.readout not in READOUTS:
+                raise MmeaInputError(f"label_propagation: readout must be one of {', '.join(READOUTS)}, "
+                                     f"got {self.readout!r}")
             if self.hops < 1 or self.anchor_dim < 0 or self.rounds < 0 or self.csls_k < 1:
                 raise MmeaInputError("label_propagation: hops >= 1, anchor_dim >= 0, rounds >= 0 and csls_k >= 1 "
                                      f"(got {self.hops}, {self.anchor_dim}, {self.rounds}, {self.csls_k})")
@@ -122,15 +130,22 @@ class LabelPropagationModel(AlignmentModel):
             raise MmeaInputError("label_propagation needs seed links (task.train is empty)",
                                  hint="give --seed-ratio > 0, or use a model that builds pseudo-seeds "
                                       "(--model propagation)")
-        self._graphs = [(lpm.entity_graph(kg.triples, kg.num_entities),  # (N, N)
-                         lpm.relation_incidence(kg.triples, kg.num_entities, kg.num_relations))  # (N, 2R)
-                        for kg in (src, tgt)]
+        if c.readout == "relational":
+            self._graphs = tuple(lpm.RelationalGraph(kg.triples, kg.num_entities, kg.num_relations)
+                                 for kg in (src, tgt))
+        else:
+            self._graphs = [(lpm.entity_graph(kg.triples, kg.num_entities),  # (N, N)
+                             lpm.relation_incidence(kg.triples, kg.num_entities, kg.num_relations))  # (N, 2R)
+                            for kg in (src, tgt)]
         valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
         self._names = self._name_blocks(features)
         anchors = self.anchors_with_name_seeds(task, features, seeds)  # (L + P, 2)
         blocks = self._propagate(anchors)
         choice = self._choice_rows(valid, seeds, src.num_entities, tgt.num_entities)
-        weight = c.relation_weight if c.relation_weight >= 0 else self._choose_relation_weight(blocks, choice)
+        if c.readout == "relational":  # one block per side: no view weight to choose
+            weight = 0.0
+        else:
+            weight = c.relation_weight if c.relation_weight >= 0 else self._choose_relation_weight(blocks, choice)
         self._name_weight = self._choose_name_weight(blocks, weight, choice)
         self._src, self._tgt = self._embed(blocks, weight)
         del blocks  # (N, dim) per hop and view: the largest arrays of the fit
@@ -152,16 +167,29 @@ class LabelPropagationModel(AlignmentModel):
             "anchor_dim": c.anchor_dim or int(len(anchors)), "anchor_labels": "one-hot" if c.anchor_dim == 0
             else "random Gaussian", "seeds": {"kind": "train links", "count": int(len(seeds))},
             "iterative": c.rounds > 0, "seeds_added_per_round": added,
-            "modalities": {"relations": sum(int(np.count_nonzero(np.diff(p.indptr))) for p, _ in self._graphs),
+            "readout": c.readout if c.readout == "views" else {"readout": "relational", "depth": c.hops,
+                                                              "heads": c.heads, "head_dim": c.head_dim},
+            "modalities": {"relations": self._covered(),
                            **({"names": sum(int(np.count_nonzero(np.any(x != 0, axis=1))) for x in self._names)}
                               if self._names is not None else {})},
             "anchors_final": int(len(anchors)), "relation_weight": weight, "dim": int(self._src.shape[1]),
             "fit_s": round(time.perf_counter() - t0, 3)})
 
     # -- parts ---------------------------------------------------------------
+    def _covered(self) -> int:
+        """Entities of both KGs with at least one relation triple."""
+        if self.config.readout == "relational":
+            return sum(int(np.count_nonzero(np.diff(g.tail_rels.indptr))) for g in self._graphs)
+        return sum(int(np.count_nonzero(np.diff(p.indptr))) for p, _ in self._graphs)
+
     def _propagate(self, anchors: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per-hop blocks ``[E1, F1, ...]`` of both KGs from the labels of ``anchors (L, 2)``."""
+        """Per-hop blocks ``[E1, F1, ...]`` of both KGs from the labels of ``anchors (L, 2)``; with the relational
+        readout one block per KG (:func:`~mmea.models.label_propagation_math.relational_features`)."""
         c = self.config
+        if c.readout == "relational":
+            s, t = lpm.relational_features(self._graphs, anchors, c.anchor_dim, c.hops, c.heads, c.head_dim,
+                                           self.ctx.seed)
+            return [s], [t]
         (ps, qs), (pt, qt) = self._graphs
         xs, xt = lpm.seed_labels(anchors, ps.shape[0], pt.shape[0], c.anchor_dim, self.ctx.seed)  # (N, d), (M, d)
         return lpm.propagate(ps, qs, xs, c.hops), lpm.propagate(pt, qt, xt, c.hops)

@@ -49,7 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["entity_graph", "relation_incidence", "row_normalize", "l2_rows", "seed_labels", "propagate",
-           "mutual_pairs"]
+           "mutual_pairs", "RelationalGraph", "relational_chain", "relational_readout", "relational_features"]
 
 
 def entity_graph(triples: np.ndarray, num_entities: int) -> sp.csr_matrix:
@@ -158,3 +158,121 @@ def mutual_pairs(best_tgt: np.ndarray, best_src: np.ndarray, src_rows: np.ndarra
     ok = (best_tgt >= 0) & (best_tgt < len(tgt_rows))
     ok[ok] &= best_src[best_tgt[ok]] == i[ok]
     return np.stack([src_rows[i[ok]], tgt_rows[best_tgt[ok]]], axis=1).reshape(-1, 2)
+
+
+# -- the relational readout (LightEA's full three-view form) ----------------------------------------------
+class RelationalGraph:
+    """One KG's sparse views for :func:`relational_features` (``N`` entities, ``R`` relations; ``2R`` directed
+    relation ids: ``r`` head -> tail, ``R + r`` its inverse).
+
+    Attributes:
+        step: ``(N, N)`` float32 CSR ``A + D``: ``A_ij`` the number of directed triples ``i -> j`` (inverses
+            included, so symmetric) and ``D_ii`` twice the number of triples touching ``i``: an entity keeps two
+            thirds of its own label at every hop (LightEA's entity-entity view with its degree self loop).
+        rel_heads: ``(2R, N)`` binary CSR: relation ``r`` has ``i`` as a head (entity -> relation view).
+        tail_rels: ``(N, 2R)`` binary CSR: ``i`` is a tail of ``r`` (relation -> entity view).
+        pairs: ``(P, 2)`` int64 distinct directed entity pairs ``(i, j)`` with a triple, sorted by ``i`` then ``j``.
+        pair_rels: ``(P, 2R)`` binary CSR: the relations from ``i`` to ``j``.
+    """
+
+    def __init__(self, triples: np.ndarray, num_entities: int, num_relations: int):
+        t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+        n = int(num_entities)
+        R = max(int(num_relations), int(t[:, 1].max()) + 1 if len(t) else 0)
+        d = np.unique(np.concatenate([np.stack([t[:, 0], t[:, 2], t[:, 1]], 1),
+                                      np.stack([t[:, 2], t[:, 0], R + t[:, 1]], 1)]), axis=0)  # (2T', 3): i, j, r
+        i, j, r = d[:, 0], d[:, 1], d[:, 2]
+        ones = np.ones(len(d), np.float32)
+        deg = np.bincount(np.concatenate([i, j]), minlength=n).astype(np.float32)  # (N,)
+        self.step = (sp.csr_matrix((ones, (i, j)), shape=(n, n)) + sp.diags(deg)).tocsr().astype(np.float32)
+        self.rel_heads = _binary(r, i, (2 * R, n))
+        self.tail_rels = _binary(j, r, (n, 2 * R))
+        self.pairs, inv = np.unique(np.stack([i, j], 1), axis=0, return_inverse=True)  # (P, 2)
+        self.pair_rels = _binary(inv.ravel(), r, (len(self.pairs), 2 * R))
+        self.num_entities, self.num_relations = n, 2 * R
+        # the (N, N) pattern of the pairs, shared by every head's weighted adjacency
+        self._indptr = np.searchsorted(self.pairs[:, 0], np.arange(n + 1)).astype(np.int64)
+
+
+def _binary(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """Float32 CSR with a 1 at every distinct ``(row, col)``."""
+    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def relational_chain(graph: RelationalGraph, x0: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """LightEA's mixed entity / relation chain from the seed labels ``x0 (N, d)``:
+
+        R^(k) = norm(H X^(k-1))              H = rel_heads: a relation sums the labels of its heads
+        X^(k) = norm(S X^(k-1) + T R^(k-1))  S = step (A + D), T = tail_rels; R^(0) = 0
+
+    Returns ``norm([X^(0) | ... | X^(depth)])`` ``(N, (depth + 1) d)`` and ``norm([R^(0) | ... | R^(depth)])``
+    ``(2R, (depth + 1) d)``.
+    """
+    x = np.asarray(x0, dtype=np.float32)
+    rel = np.zeros((graph.num_relations, x.shape[1]), np.float32)  # (2R, d)
+    ents, rels = [x], [rel]
+    for _ in range(depth):
+        new_rel = l2_rows(np.asarray(graph.rel_heads @ x, dtype=np.float32))  # (2R, d)
+        x = l2_rows(np.asarray(graph.step @ x, dtype=np.float32) + np.asarray(graph.tail_rels @ rel, np.float32))
+        rel = new_rel
+        ents.append(x)
+        rels.append(rel)
+    return l2_rows(np.concatenate(ents, 1)), l2_rows(np.concatenate(rels, 1))
+
+
+def readout_projections(width: int, heads: int, head_dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shared random maps of :func:`relational_readout`: ``(rel_proj (width, heads), ent_proj (width, heads *
+    head_dim))``, Gaussian with unit rows (both KGs must use the same ones: their labels share one space)."""
+    rng = np.random.default_rng(seed + 104729)
+    rel_proj = l2_rows(rng.standard_normal((width, heads)).astype(np.float32))
+    ent_proj = np.empty((width, heads * head_dim), np.float32)
+    for h in range(heads):  # one (width, head_dim) map per head, unit rows
+        block = rng.standard_normal((width, head_dim)).astype(np.float32)  # (width, head_dim)
+        ent_proj[:, h * head_dim:(h + 1) * head_dim] = l2_rows(block)
+    return rel_proj, ent_proj
+
+
+def relational_readout(graph: RelationalGraph, ent: np.ndarray, rel: np.ndarray, rel_proj: np.ndarray,
+                       ent_proj: np.ndarray, block_heads: int = 64) -> np.ndarray:
+    """``(N, heads * head_dim)`` unit rows: each entity's neighbours, seen through the relations that reach them.
+
+    For head ``h`` (``heads = rel_proj.shape[1]``) with ``a_ij[h] = sum_{r: i -r-> j} (rel P)[r, h]``,
+
+        out_i[h] = sum_j a_ij[h] * (ent_j W_h)                        W_h = ent_proj[:, h-th head_dim block]
+
+    a random sketch of ``sum_j rel_ij (x) ent_j`` (relation label tensor neighbour label): "which labelled
+    neighbours, through which relations", the entity representation of LightEA (Mao et al., EMNLP 2022,
+    section 3.3).  Built ``block_heads`` heads at a time: ``(N, block_heads * head_dim)`` of projected labels,
+    then one sparse product per head over the shared ``(N, N)`` pattern (:class:`RelationalGraph`).
+    """
+    heads = rel_proj.shape[1]
+    head_dim = ent_proj.shape[1] // heads
+    n = graph.num_entities
+    weights = np.asarray(graph.pair_rels @ (rel @ rel_proj), dtype=np.float32)  # (P, heads)
+    out = np.empty((n, heads * head_dim), np.float32)
+    cols = graph.pairs[:, 1]
+    for start in range(0, heads, block_heads):
+        stop = min(heads, start + block_heads)
+        y = ent @ ent_proj[:, start * head_dim:stop * head_dim]  # (N, b * head_dim)
+        for h in range(start, stop):
+            a = sp.csr_matrix((weights[:, h], cols, graph._indptr), shape=(n, n))  # (N, N)
+            lo = (h - start) * head_dim
+            out[:, h * head_dim:(h + 1) * head_dim] = a @ y[:, lo:lo + head_dim]
+    return l2_rows(out)
+
+
+def relational_features(graphs: tuple[RelationalGraph, RelationalGraph], anchors: np.ndarray, dim: int, depth: int,
+                        heads: int, head_dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(source (N, heads * head_dim), target (M, heads * head_dim))``: seed labels (:func:`seed_labels`, ``dim``
+    wide), :func:`relational_chain` for ``depth`` hops in each KG, then :func:`relational_readout` with maps shared
+    by both KGs."""
+    xs, xt = seed_labels(anchors, graphs[0].num_entities, graphs[1].num_entities, dim, seed)
+    rel_proj, ent_proj = readout_projections(xs.shape[1] * (depth + 1), heads, head_dim, seed)
+    out = []
+    for g, x in zip(graphs, (xs, xt)):
+        ent, rel = relational_chain(g, x, depth)
+        out.append(relational_readout(g, ent, rel, rel_proj, ent_proj))
+    return out[0], out[1]

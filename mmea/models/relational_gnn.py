@@ -32,6 +32,13 @@ replays the rounds from the restored state.
 
 :meth:`RelationalGnnModel.embeddings` returns the eval-mode (no dropout) concatenation,
 L2-normalised, for the shared CSLS search.  No name, attribute, number or image is read.
+
+Joined label propagation (``lp_weight != 0``): the final training pairs (train links and the rounds'
+proposals) label both KGs, and LightEA's relational readout (Mao et al., EMNLP 2022;
+:func:`~mmea.models.label_propagation_math.relational_features`) gives a training-free second representation
+``l``; the output is ``[sqrt(1 - w) g, sqrt(w) l]`` (both parts unit rows), so a cosine is
+``(1 - w) cos_g + w cos_l``, ``w`` chosen on the valid links when negative.  ``lp_proposals`` makes the rounds
+propose from that joined embedding too.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ log = logging.getLogger("mmea.models")
 
 NEGATIVES = ("mined", "all")
 NEGATIVES_FROM = ("both", "other")
+LP_DIM, LP_DEPTH, LP_HEAD_DIM = 1024, 2, 16  # the joined label propagation's label width, hops, head width (LightEA's)
 
 
 @MODELS.register
@@ -105,6 +113,15 @@ class RelationalGnnModel(AlignmentModel):
             max_minutes: wall-clock budget of the whole training (rounds included).
             first_minutes: wall-clock budget of the first phase (before the rounds; 0: only ``max_minutes``).
             num_threads: torch CPU threads while training (0: leave as is; restored afterwards).
+            lp_weight: 0 (default): the GNN's output alone.  In (0, 1]: the trained output is joined by the
+                relational label-propagation readout of the final training pairs (train links and the rounds'
+                proposals; :func:`~mmea.models.label_propagation_math.relational_features`, LightEA's
+                representation, nothing trained), ``[sqrt(1 - w) g, sqrt(w) l]`` with both parts unit rows, so a
+                cosine is ``(1 - w) cos_gnn + w cos_lp``.  Negative: ``w`` is the one of ``lp_weights`` with
+                the best valid Hits@1 (CSLS among the valid targets; ties to the first listed).
+            lp_heads: relation heads of that readout (``16 lp_heads`` columns; ``anchor_dim`` 1024, depth 2).
+            lp_proposals: the bootstrapping rounds propose from the joined embedding (the label propagation of
+                the pairs so far, the same weight rule) instead of the GNN output alone.
         """
 
         dim: PositiveInt = 128
@@ -134,11 +151,19 @@ class RelationalGnnModel(AlignmentModel):
         negative_samples: PositiveInt = 2048
         self_loops: bool = False
         init_bound: NonNegFloat = 0.05
+        lp_weight: FiniteFloat = 0.0
+        lp_weights: tuple = (0.25, 0.5)
+        lp_heads: PositiveInt = 512
+        lp_proposals: bool = False
 
         def __post_init__(self) -> None:
             if self.negatives_from not in NEGATIVES_FROM:
                 raise MmeaInputError(f"relational-gnn: negatives_from must be one of {', '.join(NEGATIVES_FROM)}, "
                                      f"got {self.negatives_from!r}")
+            if self.lp_weight > 1 or not self.lp_weights or any(not 0 < w <= 1 for w in self.lp_weights):
+                raise MmeaInputError("relational-gnn: lp_weight must be <= 1 (negative: chosen from lp_weights) and "
+                                     f"every lp_weights entry in (0, 1]; got {self.lp_weight}, "
+                                     f"{list(self.lp_weights)}")
             if self.negatives not in NEGATIVES:
                 raise MmeaInputError(f"relational-gnn: negatives must be one of {', '.join(NEGATIVES)}, "
                                      f"got {self.negatives!r}")
@@ -182,6 +207,11 @@ class RelationalGnnModel(AlignmentModel):
                                  init_bound=c.init_bound)
         self.optimizer = torch.optim.RMSprop(self.net.parameters(), lr=c.lr, alpha=0.9, eps=1e-7)
         self.valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
+        if c.lp_weight != 0:
+            from . import label_propagation_math as lpm
+
+            self._lp_graphs = tuple(lpm.RelationalGraph(kg.triples, kg.num_entities, kg.num_relations)
+                                    for kg in (src, tgt))
         if c.fanout:
             self._indptr = gm.receiver_indptr(self.graph["receivers"], self.graph["num_entities"])
 
@@ -212,6 +242,8 @@ class RelationalGnnModel(AlignmentModel):
                            "stopped": res.stopped, "best_valid": res.best_valid})
         self.pairs = pairs  # (L', 2): the train links, then each round's proposals
         self._emb = self._embed()
+        if c.lp_weight != 0:
+            self._emb = self._with_label_propagation(self._emb, pairs)
         self._record(first, seeds, added, rounds, time.perf_counter() - t0)
 
     def _phase(self, pairs: np.ndarray, epochs: int, checkpoint, desc: str, budget: TimeBudget | None = None):
@@ -355,6 +387,41 @@ class RelationalGnnModel(AlignmentModel):
         np.divide(out, norms, out=out, where=norms > 0)
         return out[:self.n_src], out[self.n_src:]
 
+    def _with_label_propagation(self, emb: tuple, pairs: np.ndarray, final: bool = True
+                                ) -> tuple[np.ndarray, np.ndarray]:
+        """``[sqrt(1 - w) g, sqrt(w) l]`` rows unit: the GNN output ``emb`` joined by the relational label
+        propagation of ``pairs`` (``lp_weight``; ``w`` chosen on the valid links when negative).  ``final``: record
+        ``info["lp_fusion"]`` (the last call, on the final pairs)."""
+        from ..evaluation import evaluate_embeddings
+        from . import label_propagation_math as lpm
+
+        c, t0 = self.config, time.perf_counter()
+        lp = lpm.relational_features(self._lp_graphs, pairs, LP_DIM, LP_DEPTH, c.lp_heads, LP_HEAD_DIM,
+                                     self.ctx.seed)
+
+        def fused(w: float) -> tuple[np.ndarray, np.ndarray]:
+            return tuple(lpm.l2_rows(np.concatenate([np.sqrt(1.0 - w) * g, np.sqrt(w) * x], 1).astype(np.float32))
+                         for g, x in zip(emb, lp))
+
+        record = {"anchors": int(len(pairs)), "depth": LP_DEPTH, "anchor_dim": LP_DIM, "heads": c.lp_heads,
+                  "head_dim": LP_HEAD_DIM, "in_proposals": c.lp_proposals}
+        if c.lp_weight > 0 or not len(self.valid):
+            w = float(c.lp_weight) if c.lp_weight > 0 else float(c.lp_weights[0])
+            record["chosen_by"] = "set" if c.lp_weight > 0 else "default (no valid links)"
+        else:
+            scores = {float(w): round(float(evaluate_embeddings(*fused(float(w)), self.valid, candidates="test",
+                                                                 csls_k=10)["test"]["hits@1"]), 4)
+                      for w in c.lp_weights}
+            w = max(scores, key=lambda k: (scores[k], -list(scores).index(k)))
+            record.update({"chosen_by": f"Hits@1 (CSLS) on {len(self.valid)} valid links", "scores": scores})
+        out = fused(w)
+        if final:
+            record.update({"weight": w, "s": round(time.perf_counter() - t0, 2)})
+            self.info["lp_fusion"] = record
+            log.info("relational-gnn: joined the relational label propagation at weight %s (%s)", w,
+                     record["chosen_by"])
+        return out
+
     def evaluate_valid(self) -> dict:
         """Hits@1 / MRR (CSLS) of the valid links among the valid targets."""
         from ..evaluation import evaluate_embeddings
@@ -365,6 +432,8 @@ class RelationalGnnModel(AlignmentModel):
     def propose(self, pairs: np.ndarray) -> np.ndarray:
         """``(p, 2)`` mutual nearest CSLS pairs among the entities outside ``pairs`` (never a gold test link)."""
         s, t = self._embed()
+        if self.config.lp_weight != 0 and self.config.lp_proposals:
+            s, t = self._with_label_propagation((s, t), pairs, final=False)
         free_s, free_t = unaligned_rows(self.n_src, self.n_tgt, pairs, np.zeros((0, 2), np.int64))
         if not len(free_s) or not len(free_t):
             return np.zeros((0, 2), np.int64)
