@@ -33,7 +33,7 @@ from ..errors import MmeaInputError
 log = logging.getLogger("mmea.engine")
 
 __all__ = ["Partition", "entity_csr", "joint_graph", "metis_parts", "carry_parts", "partition_pair",
-           "partitioned_label_propagation", "align_part", "concat_views"]
+           "partitioned_label_propagation", "align_part"]
 
 
 @dataclass
@@ -187,8 +187,9 @@ def align_part(src_triples: np.ndarray, n: int, r_src: int, tgt_triples: np.ndar
     """Label propagation of one part pair (a Ray task): ``(H_src (n, D), H_tgt (m, D))``.
 
     ``*_triples``: the part's own triples in local ids; ``anchors (L_p, 2)`` local seed pairs with
-    ``labels (L_p, dim)``; the representation is the model's (:func:`concat_views`): the per-hop entity
-    views (weight ``1 - w``) and relation views (``w``), rows L2-normalised.
+    ``labels (L_p, dim)``; the representation is the model's
+    (:func:`~mmea.models.label_propagation_math.concat_views`): the per-hop entity views (weight ``1 - w``) and
+    relation views (``w``), rows L2-normalised.
     """
     from ..models import label_propagation_math as lpm
 
@@ -198,18 +199,7 @@ def align_part(src_triples: np.ndarray, n: int, r_src: int, tgt_triples: np.ndar
         np.add.at(x0, anchors[:, side], labels)
         graph, incidence = lpm.entity_graph(triples, size), lpm.relation_incidence(triples, size, rels)
         blocks.append(lpm.propagate(graph, incidence, x0, hops))
-    return tuple(concat_views(side, weight) for side in blocks)
-
-
-def concat_views(blocks: list[np.ndarray], weight: float) -> np.ndarray:
-    """``norm([sqrt(1 - w) E1, sqrt(w) F1, ..., sqrt(1 - w) EK, sqrt(w) FK])`` ``(n, D)`` float32: the label
-    propagation model's representation (:mod:`mmea.models.label_propagation_math`) of one side's per-hop
-    entity views ``E`` and relation views ``F``; a view of weight 0 is left out."""
-    from ..models import label_propagation_math as lpm
-
-    scaled = [np.sqrt(1.0 - weight if k % 2 == 0 else weight, dtype=np.float32) * b
-              for k, b in enumerate(blocks) if (weight if k % 2 else 1.0 - weight) > 0]
-    return lpm.l2_rows(np.concatenate(scaled, axis=1).astype(np.float32))
+    return tuple(lpm.concat_views(side, weight) for side in blocks)
 
 
 def _part_inputs(kg, part: np.ndarray, p: int, halo: bool) -> tuple:

@@ -49,7 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["entity_graph", "relation_incidence", "row_normalize", "l2_rows", "seed_labels", "propagate",
-           "mutual_pairs", "RelationalGraph", "relational_chain", "relational_readout", "relational_features"]
+           "mutual_pairs", "concat_views", "RelationalGraph", "relational_chain", "relational_readout", "relational_features"]
 
 
 def entity_graph(triples: np.ndarray, num_entities: int) -> sp.csr_matrix:
@@ -140,6 +140,16 @@ def propagate(graph: sp.csr_matrix, incidence: sp.csr_matrix, x0: np.ndarray, ho
     return blocks
 
 
+def concat_views(blocks: list[np.ndarray], weight: float) -> np.ndarray:
+    """``norm([sqrt(1 - w) B0, sqrt(w) B1, sqrt(1 - w) B2, sqrt(w) B3, ...])`` ``(n, D)`` float32: even blocks weigh
+    ``1 - w``, odd ones ``w`` (a block of weight 0 is left out).  With unit-row blocks an inner product is the
+    weighted mean of the per-block cosines: the representation of one side's per-hop entity views ``E`` and
+    relation views ``F`` (``[E1, F1, ..., EK, FK]``), or of two joined representations ``[g, l]``."""
+    scaled = [np.sqrt(1.0 - weight if k % 2 == 0 else weight, dtype=np.float32) * b
+              for k, b in enumerate(blocks) if (weight if k % 2 else 1.0 - weight) > 0]
+    return l2_rows(np.concatenate(scaled, axis=1).astype(np.float32))
+
+
 def mutual_pairs(best_tgt: np.ndarray, best_src: np.ndarray, src_rows: np.ndarray, tgt_rows: np.ndarray
                  ) -> np.ndarray:
     """``(p, 2)`` entity pairs that are each other's best match among the unanchored candidates.
@@ -190,8 +200,8 @@ class RelationalGraph:
         self.pairs, inv = np.unique(np.stack([i, j], 1), axis=0, return_inverse=True)  # (P, 2)
         self.pair_rels = _binary(inv.ravel(), r, (len(self.pairs), 2 * R))
         self.num_entities, self.num_relations = n, 2 * R
-        # the (N, N) pattern of the pairs, shared by every head's weighted adjacency
-        self._indptr = np.searchsorted(self.pairs[:, 0], np.arange(n + 1)).astype(np.int64)
+        # CSR row pointer of the pairs' (N, N) pattern, shared by every head's weighted adjacency
+        self.pair_indptr = np.searchsorted(self.pairs[:, 0], np.arange(n + 1)).astype(np.int64)
 
 
 def _binary(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -258,7 +268,7 @@ def relational_readout(graph: RelationalGraph, ent: np.ndarray, rel: np.ndarray,
         stop = min(heads, start + block_heads)
         y = ent @ ent_proj[:, start * head_dim:stop * head_dim]  # (N, b * head_dim)
         for h in range(start, stop):
-            a = sp.csr_matrix((weights[:, h], cols, graph._indptr), shape=(n, n))  # (N, N)
+            a = sp.csr_matrix((weights[:, h], cols, graph.pair_indptr), shape=(n, n))  # (N, N)
             lo = (h - start) * head_dim
             out[:, h * head_dim:(h + 1) * head_dim] = a @ y[:, lo:lo + head_dim]
     return l2_rows(out)

@@ -400,21 +400,24 @@ class RelationalGnnModel(AlignmentModel):
                                      self.ctx.seed)
 
         def fused(w: float) -> tuple[np.ndarray, np.ndarray]:
-            return tuple(lpm.l2_rows(np.concatenate([np.sqrt(1.0 - w) * g, np.sqrt(w) * x], 1).astype(np.float32))
-                         for g, x in zip(emb, lp))
+            return tuple(lpm.concat_views([g, x], w) for g, x in zip(emb, lp))
 
         record = {"anchors": int(len(pairs)), "depth": LP_DEPTH, "anchor_dim": LP_DIM, "heads": c.lp_heads,
                   "head_dim": LP_HEAD_DIM, "in_proposals": c.lp_proposals}
         if c.lp_weight > 0 or not len(self.valid):
             w = float(c.lp_weight) if c.lp_weight > 0 else float(c.lp_weights[0])
             record["chosen_by"] = "set" if c.lp_weight > 0 else "default (no valid links)"
-        else:
-            scores = {float(w): round(float(evaluate_embeddings(*fused(float(w)), self.valid, candidates="test",
-                                                                 csls_k=10)["test"]["hits@1"]), 4)
-                      for w in c.lp_weights}
-            w = max(scores, key=lambda k: (scores[k], -list(scores).index(k)))
+            out = fused(w)
+        else:  # keep the best joined pair while scoring (ties to the first listed)
+            scores, w, out = {}, None, None
+            for cand in map(float, c.lp_weights):
+                joined = fused(cand)
+                scores[cand] = round(float(evaluate_embeddings(*joined, self.valid, candidates="test",
+                                                               csls_k=10)["test"]["hits@1"]), 4)
+                if w is None or scores[cand] > scores[w]:
+                    w, out = cand, joined
+                del joined
             record.update({"chosen_by": f"Hits@1 (CSLS) on {len(self.valid)} valid links", "scores": scores})
-        out = fused(w)
         if final:
             record.update({"weight": w, "s": round(time.perf_counter() - t0, 2)})
             self.info["lp_fusion"] = record

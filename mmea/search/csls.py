@@ -108,12 +108,12 @@ class SearchResult:
         return len(self.ids)
 
 
-
 def list_positions(ids: np.ndarray, rows: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """``(n,)`` 1-based position of ``gold[i]`` in candidate list ``ids[rows[i]]`` (``ids (p, K)``); ``-1`` when
     it is not in it."""
     hit = np.asarray(ids)[rows] == np.asarray(gold)[:, None]  # (n, K)
     return np.where(hit.any(1), hit.argmax(1) + 1, -1).astype(np.int64)
+
 
 def csls_from_cos(cos, r_src, r_tgt):
     """``(2 * cos - r_src) - r_tgt`` elementwise (numpy or torch, broadcasting), in float32."""
