@@ -414,4 +414,4 @@ def test_rounds_can_propose_from_the_joined_embedding_without_reading_test_links
     assert m.info["lp_fusion"]["anchors"] == len(pairs) and m.info["lp_fusion"]["in_proposals"] is True
     gnn_only = _fit(_task(), **{**kw, "lp_proposals": False})
     assert gnn_only.info["lp_fusion"]["in_proposals"] is False
-    assert not np.array_equal(gnn_only.pairs, pairs) or len(gnn_only.pairs) != len(pairs)
+    assert not np.array_equal(gnn_only.pairs, pairs)  # False on a length mismatch too

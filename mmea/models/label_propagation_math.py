@@ -49,7 +49,8 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["entity_graph", "relation_incidence", "row_normalize", "l2_rows", "seed_labels", "propagate",
-           "mutual_pairs", "concat_views", "RelationalGraph", "relational_chain", "relational_readout", "relational_features"]
+           "mutual_pairs", "concat_views", "RelationalGraph", "relational_chain", "relational_readout",
+           "relational_features"]
 
 
 def entity_graph(triples: np.ndarray, num_entities: int) -> sp.csr_matrix:
