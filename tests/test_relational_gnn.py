@@ -415,3 +415,55 @@ def test_rounds_can_propose_from_the_joined_embedding_without_reading_test_links
     gnn_only = _fit(_task(), **{**kw, "lp_proposals": False})
     assert gnn_only.info["lp_fusion"]["in_proposals"] is False
     assert not np.array_equal(gnn_only.pairs, pairs)  # False on a length mismatch too
+
+
+def test_refit_retrains_a_fresh_network_on_train_and_valid_links_for_the_selected_epochs():
+    task = _task(poisoned=True)  # reading task.test would raise
+    kw = dict(epochs=5, patience=3, lp_weight=-1.0, lp_weights=(0.25, 0.75), lp_heads=8)
+    first = _fit(task, **kw)
+    m = _fit(task, **kw, refit=True)
+    r, chosen = m.info["refit"], first.info["lp_fusion"]["weight"]
+    assert r["done"] and r["links"] == 60 and r["epochs"] == max(first.info["best_epoch"], 1) == r["epochs_run"]
+    assert r["lp_weight"] == chosen and m.info["lp_fusion"]["weight"] == chosen
+    assert m.info["lp_fusion"]["chosen_by"] == "the first pass, on the valid links (refit)"
+    assert m.info["best_valid"] == first.info["best_valid"]  # the selection pass's record stays
+    for a, b in zip(m.held_out_embeddings(), first.embeddings()):  # the calibration's: valid links held out
+        np.testing.assert_array_equal(a, b)
+    assert first.held_out_embeddings() is None
+    np.testing.assert_array_equal(m.pairs, np.concatenate([task.train, task.valid]))
+    # the refit equals a run on a task whose train links are the train and valid links, at the chosen epochs
+    clean = _task()
+    merged = AlignmentTask("syn", clean.source, clean.target, np.concatenate([clean.train, clean.valid]),
+                           np.zeros((0, 2), np.int64), clean.test)
+    twin = _fit(merged, **{**kw, "epochs": r["epochs"], "lp_weight": chosen})
+    for a, b in zip(m.embeddings(), twin.embeddings()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(m.embeddings()[0], first.embeddings()[0])
+
+
+def test_refit_without_valid_links_keeps_the_first_pass_and_says_why():
+    task = _task()
+    bare = AlignmentTask("syn", task.source, task.target, np.asarray(task.train), np.zeros((0, 2), np.int64),
+                         np.asarray(task.test))
+    m = _fit(bare, epochs=2, refit=True)
+    assert m.info["refit"] == {"done": False, "reason": "the run has no valid links: nothing to add"}
+    assert m.held_out_embeddings() is None
+
+
+def test_a_refit_run_calibrates_on_the_held_out_embeddings(tmp_path):
+    from mmea.pipelines.align import run_align
+    from mmea.pipelines.align_config import load_config
+
+    model = {"name": "relational-gnn", "dim": 16, "epochs": 3, "batch_size": 256, "max_minutes": 1.0}
+
+    def run(out, **extra):
+        cfg = load_config(None, [], {"device": "cpu", "features": {"names": "off"}, "model": {**model, **extra}})
+        return run_align(cfg, out=tmp_path / out, quiet=True)["metrics"]
+
+    plain, refit = run("a"), run("b", refit=True)
+    assert plain["calibration"]["embeddings"] == "scored"
+    assert refit["calibration"]["embeddings"].startswith("held out")
+    # the curve is the selection pass's: the same validation scores as the run without the refit
+    assert refit["calibration"]["valid_hits@1"] == plain["calibration"]["valid_hits@1"]
+    assert refit["model_info"]["refit"]["links"] == refit["split"]["train"] + refit["split"]["valid"]
+    assert refit["model_info"]["inputs"][-1].endswith("then training (refit)")

@@ -99,6 +99,12 @@ class AlignmentModel:
         """``(source (N, d), target (M, d))`` float32, rows L2-normalised (zero rows allowed)."""
         raise NotImplementedError
 
+    def held_out_embeddings(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The embeddings of a model that never trained on ``task.valid``, when :meth:`embeddings` did (a refit on
+        the train and valid links): the confidence calibration is fitted on them, never on links the scored model
+        learnt.  None (default): :meth:`embeddings` held the valid links out."""
+        return None
+
     def search_channels(self) -> dict[str, tuple[int, int]]:
         """Column blocks ``{name: (start, stop)}`` of :meth:`embeddings` that an approximate search also
         indexes on their own (:func:`mmea.search.approx.channel_lists`); ``{}``: the whole rows only."""

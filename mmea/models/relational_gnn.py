@@ -122,6 +122,12 @@ class RelationalGnnModel(AlignmentModel):
             lp_heads: relation heads of that readout (``16 lp_heads`` columns; ``anchor_dim`` 1024, depth 2).
             lp_proposals: the bootstrapping rounds propose from the joined embedding (the label propagation of
                 the pairs so far, the same weight rule) instead of the GNN output alone.
+            refit: after the valid links have chosen the epoch count (the first phase's best epoch) and the
+                joined weight, train a fresh network (same seed) on the train and valid links for that many epochs,
+                replay the rounds, and join the label propagation of those pairs at that weight: the output the
+                run scores (scikit-learn's ``refit``).  The first pass's output is kept for the calibration
+                (:meth:`held_out_embeddings`).  Up to twice the training time (``max_minutes`` again);
+                ``task.test`` is still never read.
         """
 
         dim: PositiveInt = 128
@@ -155,6 +161,7 @@ class RelationalGnnModel(AlignmentModel):
         lp_weights: tuple = (0.25, 0.5)
         lp_heads: PositiveInt = 512
         lp_proposals: bool = False
+        refit: bool = False
 
         def __post_init__(self) -> None:
             if self.negatives_from not in NEGATIVES_FROM:
@@ -173,6 +180,8 @@ class RelationalGnnModel(AlignmentModel):
         self.net = None
         self._emb: tuple[np.ndarray, np.ndarray] | None = None
         self._sampled_sizes: list[tuple[int, int]] = []  # (nodes, edges) of each sampled step
+        self._held_out: tuple[np.ndarray, np.ndarray] | None = None  # the first pass's output (refit)
+        self._fixed_lp_weight: float | None = None  # the refit's joined weight, chosen by the first pass
 
     def fit(self, task, features=None) -> None:
         """Train on ``task.train`` (no features are needed: none are computed, no name is read)."""
@@ -194,18 +203,13 @@ class RelationalGnnModel(AlignmentModel):
         import torch
 
         from . import relational_gnn_math as gm
-        from .relational_gnn_nn import RelationalGnn
 
         c, src, tgt = self.config, task.source, task.target
-        torch.manual_seed(self.ctx.seed)
-        self._rng = np.random.default_rng(self.ctx.seed)
         self.n_src, self.n_tgt = src.num_entities, tgt.num_entities
         self.graph = gm.union_graph(src.triples, tgt.triples, self.n_src, self.n_tgt, src.num_relations,
                                     tgt.num_relations, self_loops=c.self_loops)
         self.device = torch.device(self.ctx.device)
-        self.net = RelationalGnn(self.graph, c.dim, c.layers, c.dropout, device=str(self.device), proxy=c.proxy,
-                                 init_bound=c.init_bound)
-        self.optimizer = torch.optim.RMSprop(self.net.parameters(), lr=c.lr, alpha=0.9, eps=1e-7)
+        self._new_network()
         self.valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
         if c.lp_weight != 0:
             from . import label_propagation_math as lpm
@@ -214,6 +218,19 @@ class RelationalGnnModel(AlignmentModel):
                                     for kg in (src, tgt))
         if c.fanout:
             self._indptr = gm.receiver_indptr(self.graph["receivers"], self.graph["num_entities"])
+
+    def _new_network(self) -> None:
+        """A freshly initialised network and optimiser (the run's seed), and the sampling generator."""
+        import torch
+
+        from .relational_gnn_nn import RelationalGnn
+
+        c = self.config
+        torch.manual_seed(self.ctx.seed)
+        self._rng = np.random.default_rng(self.ctx.seed)
+        self.net = RelationalGnn(self.graph, c.dim, c.layers, c.dropout, device=str(self.device), proxy=c.proxy,
+                                 init_bound=c.init_bound)
+        self.optimizer = torch.optim.RMSprop(self.net.parameters(), lr=c.lr, alpha=0.9, eps=1e-7)
 
     def _train(self, task) -> None:
         c = self.config
@@ -225,26 +242,67 @@ class RelationalGnnModel(AlignmentModel):
                                       "(--model propagation)")
         self._budget = TimeBudget(c.max_minutes * 60.0)
         self._setup(task)
+        first, pairs, added, rounds = self._fit_pairs(seeds, c.epochs, self.ctx.checkpoint, "relational-gnn")
+        self.pairs = pairs  # (L', 2): the train links, then each round's proposals
+        self._emb = self._embed()
+        if c.lp_weight != 0:
+            self._emb = self._with_label_propagation(self._emb, pairs)
+        if c.refit:
+            self._refit(seeds, first)
+        self._record(first, seeds, added, rounds, time.perf_counter() - t0)
+
+    def _fit_pairs(self, seeds: np.ndarray, epochs: int, checkpoint, desc: str) -> tuple:
+        """The first phase on ``seeds (L, 2)`` for at most ``epochs`` epochs, then the bootstrapping rounds;
+        returns ``(first phase's TrainingResult, pairs (L', 2), pairs added per round, round records)``."""
+        c = self.config
         first_budget = TimeBudget(min(c.first_minutes, c.max_minutes) * 60.0) if c.first_minutes > 0 else self._budget
-        first = self._phase(seeds, c.epochs, self.ctx.checkpoint, "relational-gnn", first_budget)
+        first = self._phase(seeds, epochs, checkpoint, desc, first_budget)
         pairs, added, rounds = seeds, [], []
         for r in range(c.iterations):
             if self._budget.out_of_time():
                 break
             new = self.propose(pairs)
             added.append(int(len(new)))
-            log.info("relational-gnn: round %d adds %d mutual nearest pairs", r + 1, len(new))
+            log.info("%s: round %d adds %d mutual nearest pairs", desc, r + 1, len(new))
             if len(new) < max(c.min_round_pairs, 1):
                 break
             pairs = np.concatenate([pairs, new])
-            res = self._phase(pairs, c.iteration_epochs, Checkpointer(None), f"relational-gnn round {r + 1}")
+            res = self._phase(pairs, c.iteration_epochs, Checkpointer(None), f"{desc} round {r + 1}")
             rounds.append({"round": r + 1, "pairs_added": int(len(new)), "epochs_run": res.epochs_run,
                            "stopped": res.stopped, "best_valid": res.best_valid})
-        self.pairs = pairs  # (L', 2): the train links, then each round's proposals
+        return first, pairs, added, rounds
+
+    def _refit(self, seeds: np.ndarray, first) -> None:
+        """``refit``: the valid links join the training data once they have chosen the epochs and the weight.
+
+        A fresh network trains on ``[seeds; valid]`` for the first phase's best epoch count with no validation
+        (nothing is left to select on), the rounds run again, and the label propagation of the final pairs joins
+        at the weight the first pass chose.  The first pass's output stays as :meth:`held_out_embeddings`."""
+        c, t0, held = self.config, time.perf_counter(), self.valid
+        if not len(held):
+            self.info["refit"] = {"done": False, "reason": "the run has no valid links: nothing to add"}
+            log.info("relational-gnn: no refit (the run has no valid links)")
+            return
+        epochs = max(int(first.best_epoch or 0), 1)
+        self._held_out, self._fixed_lp_weight = self._emb, self.info.get("lp_fusion", {}).get("weight")
+        self._budget = TimeBudget(c.max_minutes * 60.0)
+        self._new_network()
+        self.valid = np.zeros((0, 2), np.int64)  # no model selection in the refit
+        try:
+            res, pairs, added, rounds = self._fit_pairs(np.concatenate([seeds, held]), epochs, Checkpointer(None),
+                                                        "relational-gnn refit")
+        finally:
+            self.valid = held
+        self.pairs = pairs
         self._emb = self._embed()
         if c.lp_weight != 0:
             self._emb = self._with_label_propagation(self._emb, pairs)
-        self._record(first, seeds, added, rounds, time.perf_counter() - t0)
+        self.info["refit"] = {"done": True, "links": int(len(seeds) + len(held)), "epochs": epochs,
+                              "epochs_run": res.epochs_run, "stopped": res.stopped, "pairs_added_per_round": added,
+                              "rounds": rounds, "lp_weight": self._fixed_lp_weight,
+                              "s": round(time.perf_counter() - t0, 2)}
+        log.info("relational-gnn: refit on %d train + valid links, %d epochs (the first pass's best)%s",
+                 len(seeds) + len(held), epochs, f", {len(added)} rounds" if added else "")
 
     def _phase(self, pairs: np.ndarray, epochs: int, checkpoint, desc: str, budget: TimeBudget | None = None):
         """Train on ``pairs (P, 2)`` local ids for at most ``epochs`` epochs in the shared Trainer (``budget``:
@@ -260,7 +318,8 @@ class RelationalGnnModel(AlignmentModel):
         c = self.config
         self.info.update(first.as_dict())
         self.info.update({
-            "names_used": False, "inputs": ["relation triples", "train links", "valid links (model selection)"],
+            "names_used": False, "inputs": ["relation triples", "train links", "valid links (model selection)" + (
+                ", then training (refit)" if c.refit and len(self.valid) else "")],
             "seeds": {"kind": "train links", "count": int(len(seeds))},
             "iterative": c.iterations > 0, "iterations_requested": c.iterations, "rounds": rounds,
             "pairs_added_per_round": added, "pairs_final": int(len(self.pairs)),
@@ -404,7 +463,10 @@ class RelationalGnnModel(AlignmentModel):
 
         record = {"anchors": int(len(pairs)), "depth": LP_DEPTH, "anchor_dim": LP_DIM, "heads": c.lp_heads,
                   "head_dim": LP_HEAD_DIM, "in_proposals": c.lp_proposals}
-        if c.lp_weight > 0 or not len(self.valid):
+        if self._fixed_lp_weight is not None:  # the refit: the first pass chose it on the valid links
+            w, record["chosen_by"] = self._fixed_lp_weight, "the first pass, on the valid links (refit)"
+            out = fused(w)
+        elif c.lp_weight > 0 or not len(self.valid):
             w = float(c.lp_weight) if c.lp_weight > 0 else float(c.lp_weights[0])
             record["chosen_by"] = "set" if c.lp_weight > 0 else "default (no valid links)"
             out = fused(w)
@@ -441,6 +503,9 @@ class RelationalGnnModel(AlignmentModel):
         if not len(free_s) or not len(free_t):
             return np.zeros((0, 2), np.int64)
         return expand_seeds(s[free_s], t[free_t], free_s, free_t, self.config.min_cos)
+
+    def held_out_embeddings(self):
+        return self._held_out
 
     def embeddings(self):
         if self._emb is None:

@@ -361,7 +361,9 @@ def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand:
     :class:`~mmea.calibration.ValidScores`) is what :func:`search_run`'s pass found for
     them; returns a summary for ``metrics.json``.  A ``model`` with variances (``uncertainty()``) gives each
     validation pair its uncertainty, and the validation links decide whether the curve reads it
-    (:func:`mmea.calibration.choose_variance`).
+    (:func:`mmea.calibration.choose_variance`).  A model that trained on the validation links (a refit) gives its
+    held-out embeddings (:meth:`~mmea.models.base.AlignmentModel.held_out_embeddings`): the curve is fitted on
+    those, never on links the scored model learnt.
     """
     from ..calibration import CALIBRATION_FILE, score_valid_sources, write_calibration, write_no_calibration
 
@@ -370,15 +372,19 @@ def calibrate_run(run_dir: Path, task, src_emb, tgt_emb, rows: np.ndarray, cand:
                                             "or no gold links at all)")
         log.info("calibration: none (%s)", cal.reason)
         return {"available": False, "reason": cal.reason}
+    held = model.held_out_embeddings() if model is not None else None
+    if held is not None:  # the scored model trained on the valid links: score them with the one that did not
+        (src_emb, tgt_emb), scores = held, None
     if scores is None:
         scores = score_valid_sources(src_emb, tgt_emb, task.valid, rows, cand, method=search.method,
                                      csls_k=search.csls_k, index=search.index, device=device,
-                                     cand_r_tgt=al.result.r_tgt)
+                                     cand_r_tgt=al.result.r_tgt if held is None else None)
     cal = write_calibration(run_dir, with_valid_uncertainty(scores, model))
     log.info("calibration: isotonic on the %s, %d validation sources (H@1 %.3f)%s", cal.feature, cal.n_valid,
              cal.n_correct / max(cal.n_valid, 1), f"; variance: {cal.variance['reason']}" if cal.variance else "")
     out = {"available": cal.available, "feature": cal.feature, "n_valid": cal.n_valid,
-           "valid_hits@1": cal.n_correct / max(cal.n_valid, 1), "file": CALIBRATION_FILE}
+           "valid_hits@1": cal.n_correct / max(cal.n_valid, 1), "file": CALIBRATION_FILE,
+           "embeddings": "scored" if held is None else "held out (the model before its refit on the valid links)"}
     return {**out, "variance": cal.variance} if cal.variance is not None else out
 
 
