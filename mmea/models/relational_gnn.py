@@ -243,13 +243,18 @@ class RelationalGnnModel(AlignmentModel):
         self._budget = TimeBudget(c.max_minutes * 60.0)
         self._setup(task)
         first, pairs, added, rounds = self._fit_pairs(seeds, c.epochs, self.ctx.checkpoint, "relational-gnn")
-        self.pairs = pairs  # (L', 2): the train links, then each round's proposals
-        self._emb = self._embed()
-        if c.lp_weight != 0:
-            self._emb = self._with_label_propagation(self._emb, pairs)
+        self._set_output(pairs)
         if c.refit:
             self._refit(seeds, first)
         self._record(first, seeds, added, rounds, time.perf_counter() - t0)
+
+    def _set_output(self, pairs: np.ndarray) -> None:
+        """Keep the final training ``pairs (L', 2)`` (the seeds, then each round's proposals) and the output the run
+        scores: the network's embedding, joined by the label propagation of ``pairs`` when ``lp_weight != 0``."""
+        self.pairs = pairs
+        self._emb = self._embed()
+        if self.config.lp_weight != 0:
+            self._emb = self._with_label_propagation(self._emb, pairs)
 
     def _fit_pairs(self, seeds: np.ndarray, epochs: int, checkpoint, desc: str) -> tuple:
         """The first phase on ``seeds (L, 2)`` for at most ``epochs`` epochs, then the bootstrapping rounds;
@@ -293,10 +298,7 @@ class RelationalGnnModel(AlignmentModel):
                                                         "relational-gnn refit")
         finally:
             self.valid = held
-        self.pairs = pairs
-        self._emb = self._embed()
-        if c.lp_weight != 0:
-            self._emb = self._with_label_propagation(self._emb, pairs)
+        self._set_output(pairs)
         self.info["refit"] = {"done": True, "links": int(len(seeds) + len(held)), "epochs": epochs,
                               "epochs_run": res.epochs_run, "stopped": res.stopped, "pairs_added_per_round": added,
                               "rounds": rounds, "lp_weight": self._fixed_lp_weight,
