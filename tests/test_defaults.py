@@ -82,6 +82,8 @@ def test_opaque_target_names_are_switched_off_with_a_note(pairs, tmp_path, caplo
     assert len(printed) == 1 and STRUCTURE_MODEL in printed[0] and "names carry no signal" in printed[0]
     assert f"model: {STRUCTURE_MODEL} (default)" in (tmp_path / "run" / "run.log").read_text()
     assert rec["settings"]["iterations"] == 3 and "iterative" in rec["reason"]
+    assert rec["settings"]["lp_weight"] == -1.0 and "joined by the relational label propagation" in rec["reason"]
+    assert m["model_info"]["lp_fusion"]["chosen_by"].startswith("Hits@1 (CSLS) on")
     stored = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert stored["model_choice"] == rec
     assert m["test"]["hits@1"] > 0.1  # the structure model learns where names cannot
@@ -112,3 +114,8 @@ def test_a_large_kg_without_name_signal_gets_label_propagation(pairs, monkeypatc
     monkeypatch.setattr(default_model, "STRUCTURE_MAX_ENTITIES", 10 ** 6)
     choice, _ = _choose(pairs["good"], "features.names=off")
     assert choice.config.model_name == STRUCTURE_MODEL and choice.config.model["iterations"] == 3
+    assert choice.config.model["lp_weight"] == -1.0
+    monkeypatch.setattr(default_model, "JOINED_MAX_ENTITIES", 100)  # larger: the GNN alone (memory)
+    choice, _ = _choose(pairs["good"], "features.names=off")
+    assert choice.config.model_name == STRUCTURE_MODEL and "lp_weight" not in choice.config.model
+    assert "without the label-propagation join above 100 entities" in choice.reason

@@ -441,6 +441,31 @@ def test_refit_retrains_a_fresh_network_on_train_and_valid_links_for_the_selecte
     assert not np.array_equal(m.embeddings()[0], first.embeddings()[0])
 
 
+def test_refit_ensemble_scores_the_mean_cosine_of_the_first_pass_and_a_seed_plus_one_refit():
+    task = _task(poisoned=True)  # reading task.test would raise
+    kw = dict(epochs=4, patience=3, refit=True)
+    first = _fit(task, **kw)  # lp_weight 0: the output is the network's alone
+    ens = _fit(task, **kw, refit_ensemble=True)
+    assert ens.info["refit"]["ensemble"].startswith("first pass + refit")
+    for held, plain_first in zip(ens.held_out_embeddings(), first.held_out_embeddings()):
+        np.testing.assert_array_equal(held, plain_first)  # the same first pass
+    d = first.embeddings()[0].shape[1]
+    for out, held, refit in zip(ens.embeddings(), ens.held_out_embeddings(), first.embeddings()):
+        assert out.shape[1] == 2 * d
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(out[:, :d] * np.sqrt(2), held, atol=1e-5)  # first pass, half the cosine
+        member = out[:, d:] * np.sqrt(2)  # the refit member: a unit-row network output from seed + 1
+        np.testing.assert_allclose(np.linalg.norm(member, axis=1), 1.0, atol=1e-5)
+        assert not np.allclose(member, refit, atol=1e-3)  # not the same-seed refit
+    # inner products are the mean of the members' cosines
+    s, t = ens.embeddings()
+    a, b = ens.held_out_embeddings()
+    ms, mt = s[:, d:] * np.sqrt(2), t[:, d:] * np.sqrt(2)
+    np.testing.assert_allclose(s[:5] @ t[:5].T, 0.5 * (a[:5] @ b[:5].T + ms[:5] @ mt[:5].T), atol=1e-5)
+    with pytest.raises(MmeaInputError, match="needs refit = true"):
+        CLS.Config(refit_ensemble=True)
+
+
 def test_refit_without_valid_links_keeps_the_first_pass_and_says_why():
     task = _task()
     bare = AlignmentTask("syn", task.source, task.target, np.asarray(task.train), np.zeros((0, 2), np.int64),

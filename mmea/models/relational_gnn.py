@@ -128,6 +128,10 @@ class RelationalGnnModel(AlignmentModel):
                 run scores (scikit-learn's ``refit``).  The first pass's output is kept for the calibration
                 (:meth:`held_out_embeddings`).  Up to twice the training time (``max_minutes`` again);
                 ``task.test`` is still never read.
+            refit_ensemble: with ``refit``: the refit network starts from ``seed + 1`` and the run scores the mean
+                of the two networks' cosines, ``[sqrt((1 - w) / 2) g_first, sqrt((1 - w) / 2) g_refit, sqrt(w) l]``
+                (``l`` the label propagation of the refit's pairs): a two-member ensemble for the training time
+                of the refit alone (no weight is tuned: the members count equally).
         """
 
         dim: PositiveInt = 128
@@ -162,6 +166,7 @@ class RelationalGnnModel(AlignmentModel):
         lp_heads: PositiveInt = 512
         lp_proposals: bool = False
         refit: bool = False
+        refit_ensemble: bool = False
 
         def __post_init__(self) -> None:
             if self.negatives_from not in NEGATIVES_FROM:
@@ -171,6 +176,9 @@ class RelationalGnnModel(AlignmentModel):
                 raise MmeaInputError("relational-gnn: lp_weight must be <= 1 (negative: chosen from lp_weights) and "
                                      f"every lp_weights entry in (0, 1]; got {self.lp_weight}, "
                                      f"{list(self.lp_weights)}")
+            if self.refit_ensemble and not self.refit:
+                raise MmeaInputError("relational-gnn: refit_ensemble joins the first pass and the refit: it needs "
+                                     "refit = true", hint="add --set model.refit=true")
             if self.negatives not in NEGATIVES:
                 raise MmeaInputError(f"relational-gnn: negatives must be one of {', '.join(NEGATIVES)}, "
                                      f"got {self.negatives!r}")
@@ -182,6 +190,7 @@ class RelationalGnnModel(AlignmentModel):
         self._sampled_sizes: list[tuple[int, int]] = []  # (nodes, edges) of each sampled step
         self._held_out: tuple[np.ndarray, np.ndarray] | None = None  # the first pass's output (refit)
         self._fixed_lp_weight: float | None = None  # the refit's joined weight, chosen by the first pass
+        self._gnn_out: tuple[np.ndarray, np.ndarray] | None = None  # the network's own output (no label propagation)
 
     def fit(self, task, features=None) -> None:
         """Train on ``task.train`` (no features are needed: none are computed, no name is read)."""
@@ -219,15 +228,15 @@ class RelationalGnnModel(AlignmentModel):
         if c.fanout:
             self._indptr = gm.receiver_indptr(self.graph["receivers"], self.graph["num_entities"])
 
-    def _new_network(self) -> None:
-        """A freshly initialised network and optimiser (the run's seed), and the sampling generator."""
+    def _new_network(self, offset: int = 0) -> None:
+        """A freshly initialised network and optimiser (the run's seed ``+ offset``), and the sampling generator."""
         import torch
 
         from .relational_gnn_nn import RelationalGnn
 
         c = self.config
-        torch.manual_seed(self.ctx.seed)
-        self._rng = np.random.default_rng(self.ctx.seed)
+        torch.manual_seed(self.ctx.seed + offset)
+        self._rng = np.random.default_rng(self.ctx.seed + offset)
         self.net = RelationalGnn(self.graph, c.dim, c.layers, c.dropout, device=str(self.device), proxy=c.proxy,
                                  init_bound=c.init_bound)
         self.optimizer = torch.optim.RMSprop(self.net.parameters(), lr=c.lr, alpha=0.9, eps=1e-7)
@@ -248,11 +257,16 @@ class RelationalGnnModel(AlignmentModel):
             self._refit(seeds, first)
         self._record(first, seeds, added, rounds, time.perf_counter() - t0)
 
-    def _set_output(self, pairs: np.ndarray) -> None:
+    def _set_output(self, pairs: np.ndarray, also: tuple | None = None) -> None:
         """Keep the final training ``pairs (L', 2)`` (the seeds, then each round's proposals) and the output the run
-        scores: the network's embedding, joined by the label propagation of ``pairs`` when ``lp_weight != 0``."""
+        scores: the network's embedding (averaged in cosine with ``also``, another network's unit rows, when
+        given), joined by the label propagation of ``pairs`` when ``lp_weight != 0``."""
+        from .label_propagation_math import concat_views
+
         self.pairs = pairs
-        self._emb = self._embed()
+        self._emb = self._gnn_out = self._embed()
+        if also is not None:  # [g_also, g] / sqrt(2): the mean of the two networks' cosines
+            self._emb = tuple(concat_views([a, g], 0.5) for a, g in zip(also, self._emb))
         if self.config.lp_weight != 0:
             self._emb = self._with_label_propagation(self._emb, pairs)
 
@@ -290,16 +304,18 @@ class RelationalGnnModel(AlignmentModel):
             return
         epochs = max(int(first.best_epoch or 0), 1)
         self._held_out, self._fixed_lp_weight = self._emb, self.info.get("lp_fusion", {}).get("weight")
+        first_gnn = self._gnn_out if c.refit_ensemble else None
         self._budget = TimeBudget(c.max_minutes * 60.0)
-        self._new_network()
+        self._new_network(offset=1 if c.refit_ensemble else 0)
         self.valid = np.zeros((0, 2), np.int64)  # no model selection in the refit
         try:
             res, pairs, added, rounds = self._fit_pairs(np.concatenate([seeds, held]), epochs, Checkpointer(None),
                                                         "relational-gnn refit")
         finally:
             self.valid = held
-        self._set_output(pairs)
+        self._set_output(pairs, also=first_gnn)
         self.info["refit"] = {"done": True, "links": int(len(seeds) + len(held)), "epochs": epochs,
+                              "ensemble": "first pass + refit (seed + 1), mean cosine" if c.refit_ensemble else None,
                               "epochs_run": res.epochs_run, "stopped": res.stopped, "pairs_added_per_round": added,
                               "rounds": rounds, "lp_weight": self._fixed_lp_weight,
                               "s": round(time.perf_counter() - t0, 2)}
