@@ -164,3 +164,31 @@ def test_relational_structure_resume_equals_the_uninterrupted_run(pairs, tmp_pat
     hb, hw = without_times(b["model_info"]["history"]), without_times(whole["model_info"]["history"])
     assert [h["valid"] for h in hb] == [h["valid"] for h in hw]
     assert [h["loss"] or 0.0 for h in hb] == pytest.approx([h["loss"] or 0.0 for h in hw], rel=1e-5)
+
+
+def test_label_propagation_join_of_the_final_pool_is_chosen_on_the_selection_links_never_the_test_links():
+    """``lp_weight < 0``: the final embedding joined by the relational label propagation of the final pool, its
+    weight (0, no join, included) chosen on the selection links; the test links are never read."""
+    task = _synthetic_task()
+    armed = PoisonedTask(task.name, task.source, task.target, task.train, task.valid, task.test)
+    armed.armed = True  # reading task.test would raise
+    # no expansion: its log-only precision reads the gold links
+    kw = dict(modalities="structure,names", structure="relational", epochs=4, expand_every=0, lp_heads=8, **QUICK)
+    plain = _fit(task, **kw)
+    m = _fit(armed, **kw, lp_weight=-1.0, lp_weights=(0.25, 0.5))
+    rec = m.info["lp_fusion"]
+    assert rec["anchors"] == len(m.pool) and rec["chosen_by"] == f"Hits@1 (CSLS) on {len(task.valid)} selection links"
+    assert set(rec["scores"]) == {0.0, 0.25, 0.5}
+    assert rec["weight"] == max(rec["scores"], key=lambda w: (rec["scores"][w], -w))  # ties to the first tried
+    s, t = m.embeddings()
+    if rec["weight"] == 0.0:  # the selection links refused the join: the plain output
+        np.testing.assert_array_equal(s, plain.embeddings()[0])
+    else:  # [sqrt(1 - w) e, sqrt(w) l]: the plain output is the first block
+        d = plain.embeddings()[0].shape[1]
+        assert s.shape[1] == d + 8 * 16
+        np.testing.assert_allclose(s[:, :d], np.sqrt(1 - rec["weight"]) * plain.embeddings()[0], atol=1e-5)
+    fixed = _fit(task, **kw, lp_weight=0.5)
+    assert fixed.info["lp_fusion"]["weight"] == 0.5 and fixed.info["lp_fusion"]["chosen_by"] == "set"
+    assert "lp_fusion" not in plain.info
+    with pytest.raises(MmeaInputError, match="lp_weight must be <= 1"):
+        MODELS.get("selfmea").Config(lp_weight=2.0)

@@ -61,7 +61,6 @@ log = logging.getLogger("mmea.models")
 
 NEGATIVES = ("mined", "all")
 NEGATIVES_FROM = ("both", "other")
-LP_DIM, LP_DEPTH, LP_HEAD_DIM = 1024, 2, 16  # the joined label propagation's label width, hops, head width (LightEA's)
 
 
 @MODELS.register
@@ -221,10 +220,9 @@ class RelationalGnnModel(AlignmentModel):
         self._new_network()
         self.valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
         if c.lp_weight != 0:
-            from . import label_propagation_math as lpm
+            from .lp_join import relation_graphs
 
-            self._lp_graphs = tuple(lpm.RelationalGraph(kg.triples, kg.num_entities, kg.num_relations)
-                                    for kg in (src, tgt))
+            self._lp_graphs = relation_graphs(task)
         if c.fanout:
             self._indptr = gm.receiver_indptr(self.graph["receivers"], self.graph["num_entities"])
 
@@ -467,42 +465,25 @@ class RelationalGnnModel(AlignmentModel):
     def _with_label_propagation(self, emb: tuple, pairs: np.ndarray, final: bool = True
                                 ) -> tuple[np.ndarray, np.ndarray]:
         """``[sqrt(1 - w) g, sqrt(w) l]`` rows unit: the GNN output ``emb`` joined by the relational label
-        propagation of ``pairs`` (``lp_weight``; ``w`` chosen on the valid links when negative).  ``final``: record
-        ``info["lp_fusion"]`` (the last call, on the final pairs)."""
-        from ..evaluation import evaluate_embeddings
-        from . import label_propagation_math as lpm
+        propagation of ``pairs`` (:func:`~mmea.models.lp_join.join_label_propagation`; ``lp_weight``, ``w`` chosen
+        on the valid links when negative).  ``final``: record ``info["lp_fusion"]`` (the last call, on the final
+        pairs)."""
+        from .lp_join import join_label_propagation
 
-        c, t0 = self.config, time.perf_counter()
-        lp = lpm.relational_features(self._lp_graphs, pairs, LP_DIM, LP_DEPTH, c.lp_heads, LP_HEAD_DIM,
-                                     self.ctx.seed)
-
-        def fused(w: float) -> tuple[np.ndarray, np.ndarray]:
-            return tuple(lpm.concat_views([g, x], w) for g, x in zip(emb, lp))
-
-        record = {"anchors": int(len(pairs)), "depth": LP_DEPTH, "anchor_dim": LP_DIM, "heads": c.lp_heads,
-                  "head_dim": LP_HEAD_DIM, "in_proposals": c.lp_proposals}
+        c = self.config
         if self._fixed_lp_weight is not None:  # the refit: the first pass chose it on the valid links
-            w, record["chosen_by"] = self._fixed_lp_weight, "the first pass, on the valid links (refit)"
-            out = fused(w)
+            w, how = self._fixed_lp_weight, "the first pass, on the valid links (refit)"
         elif c.lp_weight > 0 or not len(self.valid):
             w = float(c.lp_weight) if c.lp_weight > 0 else float(c.lp_weights[0])
-            record["chosen_by"] = "set" if c.lp_weight > 0 else "default (no valid links)"
-            out = fused(w)
-        else:  # keep the best joined pair while scoring (ties to the first listed)
-            scores, w, out = {}, None, None
-            for cand in map(float, c.lp_weights):
-                joined = fused(cand)
-                scores[cand] = round(float(evaluate_embeddings(*joined, self.valid, candidates="test",
-                                                               csls_k=10)["test"]["hits@1"]), 4)
-                if w is None or scores[cand] > scores[w]:
-                    w, out = cand, joined
-                del joined
-            record.update({"chosen_by": f"Hits@1 (CSLS) on {len(self.valid)} valid links", "scores": scores})
+            how = "set" if c.lp_weight > 0 else "default (no valid links)"
+        else:
+            w, how = None, f"Hits@1 (CSLS) on {len(self.valid)} valid links"
+        out, record = join_label_propagation(emb, self._lp_graphs, pairs, heads=c.lp_heads, seed=self.ctx.seed,
+                                             weight=w, weights=c.lp_weights, held_out=self.valid)
         if final:
-            record.update({"weight": w, "s": round(time.perf_counter() - t0, 2)})
-            self.info["lp_fusion"] = record
-            log.info("relational-gnn: joined the relational label propagation at weight %s (%s)", w,
-                     record["chosen_by"])
+            self.info["lp_fusion"] = {**record, "chosen_by": how, "in_proposals": c.lp_proposals}
+            log.info("relational-gnn: joined the relational label propagation at weight %s (%s)", record["weight"],
+                     how)
         return out
 
     def evaluate_valid(self) -> dict:

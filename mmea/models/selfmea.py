@@ -259,9 +259,16 @@ class SelfMEAModel(AlignmentModel):
         #                                       the only ones the fusion weights learn from
         tune_structure_weight: bool = True    # relational: structure's fusion weight chosen on the selection links
         structure_refresh: bool = False       # relational: re-train the encoder on the pool after the 1st expansion
+        lp_weight: FiniteFloat = 0.0          # join the relational label propagation of the final pool (0: off;
+        #                                       < 0: the weight chosen on the selection links among 0 and lp_weights)
+        lp_weights: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
+        lp_heads: PositiveInt = 512           # relation heads of that readout (mmea/models/lp_join.py)
 
         def __post_init__(self) -> None:
             check_structure(self.structure)
+            if self.lp_weight > 1 or not self.lp_weights or any(not 0 < w <= 1 for w in self.lp_weights):
+                raise MmeaInputError("selfmea: lp_weight must be <= 1 (negative: chosen from lp_weights) and every "
+                                     f"lp_weights entry in (0, 1]; got {self.lp_weight}, {list(self.lp_weights)}")
 
     @classmethod
     def feature_requests(cls, config) -> dict[str, FeatureRequest]:
@@ -335,6 +342,8 @@ class SelfMEAModel(AlignmentModel):
             self._tgt = self._embed_all(net, sides[1], task.target.num_entities)
         if c.pool_weight > 0 and len(self.proposals):
             self._src, self._tgt = self._with_pool_block(self.proposals, c.pool_weight)
+        if c.lp_weight != 0:
+            self._src, self._tgt = self._join_label_propagation(task, pool, select)
         w = torch.softmax(net.w.detach() + net.offset, 0).numpy()  # the weights that fused the embedding
         self.info.update(result.as_dict())
         self.info.update({
@@ -512,6 +521,25 @@ class SelfMEAModel(AlignmentModel):
         return learn
 
     # ------------------------------------------------------------------- helpers
+    def _join_label_propagation(self, task, pool: np.ndarray, select: np.ndarray):
+        """``lp_weight``: the final embedding joined by the relational label propagation of the final ``pool``
+        (:mod:`~mmea.models.lp_join`: relation triples and pool pairs only, nothing trained); a negative weight is
+        chosen on the selection links among 0 (no join) and ``lp_weights``, never on a test link."""
+        from .lp_join import join_label_propagation, relation_graphs
+
+        c = self.config
+        choose = c.lp_weight < 0 and len(select) >= 2
+        w = None if choose else (c.lp_weight if c.lp_weight > 0 else float(c.lp_weights[0]))
+        out, rec = join_label_propagation((self._src, self._tgt), relation_graphs(task), pool, heads=c.lp_heads,
+                                          seed=self.ctx.seed, weight=w, weights=c.lp_weights, held_out=select,
+                                          keep=(0.0,))
+        rec["chosen_by"] = (f"Hits@1 (CSLS) on {len(select)} selection links" if choose else
+                            "set" if c.lp_weight > 0 else "default (fewer than 2 selection links)")
+        self.info["lp_fusion"] = rec
+        log.info("selfmea: joined the relational label propagation of %d pool pairs at weight %s (%s)", len(pool),
+                 rec["weight"], rec["chosen_by"])
+        return out
+
     def _with_pool_block(self, proposals: np.ndarray, weight: float):
         """Append the alignment found by iterative learning: both entities of proposed pair ``j`` get
         row ``j`` of a shared random projection, scaled so that its cosine weighs ``weight`` against the
