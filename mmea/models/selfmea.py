@@ -54,6 +54,10 @@ so proposed pairs rank first unless the fused similarity strongly disagrees.
 The network of the epoch with the best selection Hits@1 is kept (the untrained
 model, epoch 0, is a candidate too), with the final pool.
 
+``lp_weight`` (0, off, by default): the final embedding joined by the relational label propagation of the
+final pool (LightEA's relational readout, :mod:`~mmea.models.lp_join`), ``[sqrt(1 - w) e, sqrt(w) l]``;
+negative: ``w`` chosen on the selection links among 0 and ``lp_weights``.
+
 ``pretrain = "clep"`` (off by default) first pre-trains a small CLEP model on each KG's own
 triples and names (:mod:`mmea.clep.alignment`) and propagates its graph embeddings instead
 of the names in the structure modality.
