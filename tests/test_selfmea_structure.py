@@ -177,9 +177,11 @@ def test_label_propagation_join_of_the_final_pool_is_chosen_on_the_selection_lin
     plain = _fit(task, **kw)
     m = _fit(armed, **kw, lp_weight=-1.0, lp_weights=(0.25, 0.5))
     rec = m.info["lp_fusion"]
-    assert rec["anchors"] == len(m.pool) and rec["chosen_by"] == f"Hits@1 (CSLS) on {len(task.valid)} selection links"
-    assert set(rec["scores"]) == {0.0, 0.25, 0.5}
-    assert rec["weight"] == max(rec["scores"], key=lambda w: (rec["scores"][w], -w))  # ties to the first tried
+    assert rec["anchors"] == len(m.pool)
+    assert rec["chosen_by"] == f"Hits@1 (CSLS), then MRR, on {len(task.valid)} selection links"
+    assert set(rec["scores"]) == set(rec["mrr"]) == {0.0, 0.25, 0.5}
+    # the best Hits@1, then MRR, then the first tried
+    assert rec["weight"] == max(rec["scores"], key=lambda w: (rec["scores"][w], rec["mrr"][w], -w))
     s, t = m.embeddings()
     if rec["weight"] == 0.0:  # the selection links refused the join: the plain output
         np.testing.assert_array_equal(s, plain.embeddings()[0])

@@ -33,13 +33,14 @@ def relation_graphs(task) -> tuple:
 
 def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, heads: int, seed: int,
                            weight: float | None = None, weights=(), held_out: np.ndarray | None = None,
-                           keep: tuple = ()) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+                           keep: tuple = (), mrr_breaks_ties: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
     """``((source (N, D + 16 heads), target (M, ...)), record)``: ``emb`` joined by the propagation of ``pairs (P, 2)``.
 
     ``weight``: the join's weight; None: the one of ``weights`` with the best Hits@1 of ``held_out (V, 2)``
-    among its targets (ties to the first listed; ``keep`` lists weights tried first whose result is ``emb``
-    itself, e.g. ``(0.0,)`` to let the held-out links refuse the join).  ``record``: anchors, shape, the weight,
-    how it was chosen and the scores."""
+    among its targets (ties to the first listed, or with ``mrr_breaks_ties`` to the best MRR, then the first:
+    for held-out links that nearly every weight gets right; ``keep`` lists weights tried first whose result is
+    ``emb`` itself, e.g. ``(0.0,)`` to let the held-out links refuse the join).  ``record``: anchors, shape, the
+    weight, how it was chosen and the scores (Hits@1; ``mrr`` too with ``mrr_breaks_ties``)."""
     from ..evaluation import evaluate_embeddings
 
     t0 = time.perf_counter()
@@ -55,14 +56,17 @@ def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, head
     if weight is not None:
         w, out = float(weight), fused(float(weight))
     else:  # keep the best joined pair while scoring (ties to the first listed)
-        scores, w, out = {}, None, None
+        scores, mrrs, w, out = {}, {}, None, None
         for cand in list(map(float, keep)) + list(map(float, weights)):
             joined = fused(cand)
-            scores[cand] = round(float(evaluate_embeddings(*joined, held_out, candidates="test",
-                                                           csls_k=10)["test"]["hits@1"]), 4)
-            if w is None or scores[cand] > scores[w]:
+            r = evaluate_embeddings(*joined, held_out, candidates="test", csls_k=10)["test"]
+            scores[cand], mrrs[cand] = round(float(r["hits@1"]), 4), round(float(r["mrr"]), 6)
+            key = (lambda x: (scores[x], mrrs[x])) if mrr_breaks_ties else (lambda x: scores[x])
+            if w is None or key(cand) > key(w):
                 w, out = cand, joined
             del joined
         record.update({"chosen_by": f"Hits@1 (CSLS) on {len(held_out)} held-out links", "scores": scores})
+        if mrr_breaks_ties:
+            record["mrr"] = mrrs
     record.update({"weight": w, "s": round(time.perf_counter() - t0, 2)})
     return out, record
