@@ -220,7 +220,7 @@ class RelationalGnnModel(AlignmentModel):
         self._new_network()
         self.valid = np.asarray(task.valid, dtype=np.int64).reshape(-1, 2)
         if c.lp_weight != 0:
-            from .lp_join import relation_graphs
+            from .lp_join_math import relation_graphs
 
             self._lp_graphs = relation_graphs(task)
         if c.fanout:
@@ -465,10 +465,10 @@ class RelationalGnnModel(AlignmentModel):
     def _with_label_propagation(self, emb: tuple, pairs: np.ndarray, final: bool = True
                                 ) -> tuple[np.ndarray, np.ndarray]:
         """``[sqrt(1 - w) g, sqrt(w) l]`` rows unit: the GNN output ``emb`` joined by the relational label
-        propagation of ``pairs`` (:func:`~mmea.models.lp_join.join_label_propagation`; ``lp_weight``, ``w`` chosen
+        propagation of ``pairs`` (:func:`~mmea.models.lp_join_math.join_label_propagation`; ``lp_weight``, ``w`` chosen
         on the valid links when negative).  ``final``: record ``info["lp_fusion"]`` (the last call, on the final
         pairs)."""
-        from .lp_join import join_label_propagation
+        from .lp_join_math import join_label_propagation
 
         c = self.config
         if self._fixed_lp_weight is not None:  # the refit: the first pass chose it on the valid links

@@ -55,7 +55,7 @@ The network of the epoch with the best selection Hits@1 is kept (the untrained
 model, epoch 0, is a candidate too), with the final pool.
 
 ``lp_weight`` (0, off, by default): the final embedding joined by the relational label propagation of the
-final pool (LightEA's relational readout, :mod:`~mmea.models.lp_join`), ``[sqrt(1 - w) e, sqrt(w) l]``;
+final pool (LightEA's relational readout, :mod:`~mmea.models.lp_join_math`), ``[sqrt(1 - w) e, sqrt(w) l]``;
 negative: ``w`` chosen on the selection links among 0 and ``lp_weights``.
 
 ``pretrain = "clep"`` (off by default) first pre-trains a small CLEP model on each KG's own
@@ -266,7 +266,7 @@ class SelfMEAModel(AlignmentModel):
         lp_weight: FiniteFloat = 0.0          # join the relational label propagation of the final pool (0: off;
         #                                       < 0: the weight chosen on the selection links among 0 and lp_weights)
         lp_weights: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
-        lp_heads: PositiveInt = 512           # relation heads of that readout (mmea/models/lp_join.py)
+        lp_heads: PositiveInt = 512           # relation heads of that readout (mmea/models/lp_join_math.py)
 
         def __post_init__(self) -> None:
             check_structure(self.structure)
@@ -527,10 +527,10 @@ class SelfMEAModel(AlignmentModel):
     # ------------------------------------------------------------------- helpers
     def _join_label_propagation(self, task, pool: np.ndarray, select: np.ndarray):
         """``lp_weight``: the final embedding joined by the relational label propagation of the final ``pool``
-        (:mod:`~mmea.models.lp_join`: relation triples and pool pairs only, nothing trained); a negative weight is
+        (:mod:`~mmea.models.lp_join_math`: relation triples and pool pairs only, nothing trained); a negative weight is
         chosen on the selection links among 0 (no join) and ``lp_weights`` by Hits@1, ties broken by MRR (with names
         the selection links are nearly saturated: 443 of 450 at every weight on DBP15k zh_en), never on a test link."""
-        from .lp_join import join_label_propagation, relation_graphs
+        from .lp_join_math import join_label_propagation, relation_graphs
 
         c = self.config
         choose = c.lp_weight < 0 and len(select) >= 2

@@ -22,8 +22,8 @@ The rule (:func:`choose_model`, the one place the choice is made):
    runs on the relation graph and the seed links: joined by the relational label propagation of its pairs
    (:data:`JOINED_SETTINGS`) while both KGs have at most :data:`JOINED_MAX_ENTITIES` entities, alone
    (:data:`STRUCTURE_SETTINGS`) above that; a KG of more than :data:`STRUCTURE_MAX_ENTITIES` entities gets
-   :data:`LARGE_STRUCTURE_MODEL` (label propagation, the path measured at 100K-1M entities).  Without seed links either there is nothing to align on: an
-   input error.
+   :data:`LARGE_STRUCTURE_MODEL` (label propagation, the path measured at 100K-1M entities).  Without seed links
+   either there is nothing to align on: an input error.
 
 The measurement reads the names to decide; a run that then switches them off records
 ``names_used: false`` (no name entered the model).

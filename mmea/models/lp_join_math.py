@@ -10,8 +10,9 @@ heads of ``LP_HEAD_DIM``), nothing trained, is concatenated with the model's uni
     ``[sqrt(1 - w) e, sqrt(w) l]``  (both parts unit rows, so a cosine is ``(1 - w) cos_e + w cos_l``)
 
 ``w`` is set, or chosen among candidates by Hits@1 (CSLS, ``k = 10``) of held-out links ranked among their
-own targets (the valid links; never a test link).  The propagation gives what a network trained on few
-links misses: the exact multi-hop pattern of anchors around each entity, per relation.
+own targets (the valid links; never a test link).  Shared maths of two models, no model or training loop
+(hence ``_math``).  The propagation gives what a network trained on few links misses: the exact multi-hop
+pattern of anchors around each entity, per relation.
 """
 
 from __future__ import annotations
@@ -28,13 +29,17 @@ LP_DIM, LP_DEPTH, LP_HEAD_DIM = 1024, 2, 16
 
 def relation_graphs(task) -> tuple:
     """The two KGs' :class:`~mmea.models.label_propagation_math.RelationalGraph` (built once per model)."""
-    return tuple(lpm.RelationalGraph(kg.triples, kg.num_entities, kg.num_relations) for kg in (task.source, task.target))
+    return tuple(lpm.RelationalGraph(kg.triples, kg.num_entities, kg.num_relations)
+                 for kg in (task.source, task.target))
 
 
 def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, heads: int, seed: int,
                            weight: float | None = None, weights=(), held_out: np.ndarray | None = None,
-                           keep: tuple = (), mrr_breaks_ties: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
-    """``((source (N, D + 16 heads), target (M, ...)), record)``: ``emb`` joined by the propagation of ``pairs (P, 2)``.
+                           keep: tuple = (), mrr_breaks_ties: bool = False
+                           ) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+    """``((source (N, D + 16 heads), target (M, ...)), record)``: ``emb`` joined by the propagation of ``pairs``.
+
+    ``pairs (P, 2)``: the anchor pairs (source id, target id).
 
     ``weight``: the join's weight; None: the one of ``weights`` with the best Hits@1 of ``held_out (V, 2)``
     among its targets (ties to the first listed, or with ``mrr_breaks_ties`` to the best MRR, then the first:
