@@ -27,6 +27,16 @@ from . import label_propagation_math as lpm
 LP_DIM, LP_DEPTH, LP_HEAD_DIM = 1024, 2, 16
 
 
+def check_lp_weights(model: str, lp_weight: float, lp_weights) -> None:
+    """An input error naming ``model`` unless ``lp_weight <= 1`` (negative: chosen from ``lp_weights``) and every
+    ``lp_weights`` entry is in ``(0, 1]``."""
+    from ..errors import MmeaInputError
+
+    if lp_weight > 1 or not lp_weights or any(not 0 < w <= 1 for w in lp_weights):
+        raise MmeaInputError(f"{model}: lp_weight must be <= 1 (negative: chosen from lp_weights) and every "
+                             f"lp_weights entry in (0, 1]; got {lp_weight}, {list(lp_weights)}")
+
+
 def relation_graphs(task) -> tuple:
     """The two KGs' :class:`~mmea.models.label_propagation_math.RelationalGraph` (built once per model)."""
     return tuple(lpm.RelationalGraph(kg.triples, kg.num_entities, kg.num_relations)
@@ -62,11 +72,11 @@ def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, head
         w, out = float(weight), fused(float(weight))
     else:  # keep the best joined pair while scoring (ties to the first listed)
         scores, mrrs, w, out = {}, {}, None, None
+        key = (lambda x: (scores[x], mrrs[x])) if mrr_breaks_ties else (lambda x: scores[x])
         for cand in list(map(float, keep)) + list(map(float, weights)):
             joined = fused(cand)
             r = evaluate_embeddings(*joined, held_out, candidates="test", csls_k=10)["test"]
             scores[cand], mrrs[cand] = round(float(r["hits@1"]), 4), round(float(r["mrr"]), 6)
-            key = (lambda x: (scores[x], mrrs[x])) if mrr_breaks_ties else (lambda x: scores[x])
             if w is None or key(cand) > key(w):
                 w, out = cand, joined
             del joined

@@ -171,10 +171,9 @@ class RelationalGnnModel(AlignmentModel):
             if self.negatives_from not in NEGATIVES_FROM:
                 raise MmeaInputError(f"relational-gnn: negatives_from must be one of {', '.join(NEGATIVES_FROM)}, "
                                      f"got {self.negatives_from!r}")
-            if self.lp_weight > 1 or not self.lp_weights or any(not 0 < w <= 1 for w in self.lp_weights):
-                raise MmeaInputError("relational-gnn: lp_weight must be <= 1 (negative: chosen from lp_weights) and "
-                                     f"every lp_weights entry in (0, 1]; got {self.lp_weight}, "
-                                     f"{list(self.lp_weights)}")
+            from .lp_join_math import check_lp_weights
+
+            check_lp_weights("relational-gnn", self.lp_weight, self.lp_weights)
             if self.refit_ensemble and not self.refit:
                 raise MmeaInputError("relational-gnn: refit_ensemble joins the first pass and the refit: it needs "
                                      "refit = true", hint="add --set model.refit=true")
@@ -189,7 +188,6 @@ class RelationalGnnModel(AlignmentModel):
         self._sampled_sizes: list[tuple[int, int]] = []  # (nodes, edges) of each sampled step
         self._held_out: tuple[np.ndarray, np.ndarray] | None = None  # the first pass's output (refit)
         self._fixed_lp_weight: float | None = None  # the refit's joined weight, chosen by the first pass
-        self._gnn_out: tuple[np.ndarray, np.ndarray] | None = None  # the network's own output (no label propagation)
 
     def fit(self, task, features=None) -> None:
         """Train on ``task.train`` (no features are needed: none are computed, no name is read)."""
@@ -262,7 +260,7 @@ class RelationalGnnModel(AlignmentModel):
         from .label_propagation_math import concat_views
 
         self.pairs = pairs
-        self._emb = self._gnn_out = self._embed()
+        self._emb = self._embed()
         if also is not None:  # [g_also, g] / sqrt(2): the mean of the two networks' cosines
             self._emb = tuple(concat_views([a, g], 0.5) for a, g in zip(also, self._emb))
         if self.config.lp_weight != 0:
@@ -302,7 +300,7 @@ class RelationalGnnModel(AlignmentModel):
             return
         epochs = max(int(first.best_epoch or 0), 1)
         self._held_out, self._fixed_lp_weight = self._emb, self.info.get("lp_fusion", {}).get("weight")
-        first_gnn = self._gnn_out if c.refit_ensemble else None
+        first_gnn = self._embed() if c.refit_ensemble else None  # the first pass's network, before the join
         self._budget = TimeBudget(c.max_minutes * 60.0)
         self._new_network(offset=1 if c.refit_ensemble else 0)
         self.valid = np.zeros((0, 2), np.int64)  # no model selection in the refit

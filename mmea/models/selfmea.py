@@ -269,10 +269,10 @@ class SelfMEAModel(AlignmentModel):
         lp_heads: PositiveInt = 512           # relation heads of that readout (mmea/models/lp_join_math.py)
 
         def __post_init__(self) -> None:
+            from .lp_join_math import check_lp_weights
+
             check_structure(self.structure)
-            if self.lp_weight > 1 or not self.lp_weights or any(not 0 < w <= 1 for w in self.lp_weights):
-                raise MmeaInputError("selfmea: lp_weight must be <= 1 (negative: chosen from lp_weights) and every "
-                                     f"lp_weights entry in (0, 1]; got {self.lp_weight}, {list(self.lp_weights)}")
+            check_lp_weights("selfmea", self.lp_weight, self.lp_weights)
 
     @classmethod
     def feature_requests(cls, config) -> dict[str, FeatureRequest]:
