@@ -326,6 +326,53 @@ def test_the_pretrained_gnn_is_cached_for_the_point_twin(tmp_path):
     assert none[3]["cached"] is False and sorted((tmp_path / "features").iterdir()) == entries
 
 
+def test_the_joined_anchor_gnn_and_the_final_join_read_train_valid_and_proposals_only():
+    """anchor_gnn_lp: the GNN's rounds propose from it joined by label propagation, the heads still get the
+    network's own rows; lp_weight < 0: the means joined at a weight the valid links chose (0 allowed), the
+    Gaussians left alone; the test links are never read."""
+    from mmea.features import run_features
+    from mmea.models.lp_join_math import LP_HEAD_DIM
+
+    task = _poisoned(_mm_task())
+    m = _model("gaussian-strong", epochs=2, anchor_gnn_lp=True, lp_weight=-1.0, lp_heads=4, **_GNN)
+    m.fit(task, run_features(task, m.feature_requests(m.config), m.ctx))
+    a = m.info["anchors"]
+    assert a["out_dim"] == 24 and m.inputs["anchors"].shape == (16, 24)  # the network's rows, not the join
+    assert a["lp_fusion"]["in_proposals"] is True and "valid links" in a["lp_fusion"]["chosen_by"]
+    rec = m.info["lp_fusion"]
+    assert rec["anchors"] == len(task.train) + a["pairs_final"] - len(task.train)  # train links + proposals
+    assert rec["weight"] in (0.0, 0.25, 0.5) and "on 2 valid links" in rec["chosen_by"]
+    assert set(rec["scores"]) == {0.0, 0.25, 0.5}
+    s, t = m.embeddings()
+    mu_s = m._normed(m._out[0])[0]
+    w = rec["weight"]
+    if w == 0:
+        np.testing.assert_array_equal(s, mu_s)
+    else:
+        assert s.shape == (8, 8 + 4 * LP_HEAD_DIM)
+        np.testing.assert_allclose(s[:, :8], math.sqrt(1 - w) * mu_s, atol=1e-6)  # the means, scaled
+    assert np.allclose(np.linalg.norm(t, axis=1)[np.linalg.norm(t, axis=1) > 0], 1, atol=1e-5)
+    (ms, _), _ = m.gaussians()
+    np.testing.assert_array_equal(ms, m._out[0][:8])  # the distributions stay the common space's
+    set_w = _model("gaussian-strong", epochs=1, lp_weight=0.5, lp_heads=4, **_GNN)
+    set_w.fit(task, run_features(task, set_w.feature_requests(set_w.config), set_w.ctx))
+    assert set_w.info["lp_fusion"]["weight"] == 0.5 and set_w.info["lp_fusion"]["chosen_by"] == "set"
+    joined = set_w.embeddings()[0]
+    assert joined.shape == (8, 8 + 4 * LP_HEAD_DIM)
+    np.testing.assert_allclose(joined[:, :8], math.sqrt(0.5) * set_w._normed(set_w._out[0])[0], atol=1e-6)
+
+
+def test_the_joins_options_are_checked_up_front():
+    from mmea.errors import MmeaInputError
+
+    with pytest.raises(MmeaInputError, match="anchor_gnn_lp needs anchor_source = relational-gnn"):
+        _model(anchor_gnn_lp=True)
+    with pytest.raises(MmeaInputError, match="gaussian-strong: lp_weight must be <= 1"):
+        _model(lp_weight=1.5)
+    with pytest.raises(MmeaInputError, match="lp_weights entry in"):
+        _model(lp_weight=-1.0, lp_weights=(0.5, 0.0))
+
+
 def test_unknown_anchor_source_is_a_clear_error():
     from mmea.errors import MmeaInputError
 

@@ -122,6 +122,30 @@ def test_approximate_shards_are_built_with_the_runs_index_options(monkeypatch):
     assert (shard.approx.nprobe, shard.approx.storage) == (3, "flat")
 
 
+def test_ivf_shards_together_scan_what_one_index_scans():
+    """With the default cells a slice's nprobe is scaled so that the slices scan the rows of one index
+    over the whole side (2 slices at 1M: nprobe 16 on 2,048 cells each, not 32: twice the scan)."""
+    from mmea.engine.shards import shard_index_options
+    from mmea.search.knn import default_nlist
+
+    m, half = 528_872, 264_436
+    assert (default_nlist(m), default_nlist(half)) == (4096, 2048)
+    assert shard_index_options("ivf", {"storage": "sq8"}, half, m) == {"storage": "sq8", "nprobe": 16}
+    assert shard_index_options("ivf", {"nprobe": 64}, half, m)["nprobe"] == 32
+    for parts in (2, 3, 4, 8):  # the rows scanned a query: within a rounding of the whole index's
+        ms = -(-m // parts)
+        opts = shard_index_options("ivf", {}, ms, m)
+        scanned = parts * opts["nprobe"] * ms / default_nlist(ms)
+        assert abs(scanned / (32 * m / default_nlist(m)) - 1) < 0.5 / opts["nprobe"] + 1e-9
+    assert shard_index_options("ivf", {"nlist": 64, "nprobe": 8}, half, m) == {"nlist": 64, "nprobe": 8}
+    assert shard_index_options("ivf", {"nprobe": 8}, m, m) == {"nprobe": 8}  # one slice: the whole index
+    assert shard_index_options("hnsw", {"ef_search": 64}, half, m) == {"ef_search": 64}
+    assert shard_index_options("ivf", {"nprobe": 1}, 100, 10_000)["nprobe"] == 1  # never below one cell
+    shard = IndexShard(np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32), 0, index="ivf",
+                       index_options={"nprobe": 8, "storage": "flat"}, total=800)
+    assert shard.approx.nprobe == round(8 * default_nlist(200) / default_nlist(800)) == 2
+
+
 def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(MmeaInputError, match="needs the ray package"):
@@ -243,10 +267,11 @@ def test_approximate_pass_with_lists_on_ray_shards_equals_in_process(cluster, pa
              "model.name_weight=0.5", "model.name_dim=64", "search.topk=10")
     local = _align(pair, tmp_path / "local", *extra)
     on_ray = _align(pair, tmp_path / "ray", *extra, "engine.name=ray", "engine.shards=2")
-    assert "lists (ray-ivf + structure + names)" in on_ray["ranks_from"]  # the model's channels, on the shards
+    assert "lists (ray-ivf[2 shards, nprobe " in on_ray["ranks_from"]  # the model's channels, on the shards
+    assert "] + structure + names)" in on_ray["ranks_from"]
     assert "lists (ivf + structure + names)" in local["ranks_from"]
     rec_ray, rec_local = (m["test_by_method"]["src->tgt/reciprocal"].pop("ranks_from") for m in (on_ray, local))
-    assert "(ray-ivf) top-50 list" in rec_ray and "(ivf) top-50 list" in rec_local  # the re-ranked lists' index
+    assert "(ray-ivf[2 shards, nprobe " in rec_ray and "(ivf) top-50 list" in rec_local  # the re-ranked lists' index
     assert on_ray["test_by_method"] == local["test_by_method"]
     assert on_ray["test"]["hits@1_one_to_one"] == local["test"]["hits@1_one_to_one"]
     np.testing.assert_array_equal(np.load(tmp_path / "local" / "test_ranks.npy"),

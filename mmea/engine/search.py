@@ -263,12 +263,19 @@ class RayLists:
                           desc=f"{self.index} lists on {len(idx.bounds)} shards" if self.progress else None)
         if channels:
             idx.each("drop_channels")  # before the other side's actors start: at 1M about 1 GiB a shard
-        return got["vals"], got["ids"], _WholeRows(idx, f"ray-{self.index}")
+        return got["vals"], got["ids"], _WholeRows(idx, _sharded_name(self.index, idx))
 
     def close(self) -> None:
         for idx in self.open:
             idx.close()
         self.open = []
+
+
+def _sharded_name(index: str, idx: ShardedIndex) -> str:
+    """``ray-ivf[2 shards, nprobe 16]``: the index kind, its slices and the cells an IVF slice scans a query
+    (:func:`~mmea.engine.shards.shard_index_options`)."""
+    probe = f", nprobe {idx.options['nprobe']}" if "nprobe" in idx.options and index == "ivf" else ""
+    return f"ray-{index}[{len(idx.bounds)} shards{probe}]"
 
 
 class _WholeRows:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IndexShard", "ShardedIndex", "merge_topk", "shard_bounds", "MIN_ROWS"]
+__all__ = ["IndexShard", "ShardedIndex", "merge_topk", "shard_bounds", "shard_index_options", "MIN_ROWS"]
 
 #: queries per product at least (padded with the first row): tiny products may take other float32 kernels
 MIN_ROWS = 64
@@ -56,15 +56,39 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int, *carry: list[
     return tuple(out)
 
 
+def shard_index_options(index: str, options: dict | None, m_shard: int, m_total: int) -> dict:
+    """The index options of one slice of ``m_shard`` rows out of ``m_total``, chosen so that the slices
+    together scan as many rows a query as one index over all ``m_total`` rows would.
+
+    An IVF query scans ``nprobe`` cells of ``m / nlist`` rows; with the default ``nlist`` (about ``4 sqrt(m)``,
+    :func:`mmea.search.knn.default_nlist`) a slice has fewer, smaller cells, and the same ``nprobe`` on each of
+    ``K`` slices scans about ``sqrt(K)`` times the rows (at 1M on 2 slices: 2048 cells a slice against 4096,
+    nprobe 32 scanned twice the rows of the in-process pass, for its time).  So a slice scans
+    ``nprobe_s = round(nprobe * nlist(m_s) / nlist(m))`` cells (at least 1): ``K nprobe_s m_s / nlist(m_s)
+    = nprobe m / nlist(m)`` rows, the same share of each slice as the whole index scans of the whole base.
+    With ``nlist`` given every slice has that many cells and the share is already the same; other indexes'
+    options pass unchanged.
+    """
+    from ..search.knn import IVF_NPROBE, default_nlist
+
+    opts = dict(options or {})
+    if index != "ivf" or opts.get("nlist") or m_shard >= m_total:
+        return opts
+    nprobe = int(opts.get("nprobe") or IVF_NPROBE)
+    opts["nprobe"] = max(1, int(round(nprobe * default_nlist(m_shard) / default_nlist(m_total))))
+    return opts
+
+
 class IndexShard:
     """Rows ``offset:offset + m_s`` of one side (unit float32 ``base (m_s, d)``), as a Ray actor or in-process.
 
     ``index``: ``torch`` (exact, the default) or a FAISS kind of :data:`mmea.search.knn.INDEXES`;
+    ``total``: the rows of the whole side (the options are those of :func:`shard_index_options`);
     ``threads``: torch threads of this actor.  Ties go to the lower base position.
     """
 
     def __init__(self, base: np.ndarray, offset: int, *, index: str = "torch", index_options: dict | None = None,
-                 threads: int = 1, channels: dict | None = None):
+                 threads: int = 1, channels: dict | None = None, total: int | None = None):
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
@@ -78,9 +102,10 @@ class IndexShard:
             from ..search.approx import unit_block
             from ..search.knn import make_index
 
-            self.approx = make_index(index, self.base, n_queries=self.m, **(index_options or {}))
-            self.channels = [(cols, make_index(index, unit_block(self.base, cols), n_queries=self.m,
-                                               **(index_options or {}))) for cols in (channels or {}).values()]
+            opts = shard_index_options(index, index_options, self.m, total or self.m)
+            self.approx = make_index(index, self.base, n_queries=self.m, **opts)
+            self.channels = [(cols, make_index(index, unit_block(self.base, cols), n_queries=self.m, **opts))
+                             for cols in (channels or {}).values()]
 
     def size(self) -> int:
         return self.m
@@ -264,9 +289,12 @@ class ShardedIndex:
                  cpus: float = 1.0, channels: dict | None = None):
         self.ray, self.m = ray, len(base)
         self.bounds = shard_bounds(len(base), shards)
+        a, b = self.bounds[0]  # the options of the first slice (the others', give or take a row)
+        self.options = shard_index_options(index, index_options, b - a, self.m)
         actor = ray.remote(IndexShard).options(num_cpus=cpus, scheduling_strategy="SPREAD")
         self.actors = [actor.remote(ray.put(base[a:b]), a, index=index, index_options=index_options,
-                                    threads=max(1, int(cpus)), channels=channels) for a, b in self.bounds]
+                                    threads=max(1, int(cpus)), channels=channels, total=self.m)
+                       for a, b in self.bounds]
 
     def each(self, method: str, *args, **kwargs) -> list:
         """Call ``method`` on every shard (same arguments); the results in shard order."""

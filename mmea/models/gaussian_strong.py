@@ -36,6 +36,14 @@ search); ``scores`` adds ranking rows by expected likelihood, Bhattacharyya or 2
 common-space Gaussians (:mod:`mmea.search.distributions`).  :meth:`uncertainty` is each entity's mean
 common-space variance.
 
+``lp_weight`` (0, off, by default) joins the final means by the relational label propagation of the final pairs
+(the train links and the pairs the anchor source proposed; LightEA's relational readout,
+:mod:`~mmea.models.lp_join_math`, nothing trained): ``[sqrt(1 - w) mu, sqrt(w) l]``, so the ranking cosine is
+``(1 - w) cos_mu + w cos_l``; negative: ``w`` chosen on the valid links among 0 (no join) and ``lp_weights``.
+The Gaussians themselves (the distribution scores, the variances) stay those of the common space.
+``anchor_gnn_lp`` makes the anchor GNN's bootstrapping rounds propose from its output joined the same way (the
+name-free issue's ``gnn-*-it-lp`` rows); the heads still sit on the network's own output.
+
 The point twin (``point = true``) is the same network with every variance frozen (:class:`GaussianHead`).
 """
 
@@ -48,7 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import Fraction, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt
+from ..config import FiniteFloat, Fraction, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt
 from ..errors import MmeaInputError
 from ..progress import epoch_postfix
 from ..seeds import train_seeds
@@ -106,6 +114,13 @@ class GaussianStrongModel(AlignmentModel):
                 instead of PyTorch's random linear map.
             anchor_pairs: the common space also trains on the pairs the anchor source proposed in its iterative
                 rounds (mutual nearest pairs of unlabeled entities; never a test link), not only the train links.
+            anchor_gnn_lp: the anchor GNN's rounds propose their mutual nearest pairs from its output joined by the
+                relational label propagation of its pairs so far (``relational-gnn``'s ``lp_weight = -1`` with
+                ``lp_proposals``; its weight chosen on the valid links); the anchors input stays the network's
+                output.  Needs ``anchor_source = relational-gnn``.
+            lp_weight, lp_weights, lp_heads: the final join by the relational label propagation of the final
+                pairs (module doc): 0 off; in (0, 1] that weight; negative: chosen on the valid links among 0 and
+                ``lp_weights`` by Hits@1 (CSLS), ties broken by MRR.
         """
 
         dim: PositiveInt = 256
@@ -148,6 +163,10 @@ class GaussianStrongModel(AlignmentModel):
         anchor_gnn_iteration_epochs: PositiveInt = 3
         anchor_pairs: bool = False  # train the common space on the source's proposed pairs too
         anchor_init: str = "default"  # the anchors mean head's start: default (PyTorch's) or orthogonal
+        anchor_gnn_lp: bool = False  # the anchor GNN's rounds propose from it joined by label propagation
+        lp_weight: FiniteFloat = 0.0  # the final means joined by label propagation (0 off, < 0 chosen on valid)
+        lp_weights: tuple = (0.25, 0.5)
+        lp_heads: PositiveInt = 512
 
         def __post_init__(self) -> None:
             from ..search.distributions_math import SCORES
@@ -161,6 +180,12 @@ class GaussianStrongModel(AlignmentModel):
             if self.anchor_init not in ("default", "orthogonal"):
                 raise MmeaInputError(f"gaussian-strong: anchor_init must be default or orthogonal, "
                                      f"got {self.anchor_init!r}")
+            if self.anchor_gnn_lp and self.anchor_source != "relational-gnn":
+                raise MmeaInputError("gaussian-strong: anchor_gnn_lp needs anchor_source = relational-gnn, "
+                                     f"got {self.anchor_source!r}")
+            from .lp_join_math import check_lp_weights
+
+            check_lp_weights("gaussian-strong", self.lp_weight, self.lp_weights)
             if self.image_source not in IMAGE_SOURCES:
                 raise MmeaInputError(f"gaussian-strong: image_source must be one of {', '.join(IMAGE_SOURCES)}, "
                                      f"got {self.image_source!r}")
@@ -181,6 +206,7 @@ class GaussianStrongModel(AlignmentModel):
         super().__init__(config, ctx)
         self.net = None
         self._out = None
+        self._joined = None  # lp_weight: the means joined by label propagation (source rows, target rows)
 
     # -- setup ---------------------------------------------------------------
     def learn(self, task, feats) -> None:
@@ -270,7 +296,8 @@ class GaussianStrongModel(AlignmentModel):
         gcfg = RelationalGnnModel.Config(dim=c.anchor_gnn_dim, epochs=c.anchor_gnn_epochs,
                                          first_minutes=c.anchor_gnn_first_minutes, max_minutes=c.anchor_gnn_minutes,
                                          iterations=c.anchor_gnn_iterations,
-                                         iteration_epochs=c.anchor_gnn_iteration_epochs, num_threads=c.num_threads)
+                                         iteration_epochs=c.anchor_gnn_iteration_epochs, num_threads=c.num_threads,
+                                         lp_weight=-1.0 if c.anchor_gnn_lp else 0.0, lp_proposals=c.anchor_gnn_lp)
         seeds = train_seeds(task)
         s, t, pairs, info = cached_relational_gnn(task, seeds, task.valid, gcfg, seed=self.ctx.seed,
                                                   device=self.ctx.device, cache_root=self.ctx.cache_root,
@@ -299,7 +326,24 @@ class GaussianStrongModel(AlignmentModel):
                           desc=self.registry_name)
         res = trainer.fit(GaussianStrongTraining(self, pairs))
         self._out = self.forward_eval()
+        if c.lp_weight != 0:
+            self._joined = self._join_label_propagation(task, np.concatenate([seeds, self._proposed]))
         self._record(res, seeds, time.perf_counter() - t0)
+
+    def _join_label_propagation(self, task, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``lp_weight``: the unit common means joined by the relational label propagation of the final ``pairs
+        (P, 2)`` (the train links, then the anchor source's proposals; :mod:`~mmea.models.lp_join_math`); a
+        negative weight is chosen on the valid links among 0 (no join) and ``lp_weights``, never on a test link."""
+        from .lp_join_math import join_as_configured
+
+        c = self.config
+        out, rec = join_as_configured(self._normed(self._out[0]), task, pairs, self.valid, lp_weight=c.lp_weight,
+                                      lp_weights=c.lp_weights, heads=c.lp_heads, seed=self.ctx.seed,
+                                      held_out_name="valid links")
+        self.info["lp_fusion"] = rec
+        log.info("gaussian-strong: joined the relational label propagation of %d pairs at weight %s (%s)",
+                 len(pairs), rec["weight"], rec["chosen_by"])
+        return out
 
     def _record(self, res, seeds, train_s: float) -> None:
         c, data = self.config, self.data
@@ -311,7 +355,9 @@ class GaussianStrongModel(AlignmentModel):
             "inputs": ["relation triples", "numerical attribute triples", "image features (where present)",
                        "train links", "valid links (model selection)"]
             + ([f"anchors: {c.anchor_source} over the train links"] if c.anchors else [])
-            + (["pairs the anchor source proposed (unlabeled entities)"] if c.anchor_pairs else []),
+            + (["pairs the anchor source proposed (unlabeled entities)"] if c.anchor_pairs else [])
+            + (["label propagation of the train links and the proposed pairs (the final join)"]
+               if c.lp_weight != 0 else []),
             "seeds": {"kind": "train links", "count": int(len(seeds))},
             "pairs_trained": {"train links": int(len(seeds)),
                               "proposed by the anchor source": int(len(self._proposed)) if c.anchor_pairs else 0},
@@ -408,7 +454,7 @@ class GaussianStrongModel(AlignmentModel):
     def embeddings(self):
         if self._out is None:
             raise MmeaInputError("the gaussian-strong model has not been fitted")
-        return self._normed(self._out[0])
+        return self._joined if self._joined is not None else self._normed(self._out[0])
 
     def gaussians(self):
         """``((mu_s, var_s), (mu_t, var_t))`` of the common space, numpy."""

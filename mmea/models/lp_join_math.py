@@ -85,3 +85,19 @@ def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, head
             record["mrr"] = mrrs
     record.update({"weight": w, "s": round(time.perf_counter() - t0, 2)})
     return out, record
+
+
+def join_as_configured(emb: tuple, task, pairs: np.ndarray, held_out: np.ndarray, *, lp_weight: float, lp_weights,
+                       heads: int, seed: int, held_out_name: str) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+    """:func:`join_label_propagation` of ``emb`` by ``pairs`` over ``task``'s relation triples, at a model's
+    ``lp_weight``: in (0, 1] that weight; negative: chosen on ``held_out`` (at least 2 links; ``held_out_name``
+    says which, e.g. ``valid links``) among 0 (no join) and ``lp_weights`` by Hits@1, ties broken by MRR (held-out
+    links a model with names nearly saturates); negative with fewer held-out links: the first of ``lp_weights``.
+    ``record["chosen_by"]`` says which happened."""
+    choose = lp_weight < 0 and len(held_out) >= 2
+    w = None if choose else (float(lp_weight) if lp_weight > 0 else float(lp_weights[0]))
+    out, rec = join_label_propagation(emb, relation_graphs(task), pairs, heads=heads, seed=seed, weight=w,
+                                      weights=lp_weights, held_out=held_out, keep=(0.0,), mrr_breaks_ties=True)
+    rec["chosen_by"] = (f"Hits@1 (CSLS), then MRR, on {len(held_out)} {held_out_name}" if choose else
+                        "set" if lp_weight > 0 else f"default (fewer than 2 {held_out_name})")
+    return out, rec

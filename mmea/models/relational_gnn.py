@@ -504,6 +504,13 @@ class RelationalGnnModel(AlignmentModel):
     def held_out_embeddings(self):
         return self._held_out
 
+    def network_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """The trained network's own unit rows ``(source (N, D), target (M, D))``: no label-propagation join,
+        no ensemble member (what a model built on the encoder takes as its input)."""
+        if self._emb is None:
+            raise MmeaInputError("the relational-gnn model has not been fitted")
+        return self._embed()
+
     def embeddings(self):
         if self._emb is None:
             raise MmeaInputError("the relational-gnn model has not been fitted")
@@ -619,6 +626,8 @@ def cached_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: "R
                           label: str = "pre-trained") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """:func:`pretrain_relational_gnn`'s ``(source (N, D), target (M, D), pairs (P', 2), info)``, cached on disk.
 
+    ``source`` / ``target`` are the network's own output (:meth:`RelationalGnnModel.network_embeddings`: with
+    ``lp_weight`` the join steers the rounds' proposals but is not part of it).
     ``pairs`` are ``pool`` followed by the pairs its bootstrapping rounds proposed.  With a ``cache_root`` (the
     run's feature cache; None: no cache) the result is stored in the :class:`~mmea.features.FeatureStore` under
     the fingerprint of the two KGs, ``pool``, ``select``, the encoder's config, the seed and the device type:
@@ -636,11 +645,11 @@ def cached_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: "R
     def compute():
         gnn, seconds = pretrain_relational_gnn(task, pool, select, config, seed=seed, device=device,
                                                progress=progress, label=label)
-        s, t = gnn.embeddings()
+        s, t = gnn.network_embeddings()
         gi = gnn.info
         info = {"epochs_run": gi.get("epochs_run"), "best_valid": gi.get("best_valid"), "rounds": gi.get("rounds"),
                 "pairs_added_per_round": gi.get("pairs_added_per_round"), "pairs_final": gi.get("pairs_final"),
-                "fit_s": round(seconds, 2)}
+                "fit_s": round(seconds, 2), **({"lp_fusion": gi["lp_fusion"]} if "lp_fusion" in gi else {})}
         return {"source": s.astype(np.float32), "target": t.astype(np.float32), "pairs": gnn.pairs}, info
 
     key = {"kind": "pre-trained relational-gnn", "kgs": task.fingerprint(),

@@ -530,16 +530,12 @@ class SelfMEAModel(AlignmentModel):
         (:mod:`~mmea.models.lp_join_math`: relation triples and pool pairs only, nothing trained); a negative weight is
         chosen on the selection links among 0 (no join) and ``lp_weights`` by Hits@1, ties broken by MRR (with names
         the selection links are nearly saturated: 443 of 450 at every weight on DBP15k zh_en), never on a test link."""
-        from .lp_join_math import join_label_propagation, relation_graphs
+        from .lp_join_math import join_as_configured
 
         c = self.config
-        choose = c.lp_weight < 0 and len(select) >= 2
-        w = None if choose else (c.lp_weight if c.lp_weight > 0 else float(c.lp_weights[0]))
-        out, rec = join_label_propagation((self._src, self._tgt), relation_graphs(task), pool, heads=c.lp_heads,
-                                          seed=self.ctx.seed, weight=w, weights=c.lp_weights, held_out=select,
-                                          keep=(0.0,), mrr_breaks_ties=True)
-        rec["chosen_by"] = (f"Hits@1 (CSLS), then MRR, on {len(select)} selection links" if choose else
-                            "set" if c.lp_weight > 0 else "default (fewer than 2 selection links)")
+        out, rec = join_as_configured((self._src, self._tgt), task, pool, select, lp_weight=c.lp_weight,
+                                      lp_weights=c.lp_weights, heads=c.lp_heads, seed=self.ctx.seed,
+                                      held_out_name="selection links")
         self.info["lp_fusion"] = rec
         log.info("selfmea: joined the relational label propagation of %d pool pairs at weight %s (%s)", len(pool),
                  rec["weight"], rec["chosen_by"])

@@ -364,6 +364,16 @@ class FlatIndex(_FaissIndex):
         return scores[:, :k], ids[:, :k]
 
 
+#: IVF cells scanned per query unless ``nprobe`` is given
+IVF_NPROBE = 32
+
+
+def default_nlist(m: int) -> int:
+    """IVF cells for ``m`` base rows: ``4 sqrt(m)`` rounded to a power of two, at most ``m / 39`` (FAISS's
+    minimum of 39 training points a cell) and at least 1."""
+    return int(max(1, min(m // 39 or 1, 2 ** round(math.log2(4 * math.sqrt(max(m, 1)))))))
+
+
 @INDEXES.register
 class IvfIndex(_FaissIndex):
     """FAISS inverted-file index (``IndexIVFScalarQuantizer`` or ``IndexIVFFlat``): approximate, ``nlist`` cells,
@@ -398,7 +408,7 @@ class IvfIndex(_FaissIndex):
     exact = False
     STORAGE = ("sq8", "flat")
 
-    def __init__(self, nlist: int | None = None, nprobe: int = 32, train_per_list: int = 40, seed: int = 0,
+    def __init__(self, nlist: int | None = None, nprobe: int = IVF_NPROBE, train_per_list: int = 40, seed: int = 0,
                  storage: str = "sq8", **kw):
         super().__init__(**kw)
         if storage not in self.STORAGE:
@@ -410,9 +420,7 @@ class IvfIndex(_FaissIndex):
         import faiss
 
         m = len(self.base)
-        if self.nlist is None:
-            self.nlist = int(max(1, min(m // 39 or 1, 2 ** round(math.log2(4 * math.sqrt(m))))))
-        self.nlist = int(min(self.nlist, m))
+        self.nlist = int(min(default_nlist(m) if self.nlist is None else self.nlist, m))
         self._quantizer = faiss.IndexFlatIP(d)
         if self.storage == "sq8":
             return faiss.IndexIVFScalarQuantizer(self._quantizer, d, self.nlist, faiss.ScalarQuantizer.QT_8bit,
