@@ -41,6 +41,8 @@ def test_names_off_accepts_structure_unless_it_is_built_from_names():
     for extra in ({"structure": "neighbour-names"}, {"pretrain": "clep"}):
         with pytest.raises(MmeaInputError, match="structure modality is built from entity names"):
             load_config(None, [], {"model": {"name": "selfmea", "modalities": "structure,relations", **extra}})
+    with pytest.raises(MmeaInputError, match="name_seeds builds its pseudo-seeds from entity names"):
+        load_config(None, [], {"model": {"name": "selfmea", "modalities": "structure,relations", "name_seeds": True}})
 
 
 def test_auto_runs_the_relational_encoder_when_names_are_off():
@@ -54,7 +56,7 @@ def test_auto_runs_the_relational_encoder_when_names_are_off():
     assert m.info["structure_encoder"] == "relational" and m.info["names_used"] is False
     st = m.info["structure"]  # 30% of the 60 train links held out of pre-training for the fusion weights
     assert st["trained_on"] == {"pool": 42, "selection": 15} and st["held_out_for_fusion_weights"] == 18
-    assert m.info["fusion_weights_learned"] == "from 18 held-out initial pairs"
+    assert m.info["fusion_weights_learned"] == "from 18 gold initial pairs held out from the structure encoder"
     # with names the default stays the paper's neighbour-names encoder
     m2 = _fit(task, modalities="structure,names", epochs=1, expand_every=0)
     assert m2.info["structure_encoder"] == "neighbour-names" and "structure" not in m2.info
@@ -194,3 +196,40 @@ def test_label_propagation_join_of_the_final_pool_is_chosen_on_the_selection_lin
     assert "lp_fusion" not in plain.info
     with pytest.raises(MmeaInputError, match="lp_weight must be <= 1"):
         MODELS.get("selfmea").Config(lp_weight=2.0)
+
+
+def test_name_seeds_widen_the_seeded_pool_off_train_and_valid_entities_and_never_fit_the_fusion_weights():
+    """``name_seeds``: mutual-nearest-name pseudo-seeds that touch no train or valid entity follow the train links
+    in the initial pool; the structure encoder may train on them, but the pairs the fusion weights learn from are
+    gold train links only; the test links are never read."""
+    task = _synthetic_task()
+    armed = PoisonedTask(task.name, task.source, task.target, task.train, task.valid, task.test)
+    armed.armed = True  # reading task.test would raise
+    kw = dict(modalities="structure,names", structure="relational", epochs=2, expand_every=0, pseudo_threshold=0.5,
+              **QUICK)
+    plain = _fit(task, **kw)
+    m = _fit(armed, **kw, name_seeds=True)
+    seeds = m.info["seeds"]
+    n_gold, n_pseudo = seeds["gold"], seeds["name_pseudo_seeds"]
+    assert n_gold == len(task.train) and n_pseudo > 20 and seeds["count"] == n_gold + n_pseudo == len(m.pool)
+    assert plain.info["seeds"]["count"] == len(task.train) and "name_pseudo_seeds" not in plain.info["seeds"]
+    np.testing.assert_array_equal(m.pool[:n_gold], task.train)
+    pseudo = m.pool[n_gold:]
+    for col in (0, 1):  # one-to-one, and no train or valid entity on either side
+        assert len(np.unique(m.pool[:, col])) == len(m.pool)
+        assert not set(pseudo[:, col]) & (set(task.train[:, col]) | set(task.valid[:, col]))
+    # the names of this task differ by one typo: the pseudo-seeds are mostly right (checked here, not by the model)
+    assert (pseudo[:, 0] == pseudo[:, 1]).mean() > 0.9
+    # the pseudo-seeds are part of the method's alignment: they get the pool's identity block (no expansion here)
+    assert m.embeddings()[0].shape[1] == plain.embeddings()[0].shape[1] + 64 and not len(m.proposals)
+    # fusion weights: from held-out gold pairs only, never from a pseudo-seed
+    assert not m.weight_pairs[n_gold:].any() and m.weight_pairs[:n_gold].sum() == round(0.3 * n_gold)
+    assert m.info["fusion_weights_learned"].startswith(f"from {round(0.3 * n_gold)} gold initial pairs")
+    # the structure encoder trained on the rest of the pool: 70% of the gold links + every pseudo-seed
+    assert m.info["structure"]["trained_on"]["pool"] == n_gold - round(0.3 * n_gold) + n_pseudo
+    from mmea.features import FeatureOptions, compute_task_features
+
+    nameless = compute_task_features(task, {"adjacency": {"normalization": "row", "self_loops": False}},
+                                     FeatureOptions(progress=False))  # names off: no names feature at all
+    with pytest.raises(MmeaInputError, match="name_seeds builds pseudo-seeds from entity names"):
+        _fit(task, nameless, **{**kw, "modalities": "structure"}, name_seeds=True)

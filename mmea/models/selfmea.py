@@ -63,7 +63,10 @@ triples and names (:mod:`mmea.clep.alignment`) and propagates its graph embeddin
 of the names in the structure modality.
 
 Modes: with train links (``--seed-ratio 0.3``) the pool starts from them and
-``task.valid`` selects the best epoch.  With none (``--seed-ratio 0``) the pool
+``task.valid`` selects the best epoch; ``name_seeds`` (off by default) appends the name
+pseudo-seeds below that touch no train or valid entity (they train the modalities and the
+relational structure encoder and share the pool block; the fusion weights still learn from
+gold links only).  With none (``--seed-ratio 0``) the pool
 starts from pseudo-seeds, mutual nearest neighbours of name (and image)
 similarity with cosine above ``pseudo_threshold``; ``pseudo_valid`` of them are
 held out for model selection, so no gold link is used for training or selection.
@@ -247,6 +250,7 @@ class SelfMEAModel(AlignmentModel):
         pseudo_expand_quantile: Fraction = 0.05  # the same with held-out pseudo-seeds (the easiest pairs by design)
         pseudo_threshold: Cosine = 0.8  # self-supervised: initial pseudo-seeds above this name cosine
         pseudo_valid: Fraction = 0.1     # self-supervised: share of pseudo-seeds held out for selection
+        name_seeds: bool = False         # seeded: name pseudo-seeds off the train / valid entities join the pool
         max_minutes: NonNegFloat = 0.0      # wall-clock budget of training (0: none)
         pool_weight: NonNegFloat = 1.0      # weight of the proposed pairs' identity block in the final embedding
         train_threads: NonNegInt = 1        # torch threads of the training steps (0: all)
@@ -302,7 +306,8 @@ class SelfMEAModel(AlignmentModel):
         named_structure = "structure" in mods and (config.structure == "neighbour-names" or config.pretrain == "clep")
         bad = [m for m in mods if m == "names" or (m == "structure" and named_structure)]
         if not bad:
-            return None
+            return ("name_seeds builds its pseudo-seeds from entity names; drop --set model.name_seeds=true"
+                    if config.name_seeds else None)
         why = (" (structure = the names of the neighbours" + (", pre-trained with CLEP on names"
                                                               if config.pretrain == "clep" else "") + ")"
                if "structure" in bad else "")
@@ -323,7 +328,8 @@ class SelfMEAModel(AlignmentModel):
         self._resolve_structure(feats, mods)
         adj, xs, sides, dims = self._modality_inputs(task, feats, mods)
         pool, select = self._pool_and_selection(task, feats, xs, rng)
-        self.weight_pairs = np.ones(len(pool), bool)  # the initial pairs the fusion weights learn from
+        # the initial pairs the fusion weights learn from: gold train links (all the pool but name pseudo-seeds)
+        self.weight_pairs = np.arange(len(pool)) < self.info["seeds"].get("gold", len(pool))
         if self.structure == "relational":
             self._relational_inputs(task, sides, dims, pool, select, rng, fused=len(mods) > 1)
         learn_weights = self._learn_weights()
@@ -335,7 +341,8 @@ class SelfMEAModel(AlignmentModel):
 
         net, pool = training.net, training.pool
         self.pool = pool  # every pair trained on by the end: seeds (or pseudo-seeds) + proposals, in order
-        self.proposals = pool[training.gold_pool:]
+        self.proposals = pool[training.gold_pool:]  # the expansions' pairs
+        aligned = pool[self.info["seeds"].get("gold", training.gold_pool):]  # ... and the name pseudo-seeds, if any
         # the network of the best epoch; the pool of the last: every proposal passed the selection-calibrated
         # threshold, and selection links (never proposed) cannot show what the pool gained
         training.set_anchors(pool)
@@ -344,8 +351,8 @@ class SelfMEAModel(AlignmentModel):
         with torch.no_grad():
             self._src = self._embed_all(net, sides[0], task.source.num_entities)
             self._tgt = self._embed_all(net, sides[1], task.target.num_entities)
-        if c.pool_weight > 0 and len(self.proposals):
-            self._src, self._tgt = self._with_pool_block(self.proposals, c.pool_weight)
+        if c.pool_weight > 0 and len(aligned):
+            self._src, self._tgt = self._with_pool_block(aligned, c.pool_weight)
         if c.lp_weight != 0:
             self._src, self._tgt = self._join_label_propagation(task, pool, select)
         w = torch.softmax(net.w.detach() + net.offset, 0).numpy()  # the weights that fused the embedding
@@ -415,7 +422,8 @@ class SelfMEAModel(AlignmentModel):
         import torch
 
         c = self.config
-        hold = rng.permutation(len(pool))[:int(round(c.structure_holdout * len(pool)))] \
+        n_gold = int(self.weight_pairs.sum())  # name pseudo-seeds (after the gold pairs) are never held out
+        hold = rng.permutation(n_gold)[:int(round(c.structure_holdout * n_gold))] \
             if fused and self.learn_weights_mode() else np.zeros(0, np.int64)  # one modality: no weight to learn
         if len(hold) >= 2:
             self.weight_pairs[:] = False
@@ -492,10 +500,15 @@ class SelfMEAModel(AlignmentModel):
             self.info["mode"] = "seeded"
             self.info["seeds"] = {"kind": "train links", "count": int(len(pool)),
                                   "selection": f"{len(select)} valid links"}
+            if c.name_seeds:
+                pool = self._with_name_seeds(feats, xs, pool, select)
         else:
             if "names" not in feats:
                 raise MmeaInputError("selfmea without train links builds its pseudo-seeds from entity names, and "
                                      "names are off in this run", hint="give --seed-ratio > 0, or turn names on")
+            if c.name_seeds:
+                self.ctx.note("selfmea: name_seeds adds name pseudo-seeds to the train links; without train links "
+                              "the pool is name pseudo-seeds already, so it changes nothing here")
             pool = self._pseudo_seeds(feats, xs)
             select, pool = hold_out(pool, c.pseudo_valid, rng)
             self.info["mode"] = "self-supervised"
@@ -511,6 +524,24 @@ class SelfMEAModel(AlignmentModel):
         log.info("selfmea: %s, %d pool pairs", self.info["mode"], len(pool))
         return pool, select
 
+    def _with_name_seeds(self, feats, xs, pool: np.ndarray, select: np.ndarray) -> np.ndarray:
+        """``name_seeds``: the train links ``pool (L, 2)`` followed by the name pseudo-seeds ``(P, 2)`` (mutual
+        nearest names, cosine above ``pseudo_threshold``) that touch no train or valid entity, so the selection
+        links stay unseen.  The pseudo-seeds train the modalities and the relational structure encoder; the fusion
+        weights keep learning from gold links only (:meth:`learn`).  No test link is read."""
+        if "names" not in feats:
+            raise MmeaInputError("selfmea: name_seeds builds pseudo-seeds from entity names, and names are off "
+                                 "in this run", hint="drop --set model.name_seeds=true, or turn names on")
+        pseudo = self._pseudo_seeds(feats, xs)  # (P0, 2)
+        known = np.concatenate([pool, select]).reshape(-1, 2)
+        keep = ~(np.isin(pseudo[:, 0], known[:, 0]) | np.isin(pseudo[:, 1], known[:, 1]))
+        pseudo = pseudo[keep]
+        self.info["seeds"].update({
+            "kind": f"train links + name pseudo-seeds (mutual nearest names, cosine > {self.config.pseudo_threshold})",
+            "count": int(len(pool) + len(pseudo)), "gold": int(len(pool)), "name_pseudo_seeds": int(len(pseudo)),
+            "name_pseudo_seeds_dropped": int((~keep).sum())})
+        return np.concatenate([pool, pseudo]).astype(np.int64, copy=False)
+
     def learn_weights_mode(self) -> bool:
         """Whether the fusion weights learn: pseudo-seeds are name-similar pairs by construction, so fitting
         ``w`` to them would put all weight on names."""
@@ -521,7 +552,9 @@ class SelfMEAModel(AlignmentModel):
         learn = self.learn_weights_mode()
         self.info["fusion_weights_learned"] = bool(learn)
         if learn and not self.weight_pairs.all():
-            self.info["fusion_weights_learned"] = f"from {int(self.weight_pairs.sum())} held-out initial pairs"
+            self.info["fusion_weights_learned"] = (f"from {int(self.weight_pairs.sum())} gold initial pairs"
+                                                   + (" held out from the structure encoder"
+                                                      if self.structure == "relational" else ""))
         return learn
 
     # ------------------------------------------------------------------- helpers
