@@ -464,6 +464,21 @@ def test_refit_ensemble_scores_the_mean_cosine_of_the_first_pass_and_a_seed_plus
     np.testing.assert_allclose(s[:5] @ t[:5].T, 0.5 * (a[:5] @ b[:5].T + ms[:5] @ mt[:5].T), atol=1e-5)
     with pytest.raises(MmeaInputError, match="needs refit = true"):
         CLS.Config(refit_ensemble=True)
+    # refit_members = 2: the first pass and refits from seed + 1 and seed + 2, each a third of the cosine
+    three = _fit(task, **kw, refit_ensemble=True, refit_members=2)
+    assert three.info["refit"]["ensemble"] == "first pass + 2 refits (seeds + 1 .. + 2), mean cosine"
+    for out, held, two in zip(three.embeddings(), three.held_out_embeddings(), ens.embeddings()):
+        assert out.shape[1] == 3 * d
+        np.testing.assert_allclose(out[:, :d] * np.sqrt(3), held, atol=1e-5)
+        np.testing.assert_allclose(out[:, d:2 * d] * np.sqrt(3), two[:, d:] * np.sqrt(2), atol=1e-5)  # seed + 1
+        last = out[:, 2 * d:] * np.sqrt(3)  # seed + 2: another unit-row network
+        np.testing.assert_allclose(np.linalg.norm(last, axis=1), 1.0, atol=1e-5)
+        assert not np.allclose(last, two[:, d:] * np.sqrt(2), atol=1e-3)
+    s3, t3 = three.embeddings()
+    blocks = [(s3[:5, i * d:(i + 1) * d] * np.sqrt(3), t3[:5, i * d:(i + 1) * d] * np.sqrt(3)) for i in range(3)]
+    np.testing.assert_allclose(s3[:5] @ t3[:5].T, sum(x @ y.T for x, y in blocks) / 3, atol=1e-5)
+    with pytest.raises(MmeaInputError, match="refit_members = 2 counts the refit networks of an ensemble"):
+        CLS.Config(refit=True, refit_members=2)
 
 
 def test_refit_without_valid_links_keeps_the_first_pass_and_says_why():

@@ -131,6 +131,10 @@ class RelationalGnnModel(AlignmentModel):
                 of the two networks' cosines, ``[sqrt((1 - w) / 2) g_first, sqrt((1 - w) / 2) g_refit, sqrt(w) l]``
                 (``l`` the label propagation of the refit's pairs): a two-member ensemble for the training time
                 of the refit alone (no weight is tuned: the members count equally).
+            refit_members: with ``refit_ensemble``: how many refit networks (seeds ``+1 .. +k``) join the first
+                pass; the output is ``[g_first, g_1, ..., g_k] / sqrt(k + 1)`` (the mean of the ``k + 1`` cosines)
+                joined as above, ``l`` the label propagation of the last refit's pairs.  Each refit trains again
+                (``max_minutes`` each).
         """
 
         dim: PositiveInt = 128
@@ -166,6 +170,7 @@ class RelationalGnnModel(AlignmentModel):
         lp_proposals: bool = False
         refit: bool = False
         refit_ensemble: bool = False
+        refit_members: PositiveInt = 1
 
         def __post_init__(self) -> None:
             if self.negatives_from not in NEGATIVES_FROM:
@@ -177,6 +182,10 @@ class RelationalGnnModel(AlignmentModel):
             if self.refit_ensemble and not self.refit:
                 raise MmeaInputError("relational-gnn: refit_ensemble joins the first pass and the refit: it needs "
                                      "refit = true", hint="add --set model.refit=true")
+            if self.refit_members > 1 and not self.refit_ensemble:
+                raise MmeaInputError(f"relational-gnn: refit_members = {self.refit_members} counts the refit networks "
+                                     "of an ensemble: it needs refit_ensemble = true",
+                                     hint="add --set model.refit_ensemble=true (and model.refit=true)")
             if self.negatives not in NEGATIVES:
                 raise MmeaInputError(f"relational-gnn: negatives must be one of {', '.join(NEGATIVES)}, "
                                      f"got {self.negatives!r}")
@@ -253,16 +262,16 @@ class RelationalGnnModel(AlignmentModel):
             self._refit(seeds, first)
         self._record(first, seeds, added, rounds, time.perf_counter() - t0)
 
-    def _set_output(self, pairs: np.ndarray, also: tuple | None = None) -> None:
+    def _set_output(self, pairs: np.ndarray, also: list | None = None) -> None:
         """Keep the final training ``pairs (L', 2)`` (the seeds, then each round's proposals) and the output the run
-        scores: the network's embedding (averaged in cosine with ``also``, another network's unit rows, when
-        given), joined by the label propagation of ``pairs`` when ``lp_weight != 0``."""
-        from .label_propagation_math import concat_views
-
+        scores: the network's embedding (averaged in cosine with ``also``, other networks' ``(source, target)``
+        unit rows, when given), joined by the label propagation of ``pairs`` when ``lp_weight != 0``."""
         self.pairs = pairs
         self._emb = self._embed()
-        if also is not None:  # [g_also, g] / sqrt(2): the mean of the two networks' cosines
-            self._emb = tuple(concat_views([a, g], 0.5) for a, g in zip(also, self._emb))
+        if also:  # [g_1, ..., g_k, g] / sqrt(k + 1): the mean of the k + 1 networks' cosines
+            k = len(also) + 1
+            self._emb = tuple(np.concatenate([m[side] for m in also] + [g], axis=1) / np.float32(np.sqrt(k))
+                              for side, g in enumerate(self._emb))
         if self.config.lp_weight != 0:
             self._emb = self._with_label_propagation(self._emb, pairs)
 
@@ -300,18 +309,24 @@ class RelationalGnnModel(AlignmentModel):
             return
         epochs = max(int(first.best_epoch or 0), 1)
         self._held_out, self._fixed_lp_weight = self._emb, self.info.get("lp_fusion", {}).get("weight")
-        first_gnn = self._embed() if c.refit_ensemble else None  # the first pass's network, before the join
-        self._budget = TimeBudget(c.max_minutes * 60.0)
-        self._new_network(offset=1 if c.refit_ensemble else 0)
+        members = [self._embed()] if c.refit_ensemble else []  # the first pass's network, before the join
+        k = c.refit_members if c.refit_ensemble else 1
         self.valid = np.zeros((0, 2), np.int64)  # no model selection in the refit
         try:
-            res, pairs, added, rounds = self._fit_pairs(np.concatenate([seeds, held]), epochs, Checkpointer(None),
-                                                        "relational-gnn refit")
+            for j in range(1, k + 1):
+                if j > 1:
+                    members.append(self._embed())  # the previous refit's network
+                self._budget = TimeBudget(c.max_minutes * 60.0)
+                self._new_network(offset=j if c.refit_ensemble else 0)
+                res, pairs, added, rounds = self._fit_pairs(np.concatenate([seeds, held]), epochs, Checkpointer(None),
+                                                            "relational-gnn refit" + (f" {j}/{k}" if k > 1 else ""))
         finally:
             self.valid = held
-        self._set_output(pairs, also=first_gnn)
+        self._set_output(pairs, also=members)
+        ensemble = None if not c.refit_ensemble else ("first pass + refit (seed + 1), mean cosine" if k == 1 else
+                                                       f"first pass + {k} refits (seeds + 1 .. + {k}), mean cosine")
         self.info["refit"] = {"done": True, "links": int(len(seeds) + len(held)), "epochs": epochs,
-                              "ensemble": "first pass + refit (seed + 1), mean cosine" if c.refit_ensemble else None,
+                              "ensemble": ensemble,
                               "epochs_run": res.epochs_run, "stopped": res.stopped, "pairs_added_per_round": added,
                               "rounds": rounds, "lp_weight": self._fixed_lp_weight,
                               "s": round(time.perf_counter() - t0, 2)}
