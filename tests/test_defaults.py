@@ -68,6 +68,9 @@ def test_names_that_agree_keep_the_name_model(pairs):
     assert "strongest model with names" in choice.reason
     # seeded and small: SelfMEA's structure modality from the relational graph encoder
     assert choice.config.model["structure"] == "relational" and "relational graph encoder" in choice.reason
+    # ... and small enough for the joined rows: name pseudo-seeds in the pool, the pool's label propagation joined
+    assert choice.config.model["lp_weight"] == -1.0 and choice.config.model["name_seeds"] is True
+    assert "name pseudo-seeds in the pool" in choice.reason
 
 
 def test_opaque_target_names_are_switched_off_with_a_note(pairs, tmp_path, caplog):
@@ -119,3 +122,6 @@ def test_a_large_kg_without_name_signal_gets_label_propagation(pairs, monkeypatc
     choice, _ = _choose(pairs["good"], "features.names=off")
     assert choice.config.model_name == STRUCTURE_MODEL and "lp_weight" not in choice.config.model
     assert "without the label-propagation join above 100 entities" in choice.reason
+    named, _ = _choose(pairs["good"])  # names agree above JOINED_MAX_ENTITIES: the relational encoder, no join
+    assert named.config.model["structure"] == "relational" and "lp_weight" not in named.config.model
+    assert "name_seeds" not in named.config.model and "pseudo-seeds" not in named.reason

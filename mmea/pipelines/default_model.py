@@ -15,7 +15,9 @@ The rule (:func:`choose_model`, the one place the choice is made):
    :data:`STRUCTURE_MAX_ENTITIES` entities with :data:`NAME_SETTINGS` (its structure modality from the
    relational graph encoder: 0.9383 / 0.9705 / 0.9885 H@1 on DBP15k zh / ja / fr at 30% seeds, against
    0.9225 / 0.9531 / 0.9818 with the neighbours' names and 0.9043 / 0.9438 / 0.9773 for ``propagation``,
-   ``results/selfmea_dbp15k.md``); without train links it runs self-supervised from pseudo-seeds of mutual
+   ``results/selfmea_dbp15k.md``), up to :data:`JOINED_MAX_ENTITIES` with :data:`NAME_JOINED_SETTINGS` (name
+   pseudo-seeds in the pool, the pool's relational label propagation joined: 0.954 / 0.974 / 0.990, 3 seeds);
+   without train links it runs self-supervised from pseudo-seeds of mutual
    nearest names (0.9325 / 0.9610 / 0.9857), the neighbour-names structure.
 3. **No name signal** -> names are switched off (``features.names = "off"``, with a printed note: no
    name-derived feature enters the model) and :data:`STRUCTURE_MODEL` (the iterative relational GNN)
@@ -49,6 +51,10 @@ NAME_MODEL = "selfmea"
 #: its settings with seed links (up to STRUCTURE_MAX_ENTITIES): the relational structure encoder (about 70 s
 #: more a DBP15k run: 292 s against 226 s)
 NAME_SETTINGS = {"structure": "relational"}
+#: ... and up to JOINED_MAX_ENTITIES: the final pool joined by its relational label propagation, the pool widened by
+#: name pseudo-seeds (the ``selfmea-seeded-relational-lp-ns`` rows of ``results/selfmea_dbp15k.md``, 3 seeds; 5-6
+#: minutes and 8-10 GiB a DBP15k run)
+NAME_JOINED_SETTINGS = {**NAME_SETTINGS, "lp_weight": -1.0, "name_seeds": True}
 #: THE one place the structure (no-name) model is chosen: the relational GNN beats label propagation on
 #: every no-name cell measured (DBP15k 30%: 0.712 / 0.706 / 0.734 against 0.591 / 0.590 / 0.606, iterative 0.795 /
 #: 0.787 / 0.828, ``results/noname_dbp15k.md``; FB15K-DB15K at 20 / 50 / 80%: 0.529 / 0.710 / 0.793 against
@@ -161,8 +167,12 @@ def choose_model(task, cfg: RunConfig, ctx) -> ModelChoice:
     if names_ok:
         mode = "seeded" if has_seeds else "self-supervised (pseudo-seeds from mutual nearest names)"
         relational = has_seeds and size <= STRUCTURE_MAX_ENTITIES
-        how = ", structure from the relational graph encoder" if relational else ""
-        return ModelChoice(_with(cfg, NAME_MODEL, pref, NAME_SETTINGS if relational else None),
+        joined = relational and size <= JOINED_MAX_ENTITIES
+        how = ((", structure from the relational graph encoder" if relational else "")
+               + (", name pseudo-seeds in the pool, joined by the relational label propagation of the pool"
+                  if joined else ""))
+        settings = NAME_JOINED_SETTINGS if joined else NAME_SETTINGS if relational else None
+        return ModelChoice(_with(cfg, NAME_MODEL, pref, settings),
                            f"{why}: {NAME_MODEL}, the strongest model with names ({mode}{how})", signal)
     if not has_seeds:
         raise MmeaInputError(f"no seed links and no usable names ({why}): nothing to align on",
