@@ -329,7 +329,7 @@ class SelfMEAModel(AlignmentModel):
         adj, xs, sides, dims = self._modality_inputs(task, feats, mods)
         pool, select = self._pool_and_selection(task, feats, xs, rng)
         # the initial pairs the fusion weights learn from: gold train links (all the pool but name pseudo-seeds)
-        self.weight_pairs = np.arange(len(pool)) < self.info["seeds"].get("gold", len(pool))
+        self.weight_pairs = np.arange(len(pool)) < self._n_gold
         if self.structure == "relational":
             self._relational_inputs(task, sides, dims, pool, select, rng, fused=len(mods) > 1)
         learn_weights = self._learn_weights()
@@ -342,7 +342,7 @@ class SelfMEAModel(AlignmentModel):
         net, pool = training.net, training.pool
         self.pool = pool  # every pair trained on by the end: seeds (or pseudo-seeds) + proposals, in order
         self.proposals = pool[training.gold_pool:]  # the expansions' pairs
-        aligned = pool[self.info["seeds"].get("gold", training.gold_pool):]  # ... and the name pseudo-seeds, if any
+        aligned = pool[self._n_gold:]  # ... and the name pseudo-seeds, if any
         # the network of the best epoch; the pool of the last: every proposal passed the selection-calibrated
         # threshold, and selection links (never proposed) cannot show what the pool gained
         training.set_anchors(pool)
@@ -522,6 +522,7 @@ class SelfMEAModel(AlignmentModel):
             raise MmeaInputError("selfmea: fewer than 2 seed pairs to train on; give train links (--seed-ratio) or "
                                  "lower pseudo_threshold")
         log.info("selfmea: %s, %d pool pairs", self.info["mode"], len(pool))
+        self._n_gold = int(self.info["seeds"].get("gold", len(pool)))  # the pool's prefix that is not a name pseudo-seed
         return pool, select
 
     def _with_name_seeds(self, feats, xs, pool: np.ndarray, select: np.ndarray) -> np.ndarray:
