@@ -233,3 +233,49 @@ def test_name_seeds_widen_the_seeded_pool_off_train_and_valid_entities_and_never
                                      FeatureOptions(progress=False))  # names off: no names feature at all
     with pytest.raises(MmeaInputError, match="name_seeds builds pseudo-seeds from entity names"):
         _fit(task, nameless, **{**kw, "modalities": "structure"}, name_seeds=True)
+
+
+def test_structure_lp_puts_the_pools_label_propagation_inside_the_structure_modality():
+    """``structure_lp = a``: ``F_S = normalize([sqrt(1 - a) F_G, sqrt(a) L])`` with ``L`` the relational label
+    propagation of the pool less the pairs held out for the fusion weights, recomputed after every expansion and,
+    for the final embedding, of the whole final pool; the test links are never read."""
+    import torch
+
+    from mmea.models import label_propagation_math as lpm
+    from mmea.models.lp_join_math import LP_DEPTH, LP_DIM, LP_HEAD_DIM, relation_graphs
+    from mmea.models.selfmea import _build_net
+
+    # the modality by hand: V = 0 at start, so F_G = normalize(G)
+    cfg = MODELS.get("selfmea").Config(residual_rank=2, structure_lp=0.25)
+    net = _build_net()(["structure"], {"structure": 3}, cfg, relational=True)
+    g = torch.tensor([[3.0, 0.0, 4.0], [0.0, 2.0, 0.0]])
+    lp = torch.tensor([[0.0, 1.0], [0.0, 0.0]])  # the second entity is reached by no anchor
+    side = {"graph": g, "graph_lp": lp, "mask": {"structure": torch.tensor([True, True])}}
+    out, _ = net.modality("structure", side, torch.tensor([0, 1]))
+    want0 = np.array([np.sqrt(0.75) * 0.6, 0.0, np.sqrt(0.75) * 0.8, 0.0, np.sqrt(0.25)])
+    np.testing.assert_allclose(out[0].detach().numpy(), want0 / np.linalg.norm(want0), atol=1e-6)
+    np.testing.assert_allclose(out[1].detach().numpy(), [0, 1, 0, 0, 0], atol=1e-6)  # F_G alone, unit
+
+    task = _synthetic_task()
+    kw = dict(modalities="structure,names", structure="relational", epochs=4, expand_every=2, expand_rounds=1,
+              lp_heads=8, **QUICK)
+    m = _fit(task, **kw, structure_lp=0.5)
+    rec, held = m.info["structure_lp"], m.info["structure"]["held_out_for_fusion_weights"]
+    grown = len(m.pool) - held
+    assert m.info["expansions"][0]["added"] > 0
+    # the initial pool less the held-out pairs, the grown pool less them, the whole final pool
+    assert rec["anchors"] == [len(task.train) - held, grown, len(m.pool)] and rec["weight"] == 0.5
+    assert m.info["best_select_hits@1"] > 0.5
+    sides = [{}, {}]
+    m.set_structure_lp(task, sides, m.pool)  # what the final embedding used
+    want = lpm.relational_features(relation_graphs(task), m.pool, LP_DIM, LP_DEPTH, 8, LP_HEAD_DIM, 0)
+    np.testing.assert_allclose(sides[0]["graph_lp"].numpy() * np.linalg.norm(want[0], axis=1, keepdims=True),
+                               want[0], atol=1e-5)
+    # no expansion (its log-only precision reads gold links): a run that reads a test link raises
+    armed = PoisonedTask(task.name, task.source, task.target, task.train, task.valid, task.test)
+    armed.armed = True
+    _fit(armed, **{**kw, "expand_every": 0}, structure_lp=0.5)
+    with pytest.raises(MmeaInputError, match="structure_lp = 0.5 joins"):
+        _fit(task, **{**kw, "structure": "neighbour-names"}, structure_lp=0.5)
+    with pytest.raises(MmeaInputError, match=r"model \(selfmea\).structure_lp: input should be less than or equal to 1, got 1.5"):
+        load_config(None, ["model.structure_lp=1.5"], {"model": {"name": "selfmea"}})

@@ -54,6 +54,11 @@ so proposed pairs rank first unless the fused similarity strongly disagrees.
 The network of the epoch with the best selection Hits@1 is kept (the untrained
 model, epoch 0, is a candidate too), with the final pool.
 
+``structure_lp = a`` (0, off, by default; relational structure only): the structure modality holds the graph's
+second signal too, ``F_S = normalize([sqrt(1 - a) F_G, sqrt(a) L])`` with ``L`` the relational label
+propagation (LightEA's readout, :meth:`SelfMEAModel.set_structure_lp`) of the pool less the pairs held out for the
+fusion weights, recomputed after each expansion; the final embedding uses that of the whole final pool.
+
 ``lp_weight`` (0, off, by default): the final embedding joined by the relational label propagation of the
 final pool (LightEA's relational readout, :mod:`~mmea.models.lp_join_math`), ``[sqrt(1 - w) e, sqrt(w) l]``;
 negative: ``w`` chosen on the selection links among 0 and ``lp_weights``.
@@ -164,6 +169,7 @@ def _build_net():
         def __init__(self, modalities, dims: dict, cfg, relational: bool = False):
             super().__init__()
             self.modalities, self.relational = tuple(modalities), relational
+            self.structure_lp = float(cfg.structure_lp) if relational else 0.0
             self.res, self.lin = nn.ModuleDict(), nn.ModuleDict()
             if "names" in modalities:
                 self.res["names"] = LowRankResidual(dims["names"], cfg.residual_rank)
@@ -187,6 +193,10 @@ def _build_net():
                 out = F(self.res["names"](side["names"][rows]), dim=1)
             elif m == "structure" and self.relational:
                 out = F(self.res["structure"](side["graph"][rows]), dim=1)
+                if self.structure_lp > 0:  # [sqrt(1 - a) F_G, sqrt(a) L]: L fixed unit (or zero) rows
+                    a = self.structure_lp
+                    out = F(torch.cat([math.sqrt(1.0 - a) * out, math.sqrt(a) * side["graph_lp"][rows]], dim=1),
+                            dim=1)
             elif m == "structure":
                 hs = [F(layer(side["hops"][h][rows]), dim=1) for h, layer in enumerate(self.hops)]
                 out = torch.cat(hs, dim=1) / math.sqrt(len(hs))
@@ -267,6 +277,8 @@ class SelfMEAModel(AlignmentModel):
         #                                       the only ones the fusion weights learn from
         tune_structure_weight: bool = True    # relational: structure's fusion weight chosen on the selection links
         structure_refresh: bool = False       # relational: re-train the encoder on the pool after the 1st expansion
+        structure_lp: Fraction = 0.0          # relational: share a of the pool's relational label propagation in
+        #                                       the structure modality, [sqrt(1 - a) F_G, sqrt(a) L] (0: off)
         lp_weight: FiniteFloat = 0.0          # join the relational label propagation of the final pool (0: off;
         #                                       < 0: the weight chosen on the selection links among 0 and lp_weights)
         lp_weights: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -346,6 +358,8 @@ class SelfMEAModel(AlignmentModel):
         # the network of the best epoch; the pool of the last: every proposal passed the selection-calibrated
         # threshold, and selection links (never proposed) cannot show what the pool gained
         training.set_anchors(pool)
+        if "graph_lp" in sides[0]:  # the structure's label propagation of the final pool, as the anchors
+            self.set_structure_lp(task, sides, pool)
         self._tune_structure_weight(net, sides, select, pool)  # with the final anchors
         net.eval()
         with torch.no_grad():
@@ -408,6 +422,15 @@ class SelfMEAModel(AlignmentModel):
             raise MmeaInputError(f"selfmea: pretrain = {c.pretrain} pre-trains the neighbour-names structure input; "
                                  "it does not apply to structure = relational",
                                  hint="use --set model.structure=neighbour-names, or pretrain=none")
+        if c.structure_lp > 0 and self.structure != "relational":
+            if self.structure is None:
+                self.ctx.note("selfmea: structure_lp joins the label propagation to the structure modality, which "
+                              "this run does not have; it changes nothing here")
+            else:
+                raise MmeaInputError(f"selfmea: structure_lp = {c.structure_lp} joins the pool's label propagation "
+                                     f"to the relational structure input; the structure encoder here is "
+                                     f"{self.structure}", hint="use --set model.structure=relational, or "
+                                     "structure_lp=0")
         self.info["structure_encoder"] = self.structure
 
     def _relational_inputs(self, task, sides, dims, pool: np.ndarray, select: np.ndarray, rng,
@@ -430,6 +453,7 @@ class SelfMEAModel(AlignmentModel):
             self.weight_pairs[hold] = True
         else:
             hold = np.zeros(0, np.int64)
+        self.structure_held = hold  # pool rows kept from the structure input (encoder and label propagation)
         fit = np.setdiff1d(np.arange(len(pool)), hold)
         src, tgt, info = relational_structure_input(task, pool[fit], select, c, seed=self.ctx.seed,
                                                     device=self.ctx.device, progress=self.ctx.progress)
@@ -438,6 +462,40 @@ class SelfMEAModel(AlignmentModel):
             side["graph"] = torch.from_numpy(g)  # (n, D) fixed input of the structure modality
         dims["structure"] = src.shape[1]
         self.info["structure"] = info
+        if c.structure_lp > 0:
+            self.set_structure_lp(task, sides, pool[fit])
+
+    def structure_fit_pool(self, pool: np.ndarray) -> np.ndarray:
+        """``pool`` less the initial pairs held out for the fusion weights: what the structure input may see."""
+        return np.delete(pool, getattr(self, "structure_held", np.zeros(0, np.int64)), axis=0)
+
+    def set_structure_lp(self, task, sides, pairs: np.ndarray) -> None:
+        """``structure_lp``: the relational label propagation of ``pairs (P, 2)`` (LightEA's relational readout,
+        :func:`~mmea.models.label_propagation_math.relational_features`: ``LP_DEPTH`` hops over both KGs' entity and
+        relation views, ``lp_heads`` heads; relation triples and pairs only, nothing trained, no name) as the fixed
+        second part ``L`` of the structure modality, ``F_S = normalize([sqrt(1 - a) F_G, sqrt(a) L])``.
+
+        Held in the modality rather than joined to the output (``lp_weight``), the graph's two signals, the
+        learned encoder and the propagated anchors, are one modality: its fusion weight (learned on held-out gold
+        pairs, then chosen on the selection links) weighs them against names, and the expansions see them."""
+        import torch
+
+        from . import label_propagation_math as lpm
+        from .lp_join_math import LP_DEPTH, LP_DIM, LP_HEAD_DIM, relation_graphs
+
+        t0 = time.perf_counter()
+        if getattr(self, "_lp_graphs", None) is None:
+            self._lp_graphs = relation_graphs(task)
+        c = self.config
+        lp = lpm.relational_features(self._lp_graphs, pairs, LP_DIM, LP_DEPTH, c.lp_heads, LP_HEAD_DIM,
+                                     self.ctx.seed)
+        for side, x in zip(sides, lp):
+            side["graph_lp"] = torch.from_numpy(_normalize_rows(np.ascontiguousarray(x, np.float32)))  # (n, H*16)
+        rec = self.info.setdefault("structure_lp", {"weight": c.structure_lp, "heads": c.lp_heads,
+                                                    "depth": LP_DEPTH, "anchors": [], "s": 0.0})
+        rec["anchors"].append(int(len(pairs)))
+        rec["s"] = round(rec["s"] + time.perf_counter() - t0, 2)
+        log.info("selfmea: structure label propagation of %d pairs (%.1f s)", len(pairs), time.perf_counter() - t0)
 
     def _modality_inputs(self, task, feats, mods: list[str]):
         """``(adjacency per KG, L2-normalised names per KG, per-side input tensors and masks, input sizes)``."""
@@ -847,6 +905,8 @@ class SelfMEATraining(TrainingModule):
         if len(new):
             self.pool = np.concatenate([self.pool, new])
             self.set_anchors(self.pool)
+            if "graph_lp" in self.sides[0]:
+                self.model.set_structure_lp(self.task, self.sides, self.model.structure_fit_pool(self.pool))
             if self.rounds_done == 1 and self.model.structure == "relational" and c.structure_refresh:
                 self.refresh_structure()
 
@@ -856,8 +916,7 @@ class SelfMEATraining(TrainingModule):
         import torch
 
         m = self.model
-        keep = np.concatenate([m.weight_pairs, np.zeros(len(self.pool) - len(m.weight_pairs), bool)])
-        fit = self.pool[~keep] if not m.weight_pairs.all() else self.pool
+        fit = m.structure_fit_pool(self.pool)
         src, tgt, info = relational_structure_input(self.task, fit, self.select, self.c, seed=m.ctx.seed + 1,
                                                     device=m.ctx.device, progress=m.ctx.progress)
         for side, g in zip(self.sides, (src, tgt)):
@@ -889,3 +948,5 @@ class SelfMEATraining(TrainingModule):
                 side["graph"] = g
         self.anchor_proj_rng.bit_generator.state = saved["anchor_rng"]
         self.set_anchors(self.pool)  # the same projection as before the interruption
+        if "graph_lp" in self.sides[0]:  # deterministic in the pool: the same input as before the interruption
+            self.model.set_structure_lp(self.task, self.sides, self.model.structure_fit_pool(self.pool))

@@ -19,6 +19,10 @@ Two structure encoders (``model.structure``):
                      ``--modalities`` without ``names``, or no entity with a name), else
                      ``neighbour-names``.
 
+With ``structure_lp = a`` the relational modality also holds the pool's relational label propagation ``L``
+(nothing trained): ``F_S = normalize([sqrt(1 - a) F_G, sqrt(a) L])``
+(:meth:`~mmea.models.selfmea.SelfMEAModel.set_structure_lp`).
+
 With the relational encoder, SelfMEA (:mod:`mmea.models.selfmea`) keeps ``structure_holdout`` (30%) of the
 initial pairs out of the pre-training and learns its fusion weights from those pairs only (the encoder fits
 its own training pairs almost exactly), and chooses the structure modality's fusion weight on the selection
