@@ -95,7 +95,7 @@ from ..modalities import FeatureRequest
 from ..seeds import (expand_seeds, expansion_threshold, hold_out, propagate_anchors, pseudo_seeds, train_seeds,
                      unaligned_rows)
 from .base import MODELS, AlignmentModel
-from .selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nca_loss, rsm_loss
+from .selfmea_math import bag_gather, fuse, fused_similarity, fusion_weights, nca_loss, rsm_loss, with_propagation
 from .selfmea_structure import check_structure, relational_structure_input, resolve_structure
 
 log = logging.getLogger("mmea.models")
@@ -194,9 +194,7 @@ def _build_net():
             elif m == "structure" and self.relational:
                 out = F(self.res["structure"](side["graph"][rows]), dim=1)
                 if self.structure_lp > 0:  # [sqrt(1 - a) F_G, sqrt(a) L]: L fixed unit (or zero) rows
-                    a = self.structure_lp
-                    out = F(torch.cat([math.sqrt(1.0 - a) * out, math.sqrt(a) * side["graph_lp"][rows]], dim=1),
-                            dim=1)
+                    out = with_propagation(out, side["graph_lp"][rows], self.structure_lp)
             elif m == "structure":
                 hs = [F(layer(side["hops"][h][rows]), dim=1) for h, layer in enumerate(self.hops)]
                 out = torch.cat(hs, dim=1) / math.sqrt(len(hs))
@@ -210,12 +208,8 @@ def _build_net():
 
         def forward(self, side: dict, rows):
             """``(blocks, mask (b, K))`` of every modality for ``rows``."""
-            blocks, masks = [], []
-            for m in self.modalities:
-                f, k = self.modality(m, side, rows)
-                blocks.append(f * k.unsqueeze(1).to(f.dtype))
-                masks.append(k)
-            return blocks, torch.stack(masks, dim=1)
+            blocks, masks = zip(*(self.modality(m, side, rows) for m in self.modalities))
+            return [f * k.unsqueeze(1).to(f.dtype) for f, k in zip(blocks, masks)], torch.stack(masks, dim=1)
 
         def joint(self, side: dict, rows):
             blocks, mask = self(side, rows)

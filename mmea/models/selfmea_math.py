@@ -10,7 +10,7 @@ torch is imported inside each function: importing this module stays instant.
 
 from __future__ import annotations
 
-__all__ = ["nca_loss", "rsm_loss", "fusion_weights", "fuse", "fused_similarity", "bag_gather"]
+__all__ = ["nca_loss", "rsm_loss", "fusion_weights", "fuse", "fused_similarity", "bag_gather", "with_propagation"]
 
 
 def nca_loss(sim, alpha: float = 5.0, beta: float = 10.0, eps: float = 1e-6):
@@ -122,3 +122,17 @@ def bag_gather(indptr, indices, data, rows):
     pos = torch.arange(total, device=indices.device) - torch.repeat_interleave(offsets, lens) \
         + torch.repeat_interleave(starts, lens)  # (total,) positions in indices/data
     return indices[pos], offsets, data[pos]
+
+
+def with_propagation(f_g, lp, a: float):
+    """``normalize([sqrt(1 - a) F_G, sqrt(a) L])`` ``(b, d_g + d_l)``: the structure modality with ``structure_lp``.
+
+    ``f_g (b, d_g)`` unit rows (the relational encoder's modality), ``lp (b, d_l)`` unit rows or zero rows (the pool's
+    label propagation; zero for an entity no anchor reaches, whose row is then ``F_G`` alone).  Between two entities
+    both reached, the cosine is ``(1 - a) cos_G + a cos_L``."""
+    import math
+
+    import torch
+
+    out = torch.cat([math.sqrt(1.0 - a) * f_g, math.sqrt(a) * lp], dim=1)
+    return torch.nn.functional.normalize(out, dim=1)
