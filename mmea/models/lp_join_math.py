@@ -43,6 +43,13 @@ def relation_graphs(task) -> tuple:
                  for kg in (task.source, task.target))
 
 
+def pool_propagation(graphs: tuple, pairs: np.ndarray, *, heads: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(source (N, heads * LP_HEAD_DIM), target (M, ...))`` unit (or zero) rows: the relational label propagation of
+    ``pairs (P, 2)`` at this module's width, hops and head width (:func:`~mmea.models.label_propagation_math.
+    relational_features`); what the join appends, and what SelfMEA's ``structure_lp`` puts in its structure modality."""
+    return lpm.relational_features(graphs, pairs, LP_DIM, LP_DEPTH, heads, LP_HEAD_DIM, seed)
+
+
 def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, heads: int, seed: int,
                            weight: float | None = None, weights=(), held_out: np.ndarray | None = None,
                            keep: tuple = (), mrr_breaks_ties: bool = False
@@ -59,7 +66,7 @@ def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, head
     from ..evaluation import evaluate_embeddings
 
     t0 = time.perf_counter()
-    lp = lpm.relational_features(graphs, pairs, LP_DIM, LP_DEPTH, heads, LP_HEAD_DIM, seed)
+    lp = pool_propagation(graphs, pairs, heads=heads, seed=seed)
 
     def fused(w: float) -> tuple[np.ndarray, np.ndarray]:
         if w == 0:

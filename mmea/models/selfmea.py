@@ -330,6 +330,8 @@ class SelfMEAModel(AlignmentModel):
         mods = list(parse_selfmea_modalities(c.modalities))
         rng = np.random.default_rng(self.ctx.seed)
         torch.manual_seed(self.ctx.seed)
+        self._lp_graphs = None  # the relation graphs of structure_lp's propagation, built on first use
+        self.structure_held = np.zeros(0, np.int64)  # pool rows kept from the structure input (relational)
         self._usable_features(feats, mods)
         self._resolve_structure(feats, mods)
         adj, xs, sides, dims = self._modality_inputs(task, feats, mods)
@@ -351,9 +353,7 @@ class SelfMEAModel(AlignmentModel):
         aligned = pool[self._n_gold:]  # ... and the name pseudo-seeds, if any
         # the network of the best epoch; the pool of the last: every proposal passed the selection-calibrated
         # threshold, and selection links (never proposed) cannot show what the pool gained
-        training.set_anchors(pool)
-        if "graph_lp" in sides[0]:  # the structure's label propagation of the final pool, as the anchors
-            self.set_structure_lp(task, sides, pool)
+        training.follow_pool(final=True)
         self._tune_structure_weight(net, sides, select, pool)  # with the final anchors
         net.eval()
         with torch.no_grad():
@@ -448,8 +448,8 @@ class SelfMEAModel(AlignmentModel):
         else:
             hold = np.zeros(0, np.int64)
         self.structure_held = hold  # pool rows kept from the structure input (encoder and label propagation)
-        fit = np.setdiff1d(np.arange(len(pool)), hold)
-        src, tgt, info = relational_structure_input(task, pool[fit], select, c, seed=self.ctx.seed,
+        fit = self.structure_fit_pool(pool)
+        src, tgt, info = relational_structure_input(task, fit, select, c, seed=self.ctx.seed,
                                                     device=self.ctx.device, progress=self.ctx.progress)
         info["held_out_for_fusion_weights"] = int(len(hold))
         for side, g in zip(sides, (src, tgt)):
@@ -457,11 +457,11 @@ class SelfMEAModel(AlignmentModel):
         dims["structure"] = src.shape[1]
         self.info["structure"] = info
         if c.structure_lp > 0:
-            self.set_structure_lp(task, sides, pool[fit])
+            self.set_structure_lp(task, sides, fit)
 
     def structure_fit_pool(self, pool: np.ndarray) -> np.ndarray:
         """``pool`` less the initial pairs held out for the fusion weights: what the structure input may see."""
-        return np.delete(pool, getattr(self, "structure_held", np.zeros(0, np.int64)), axis=0)
+        return np.delete(pool, self.structure_held, axis=0)
 
     def set_structure_lp(self, task, sides, pairs: np.ndarray) -> None:
         """``structure_lp``: the relational label propagation of ``pairs (P, 2)`` (LightEA's relational readout,
@@ -474,17 +474,15 @@ class SelfMEAModel(AlignmentModel):
         pairs, then chosen on the selection links) weighs them against names, and the expansions see them."""
         import torch
 
-        from . import label_propagation_math as lpm
-        from .lp_join_math import LP_DEPTH, LP_DIM, LP_HEAD_DIM, relation_graphs
+        from .lp_join_math import LP_DEPTH, pool_propagation, relation_graphs
 
         t0 = time.perf_counter()
-        if getattr(self, "_lp_graphs", None) is None:
+        if self._lp_graphs is None:
             self._lp_graphs = relation_graphs(task)
         c = self.config
-        lp = lpm.relational_features(self._lp_graphs, pairs, LP_DIM, LP_DEPTH, c.lp_heads, LP_HEAD_DIM,
-                                     self.ctx.seed)
+        lp = pool_propagation(self._lp_graphs, pairs, heads=c.lp_heads, seed=self.ctx.seed)  # unit (or zero) rows
         for side, x in zip(sides, lp):
-            side["graph_lp"] = torch.from_numpy(_normalize_rows(np.ascontiguousarray(x, np.float32)))  # (n, H*16)
+            side["graph_lp"] = torch.from_numpy(np.ascontiguousarray(x, np.float32))  # (n, heads * 16)
         rec = self.info.setdefault("structure_lp", {"weight": c.structure_lp, "heads": c.lp_heads,
                                                     "depth": LP_DEPTH, "anchors": [], "s": 0.0})
         rec["anchors"].append(int(len(pairs)))
@@ -797,6 +795,14 @@ class SelfMEATraining(TrainingModule):
         self.opt = torch.optim.Adam([{"params": [p for p in self.net.parameters() if id(p) != wid], "lr": c.lr},
                                      {"params": [self.net.w], "lr": c.weight_lr}])
 
+    def follow_pool(self, final: bool = False) -> None:
+        """The pool-derived inputs after the pool changed: the anchors, and with ``structure_lp`` the structure's
+        label propagation (of the pool less the fusion weights' held-out pairs; ``final``: of the whole pool)."""
+        self.set_anchors(self.pool)
+        if "graph_lp" in self.sides[0]:
+            m = self.model
+            m.set_structure_lp(self.task, self.sides, self.pool if final else m.structure_fit_pool(self.pool))
+
     def set_anchors(self, pool_pairs: np.ndarray) -> None:
         """The anchors modality of both sides for ``pool_pairs`` (a fresh random projection)."""
         import torch
@@ -898,9 +904,7 @@ class SelfMEATraining(TrainingModule):
                  epoch, len(new), exp["precision_for_log"])
         if len(new):
             self.pool = np.concatenate([self.pool, new])
-            self.set_anchors(self.pool)
-            if "graph_lp" in self.sides[0]:
-                self.model.set_structure_lp(self.task, self.sides, self.model.structure_fit_pool(self.pool))
+            self.follow_pool()
             if self.rounds_done == 1 and self.model.structure == "relational" and c.structure_refresh:
                 self.refresh_structure()
 
@@ -941,6 +945,4 @@ class SelfMEATraining(TrainingModule):
             for side, g in zip(self.sides, saved["graph"]):
                 side["graph"] = g
         self.anchor_proj_rng.bit_generator.state = saved["anchor_rng"]
-        self.set_anchors(self.pool)  # the same projection as before the interruption
-        if "graph_lp" in self.sides[0]:  # deterministic in the pool: the same input as before the interruption
-            self.model.set_structure_lp(self.task, self.sides, self.model.structure_fit_pool(self.pool))
+        self.follow_pool()  # the same anchor projection and propagation as before the interruption
