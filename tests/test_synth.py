@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from mmea.cli import main
 from mmea.data.loaders.tsv import TsvLoader
-from mmea.data.synth import GENERATOR_VERSION, generate_pair, synth_config
+from mmea.data.synth import GENERATOR_VERSION, generate_pair, synth_config, vocabulary_size
 
 N = 5000
 
@@ -69,6 +69,8 @@ def test_loads_with_the_tsv_loader_and_links_are_one_to_one(pair):
     raw = [line.split("\t") for line in (out / "links.tsv").read_text().splitlines()]
     assert {a for a, _ in raw} <= set(task.source.ids) and {b for _, b in raw} <= set(task.target.ids)
     assert not set(task.source.ids) & set(task.target.ids)  # opaque per-KG ids
+    assert task.provenance["generator"] == {"generator": "mmea-synth", "version": GENERATOR_VERSION, "seed": 3,
+                                            "name_tokens": meta["name_tokens"]}
 
 
 def _degrees(kg):
@@ -137,10 +139,39 @@ def test_name_noise_and_missing_names_near_their_rates(pair, tmp_path):
     assert _linked_names(TsvLoader().load(tmp_path / "q")) == (1.0, 0.0)
 
 
+def _tokens(folder):
+    names = (folder / "kg1" / "names.tsv").read_text().splitlines()
+    return {t for line in names for t in line.split("\t", 1)[1].split()}
+
+
+def test_the_vocabulary_grows_like_heaps_law_and_only_the_names_change(tmp_path):
+    size = lambda n, g: vocabulary_size(synth_config({"entities": n, "vocabulary_growth": g}))  # noqa: E731
+    assert size(100_000, 0.5) == 20_000 == size(1_000_000, 0.0)  # the reference size; growth 0: version 1
+    assert size(1_000_000, 0.5) == 63_246 and size(10_000, 0.5) == 6_325 and size(400, 0.5) == 1_265
+    assert size(100, 0.0) == 20_000 and size(100_000, 1.0) == 20_000
+    assert synth_config({}).vocabulary_growth == 0.0  # the default: the committed tables' pairs
+    fixed, grown = tmp_path / "fixed", tmp_path / "grown"
+    generate_pair(synth_config({"entities": 2000, "name_noise": 0.0}), fixed, progress=False)  # default: fixed
+    meta = generate_pair(synth_config({"entities": 2000, "vocabulary_growth": 0.5, "name_noise": 0.0}), grown,
+                         progress=False)
+    assert meta["name_tokens"] == size(2000, 0.5) == 2_828
+    a, b = _files(fixed), _files(grown)
+    assert all(a[k] == b[k] for k in a if k.endswith(".tsv") and not k.endswith("names.tsv"))  # structure: same bytes
+    assert a["kg1/names.tsv"] != b["kg1/names.tsv"]
+    assert len(_tokens(grown)) <= 2_828 and len(_tokens(grown)) < len(_tokens(fixed))  # Zipf draws from 2,828 vs 20,000
+    generate_pair(synth_config({"entities": 2000, "vocabulary": 30, "vocabulary_growth": 0.5, "name_noise": 0.0}),
+                  tmp_path / "few", progress=False)
+    assert len(_tokens(tmp_path / "few")) <= max(10, round(30 * 0.02 ** 0.5))
+    (tmp_path / "few" / "meta.json").write_text('{"generator": "someone-else", "version": 9}')
+    assert TsvLoader().load(tmp_path / "few").provenance["generator"] is None  # not ours: nothing claimed
+    (tmp_path / "few" / "meta.json").unlink()
+    assert TsvLoader().load(tmp_path / "few").provenance["generator"] is None
+
+
 @pytest.mark.parametrize("knob, message", [
     ("keep_min=1.5", "synth.keep_min"), ("dangling_max=1", "synth.dangling_max"), ("gamma=1", "synth.gamma"),
     ("keep_min=0.9", "keep_min (0.9) must not exceed keep_max"), ("avg_degree=abc", "synth.avg_degree"),
-    ("nope=1", "unknown key synth.nope"), ("seed=3", "--seed"), ("novalue", "KEY=VALUE")])
+    ("nope=1", "unknown key synth.nope"), ("vocabulary_growth=1.5", "synth.vocabulary_growth"), ("seed=3", "--seed"), ("novalue", "KEY=VALUE")])
 def test_bad_knobs_exit_2_naming_the_knob(tmp_path, knob, message):
     r = CliRunner().invoke(main, ["datasets", "synth", "--entities", "500", "--out", str(tmp_path / "o"),
                                   "--knob", knob])

@@ -25,7 +25,11 @@ on pairs this module makes.  The pair is cut from one latent *world* graph:
   ``relation_split`` is split in two by the parity of the tail's type (``birthPlace`` ->
   ``birthCity`` / ``birthCountry``).
 * **Names.**  World names are 1-3 tokens from a syllable-built vocabulary (Zipf token
-  frequencies).  Each KG independently drops a name with probability ``name_missing`` and
+  frequencies) whose size grows with the pair like Heaps' law (Heaps, *Information Retrieval:
+  Computational and Theoretical Aspects*, 1978) when asked: ``V = vocabulary * (entities / 100,000)^beta``
+  with ``beta = vocabulary_growth``.  The default ``beta = 0`` keeps ``vocabulary`` tokens at every
+  size (the committed scale tables' pairs); ``0.5``, the textbook exponent of running text, stops a 1M
+  pair from drawing ten times the names from the tokens of a 100K pair (docs/scale.md measures both).  Each KG independently drops a name with probability ``name_missing`` and
   perturbs one with probability ``name_noise`` by one of: a typo (1-2 character edits),
   token reordering, or a transliteration-like character map (``c->k``, ``ph->f``, ...).
 * **Numeric attributes.**  Each world entity has ``Poisson(attribute_mean)`` facts over
@@ -58,13 +62,15 @@ from ..config import Fraction, NonNegFloat, PositiveInt, build_dataclass
 from ..errors import MmeaInputError
 from ..progress import progress_bar
 
-__all__ = ["SynthConfig", "GENERATOR", "GENERATOR_VERSION", "generate_pair", "synth_config"]
+__all__ = ["SynthConfig", "GENERATOR", "GENERATOR_VERSION", "generate_pair", "synth_config", "vocabulary_size"]
 
 log = logging.getLogger("mmea.data")
 
 GENERATOR = "mmea-synth"
 #: bumped whenever the same knobs and seed would give other bytes
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the vocabulary_growth knob and meta.json's name_tokens (data files at growth 0: as 1)
+#: entity count at which the vocabulary holds exactly ``vocabulary`` tokens
+VOCABULARY_AT = 100_000
 META_FILE = "meta.json"
 CHUNK = 500_000  # lines per written chunk
 
@@ -91,7 +97,8 @@ class SynthConfig:
     dangling_max: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.3
     relation_merge: Fraction = 0.1
     relation_split: Fraction = 0.1
-    vocabulary: Annotated[int, Field(ge=10, le=10_000_000)] = 20_000
+    vocabulary: Annotated[int, Field(ge=10, le=10_000_000)] = 20_000  # name tokens at VOCABULARY_AT entities
+    vocabulary_growth: Fraction = 0.0  # Heaps' exponent: tokens = vocabulary * (entities / VOCABULARY_AT)^growth
     token_zipf: _ZipfExp = 1.0
     name_noise: Fraction = 0.2
     name_missing: Fraction = 0.05
@@ -255,12 +262,18 @@ _TRANSLIT = (("ph", "f"), ("ch", "tch"), ("sh", "sch"), ("th", "t"), ("c", "k"),
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
 
+def vocabulary_size(cfg: SynthConfig) -> int:
+    """Name tokens of the pair: ``round(vocabulary * (entities / VOCABULARY_AT)^vocabulary_growth)``, at least 10."""
+    return max(10, round(cfg.vocabulary * (cfg.entities / VOCABULARY_AT) ** cfg.vocabulary_growth))
+
+
 def _vocabulary(cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
-    """``cfg.vocabulary`` distinct capitalised tokens of 2-4 consonant-vowel syllables."""
+    """:func:`vocabulary_size` distinct capitalised tokens of 2-4 consonant-vowel syllables."""
+    size = vocabulary_size(cfg)
     out: list[str] = []
     seen: set[str] = set()
-    while len(out) < cfg.vocabulary:
-        m = 2 * (cfg.vocabulary - len(out)) + 16
+    while len(out) < size:
+        m = 2 * (size - len(out)) + 16
         nsyl = rng.integers(2, 5, m)
         cons = _CONSONANTS[rng.integers(0, len(_CONSONANTS), (m, 4))]
         vows = _VOWELS[rng.integers(0, len(_VOWELS), (m, 4))]
@@ -269,7 +282,7 @@ def _vocabulary(cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
             if tok not in seen:
                 seen.add(tok)
                 out.append(tok)
-                if len(out) == cfg.vocabulary:
+                if len(out) == size:
                     break
     return np.array(out, dtype=object)
 
@@ -482,7 +495,7 @@ def generate_pair(cfg: SynthConfig, out: str | Path, *, overwrite: bool = False,
 def _meta(cfg: SynthConfig, w: _World, sides: list[dict]) -> dict:
     return {
         "generator": GENERATOR, "version": GENERATOR_VERSION, "seed": cfg.seed, "knobs": asdict(cfg),
-        "drawn": {"keep": list(w.keep), "dangling": list(w.dangling)},
+        "drawn": {"keep": list(w.keep), "dangling": list(w.dangling)}, "name_tokens": vocabulary_size(cfg),
         "counts": {"world_entities": w.n, "world_edges": int(len(w.edges)), "links": w.n_shared,
                    **{f"kg{k + 1}": {"entities": int(len(s["ids"])), "triples": int(len(s["trip"])),
                                      "relations": int(s["n_rel"]), "names": int(len(s["named"])),

@@ -579,6 +579,7 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
         "seed": cfg.seed,
         "split": task.split_sizes(),
         "split_provenance": task.provenance.get("split"),
+        "data_generator": task.provenance.get("generator"),  # a synthetic pair's generator, version and seed
         "device": device,
         # whether any entity name entered (names, translations, URI local names, neighbour names, CLEP text)
         "names_used": names_used,
