@@ -156,9 +156,9 @@ def test_the_vocabulary_grows_like_heaps_law_and_only_the_names_change(tmp_path)
                          progress=False)
     assert meta["name_tokens"] == size(2000, 0.5) == 2_828
     a, b = _files(fixed), _files(grown)
-    assert all(a[k] == b[k] for k in a if k.endswith(".tsv") and not k.endswith("names.tsv"))  # structure: same bytes
+    assert all(a[k] == b[k] for k in a if k.endswith(".tsv") and not k.endswith("names.tsv"))  # the rest: same bytes
     assert a["kg1/names.tsv"] != b["kg1/names.tsv"]
-    assert len(_tokens(grown)) <= 2_828 and len(_tokens(grown)) < len(_tokens(fixed))  # Zipf draws from 2,828 vs 20,000
+    assert len(_tokens(grown)) <= 2_828 and len(_tokens(grown)) < len(_tokens(fixed))  # Zipf: 2,828 vs 20,000
     generate_pair(synth_config({"entities": 2000, "vocabulary": 30, "vocabulary_growth": 0.5, "name_noise": 0.0}),
                   tmp_path / "few", progress=False)
     assert len(_tokens(tmp_path / "few")) <= max(10, round(30 * 0.02 ** 0.5))
@@ -171,7 +171,8 @@ def test_the_vocabulary_grows_like_heaps_law_and_only_the_names_change(tmp_path)
 @pytest.mark.parametrize("knob, message", [
     ("keep_min=1.5", "synth.keep_min"), ("dangling_max=1", "synth.dangling_max"), ("gamma=1", "synth.gamma"),
     ("keep_min=0.9", "keep_min (0.9) must not exceed keep_max"), ("avg_degree=abc", "synth.avg_degree"),
-    ("nope=1", "unknown key synth.nope"), ("vocabulary_growth=1.5", "synth.vocabulary_growth"), ("seed=3", "--seed"), ("novalue", "KEY=VALUE")])
+    ("nope=1", "unknown key synth.nope"), ("vocabulary_growth=1.5", "synth.vocabulary_growth"), ("seed=3", "--seed"),
+    ("novalue", "KEY=VALUE")])
 def test_bad_knobs_exit_2_naming_the_knob(tmp_path, knob, message):
     r = CliRunner().invoke(main, ["datasets", "synth", "--entities", "500", "--out", str(tmp_path / "o"),
                                   "--knob", knob])

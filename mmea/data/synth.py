@@ -26,12 +26,13 @@ on pairs this module makes.  The pair is cut from one latent *world* graph:
   ``birthCity`` / ``birthCountry``).
 * **Names.**  World names are 1-3 tokens from a syllable-built vocabulary (Zipf token
   frequencies) whose size grows with the pair like Heaps' law (Heaps, *Information Retrieval:
-  Computational and Theoretical Aspects*, 1978) when asked: ``V = vocabulary * (entities / 100,000)^beta``
-  with ``beta = vocabulary_growth``.  The default ``beta = 0`` keeps ``vocabulary`` tokens at every
-  size (the committed scale tables' pairs); ``0.5``, the textbook exponent of running text, stops a 1M
-  pair from drawing ten times the names from the tokens of a 100K pair (docs/scale.md measures both).  Each KG independently drops a name with probability ``name_missing`` and
-  perturbs one with probability ``name_noise`` by one of: a typo (1-2 character edits),
-  token reordering, or a transliteration-like character map (``c->k``, ``ph->f``, ...).
+  Computational and Theoretical Aspects*, 1978) when asked: ``V = vocabulary * (entities /
+  100,000)^beta`` with ``beta = vocabulary_growth``.  The default ``beta = 0`` keeps ``vocabulary``
+  tokens at every size (the committed scale tables' pairs); ``0.5``, the textbook exponent of running
+  text, stops a 1M pair from drawing ten times the names from the tokens of a 100K pair
+  (docs/scale.md measures both).  Each KG independently drops a name with probability
+  ``name_missing`` and perturbs one with probability ``name_noise`` by one of: a typo (1-2
+  character edits), token reordering, or a transliteration-like character map (``c->k``, ``ph->f``, ...).
 * **Numeric attributes.**  Each world entity has ``Poisson(attribute_mean)`` facts over
   ``attributes`` attribute types (Zipf; half years, half positive magnitudes).  Each KG keeps
   a fact with probability ``attribute_keep``, renames the attributes, multiplies magnitudes
@@ -62,7 +63,8 @@ from ..config import Fraction, NonNegFloat, PositiveInt, build_dataclass
 from ..errors import MmeaInputError
 from ..progress import progress_bar
 
-__all__ = ["SynthConfig", "GENERATOR", "GENERATOR_VERSION", "generate_pair", "synth_config", "vocabulary_size"]
+__all__ = ["SynthConfig", "GENERATOR", "GENERATOR_VERSION", "generate_pair", "synth_config", "synth_record",
+           "vocabulary_size"]
 
 log = logging.getLogger("mmea.data")
 
@@ -501,6 +503,18 @@ def _meta(cfg: SynthConfig, w: _World, sides: list[dict]) -> dict:
                                      "relations": int(s["n_rel"]), "names": int(len(s["named"])),
                                      "attributes": int(len(s["attrs"][0]))} for k, s in enumerate(sides)}},
     }
+
+
+def synth_record(path: str | Path) -> dict | None:
+    """Generator, version, seed and name tokens of the pair this module wrote into ``path`` (read from its
+    ``meta.json``), for a run's metrics; ``None`` when ``path`` holds no such record or another tool's."""
+    try:
+        meta = json.loads((Path(path) / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
+        return None
+    return {k: meta.get(k) for k in ("generator", "version", "seed", "name_tokens")}
 
 
 def _readme(meta: dict) -> str:

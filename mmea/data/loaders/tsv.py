@@ -671,22 +671,6 @@ def load_tsv_pair(src_dir: str | Path, tgt_dir: str | Path, links_path: str | Pa
                            Path(links_path) if links_path else None, options, report, prov)
 
 
-def _generator_record(path: Path) -> dict | None:
-    """The generator, version, seed and name tokens of a pair ``mmea datasets synth`` wrote (its
-    ``meta.json``), so that a run's metrics say which generator made its data; ``None`` for other pairs."""
-    import json
-
-    from ..synth import GENERATOR, META_FILE
-
-    try:
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
-        return None
-    return {k: meta.get(k) for k in ("generator", "version", "seed", "name_tokens")}
-
-
 @LOADERS.register
 class TsvLoader(DatasetLoader):
     """Plain-TSV pair folder (kg1/, kg2/, links.tsv): users' own KGs."""
@@ -707,6 +691,8 @@ class TsvLoader(DatasetLoader):
         report = LoadReport()
         kg1 = _read_kg_folder(path / "kg1", "kg1", report, "kg1 ")
         kg2 = _read_kg_folder(path / "kg2", "kg2", report, "kg2 ")
+        from ..synth import synth_record  # lazily: the generator is not needed to read a pair
+
         prov = {"loader": "tsv", "folder": str(path), "source": str(path / "kg1"), "target": str(path / "kg2"),
-                "generator": _generator_record(path)}
+                "generator": synth_record(path)}
         return _make_pair_task(path.name, kg1, kg2, path, None, options, report, prov)
