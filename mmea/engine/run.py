@@ -62,6 +62,11 @@ class RayEngine:
             return None
         from .partition import partitioned_label_propagation
 
+        if getattr(model.config, "overlap_weight", 0) != 0:
+            raise MmeaInputError("the partitioned mode (engine.partitions > 1) aligns each part pair on its own and "
+                                 "has no anchor overlap term (model.overlap_weight)",
+                                 hint="set model.overlap_weight = 0, or engine.partitions = 1 (the Ray engine then "
+                                      "keeps the term)")
         names = features["names"] if features is not None and "names" in features else None
         anchors = model.anchors_with_name_seeds(task, features, np.asarray(task.train, np.int64).reshape(-1, 2))
         src, tgt, self.partition, self.partition_info = partitioned_label_propagation(

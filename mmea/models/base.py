@@ -110,6 +110,12 @@ class AlignmentModel:
         indexes on their own (:func:`mmea.search.approx.channel_lists`); ``{}``: the whole rows only."""
         return {}
 
+    def search_sparse(self):
+        """A sparse similarity term added to the embeddings' inner product in the search
+        (:class:`mmea.search.sparse.SparseBlock`: its own exact top-k joins every candidate list, and every
+        listed pair is scored ``<e_s, e_t> + weight <u_s, u_t>``); ``None`` (default): the embeddings alone."""
+        return None
+
 
 MODELS: Registry[AlignmentModel] = Registry("model", suffix="Model")
 """Registered alignment models; importing this package registers all of them."""

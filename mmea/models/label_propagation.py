@@ -88,6 +88,9 @@ class LabelPropagationModel(AlignmentModel):
         readout: str = "views"               # "views" (per-hop blocks) or "relational" (LightEA's readout)
         heads: PositiveInt = 512             # relational readout: relation-label heads
         head_dim: PositiveInt = 16           # relational readout: neighbour-label width per head
+        overlap_weight: FiniteFloat = 0.0    # exact one-hop anchor overlap in the search: 0 off; < 0: chosen
+        overlap_weights: tuple = (0.1, 0.2, 0.3)
+        overlap_max_degree: NonNegInt = 1000  # links whose entity has more neighbours are left out (0: none)
 
         def __post_init__(self):
             if self.readout not in READOUTS:
@@ -96,14 +99,18 @@ class LabelPropagationModel(AlignmentModel):
             if self.hops < 1 or self.anchor_dim < 0 or self.rounds < 0 or self.csls_k < 1:
                 raise MmeaInputError("label_propagation: hops >= 1, anchor_dim >= 0, rounds >= 0 and csls_k >= 1 "
                                      f"(got {self.hops}, {self.anchor_dim}, {self.rounds}, {self.csls_k})")
+            if self.overlap_weight != 0 and self.readout != "views":
+                raise MmeaInputError("label_propagation: overlap_weight needs readout = \"views\" (got "
+                                     f"{self.readout!r})")
             bad = [w for w in (self.relation_weight, *self.relation_weights, self.name_weight,
-                               *self.name_weights) if w > 1]
-            if bad or not self.relation_weights or not self.name_weights \
-                    or any(w < 0 for w in (*self.relation_weights, *self.name_weights)):
-                raise MmeaInputError("label_propagation: relation weights must lie in [0, 1] "
-                                     f"(relation_weight / name_weight < 0 means: choose); got "
+                               *self.name_weights, self.overlap_weight, *self.overlap_weights) if w > 1]
+            if bad or not self.relation_weights or not self.name_weights or not self.overlap_weights \
+                    or any(w < 0 for w in (*self.relation_weights, *self.name_weights, *self.overlap_weights)):
+                raise MmeaInputError("label_propagation: relation, name and overlap weights must lie in [0, 1] "
+                                     f"(relation_weight / name_weight / overlap_weight < 0 means: choose); got "
                                      f"{self.relation_weight}, {list(self.relation_weights)}, {self.name_weight}, "
-                                     f"{list(self.name_weights)}")
+                                     f"{list(self.name_weights)}, {self.overlap_weight}, "
+                                     f"{list(self.overlap_weights)}")
 
     @classmethod
     def feature_requests(cls, config) -> dict:
@@ -159,6 +166,7 @@ class LabelPropagationModel(AlignmentModel):
             anchors = np.concatenate([anchors, pairs])
             self._src, self._tgt = self._embed(self._propagate(anchors), weight)
         self.anchors = anchors  # (L', 2): the train links, the name pseudo-seeds, then each round's proposals
+        self._overlap = self._anchor_overlap(anchors, choice)
         self.info.update({
             "names_used": self._names is not None, "name_weight": self._name_weight,
             "inputs": ["relation triples", "train links"] + (["entity names"] if self._names is not None else [])
@@ -173,9 +181,37 @@ class LabelPropagationModel(AlignmentModel):
                            **({"names": sum(int(np.count_nonzero(np.any(x != 0, axis=1))) for x in self._names)}
                               if self._names is not None else {})},
             "anchors_final": int(len(anchors)), "relation_weight": weight, "dim": int(self._src.shape[1]),
+            "overlap": self._overlap.record() if self._overlap is not None else None,
             "fit_s": round(time.perf_counter() - t0, 3)})
 
     # -- parts ---------------------------------------------------------------
+    def _anchor_overlap(self, anchors: np.ndarray, choice: dict | None):
+        """The exact one-hop anchor overlap term of the search (:func:`~mmea.models.label_propagation_math.
+        anchor_overlap`) as a :class:`~mmea.search.sparse.SparseBlock`, with ``overlap_weight`` or the one of
+        ``overlap_weights`` with the best valid Hits@1 (CSLS on ``cos + weight * overlap``, the choice's sampled
+        rows, after the relation and name weights); ``None`` when off or chosen 0."""
+        from ..search.sparse import SparseBlock, choice_hits
+
+        c = self.config
+        if c.overlap_weight == 0:
+            return None
+        t0 = time.perf_counter()
+        us, ut = lpm.anchor_overlap((self._graphs[0][0], self._graphs[1][0]), anchors, c.overlap_max_degree)
+        weight = float(c.overlap_weight)
+        if weight < 0 and choice is None:
+            self.info["overlap_weight_choice"] = {"chosen_by": "default (no valid links)"}
+            weight = float(c.overlap_weights[0])
+        elif weight < 0:
+            src_rows, cand, valid = choice["src_rows"], choice["cand"], choice["valid"]
+            scores = choice_hits(self._src[src_rows], self._tgt[cand], us[src_rows], ut[cand],
+                                 np.searchsorted(src_rows, valid[:, 0]), np.searchsorted(cand, valid[:, 1]),
+                                 [float(w) for w in c.overlap_weights], c.csls_k)
+            weight = max(scores, key=lambda w: (scores[w], -list(scores).index(w)))
+            self.info["overlap_weight_choice"] = {"chosen_by": self._chosen_by(choice), "scores": scores}
+            log.info("label propagation: anchor overlap weight %s (valid Hits@1 %s)", weight, scores)
+        self.info["overlap_s"] = round(time.perf_counter() - t0, 3)
+        return SparseBlock(us, ut, weight, name="anchor overlap") if weight > 0 else None
+
     def _covered(self) -> int:
         """Entities of both KGs with at least one relation triple."""
         if self.config.readout == "relational":
@@ -353,5 +389,14 @@ class LabelPropagationModel(AlignmentModel):
     def search_channels(self) -> dict[str, tuple[int, int]]:
         """With names: the structure and names blocks, each searched on its own by an approximate pass (on
         the 1M synthetic pair the union finds the gold target for 0.851 of the sources, the whole rows
-        alone 0.694); without names ``{}``."""
-        return dict(getattr(self, "_layout", {}))
+        alone 0.694); without names ``{}``.  With the anchor overlap term the structure channel is left out:
+        the overlap's exact top-50 replaces it (1M pair, 5,000 valid links, exact lists: the gold target is in
+        whole rows + names + structure for 0.943, in whole rows + names + overlap for 0.960)."""
+        layout = dict(getattr(self, "_layout", {}))
+        if self.search_sparse() is not None:
+            layout.pop("structure", None)
+        return layout
+
+    def search_sparse(self):
+        """The anchor overlap term (``overlap_weight != 0``): :class:`~mmea.search.sparse.SparseBlock`; else None."""
+        return getattr(self, "_overlap", None)

@@ -72,7 +72,8 @@ def query_rows(task) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 
 
 def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, search, device: str,
-               progress: bool = False, keep: dict | None = None, channels: dict | None = None, lists=None) -> tuple:
+               progress: bool = False, keep: dict | None = None, channels: dict | None = None, lists=None,
+               sparse=None) -> tuple:
     """The run's search: ``(alignment, ranks | None, validation scores | None)``; ``keep["pass"]``: the
     :class:`~mmea.search.onepass.OnePass` (its candidate lists feed :func:`one_to_one_metrics`), when given.
 
@@ -85,7 +86,11 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
     :func:`mmea.search.matching.align`; the ranks and the validation scores are then ``None``, and
     :func:`evaluate_run` / :func:`calibrate_run` compute them.  ``channels``: the model's embedding
     blocks, which an approximate pass also indexes on their own (``search.channels = "auto"``); ``lists``: who
-    computes that pass's lists (``--engine ray``: :class:`mmea.engine.search.RayLists`).
+    computes that pass's lists (``--engine ray``: :class:`mmea.engine.search.RayLists`).  ``sparse``: the
+    model's sparse similarity term (:meth:`~mmea.models.base.AlignmentModel.search_sparse`); the search is then
+    list-based at every size (:func:`approx_search_run`): exact dense top-50 lists where exact search is
+    affordable (torch), IVF / HNSW lists above, each joined by the exact sparse top-50 and re-scored with both
+    terms.
     """
     from ..calibration import valid_queries, valid_scores_from_top
     from ..evaluation import evaluation_rows
@@ -96,9 +101,11 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
     opts = dict(topk=max(search.topk, 2), method=search.method, csls_k=search.csls_k, matcher=search.match,
                 index=search.index, device=device, candidates=search.candidates, progress=progress)
     engine = _resolve_engine(search.index, len(rows), len(cand), device)
-    if engine in ("ivf", "hnsw") and (search.candidates == "test" or not len(task.test)):
-        return approx_search_run(task, src_emb, tgt_emb, rows, cand, search, engine, device, progress, keep,
-                                 channels if search.channels == "auto" else None, lists)
+    listed = engine in ("ivf", "hnsw")
+    if sparse is not None or (listed and (search.candidates == "test" or not len(task.test))):
+        index = engine if listed else "torch"  # exact dense lists: no channel can add to them
+        return approx_search_run(task, src_emb, tgt_emb, rows, cand, search, index, device, progress, keep,
+                                 channels if search.channels == "auto" and listed else None, lists, sparse)
     if engine != "torch":
         return align(src_emb, tgt_emb, rows, cand, **opts), None, None
     once: dict = {}
@@ -121,15 +128,21 @@ def search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, searc
 
 def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray, search, engine: str, device: str,
                       progress: bool = False, keep: dict | None = None, channels: dict | None = None,
-                      lists=None) -> tuple:
+                      lists=None, sparse=None) -> tuple:
     """:func:`search_run` with an approximate index (IVF / HNSW): :func:`mmea.search.approx.approx_search`'s two
     index searches give the alignment, the gold ranks from its lists (``-1``: not in the list) and the
     validation top 2; ``keep["pass"]`` its lists (the one-to-one graph).  A matcher searches again.
-    ``lists``: :func:`~mmea.search.approx.approx_search`'s ``lists`` (Ray shards), default in-process."""
+    ``lists``: :func:`~mmea.search.approx.approx_search`'s ``lists`` (Ray shards), default in-process;
+    ``sparse``: its sparse term (a matcher other than ``none`` / ``reciprocal`` would rank without it: refused)."""
     from ..calibration import valid_queries, valid_scores_from_top
     from ..search.approx import approx_search
     from ..search.matching import MATCHERS, Alignment, Similarity, listed_reciprocal_matching
 
+    if sparse is not None and search.match not in (None, "none", "reciprocal"):
+        raise MmeaInputError(f"search.match = {search.match!r} ranks the dense embeddings only, without the model's "
+                             f"sparse term ({sparse.name})",
+                             hint="use search.match = none or reciprocal (the one-to-one Hits@1 is reported "
+                                  "either way), or switch the term off (model.overlap_weight = 0)")
     once: dict = {}
     if len(task.test):
         once["gold"] = np.searchsorted(cand, task.test[:, 1])  # rows = test sources, cand = unique test targets
@@ -138,7 +151,7 @@ def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray
         once.update(valid_src=vsrc, extra=extra)
     found = approx_search(src_emb, tgt_emb, rows, cand, topk=max(search.topk, 2), method=search.method,
                           csls_k=search.csls_k, index=engine, device=device, progress=progress, channels=channels,
-                          lists=lists, **once, **search.index_options())
+                          lists=lists, sparse=sparse, **once, **search.index_options())
     matching = None
     if search.match == "reciprocal":  # from the pass's lists: two dense passes over n x m are out of reach here
         matching = listed_reciprocal_matching(found, np.unique(rows, return_inverse=True)[1], len(cand))
@@ -168,12 +181,13 @@ def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | Non
     from ..evaluation import evaluate_embeddings, evaluation_rows, metrics_from_ranks
 
     primary = ("src->tgt", search.method)
-    if found is not None and found.stats.get("approximate") and ranks is not None:
+    if found is not None and found.stats.get("listed") and ranks is not None:
         from ..search.approx import metrics_from_lists
 
         ev = metrics_from_lists(ranks, list_size=found.stats["list_size"],
                                 index=" + ".join([found.stats["index"], *found.stats.get("channels", [])[1:]]),
                                 candidates=search.candidates, csls_k=search.csls_k, primary=primary,
+                                approximate=bool(found.stats.get("approximate")),
                                 num_candidates={"src->tgt": int(len(found.r_tgt)), "tgt->src": int(len(found.r_src))})
     elif ranks is None:
         ev = evaluate_embeddings(src_emb, tgt_emb, task.test, candidates=search.candidates, csls_k=search.csls_k,
@@ -292,7 +306,7 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) 
     metrics') are reused, so only :func:`two_way_topk`'s pass is added.
     """
     sources, cand = np.unique(task.test[:, 0]), np.unique(task.test[:, 1])
-    if found is not None and found.stats.get("approximate"):  # the approximate pass's two-way lists
+    if found is not None and found.stats.get("listed"):  # the list-based pass's two-way lists
         from ..search.approx import listed_one_to_one
 
         o = listed_one_to_one(found, task.test, cand, search.one_to_one)
@@ -319,7 +333,7 @@ def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
     if search.reciprocal == "off":
         return None
     src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(task.test, len(src_emb), len(tgt_emb), search.candidates)
-    if found is not None and found.stats.get("approximate"):
+    if found is not None and found.stats.get("listed"):
         return listed_reciprocal_metrics(found, q_src, q_tgt, len(tgt_rows))
     if len(src_rows) * len(tgt_rows) > RECIPROCAL_MAX_SCORES and search.reciprocal == "auto":
         if pass_radius(found, search, len(src_rows), len(tgt_rows)) is None or not found.lists:  # no list to re-rank
@@ -341,7 +355,8 @@ def listed_reciprocal_metrics(found, q_src: np.ndarray, q_tgt: np.ndarray, m: in
     from ..search.reciprocal import listed_reciprocal_ranks
 
     if "forward" in found.lists:
-        fwd, bwd, what = found.lists["forward"], found.lists["reverse"], f"approximate ({found.stats.get('index')})"
+        kind = "approximate" if found.stats.get("approximate") else "exact"
+        fwd, bwd, what = found.lists["forward"], found.lists["reverse"], f"{kind} ({found.stats.get('index')})"
     else:
         L, r_src, r_tgt = found.lists, np.asarray(found.r_src, np.float32), np.asarray(found.r_tgt, np.float32)
         fwd = sorted_lists(L["src_cos"], L["src_ids"], r_src, r_tgt, method)  # (p, K)
@@ -527,12 +542,13 @@ def _search_stage(engine, task, model, embeddings: tuple, rows, cand, search, de
     """:func:`search_run` in this process, or on Ray: the exact sharded search, or the approximate pass with
     its lists on the shards (``engine.approx_lists``); ``(alignment, ranks, validation scores)``."""
     src_emb, tgt_emb = embeddings
+    sparse = model.search_sparse()
     lists = engine.approx_lists(task, rows, cand, search, progress) if engine is not None else None
-    if engine is not None and lists is None:  # exact sharded indexes on Ray (mmea.engine.search)
+    if engine is not None and lists is None and sparse is None:  # exact sharded indexes on Ray (mmea.engine.search)
         return engine.search(task, src_emb, tgt_emb, rows, cand, search, progress)
-    try:
+    try:  # a sparse term: the list-based pass, its exact lists in this process (the sparse products too)
         return search_run(task, src_emb, tgt_emb, rows, cand, search, device, progress, keep,
-                          model.search_channels(), lists=lists)
+                          model.search_channels(), lists=lists, sparse=sparse)
     finally:
         if lists is not None:
             lists.close()

@@ -76,13 +76,25 @@ def _ranks(fwd: dict, bwd: dict, q: np.ndarray, gold: np.ndarray) -> dict:
 
 
 def _valid_top(idx_t, idx_s, V: np.ndarray, E: np.ndarray, r_tgt: np.ndarray, K: int, csls_k: int, method: str,
-               block_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The validation sources' top 2 over ``cand + extra``: ``(ids (v, 2) positions, scores (v, 2))``."""
+               block_size: int | None, sparse: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The validation sources' top 2 over ``cand + extra``: ``(ids (v, 2) positions, scores (v, 2))``.
+
+    ``sparse``: the pass's sparse term (:func:`_sparse_parts`) with the rows of ``V`` (``"valid"``) and ``E``
+    (``"extra"``) too: every list is then re-scored with it, as the test lists are."""
     m = len(r_tgt)
     v_cos, v_ids = idx_t.search(V, K)  # (v, K) over the candidates
+    if sparse is not None:
+        v_cos, v_ids = with_sparse(sparse["T"], V, v_cos, v_ids, sparse["valid"], sparse["cand"], sparse["weight"], K)
     if len(E):
-        r_extra = _radius(*idx_s.search(E, csls_k), csls_k)  # (e,) over the query sources, like the candidates
+        e_cos, e_ids = idx_s.search(E, csls_k)  # (e, csls_k) over the query sources, like the candidates
+        if sparse is not None:
+            e_cos, e_ids = with_sparse(sparse["S"], E, e_cos, e_ids, sparse["extra"], sparse["src"], sparse["weight"],
+                                       csls_k)
+        r_extra = _radius(e_cos, e_ids, csls_k)  # (e,)
         e_cos, e_ids = TorchIndex(block_size=block_size).build(E).search(V, min(K, len(E)))  # exact, blockwise
+        if sparse is not None:  # the dense top-K of the extras and their sparse top-K, re-scored with both terms
+            e_cos, e_ids = with_sparse(E, V, e_cos, e_ids, sparse["valid"], sparse["extra"], sparse["weight"],
+                                       min(K, len(E)))
         v_cos = np.concatenate([v_cos, e_cos], axis=1)
         v_ids = np.concatenate([v_ids, np.where(e_ids >= 0, e_ids + m, -1)], axis=1)
         order = np.argsort(-np.where(v_ids >= 0, v_cos, -np.inf), axis=1, kind="stable")
@@ -92,6 +104,35 @@ def _valid_top(idx_t, idx_s, V: np.ndarray, E: np.ndarray, r_tgt: np.ndarray, K:
         r_all = r_tgt
     top = sorted_lists(v_cos, v_ids, _radius(v_cos, v_ids, csls_k), r_all, method)
     return top.ids[:, :2], top.scores[:, :2]
+
+
+def with_sparse(base: np.ndarray, queries: np.ndarray, cos: np.ndarray, ids: np.ndarray, sq, sb, weight: float,
+                k: int) -> tuple:
+    """``(sim (q, k), ids (q, k))``: the dense candidate lists ``ids (q, K)`` (``-1``: none) with their exact
+    cosines ``cos (q, K)``, joined by each query's exact sparse top-``k`` (rows of ``sq (q, L)`` against
+    ``sb (m, L)``); the union scored ``<e_q, e_c> + weight <u_q, u_c>`` (dense unit rows of ``base (m, d)``,
+    sparse rows of ``sb``) and the best ``k`` kept (ties: lower id).  Only the sparse candidates' cosines are
+    computed here; one sparse product block at a time (:func:`mmea.search.sparse.products`) gives both the
+    sparse top-``k`` and the sparse scores of the union."""
+    from .sparse import lookup, products, row_topk
+
+    sims, out = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int64)]
+    for a, x in products(sq, sb):
+        e = a + x.shape[0]
+        s_ids = row_topk(x, min(k, sb.shape[0]))[1]  # (b, k) exact
+        cand = np.concatenate([ids[a:e], s_ids], axis=1)  # (b, K + k)
+        v = np.concatenate([cos[a:e], exact_scores(base, queries[a:e], s_ids, chunk=1024)], axis=1)  # -inf: none
+        order = np.argsort(cand, axis=1, kind="stable")  # a repeat: its dense-list copy first
+        cand, v = np.take_along_axis(cand, order, 1), np.take_along_axis(v, order, 1)
+        rep = np.zeros(cand.shape, bool)
+        rep[:, 1:] = cand[:, 1:] == cand[:, :-1]
+        cand[rep], v[rep] = -1, -np.inf
+        v = v + np.float32(weight) * lookup(x, cand)
+        order = np.lexsort((np.where(cand >= 0, cand, np.iinfo(np.int64).max), -v), axis=-1)[:, :k]
+        top = np.take_along_axis(v, order, 1)
+        sims.append(top)
+        out.append(np.where(np.isfinite(top), np.take_along_axis(cand, order, 1), -1))
+    return np.concatenate(sims), np.concatenate(out)
 
 
 def unit_block(x: np.ndarray, cols: tuple[int, int]) -> np.ndarray:
@@ -151,7 +192,8 @@ def _rescore(base: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int, ch
 def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int = 2, method: str = "csls",
                   csls_k: int = 10, index: str = "ivf", device: str = "cpu", gold: Any = None,
                   valid_src: Any = None, extra: Any = None, list_size: int = LIST_SIZE, block_size: int | None = None,
-                  progress: bool = False, channels: dict | None = None, lists=None, **index_params) -> OnePass:
+                  progress: bool = False, channels: dict | None = None, lists=None, sparse=None,
+                  **index_params) -> OnePass:
     """The run's search from two approximate index searches (see the module docstring).
 
     ``rows (n,)`` query source ids (repeats allowed: they share one list), ``cand (m,)`` candidate target
@@ -160,7 +202,9 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
     (:func:`mmea.calibration.valid_queries`); ``channels``: column blocks searched as well
     (:func:`channel_lists`).  ``lists``: who computes each side's lists, ``lists(base, queries, k, channels)
     -> (cos, ids, index)`` with ``index.search(Q, k)`` and ``index.registry_name`` (default: :func:`channel_lists`
-    in this process; ``--engine ray``: the shards of :class:`mmea.engine.search.RayLists`).
+    in this process; ``--engine ray``: the shards of :class:`mmea.engine.search.RayLists`).  ``sparse``: a
+    :class:`~mmea.search.sparse.SparseBlock` over all entities; every list (test, reverse, validation) is then
+    joined by the exact sparse top-``K`` and re-scored ``cos + weight * sparse`` (:func:`with_sparse`).
     Returns a :class:`~mmea.search.onepass.OnePass` whose
     ``result`` is in ``rows`` order, ``r_src`` / ``lists["forward"]`` in ``np.unique(rows)`` order,
     ``ranks`` with ``-1`` for a link not in its list, ``stats["approximate"]``.
@@ -179,6 +223,12 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
             return channel_lists(index, base, queries, k, chans, opts)
     f_cos, f_ids, idx_t = lists(T, S, K, channels)  # (p, K) neighbours of each source
     b_cos, b_ids, idx_s = lists(S, T, Kb, channels)  # (m, Kb) neighbours of each target
+    sp_rows = _sparse_parts(sparse, eval_src, cand, valid_src, extra)
+    if sp_rows is not None:  # one more candidate channel and one more term in every score
+        w = sp_rows["weight"]
+        sp_rows.update(T=T, S=S)
+        f_cos, f_ids = with_sparse(T, S, f_cos, f_ids, sp_rows["src"], sp_rows["cand"], w, K)
+        b_cos, b_ids = with_sparse(S, T, b_cos, b_ids, sp_rows["cand"], sp_rows["src"], w, Kb)
     r_src, r_tgt = _radius(f_cos, f_ids, min(kc, K)), _radius(b_cos, b_ids, min(kc, Kb))  # (p,), (m,)
     fwd = {m: sorted_lists(f_cos, f_ids, r_src, r_tgt, m) for m in METHODS}
     bwd = {m: sorted_lists(b_cos, b_ids, r_tgt, r_src, m) for m in METHODS}
@@ -191,17 +241,29 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
                           r_tgt=r_tgt, method=method, csls_k=kc, exact=False, index=idx_t.registry_name,
                           reverse_best=np.where(b.ids[:, 0] >= 0, first_row[np.maximum(b.ids[:, 0], 0)], -1))
     found = OnePass(result=result, r_src=r_src, r_tgt=r_tgt, lists={"forward": f, "reverse": b},
-                    stats={"approximate": True, "index": result.index, "list_size": K,
-                           "channels": ["whole rows", *(channels or {})]})
+                    stats={"approximate": not getattr(idx_t, "exact", False), "listed": True, "index": result.index,
+                           "list_size": K, "channels": ["whole rows", *(channels or {})]
+                           + ([f"{sparse.name} (exact sparse)"] if sparse is not None else [])})
     if gold is not None:
         found.ranks = _ranks(fwd, bwd, q, np.asarray(gold, np.int64).reshape(-1))
     if valid_src is not None and len(valid_src):
         E = scale_rows(as_float32(tgt_emb[np.asarray(extra if extra is not None else [], np.int64)].reshape(
             -1, T.shape[1]), "target embeddings"), inplace=True)
         V = scale_rows(as_float32(src_emb[np.asarray(valid_src, np.int64)], "source embeddings"), inplace=True)
-        found.valid_ids, found.valid_scores = _valid_top(idx_t, idx_s, V, E, r_tgt, K, kc, method, block_size)
+        found.valid_ids, found.valid_scores = _valid_top(idx_t, idx_s, V, E, r_tgt, K, kc, method, block_size,
+                                                         sp_rows)
         found.num_valid_candidates = len(T) + len(E)
     return found
+
+
+def _sparse_parts(sparse, eval_src: np.ndarray, cand: np.ndarray, valid_src, extra) -> dict | None:
+    """The rows of ``sparse`` (a :class:`~mmea.search.sparse.SparseBlock` or ``None``) that the pass scores:
+    the query sources, the candidates, the validation sources and the extra validation targets."""
+    if sparse is None:
+        return None
+    pick = lambda m, ids: m[np.asarray(ids if ids is not None else [], np.int64)]  # noqa: E731
+    return {"weight": float(sparse.weight), "src": sparse.src[eval_src], "cand": sparse.tgt[cand],
+            "valid": pick(sparse.src, valid_src), "extra": pick(sparse.tgt, extra)}
 
 
 def list_rank_metrics(ranks, ks=(1, 5, 10)) -> dict:
@@ -217,7 +279,8 @@ def list_rank_metrics(ranks, ks=(1, 5, 10)) -> dict:
 
 
 def metrics_from_lists(ranks: dict, *, list_size: int, index: str, candidates: str, num_candidates: dict,
-                       csls_k: int, primary: tuple = ("src->tgt", "csls"), ks=(1, 5, 10)) -> dict:
+                       csls_k: int, primary: tuple = ("src->tgt", "csls"), ks=(1, 5, 10), approximate: bool = True
+                       ) -> dict:
     """The evaluation dict of :func:`mmea.evaluation.metrics_from_ranks` from list ranks (``-1``: not in the
     list): Hits@k exact given the lists, MRR with an unranked link counted 0 (a lower bound), no MR."""
     direction, method = primary
@@ -226,7 +289,8 @@ def metrics_from_lists(ranks: dict, *, list_size: int, index: str, candidates: s
     return {"test": {**by_method[key], "direction": direction, "method": method}, "test_by_method": by_method,
             "primary": key, "candidates": candidates, "num_candidates": num_candidates,
             "num_links": by_method[key]["n"], "csls_k": int(csls_k),
-            "ranks_from": f"approximate top-{list_size} lists ({index}): a gold partner outside its list is a miss "
+            "ranks_from": f"{'approximate' if approximate else 'exact'} top-{list_size} lists ({index}): "
+                          "a gold partner outside its list is a miss "
                           "(MRR 0, a lower bound); MR not computed",
             "ranks": np.asarray(ranks[direction][method], np.int64)}
 
@@ -243,6 +307,6 @@ def listed_one_to_one(found: OnePass, links: np.ndarray, cand: np.ndarray, solve
     sources = np.unique(links[:, 0])  # the lists' eval_src order
     fwd, bwd = found.lists["forward"], found.lists["reverse"]
     matching, label = solve_one_to_one(ListedSimilarity(len(sources), len(cand), fwd, bwd), solver)
-    k = fwd.ids.shape[1]
+    k, kind = fwd.ids.shape[1], "approximate" if found.stats.get("approximate", True) else "exact"
     return {"hits@1": assigned_hits(matching, sources, cand, links), "pairs": int(len(matching)),
-            "solver": f"{label} over each side's approximate top-{k} by {fwd.method}, {found.stats.get('index')})"}
+            "solver": f"{label} over each side's {kind} top-{k} by {fwd.method}, {found.stats.get('index')})"}
