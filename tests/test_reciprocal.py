@@ -149,9 +149,9 @@ def test_short_lists_are_re_ranked_against_a_brute_force_reference():
     got = listed_reciprocal_ranks(fwd, bwd, len(cand), q_src, q_tgt)
     np.testing.assert_array_equal(got, want)
     assert (got == -1).any() and (got == 1).any()
-    rec = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu", found)  # an approximate pass: from the lists
+    rec = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu", found)  # a list-based pass: from the lists
     assert rec["hits@1"] == pytest.approx(np.mean(got == 1)) and rec["mr"] is None
-    assert "approximate (flat) top-5 list re-ranked" in rec["ranks_from"] and rec["ranked"] == pytest.approx(np.mean(got > 0))
+    assert "exact (flat) top-5 list re-ranked" in rec["ranks_from"] and rec["ranked"] == pytest.approx(np.mean(got > 0))
     assert reciprocal_metrics(task, src, tgt, SearchConfig(reciprocal="off"), "cpu", found) is None
     with pytest.raises(MmeaInputError, match="3 gold targets for 2 queries"):
         listed_reciprocal_ranks(fwd, bwd, len(cand), [0, 1], [0, 1, 2])

@@ -106,8 +106,9 @@ class LabelPropagationModel(AlignmentModel):
                                *self.name_weights, self.overlap_weight, *self.overlap_weights) if w > 1]
             if bad or not self.relation_weights or not self.name_weights or not self.overlap_weights \
                     or any(w < 0 for w in (*self.relation_weights, *self.name_weights, *self.overlap_weights)):
-                raise MmeaInputError("label_propagation: relation, name and overlap weights must lie in [0, 1] "
-                                     f"(relation_weight / name_weight / overlap_weight < 0 means: choose); got "
+                raise MmeaInputError("label_propagation: relation weights must lie in [0, 1], and so must the name "
+                                     "and overlap weights (relation_weight / name_weight / overlap_weight < 0 means: "
+                                     "choose); got "
                                      f"{self.relation_weight}, {list(self.relation_weights)}, {self.name_weight}, "
                                      f"{list(self.name_weights)}, {self.overlap_weight}, "
                                      f"{list(self.overlap_weights)}")
