@@ -147,6 +147,9 @@ def test_align_with_the_anchor_overlap(tmp_path):
     assert m["ranks_from"].startswith("exact top-50 lists (torch + anchor overlap (exact sparse))")
     assert m["test"]["hits@1"] > m0["test"]["hits@1"]
     assert "exact top-50" in m["test"]["one_to_one"]["solver"] and m["calibration"]["available"]
+    from mmea.pipelines.align_config import ran_label
+
+    assert f"anchor overlap {info['overlap']['weight']:g}" in ran_label(m)  # the bench tables' "Ran" column
     with pytest.raises(MmeaInputError, match="sparse term"):
         run_align(load_config(None, base + ["model.overlap_weight=0.2", "search.match=greedy"]), tmp_path / "r2",
                   quiet=True)

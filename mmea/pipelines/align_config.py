@@ -224,6 +224,8 @@ def ran_label(m: dict) -> str:
         parts.append("+".join(map(str, mods)))
     if (info.get("pseudo_seeds") or {}).get("count"):
         parts.append(f"name pseudo-seeds {info['pseudo_seeds']['count']}")
+    if (info.get("overlap") or {}).get("weight"):
+        parts.append(f"anchor overlap {info['overlap']['weight']:g}")
     if "iterative" in info:
         parts.append("iterative" if info["iterative"] else "non-iterative")
     return " · ".join(parts)
