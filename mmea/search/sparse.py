@@ -162,12 +162,13 @@ def choice_hits(S: np.ndarray, T: np.ndarray, us: sp.csr_matrix, ut: sp.csr_matr
                                    if x.shape[0] >= k else x])
             cols[w] = np.partition(both, both.shape[0] - k, axis=0)[-k:]
     queries, gold = np.asarray(queries, np.int64), np.asarray(gold, np.int64)
+    r_tgt = {w: cols[w].mean(0) for w in weights}  # (m,) each column's radius, once
     hits = {w: 0 for w in weights}
     for a in range(0, len(queries), block):
         q = queries[a:a + block]
         dense = (torch.from_numpy(np.ascontiguousarray(S[q], np.float32)) @ t.T).numpy()
         over = (us[q] @ utt).toarray()
         for w in weights:
-            x = 2 * (dense + np.float32(w) * over) - r_src[w][q, None] - cols[w].mean(0)[None, :]
+            x = 2 * (dense + np.float32(w) * over) - r_src[w][q, None] - r_tgt[w][None, :]
             hits[w] += int(np.sum(np.argmax(x, axis=1) == gold[a:a + block]))
     return {w: round(hits[w] / max(len(queries), 1), 4) for w in weights}
