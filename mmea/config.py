@@ -129,7 +129,10 @@ class SearchConfig:
     ``sinkhorn``, or ``off`` (not computed: a large run's time saved).  ``channels``: ``auto`` lets an
     approximate pass also index the model's embedding blocks on their own
     (:meth:`~mmea.models.base.AlignmentModel.search_channels`, e.g. structure and names), ``off`` the
-    whole rows only.  ``reciprocal``: the test links ranked once more by both sides' preferences
+    whole rows only.  ``whole_rows``: ``on`` (default) the approximate pass's index over the whole rows
+    proposes candidates too; ``off`` only the channels and the model's sparse term do
+    (:class:`~mmea.search.approx.ChannelIndex`; in this process, with at least one channel and a sparse
+    term; otherwise the whole rows stay on, and the run's ``ranks_from`` names what proposed).  ``reciprocal``: the test links ranked once more by both sides' preferences
     (:mod:`mmea.search.reciprocal`), ``test_by_method["src->tgt/reciprocal"]``: ``auto`` two dense passes
     after an exact search up to :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores, above that each
     source's list of the search pass re-ranked (:func:`~mmea.search.reciprocal.listed_reciprocal`); ``on`` the
@@ -148,6 +151,7 @@ class SearchConfig:
     ivf_storage: str = "sq8"
     one_to_one: str = "auto"
     channels: str = "auto"
+    whole_rows: str = "on"
     reciprocal: str = "auto"
 
     def index_options(self) -> dict:
@@ -159,7 +163,8 @@ class SearchConfig:
     CHOICES: typing.ClassVar[dict] = {"method": ("csls", "cos"), "candidates": ("test", "all"),
                                       "index": ("auto", "torch", "flat", "ivf", "hnsw"),
                                       "one_to_one": ("auto", "hungarian", "sinkhorn", "off"),
-                                      "channels": ("auto", "off"), "ivf_storage": ("sq8", "flat"),
+                                      "channels": ("auto", "off"), "whole_rows": ("on", "off"),
+                                      "ivf_storage": ("sq8", "flat"),
                                       "reciprocal": ("auto", "on", "off")}
 
 

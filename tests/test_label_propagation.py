@@ -232,3 +232,24 @@ def test_relational_readout_model_aligns_a_relabelled_copy_and_never_reads_test_
     assert "relation_weight_choice" not in info and info["relation_weight"] == 0.0 and info["names_used"] is False
     with pytest.raises(MmeaInputError, match="readout must be one of views, relational"):
         MODELS.get("label-propagation").Config(readout="tensor")
+
+
+def test_overlap_rounds_refine_adds_only_pairs_of_unanchored_entities_outside_the_valid_links():
+    """The search's mutual pairs join the overlap's anchors, except those touching an anchor or a valid link (the
+    weight choice and the calibration must not see their own links as anchors); no test link is read."""
+    task, (train, valid, test) = _task(poisoned=True)
+    model = _fit(task, anchor_dim=16, overlap_weight=-1, overlap_rounds=1)
+    block = model.search_sparse()
+    assert block.rounds == 1 and block.refine is not None and not model.info["iterative"]
+    a0 = len(model.anchors)
+    pairs = np.array([[train[0, 0], test[0, 1]],  # source anchored: out
+                      [valid[0, 0], test[1, 1]],  # a valid source: out
+                      [test[2, 0], valid[0, 1]],  # a valid target: out
+                      [test[3, 0], test[3, 1]], [test[4, 0], test[5, 1]]])  # kept
+    new = block.refine(pairs)
+    assert model.anchors[a0:].tolist() == pairs[3:].tolist() and new.src.shape[1] == a0 + 2
+    assert new.weight in (0.1, 0.2, 0.3) and new.rounds == 1 and model.search_sparse() is new
+    rec = model.info["overlap_rounds"]
+    assert len(rec) == 1 and rec[0]["pairs"] == 5 and rec[0]["anchors_added"] == 2 and rec[0]["valid_hits@1"]
+    assert model.info["iterative"] and model.info["anchors_final"] == a0 + 2
+    assert model.info["overlap"]["columns"] == a0 + 2

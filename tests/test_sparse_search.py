@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from mmea.errors import MmeaInputError
 from mmea.models import label_propagation_math as lpm
-from mmea.search.approx import approx_search
+from mmea.search.approx import approx_search, listed_mutual_pairs
 from mmea.search.knn import l2_normalize
 from mmea.search.sparse import SparseBlock, choice_hits, pair_scores, row_topk, sparse_topk, unit_rows
 
@@ -104,6 +104,98 @@ def test_listed_pass_with_the_sparse_term_equals_the_dense_reference():
     assert plain.result.ids[:, 0].tolist() == np.argmax(_dense_csls(src @ tgt.T), 1).tolist()
 
 
+def test_listed_mutual_pairs_are_the_mutual_first_entries():
+    from mmea.search.csls import SearchResult
+
+    fwd = SearchResult(ids=np.array([[2, 0], [1, 2], [-1, -1], [0, 1]]), cos=None, csls=None, r_src=None, r_tgt=None)
+    bwd = SearchResult(ids=np.array([[3, 1], [1, 0], [1, 3]]), cos=None, csls=None, r_src=None, r_tgt=None)
+    # source 0 -> target 2 -> source 1: no; source 1 -> 1 -> 1: yes; source 2: none; source 3 -> 0 -> 3: yes
+    got = listed_mutual_pairs(fwd, bwd, np.array([10, 11, 12, 13]), np.array([20, 21, 22]))
+    assert got.tolist() == [[11, 21], [13, 20]]
+
+
+def test_sparse_rounds_rescore_the_same_lists_with_the_refined_term():
+    """One round: ``refine`` gets the first scoring's mutual best pairs (as a pass without rounds finds them), and
+    the result is the pass run directly with the refined term: the dense lists are reused, not searched again."""
+    rng = np.random.default_rng(5)
+    n, m = 40, 45
+    src = l2_normalize(rng.standard_normal((n, 8)).astype(np.float32))
+    tgt = l2_normalize(rng.standard_normal((m, 8)).astype(np.float32))
+    first = SparseBlock(_sparse(n, 30, 0.15, 1), _sparse(m, 30, 0.15, 2), 0.3)
+    second = SparseBlock(_sparse(n, 30, 0.15, 3), _sparse(m, 30, 0.15, 4), 0.5)
+    rows, cand, gold = np.arange(n), np.arange(m), rng.permutation(m)[:n]
+    seen = []
+
+    def refine(pairs):
+        seen.append(pairs)
+        return second
+
+    rounds = SparseBlock(first.src, first.tgt, 0.3, rounds=1, refine=refine)
+    calls = []
+
+    def lists(base, queries, k, chans):  # counts the dense list searches
+        from mmea.search.approx import channel_lists
+        calls.append(k)
+        return channel_lists("torch", base, queries, k, chans, {})
+
+    got = approx_search(src, tgt, rows, cand, index="torch", gold=gold, list_size=12, sparse=rounds, lists=lists)
+    assert len(calls) == 2 and len(seen) == 1 and got.stats["sparse_rounds"] == [{"pairs": len(seen[0])}]
+    plain = approx_search(src, tgt, rows, cand, index="torch", gold=gold, list_size=12, sparse=first)
+    want_pairs = listed_mutual_pairs(plain.lists["forward"], plain.lists["reverse"], rows, cand)
+    assert len(want_pairs) and seen[0].tolist() == want_pairs.tolist()
+    direct = approx_search(src, tgt, rows, cand, index="torch", gold=gold, list_size=12, sparse=second)
+    assert got.result.ids.tolist() == direct.result.ids.tolist()
+    np.testing.assert_array_equal(got.r_tgt, direct.r_tgt)
+    for d in ("src->tgt", "tgt->src"):
+        assert got.ranks[d]["csls"].tolist() == direct.ranks[d]["csls"].tolist()
+
+
+def test_channel_index_proposes_from_the_blocks_only():
+    """``search.whole_rows = off``: each block's exact top-k, their union re-scored on the whole rows; no whole-row
+    index (a target that is near in the whole rows but in no block's top-k is not found)."""
+    from mmea.search.approx import ChannelIndex, channel_lists
+
+    rng = np.random.default_rng(7)
+    base = l2_normalize(rng.standard_normal((60, 8)).astype(np.float32))
+    queries = l2_normalize(rng.standard_normal((25, 8)).astype(np.float32))
+    chans, k = {"a": (0, 3), "b": (3, 8)}, 4
+    cos, ids, idx = channel_lists("torch", base, queries, k, chans, {}, whole=False)
+    assert isinstance(idx, ChannelIndex) and len(idx.parts) == 2
+    for r in range(len(queries)):
+        found = set()
+        for lo, hi in chans.values():
+            bn, qn = l2_normalize(base[:, lo:hi]), l2_normalize(queries[r:r + 1, lo:hi])[0]
+            found |= set(np.argsort(-(bn @ qn), kind="stable")[:k].tolist())
+        c = np.array(sorted(found))
+        v = base[c] @ queries[r]
+        want = c[np.lexsort((c, -v))][:k]
+        assert ids[r].tolist() == want.tolist()
+        np.testing.assert_allclose(cos[r], base[want] @ queries[r], rtol=1e-5)
+    assert idx.search(queries, k)[1].tolist() == ids.tolist()
+    whole = channel_lists("torch", base, queries, k, chans, {})[1]
+    exact = np.argsort(-(queries @ base.T), axis=1, kind="stable")[:, :k]
+    assert whole.tolist() == exact.tolist()  # with the whole rows: the exact top-k is always found
+
+
+def test_whole_rows_off_in_an_approximate_pass_with_a_sparse_term():
+    """The pass's record says what proposed: the channels and the term, no whole rows (``ranks_from`` too)."""
+    from mmea.pipelines.align import _list_sources
+
+    rng = np.random.default_rng(8)
+    n, m = 300, 320
+    src = l2_normalize(rng.standard_normal((n, 16)).astype(np.float32))
+    tgt = l2_normalize(rng.standard_normal((m, 16)).astype(np.float32))
+    block = SparseBlock(_sparse(n, 40, 0.1, 1), _sparse(m, 40, 0.1, 2), 0.3, name="anchor overlap")
+    kw = dict(index="ivf", list_size=20, sparse=block, channels={"names": (8, 16)}, gold=rng.permutation(m)[:n])
+    off = approx_search(src, tgt, np.arange(n), np.arange(m), whole_rows=False, **kw)
+    on = approx_search(src, tgt, np.arange(n), np.arange(m), **kw)
+    assert off.stats["channels"] == ["names", "anchor overlap (exact sparse)"]
+    assert on.stats["channels"] == ["whole rows", "names", "anchor overlap (exact sparse)"]
+    assert _list_sources(off.stats) == "ivf + names + anchor overlap (exact sparse); no whole-row index"
+    assert _list_sources(on.stats) == "ivf + names + anchor overlap (exact sparse)"
+    assert off.result.ids.shape == on.result.ids.shape and (off.result.ids[:, 0] >= 0).all()
+
+
 def test_choice_hits_scores_each_weight_like_a_dense_csls():
     rng = np.random.default_rng(1)
     S = l2_normalize(rng.standard_normal((60, 8)).astype(np.float32))
@@ -125,6 +217,8 @@ def test_config_rejects_bad_overlap_settings():
         LP.Config(overlap_weights=(0.1, -0.2))
     with pytest.raises(MmeaInputError, match="readout"):
         LP.Config(overlap_weight=0.2, readout="relational")
+    with pytest.raises(MmeaInputError, match="overlap_rounds"):
+        LP.Config(overlap_rounds=1)
 
 
 def test_align_with_the_anchor_overlap(tmp_path):
@@ -150,6 +244,13 @@ def test_align_with_the_anchor_overlap(tmp_path):
     from mmea.pipelines.align_config import ran_label
 
     assert f"anchor overlap {info['overlap']['weight']:g}" in ran_label(m)  # the bench tables' "Ran" column
+    m2 = json.loads(run_align(load_config(None, base + ["model.overlap_weight=-1", "model.overlap_rounds=1"]),
+                              tmp_path / "r3", quiet=True)["metrics_path"].read_text())
+    rounds = m2["model_info"]["overlap_rounds"]  # one round: the first scoring's mutual pairs joined the anchors
+    assert len(rounds) == 1 and 0 < rounds[0]["anchors_added"] <= rounds[0]["pairs"] and m2["model_info"]["iterative"]
+    assert m2["model_info"]["anchors_final"] == info["anchors_final"] + rounds[0]["anchors_added"]
+    assert "sparse round (+" in ran_label(m2) and ran_label(m2).endswith("· iterative")
+    assert m2["test"]["hits@1"] > m["test"]["hits@1"]
     with pytest.raises(MmeaInputError, match="sparse term"):
         run_align(load_config(None, base + ["model.overlap_weight=0.2", "search.match=greedy"]), tmp_path / "r2",
                   quiet=True)

@@ -151,7 +151,8 @@ def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray
         once.update(valid_src=vsrc, extra=extra)
     found = approx_search(src_emb, tgt_emb, rows, cand, topk=max(search.topk, 2), method=search.method,
                           csls_k=search.csls_k, index=engine, device=device, progress=progress, channels=channels,
-                          lists=lists, sparse=sparse, **once, **search.index_options())
+                          lists=lists, sparse=sparse, whole_rows=search.whole_rows != "off" or sparse is None,
+                          **once, **search.index_options())
     matching = None
     if search.match == "reciprocal":  # from the pass's lists: two dense passes over n x m are out of reach here
         matching = listed_reciprocal_matching(found, np.unique(rows, return_inverse=True)[1], len(cand))
@@ -170,6 +171,14 @@ def approx_search_run(task, src_emb, tgt_emb, rows: np.ndarray, cand: np.ndarray
     return al, found.ranks, scores
 
 
+def _list_sources(stats: dict) -> str:
+    """What proposed a listed pass's candidates, for ``ranks_from``: ``"ivf + names + anchor overlap (exact
+    sparse)"``, with ``"; no whole-row index"`` when the channels alone proposed (``search.whole_rows = off``)."""
+    chans = stats.get("channels", ["whole rows"])
+    return " + ".join([stats["index"], *(c for c in chans if c != "whole rows")]) + (
+        "" if "whole rows" in chans else "; no whole-row index")
+
+
 def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | None, search,
                  progress: bool = False, found=None) -> dict:
     """The ``test`` / ``test_by_method`` part of ``metrics.json`` and :data:`TEST_RANKS_FILE`.
@@ -185,7 +194,7 @@ def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | Non
         from ..search.approx import metrics_from_lists
 
         ev = metrics_from_lists(ranks, list_size=found.stats["list_size"],
-                                index=" + ".join([found.stats["index"], *found.stats.get("channels", [])[1:]]),
+                                index=_list_sources(found.stats),
                                 candidates=search.candidates, csls_k=search.csls_k, primary=primary,
                                 approximate=bool(found.stats.get("approximate")),
                                 num_candidates={"src->tgt": int(len(found.r_tgt)), "tgt->src": int(len(found.r_src))})

@@ -225,7 +225,10 @@ def ran_label(m: dict) -> str:
     if (info.get("pseudo_seeds") or {}).get("count"):
         parts.append(f"name pseudo-seeds {info['pseudo_seeds']['count']}")
     if (info.get("overlap") or {}).get("weight"):
-        parts.append(f"anchor overlap {info['overlap']['weight']:g}")
+        rounds = info.get("overlap_rounds") or []
+        parts.append(f"anchor overlap {info['overlap']['weight']:g}" + (
+            f" after {len(rounds)} sparse round{'s' * (len(rounds) > 1)} "
+            f"(+{sum(int(r.get('anchors_added', 0)) for r in rounds)} mutual pairs)" if rounds else ""))
     if "iterative" in info:
         parts.append("iterative" if info["iterative"] else "non-iterative")
     return " · ".join(parts)

@@ -25,6 +25,7 @@ reports no MR.  Memory: the two indexes (a copy of each side's rows), the ``(n, 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -35,8 +36,10 @@ from .knn import TorchIndex, as_float32, exact_scores, make_index, scale_rows
 from .matching import ListedSimilarity, assigned_hits, solve_one_to_one
 from .onepass import OnePass
 
-__all__ = ["LIST_SIZE", "approx_search", "sorted_lists", "list_ranks", "list_rank_metrics", "metrics_from_lists",
+__all__ = ["LIST_SIZE", "approx_search", "sorted_lists", "listed_mutual_pairs", "list_ranks", "list_rank_metrics", "metrics_from_lists",
            "listed_one_to_one"]
+
+log = logging.getLogger("mmea.search")
 
 #: neighbours kept per source and per target (the one-to-one graph's ``sparse_k`` too)
 LIST_SIZE = 50
@@ -148,8 +151,40 @@ def union_topk(base: np.ndarray, queries: np.ndarray, found: list[np.ndarray], k
     return _rescore(base, queries, cand, k)
 
 
-def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, channels: dict | None, opts: dict
-                  ) -> tuple:
+class ChannelIndex:
+    """Candidates from column blocks only: each block's own index (over its unit rows) proposes its top-``k``,
+    the union is re-scored exactly on the whole rows (:func:`union_topk`); no index over the whole rows.
+
+    For a pass whose model also proposes candidates through a sparse term (label propagation's anchor
+    overlap, :class:`~mmea.search.sparse.SparseBlock`): there the whole-row index, the pass's largest (512
+    columns against the names block's 128), finds little the names channel and the term do not.  On the 1M
+    synthetic pair (5,000 sampled test sources, exact top-50 lists, cosine + overlap scoring) the gold target
+    is ranked first for 0.8392 with whole rows + names + overlap and 0.8400 with names + overlap (0.9210 /
+    0.9224 after one overlap round).  ``search(Q, k) -> (cos (q, k), ids (q, k))`` like a
+    :class:`~mmea.search.knn.SearchIndex`; the block indexes stay built (the validation pass searches again).
+    """
+
+    exact = False
+
+    def __init__(self, index: str, base: np.ndarray, channels: dict, n_queries: int, opts: dict):
+        self.base = base  # (m, d) unit rows
+        self.parts = [(cols, make_index(index, unit_block(base, cols), n_queries=n_queries, **opts))
+                      for cols in channels.values()]
+        self.registry_name = self.parts[0][1].registry_name
+
+    def candidates(self, queries: np.ndarray, k: int, step: int = 65536) -> list[np.ndarray]:
+        """Each block's ``(q, k)`` candidate ids (``-1``: none), ``step`` query rows at a time (their block copy)."""
+        return [np.concatenate([ix.candidates(unit_block(queries[a:a + step], cols), k)
+                                for a in range(0, len(queries), step)] or [np.zeros((0, k), np.int64)])
+                for cols, ix in self.parts]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return union_topk(self.base, queries, self.candidates(queries, min(int(k), len(self.base))),
+                          min(int(k), len(self.base)))
+
+
+def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, channels: dict | None, opts: dict,
+                  whole: bool = True) -> tuple:
     """``(cos (q, k), ids (q, k), full index | None)``: each query's approximate cosine top-``k`` in ``base``.
 
     Without ``channels`` one index over the whole rows.  With ``channels`` (``{name: (start, stop)}``
@@ -160,8 +195,12 @@ def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, cha
     VLDB 2022): the gold partner of a query can be far in the whole space's cells yet near in one
     block's.  On the 1M synthetic pair (5,000 sampled sources, IVF defaults) the gold target is in the
     whole-row top-50 for 0.694 of them, in the union with the names and structure channels for 0.851
-    (exact top-50: 0.869).  Channel indexes are built, searched and freed one at a time.
+    (exact top-50: 0.869).  Channel indexes are built, searched and freed one at a time.  ``whole=False`` (with
+    ``channels``): no whole-row index; the channels alone propose (:class:`ChannelIndex`, which is returned).
     """
+    if channels and not whole:
+        ch_idx = ChannelIndex(index, base, channels, len(queries), opts)
+        return (*ch_idx.search(queries, k), ch_idx)
     idx = make_index(index, base, n_queries=len(queries), **opts)
     if not channels:
         return (*idx.search(queries, k), idx)  # (q, k) cosines and ids
@@ -193,7 +232,7 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
                   csls_k: int = 10, index: str = "ivf", device: str = "cpu", gold: Any = None,
                   valid_src: Any = None, extra: Any = None, list_size: int = LIST_SIZE, block_size: int | None = None,
                   progress: bool = False, channels: dict | None = None, lists=None, sparse=None,
-                  **index_params) -> OnePass:
+                  whole_rows: bool = True, **index_params) -> OnePass:
     """The run's search from two approximate index searches (see the module docstring).
 
     ``rows (n,)`` query source ids (repeats allowed: they share one list), ``cand (m,)`` candidate target
@@ -202,7 +241,9 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
     (:func:`mmea.calibration.valid_queries`); ``channels``: column blocks searched as well
     (:func:`channel_lists`).  ``lists``: who computes each side's lists, ``lists(base, queries, k, channels)
     -> (cos, ids, index)`` with ``index.search(Q, k)`` and ``index.registry_name`` (default: :func:`channel_lists`
-    in this process; ``--engine ray``: the shards of :class:`mmea.engine.search.RayLists`).  ``sparse``: a
+    in this process; ``--engine ray``: the shards of :class:`mmea.engine.search.RayLists`); ``whole_rows=False``
+    with ``channels`` (in this process): the blocks alone propose, no whole-row index (:class:`ChannelIndex`).
+    ``sparse``: a
     :class:`~mmea.search.sparse.SparseBlock` over all entities; every list (test, reverse, validation) is then
     joined by the exact sparse top-``K`` and re-scored ``cos + weight * sparse`` (:func:`with_sparse`).
     Returns a :class:`~mmea.search.onepass.OnePass` whose
@@ -218,20 +259,14 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
     T = scale_rows(as_float32(tgt_emb[cand], "target embeddings"), inplace=True)  # (m, d)
     K, Kb, kc = min(list_size, len(T)), min(list_size, len(S)), int(csls_k)
     opts = dict(device=device, block_size=block_size, progress=progress, **index_params)
+    whole = whole_rows or not channels or lists is not None  # the block indexes alone: in this process only
     if lists is None:
         def lists(base, queries, k, chans):
-            return channel_lists(index, base, queries, k, chans, opts)
+            return channel_lists(index, base, queries, k, chans, opts, whole=whole)
     f_cos, f_ids, idx_t = lists(T, S, K, channels)  # (p, K) neighbours of each source
     b_cos, b_ids, idx_s = lists(S, T, Kb, channels)  # (m, Kb) neighbours of each target
-    sp_rows = _sparse_parts(sparse, eval_src, cand, valid_src, extra)
-    if sp_rows is not None:  # one more candidate channel and one more term in every score
-        w = sp_rows["weight"]
-        sp_rows.update(T=T, S=S)
-        f_cos, f_ids = with_sparse(T, S, f_cos, f_ids, sp_rows["src"], sp_rows["cand"], w, K)
-        b_cos, b_ids = with_sparse(S, T, b_cos, b_ids, sp_rows["cand"], sp_rows["src"], w, Kb)
-    r_src, r_tgt = _radius(f_cos, f_ids, min(kc, K)), _radius(b_cos, b_ids, min(kc, Kb))  # (p,), (m,)
-    fwd = {m: sorted_lists(f_cos, f_ids, r_src, r_tgt, m) for m in METHODS}
-    bwd = {m: sorted_lists(b_cos, b_ids, r_tgt, r_src, m) for m in METHODS}
+    fwd, bwd, r_src, r_tgt, sp_rows, rounds = _two_way((f_cos, f_ids, b_cos, b_ids), (S, T), (K, Kb, kc), method,
+                                                       sparse, (eval_src, cand, valid_src, extra))
     del f_cos, f_ids, b_cos, b_ids
     first_row = np.zeros(len(eval_src), np.int64)  # (p,) first position in rows of each eval source
     first_row[q[::-1]] = np.arange(len(rows))[::-1]
@@ -242,8 +277,9 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
                           reverse_best=np.where(b.ids[:, 0] >= 0, first_row[np.maximum(b.ids[:, 0], 0)], -1))
     found = OnePass(result=result, r_src=r_src, r_tgt=r_tgt, lists={"forward": f, "reverse": b},
                     stats={"approximate": not getattr(idx_t, "exact", False), "listed": True, "index": result.index,
-                           "list_size": K, "channels": ["whole rows", *(channels or {})]
-                           + ([f"{sparse.name} (exact sparse)"] if sparse is not None else [])})
+                           "list_size": K, "channels": ["whole rows"] * whole + [*(channels or {})]
+                           + ([f"{sparse.name} (exact sparse)"] if sparse is not None else []),
+                           **({"sparse_rounds": rounds} if rounds else {})})
     if gold is not None:
         found.ranks = _ranks(fwd, bwd, q, np.asarray(gold, np.int64).reshape(-1))
     if valid_src is not None and len(valid_src):
@@ -254,6 +290,53 @@ def approx_search(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, topk: int
                                                          sp_rows)
         found.num_valid_candidates = len(T) + len(E)
     return found
+
+
+def _two_way(dense: tuple, bases: tuple, sizes: tuple, method: str, sparse, rows: tuple) -> tuple:
+    """Both sides' scored lists from the dense ones: ``(fwd, bwd, r_src, r_tgt, sparse rows, rounds)``.
+
+    ``dense = (f_cos (p, K), f_ids, b_cos (m, Kb), b_ids)``, ``bases = (S (p, d), T (m, d))`` unit rows,
+    ``sizes = (K, Kb, csls_k)``, ``rows = (eval_src, cand, valid_src, extra)``.  Each list is joined by the
+    sparse term's exact top-``K`` (:func:`with_sparse`), radii and ``{method: SearchResult}`` follow.
+
+    Sparse rounds (``sparse.rounds > 0`` with ``sparse.refine``): the pairs that are each other's first entry in
+    the ``method``-sorted lists (mutual best, :func:`listed_mutual_pairs`; entity ids, no gold read) go to
+    ``sparse.refine``, which returns the term rebuilt with them (label propagation: more anchors in the
+    overlap, :meth:`~mmea.models.label_propagation.LabelPropagationModel.refine_overlap`), and the *same*
+    dense lists are joined and scored again: a bootstrapping round (BootEA, Sun et al., IJCAI 2018; LightEA's
+    iterations) that costs sparse products, not another index search.  ``rounds``: ``[{"pairs": n}, ...]``.
+    """
+    f_cos0, f_ids0, b_cos0, b_ids0 = dense
+    (S, T), (K, Kb, kc), (eval_src, cand) = bases, sizes, rows[:2]
+    rounds: list[dict] = []
+    while True:
+        sp_rows = _sparse_parts(sparse, *rows)
+        f_cos, f_ids, b_cos, b_ids = dense
+        if sp_rows is not None:  # one more candidate channel and one more term in every score
+            w = sp_rows["weight"]
+            sp_rows.update(T=T, S=S)
+            f_cos, f_ids = with_sparse(T, S, f_cos0, f_ids0, sp_rows["src"], sp_rows["cand"], w, K)
+            b_cos, b_ids = with_sparse(S, T, b_cos0, b_ids0, sp_rows["cand"], sp_rows["src"], w, Kb)
+        r_src, r_tgt = _radius(f_cos, f_ids, min(kc, K)), _radius(b_cos, b_ids, min(kc, Kb))  # (p,), (m,)
+        fwd = {m: sorted_lists(f_cos, f_ids, r_src, r_tgt, m) for m in METHODS}
+        bwd = {m: sorted_lists(b_cos, b_ids, r_tgt, r_src, m) for m in METHODS}
+        if sparse is None or getattr(sparse, "refine", None) is None or len(rounds) >= sparse.rounds:
+            return fwd, bwd, r_src, r_tgt, sp_rows, rounds
+        pairs = listed_mutual_pairs(fwd[method], bwd[method], eval_src, cand)  # (q, 2) entity ids
+        del fwd, bwd, f_cos, f_ids, b_cos, b_ids, sp_rows  # the round's lists are rebuilt from the dense ones
+        rounds.append({"pairs": int(len(pairs))})
+        log.info("search: sparse round %d: %d mutual best pairs go to the %s", len(rounds), len(pairs), sparse.name)
+        sparse = sparse.refine(pairs)
+
+
+def listed_mutual_pairs(fwd: SearchResult, bwd: SearchResult, eval_src: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``(q, 2)`` entity-id pairs ``(eval_src[i], cand[j])`` whose first list entries point at each other:
+    ``fwd.ids[i, 0] == j`` (positions into ``cand``) and ``bwd.ids[j, 0] == i`` (positions into ``eval_src``)."""
+    best = fwd.ids[:, 0] if fwd.ids.shape[1] else np.full(len(eval_src), -1, np.int64)  # (p,)
+    back = bwd.ids[:, 0] if bwd.ids.shape[1] else np.full(len(cand), -1, np.int64)  # (m,)
+    i = np.flatnonzero(best >= 0)
+    i = i[back[best[i]] == i]
+    return np.stack([np.asarray(eval_src, np.int64)[i], np.asarray(cand, np.int64)[best[i]]], axis=1).reshape(-1, 2)
 
 
 def _sparse_parts(sparse, eval_src: np.ndarray, cand: np.ndarray, valid_src, extra) -> dict | None:

@@ -21,7 +21,8 @@ scipy's sparse product does the work; no library offers a row-wise top-k of a sp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -51,12 +52,18 @@ class SparseBlock:
         tgt: ``(M, L)`` float32 CSR, one row per target entity.
         weight: the term's weight (> 0).
         name: what it is, for the run's record.
+        rounds: sparse rounds of the list-based search (:func:`mmea.search.approx.approx_search`): after each
+            scoring, the lists' mutual best pairs ``(q, 2)`` (entity ids) go to ``refine``, which returns the
+            term rebuilt with them, and the same dense lists are scored again; 0: none.
+        refine: ``pairs -> SparseBlock`` (the model's; ``None``: no rounds).
     """
 
     src: sp.csr_matrix
     tgt: sp.csr_matrix
     weight: float
     name: str = "sparse"
+    rounds: int = 0
+    refine: Callable[[np.ndarray], "SparseBlock"] | None = field(default=None, repr=False)
 
     def side(self, target: bool) -> sp.csr_matrix:
         return self.tgt if target else self.src
