@@ -217,7 +217,8 @@ def _data_section(src, tgt, pair, links, data_dir, seed_ratio, use_dataset_split
 @data_options
 @click.option("--model", default=None, help="Alignment model (mmea ls models). Default: the strongest for the "
               "task (selfmea when names agree on the seed links, its structure from the relational graph "
-              "encoder; else relational-gnn with names off; label-propagation above 50,000 entities).")
+              "encoder; else relational-gnn with names off; label-propagation above 50,000 entities, with names "
+              "when they agree).")
 @click.option("--match", default=None, help="Final matching: none | greedy | mutual | reciprocal | hungarian | sinkhorn.")
 @click.option("--topk", type=int, default=None, help="Candidates written per source entity (default 1).")
 @click.option("--candidates", type=click.Choice(["test", "all"]), default=None,

@@ -112,8 +112,12 @@ def test_a_large_kg_without_name_signal_gets_label_propagation(pairs, monkeypatc
     choice, task = _choose(pairs["good"], "features.names=off")
     assert choice.config.model_name == LARGE_STRUCTURE_MODEL and choice.config.features.names == "off"
     assert f"{task.source.num_entities:,} entities" in choice.reason
-    named, _ = _choose(pairs["good"])  # names agree on a large KG: SelfMEA without the full-graph encoder
-    assert named.config.model_name == NAME_MODEL and "structure" not in named.config.model
+    named, _ = _choose(pairs["good"])  # names agree on a large KG: label propagation with names, the scale path
+    assert named.config.model_name == LARGE_STRUCTURE_MODEL and named.config.features.names == "auto"
+    assert named.config.model == {"name": LARGE_STRUCTURE_MODEL, **default_model.LARGE_NAME_SETTINGS}
+    assert named.config.search.whole_rows == "off" and "with names" in named.reason
+    unseeded, _ = _choose(pairs["good"], seed_ratio=0.0)  # label propagation needs seeds: the name model
+    assert unseeded.config.model_name == NAME_MODEL and unseeded.config.search.whole_rows == "on"
     monkeypatch.setattr(default_model, "STRUCTURE_MAX_ENTITIES", 10 ** 6)
     choice, _ = _choose(pairs["good"], "features.names=off")
     assert choice.config.model_name == STRUCTURE_MODEL and choice.config.model["iterations"] == 3
@@ -125,3 +129,16 @@ def test_a_large_kg_without_name_signal_gets_label_propagation(pairs, monkeypatc
     named, _ = _choose(pairs["good"])  # names agree above JOINED_MAX_ENTITIES: the relational encoder, no join
     assert named.config.model["structure"] == "relational" and "lp_weight" not in named.config.model
     assert "name_seeds" not in named.config.model and "pseudo-seeds" not in named.reason
+
+
+def test_a_large_kg_with_names_runs_label_propagation_with_names(pairs, monkeypatch, tmp_path):
+    """The default above STRUCTURE_MAX_ENTITIES with names that agree runs end to end: names block, pseudo-seeds,
+    the anchor overlap and its round (iterative), recorded as the default's choice."""
+    monkeypatch.setattr(default_model, "STRUCTURE_MAX_ENTITIES", 100)
+    m = run_align(_cfg(pairs["good"]), out=tmp_path / "run", quiet=True)["metrics"]
+    assert m["model"] == LARGE_STRUCTURE_MODEL and m["names_used"] is True
+    info = m["model_info"]
+    assert info["name_weight"] > 0 and info["pseudo_seeds"]["count"] > 0 and info["overlap"]["weight"] > 0
+    assert info["iterative"] and len(info["overlap_rounds"]) == 1
+    assert m["model_choice"]["model"] == LARGE_STRUCTURE_MODEL and "with names" in m["model_choice"]["reason"]
+    assert m["test"]["hits@1"] > 0.5

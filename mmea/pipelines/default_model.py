@@ -18,7 +18,9 @@ The rule (:func:`choose_model`, the one place the choice is made):
    ``results/selfmea_dbp15k.md``), up to :data:`JOINED_MAX_ENTITIES` with :data:`NAME_JOINED_SETTINGS` (name
    pseudo-seeds in the pool, the pool's relational label propagation joined: 0.954 / 0.974 / 0.990, 3 seeds);
    without train links it runs self-supervised from pseudo-seeds of mutual
-   nearest names (0.9325 / 0.9610 / 0.9857), the neighbour-names structure.
+   nearest names (0.9325 / 0.9610 / 0.9857), the neighbour-names structure.  With seed links and a KG of more
+   than :data:`STRUCTURE_MAX_ENTITIES` entities: :data:`LARGE_STRUCTURE_MODEL` with names and
+   :data:`LARGE_NAME_SETTINGS` (the path measured at 100K-1M entities, docs/scale.md).
 3. **No name signal** -> names are switched off (``features.names = "off"``, with a printed note: no
    name-derived feature enters the model) and :data:`STRUCTURE_MODEL` (the iterative relational GNN)
    runs on the relation graph and the seed links: joined by the relational label propagation of its pairs
@@ -78,6 +80,13 @@ JOINED_MAX_ENTITIES = 25_000
 #: for H@1 0.51 on the 100K synthetic pair, ``results/scale_gnn.md``): label propagation runs instead
 STRUCTURE_MAX_ENTITIES = 50_000
 LARGE_STRUCTURE_MODEL = "label-propagation"
+#: with names that agree and seed links above STRUCTURE_MAX_ENTITIES: label propagation with its names block, name
+#: pseudo-seeds, the exact anchor overlap and one overlap round, and the search without a whole-row index (row
+#: ``lp-names-overlap-it`` of ``results/scale.md``, synthetic pairs, 30% seeds, seed 0: H@1 0.9485 at 100K in
+#: 4 minutes, 0.9433 at 1M in 17 minutes and 14.1 GiB on 2 cores); SelfMEA was never run at that size
+LARGE_NAME_SETTINGS = {"anchor_dim": 64, "name_weight": -1.0, "name_seeds": True, "overlap_weight": -1.0,
+                       "overlap_weights": [0.1, 0.2, 0.3, 0.5, 0.8], "overlap_rounds": 1}
+LARGE_NAME_SEARCH = {"whole_rows": "off"}
 #: names carry signal when their Hits@1 on the train / valid links reaches both of these
 MIN_HITS = 0.05
 MIN_LIFT = 10.0
@@ -164,6 +173,12 @@ def choose_model(task, cfg: RunConfig, ctx) -> ModelChoice:
     else:
         names_ok, why = signal.agrees, signal.text()
     size = max(task.source.num_entities, task.target.num_entities)
+    if names_ok and has_seeds and size > STRUCTURE_MAX_ENTITIES:
+        return ModelChoice(_with(cfg, LARGE_STRUCTURE_MODEL, pref, LARGE_NAME_SETTINGS, LARGE_NAME_SEARCH),
+                           f"{why}: {LARGE_STRUCTURE_MODEL} with names (a KG of {size:,} entities, over the "
+                           f"{STRUCTURE_MAX_ENTITIES:,} of the name model's full-graph encoders: names block, name "
+                           "pseudo-seeds, exact anchor overlap with one bootstrapping round, search.whole_rows = off)",
+                           signal)
     if names_ok:
         mode = "seeded" if has_seeds else "self-supervised (pseudo-seeds from mutual nearest names)"
         relational = has_seeds and size <= STRUCTURE_MAX_ENTITIES
@@ -192,6 +207,8 @@ def choose_model(task, cfg: RunConfig, ctx) -> ModelChoice:
                        f"{off}; {how} on the relation graph and the {len(task.train)} seed links", signal)
 
 
-def _with(cfg: RunConfig, model: str, names: str, settings: dict | None = None) -> RunConfig:
+def _with(cfg: RunConfig, model: str, names: str, settings: dict | None = None, search: dict | None = None
+          ) -> RunConfig:
     return dataclasses.replace(cfg, model={"name": model, **(settings or {})},
-                               features=dataclasses.replace(cfg.features, names=names))
+                               features=dataclasses.replace(cfg.features, names=names),
+                               search=dataclasses.replace(cfg.search, **(search or {})))
