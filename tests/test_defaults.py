@@ -112,6 +112,9 @@ def test_a_large_kg_without_name_signal_gets_label_propagation(pairs, monkeypatc
     choice, task = _choose(pairs["good"], "features.names=off")
     assert choice.config.model_name == LARGE_STRUCTURE_MODEL and choice.config.features.names == "off"
     assert f"{task.source.num_entities:,} entities" in choice.reason
+    assert choice.config.model["anchor_dim"] == 1024 and "anchor_dim 1024" in choice.reason
+    sizes = (100_000, 170_000, 200_000, 10 ** 6, 10 ** 8)  # six (N, anchor_dim) float32 blocks under 4 GiB
+    assert [default_model.large_anchor_dim(n) for n in sizes] == [1024, 1024, 512, 128, 32]
     named, _ = _choose(pairs["good"])  # names agree on a large KG: label propagation with names, the scale path
     assert named.config.model_name == LARGE_STRUCTURE_MODEL and named.config.features.names == "auto"
     assert named.config.model == {"name": LARGE_STRUCTURE_MODEL, **default_model.LARGE_NAME_SETTINGS}

@@ -87,6 +87,18 @@ LARGE_STRUCTURE_MODEL = "label-propagation"
 LARGE_NAME_SETTINGS = {"anchor_dim": 64, "name_weight": -1.0, "name_seeds": True, "overlap_weight": -1.0,
                        "overlap_weights": [0.1, 0.2, 0.3, 0.5, 0.8], "overlap_rounds": 1}
 LARGE_NAME_SEARCH = {"whole_rows": "off"}
+#: without names above STRUCTURE_MAX_ENTITIES: label propagation's 2 views x 3 hops of ``anchor_dim``-wide float32
+#: blocks a side are kept under this many bytes (:func:`large_anchor_dim`)
+LARGE_BLOCK_BYTES = 4 * 2 ** 30
+
+
+def large_anchor_dim(size: int, default: int = 1024) -> int:
+    """Label propagation's ``anchor_dim`` for the no-name default on a KG of ``size`` entities: ``default`` while
+    its six ``(size, anchor_dim)`` float32 blocks fit :data:`LARGE_BLOCK_BYTES`, else the largest power of two that
+    does (at least 32): 1024 at 100K entities, 128 at 1M, where 1024 would need 24 GiB a side.  A memory rule,
+    not an accuracy one (the no-name path was not run above 100K)."""
+    fit = LARGE_BLOCK_BYTES // (6 * 4 * max(int(size), 1))
+    return default if fit >= default else max(32, 1 << max(int(fit).bit_length() - 1, 0))
 #: names carry signal when their Hits@1 on the train / valid links reaches both of these
 MIN_HITS = 0.05
 MIN_LIFT = 10.0
@@ -194,8 +206,9 @@ def choose_model(task, cfg: RunConfig, ctx) -> ModelChoice:
                              hint="give seed links (--links, --seed-ratio > 0) or names that match across the KGs")
     off = why if pref == "off" else f"{why}: names carry no signal, so they are switched off"
     if size > STRUCTURE_MAX_ENTITIES:
-        model, settings = LARGE_STRUCTURE_MODEL, {}
-        how = f"{model} (a KG of {size:,} entities, over the {STRUCTURE_MAX_ENTITIES:,} of the full-graph GNN)"
+        model, settings = LARGE_STRUCTURE_MODEL, {"anchor_dim": large_anchor_dim(size)}
+        how = (f"{model} (a KG of {size:,} entities, over the {STRUCTURE_MAX_ENTITIES:,} of the full-graph GNN; "
+               f"anchor_dim {settings['anchor_dim']})")
     else:
         joined = size <= JOINED_MAX_ENTITIES
         model, settings = STRUCTURE_MODEL, JOINED_SETTINGS if joined else STRUCTURE_SETTINGS
