@@ -132,12 +132,12 @@ class SearchConfig:
     whole rows only.  ``whole_rows``: ``on`` (default) the approximate pass's index over the whole rows
     proposes candidates too; ``off`` only the channels and the model's sparse term do
     (:class:`~mmea.search.approx.ChannelIndex`; in this process, with at least one channel and a sparse
-    term; otherwise the whole rows stay on, and the run's ``ranks_from`` names what proposed).  ``reciprocal``: the test links ranked once more by both sides' preferences
-    (:mod:`mmea.search.reciprocal`), ``test_by_method["src->tgt/reciprocal"]``: ``auto`` two dense passes
-    after an exact search up to :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores, above that each
-    source's list of the search pass re-ranked (:func:`~mmea.search.reciprocal.listed_reciprocal`); ``on`` the
-    dense passes after any exact search; ``off`` never.  After an approximate search (``auto`` or ``on``) the
-    pass's lists are re-ranked.
+    term; otherwise the whole rows stay on, and the run's ``ranks_from`` names what proposed).
+    ``reciprocal``: the test links ranked once more by both sides' preferences (:mod:`mmea.search.reciprocal`),
+    ``test_by_method["src->tgt/reciprocal"]``: ``auto`` two dense passes after an exact search up to
+    :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores, above that each source's list of the search
+    pass re-ranked (:func:`~mmea.search.reciprocal.listed_reciprocal`); ``on`` the dense passes after any exact
+    search; ``off`` never.  After an approximate search (``auto`` or ``on``) the pass's lists are re-ranked.
     """
 
     method: str = "csls"

@@ -90,6 +90,9 @@ LARGE_NAME_SEARCH = {"whole_rows": "off"}
 #: without names above STRUCTURE_MAX_ENTITIES: label propagation's 2 views x 3 hops of ``anchor_dim``-wide float32
 #: blocks a side are kept under this many bytes (:func:`large_anchor_dim`)
 LARGE_BLOCK_BYTES = 4 * 2 ** 30
+#: names carry signal when their Hits@1 on the train / valid links reaches both of these
+MIN_HITS = 0.05
+MIN_LIFT = 10.0
 
 
 def large_anchor_dim(size: int, default: int = 1024) -> int:
@@ -99,9 +102,6 @@ def large_anchor_dim(size: int, default: int = 1024) -> int:
     not an accuracy one (the no-name path was not run above 100K)."""
     fit = LARGE_BLOCK_BYTES // (6 * 4 * max(int(size), 1))
     return default if fit >= default else max(32, 1 << max(int(fit).bit_length() - 1, 0))
-#: names carry signal when their Hits@1 on the train / valid links reaches both of these
-MIN_HITS = 0.05
-MIN_LIFT = 10.0
 
 
 @dataclass(frozen=True)

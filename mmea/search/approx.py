@@ -36,8 +36,8 @@ from .knn import TorchIndex, as_float32, exact_scores, make_index, scale_rows
 from .matching import ListedSimilarity, assigned_hits, solve_one_to_one
 from .onepass import OnePass
 
-__all__ = ["LIST_SIZE", "approx_search", "sorted_lists", "listed_mutual_pairs", "list_ranks", "list_rank_metrics", "metrics_from_lists",
-           "listed_one_to_one"]
+__all__ = ["LIST_SIZE", "approx_search", "sorted_lists", "listed_mutual_pairs", "list_ranks", "list_rank_metrics",
+           "metrics_from_lists", "listed_one_to_one"]
 
 log = logging.getLogger("mmea.search")
 
@@ -151,6 +151,13 @@ def union_topk(base: np.ndarray, queries: np.ndarray, found: list[np.ndarray], k
     return _rescore(base, queries, cand, k)
 
 
+def _block_candidates(ix, cols: tuple[int, int], queries: np.ndarray, k: int, step: int = 65536) -> np.ndarray:
+    """``(q, k)`` candidate ids (``-1``: none) of the block index ``ix`` over columns ``cols`` of ``queries``,
+    ``step`` query rows at a time (their unit block copy)."""
+    return np.concatenate([ix.candidates(unit_block(queries[a:a + step], cols), k)
+                           for a in range(0, len(queries), step)] or [np.zeros((0, k), np.int64)])
+
+
 class ChannelIndex:
     """Candidates from column blocks only: each block's own index (over its unit rows) proposes its top-``k``,
     the union is re-scored exactly on the whole rows (:func:`union_topk`); no index over the whole rows.
@@ -172,11 +179,9 @@ class ChannelIndex:
                       for cols in channels.values()]
         self.registry_name = self.parts[0][1].registry_name
 
-    def candidates(self, queries: np.ndarray, k: int, step: int = 65536) -> list[np.ndarray]:
-        """Each block's ``(q, k)`` candidate ids (``-1``: none), ``step`` query rows at a time (their block copy)."""
-        return [np.concatenate([ix.candidates(unit_block(queries[a:a + step], cols), k)
-                                for a in range(0, len(queries), step)] or [np.zeros((0, k), np.int64)])
-                for cols, ix in self.parts]
+    def candidates(self, queries: np.ndarray, k: int) -> list[np.ndarray]:
+        """Each block's ``(q, k)`` candidate ids (``-1``: none)."""
+        return [_block_candidates(ix, cols, queries, k) for cols, ix in self.parts]
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return union_topk(self.base, queries, self.candidates(queries, min(int(k), len(self.base))),
@@ -205,11 +210,9 @@ def channel_lists(index: str, base: np.ndarray, queries: np.ndarray, k: int, cha
     if not channels:
         return (*idx.search(queries, k), idx)  # (q, k) cosines and ids
     found = [idx.candidates(queries, k)]  # (q, k)
-    step = 65536  # query rows per channel search (their block copy)
     for cols in channels.values():  # ids only: the union is re-scored on the whole rows below
         ch = make_index(index, unit_block(base, cols), n_queries=len(queries), **opts)
-        found.append(np.concatenate([ch.candidates(unit_block(queries[a:a + step], cols), k)
-                                     for a in range(0, len(queries), step)]))
+        found.append(_block_candidates(ch, cols, queries, k))
         del ch
     return (*union_topk(base, queries, found, k), idx)
 
@@ -320,7 +323,7 @@ def _two_way(dense: tuple, bases: tuple, sizes: tuple, method: str, sparse, rows
         r_src, r_tgt = _radius(f_cos, f_ids, min(kc, K)), _radius(b_cos, b_ids, min(kc, Kb))  # (p,), (m,)
         fwd = {m: sorted_lists(f_cos, f_ids, r_src, r_tgt, m) for m in METHODS}
         bwd = {m: sorted_lists(b_cos, b_ids, r_tgt, r_src, m) for m in METHODS}
-        if sparse is None or getattr(sparse, "refine", None) is None or len(rounds) >= sparse.rounds:
+        if sparse is None or sparse.refine is None or len(rounds) >= sparse.rounds:
             return fwd, bwd, r_src, r_tgt, sp_rows, rounds
         pairs = listed_mutual_pairs(fwd[method], bwd[method], eval_src, cand)  # (q, 2) entity ids
         del fwd, bwd, f_cos, f_ids, b_cos, b_ids, sp_rows  # the round's lists are rebuilt from the dense ones
