@@ -764,17 +764,20 @@ def format_value(v: Any, path: str = "") -> str:
 def format_mean_std(values: list[Any], path: str = "") -> str:
     """``"0.6000 ± 0.1414"`` over seeds, the plain value for one, ``"—"`` for none.
 
-    Non-numeric values (``stopped``) are listed once each.
+    Non-numeric values (``stopped``) are listed once each.  When only some of the cells have the value
+    (a record kept from before the path was reported, a metric one seed did not produce), the text says
+    over how many: ``"0.6000 ± 0.1414 (2 of 3)"``, so a partial mean never reads as the row's.
     """
     vals = [v for v in values if v is not None]
     if not vals:
         return "—"
+    part = f" ({len(vals)} of {len(values)})" if len(vals) < len(values) else ""
     if not all(_is_number(v) for v in vals):
         seen = list(dict.fromkeys(format_value(v) for v in vals))
-        return " / ".join(seen)
+        return " / ".join(seen) + part
     mean, std = mean_std([float(v) for v in vals])
     d = _decimals(path, vals)
-    return f"{mean:.{d}f}" if std is None else f"{mean:.{d}f} ± {std:.{d}f}"
+    return (f"{mean:.{d}f}" if std is None else f"{mean:.{d}f} ± {std:.{d}f}") + part
 
 
 def format_anchor(anchor: Any, dataset: str | None) -> str:

@@ -336,6 +336,10 @@ def test_mean_std_formatting_against_hand_computed_numbers():
     assert format_mean_std([1.0], "test.hits@10") == "1.0000"  # a rate that happens to be 1 is not a count
     assert format_mean_std(["early stopping", "time budget", "early stopping"]) == "early stopping / time budget"
     assert format_mean_std([]) == "—" and format_mean_std([None]) == "—"
+    # a value only some cells have says over how many (a partial mean must not pass for the row's)
+    assert format_mean_std([0.5, None, 0.7], "test.hits@1") == "0.6000 ± 0.1414 (2 of 3)"
+    assert format_mean_std([None, 0.25], "test.hits@1") == "0.2500 (1 of 2)"
+    assert format_mean_std([True, None]) == "true (1 of 2)"
     assert format_anchor("H@1 0.72 (SelfMEA)", None) == "H@1 0.72 (SelfMEA)"
     assert format_anchor({"zh_en": {"test.hits@1": 0.72}, "ja_en": "n/a"}, "ja_en") == "n/a"
 
