@@ -207,6 +207,7 @@ class GaussianStrongModel(AlignmentModel):
         self.net = None
         self._out = None
         self._joined = None  # lp_weight: the means joined by label propagation (source rows, target rows)
+        self._gnn_propagation = None  # the pre-trained GNN's final label propagation, until the join uses it
 
     # -- setup ---------------------------------------------------------------
     def learn(self, task, feats) -> None:
@@ -301,7 +302,8 @@ class GaussianStrongModel(AlignmentModel):
         seeds = train_seeds(task)
         s, t, pairs, info = cached_relational_gnn(task, seeds, task.valid, gcfg, seed=self.ctx.seed,
                                                   device=self.ctx.device, cache_root=self.ctx.cache_root,
-                                                  progress=self.ctx.progress, label="gaussian-strong anchors")
+                                                  progress=self.ctx.progress, label="gaussian-strong anchors",
+                                                  hand_over=self._take_propagation if c.lp_weight != 0 else None)
         self._proposed = pairs[len(seeds):]
         self.info["anchors"] = {"source": c.anchor_source, "dim": c.anchor_gnn_dim, "out_dim": int(s.shape[1]),
                                 **info}
@@ -330,6 +332,11 @@ class GaussianStrongModel(AlignmentModel):
             self._joined = self._join_label_propagation(task, np.concatenate([seeds, self._proposed]))
         self._record(res, seeds, time.perf_counter() - t0)
 
+    def _take_propagation(self, prop) -> None:
+        """Keep the pre-trained GNN's final label propagation until :meth:`_join_label_propagation` (it joins the
+        same final pairs: the train links, then the GNN's proposals)."""
+        self._gnn_propagation = prop
+
     def _join_label_propagation(self, task, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``lp_weight``: the unit common means joined by the relational label propagation of the final ``pairs
         (P, 2)`` (the train links, then the anchor source's proposals; :mod:`~mmea.models.lp_join_math`); a
@@ -337,9 +344,10 @@ class GaussianStrongModel(AlignmentModel):
         from .lp_join_math import join_as_configured
 
         c = self.config
+        given, self._gnn_propagation = self._gnn_propagation, None  # used once, then freed
         out, rec = join_as_configured(self._normed(self._out[0]), task, pairs, self.valid, lp_weight=c.lp_weight,
                                       lp_weights=c.lp_weights, heads=c.lp_heads, seed=self.ctx.seed,
-                                      held_out_name="valid links")
+                                      held_out_name="valid links", given=given)
         self.info["lp_fusion"] = rec
         log.info("gaussian-strong: joined the relational label propagation of %d pairs at weight %s (%s)",
                  len(pairs), rec["weight"], rec["chosen_by"])

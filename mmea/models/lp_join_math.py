@@ -18,6 +18,7 @@ pattern of anchors around each entity, per relation.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,23 +51,53 @@ def pool_propagation(graphs: tuple, pairs: np.ndarray, *, heads: int, seed: int)
     return lpm.relational_features(graphs, pairs, LP_DIM, LP_DEPTH, heads, LP_HEAD_DIM, seed)
 
 
-def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, heads: int, seed: int,
-                           weight: float | None = None, weights=(), held_out: np.ndarray | None = None,
-                           keep: tuple = (), mrr_breaks_ties: bool = False
-                           ) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
-    """``((source (N, D + 16 heads), target (M, ...)), record)``: ``emb`` joined by the propagation of ``pairs``.
+@dataclass(frozen=True)
+class PoolPropagation:
+    """One :func:`pool_propagation` result and what it was computed from: ``pairs (P, 2)``, ``heads``, ``seed`` and
+    the ``(source (N, 16 heads), target (M, 16 heads))`` rows.  A pre-trained encoder hands its final join's
+    propagation to the model built on it (``gaussian-strong`` on ``relational-gnn`` joins the very same final
+    pairs), which then skips recomputing it (about 25 s at FB15K-DB15K, 512 heads); :meth:`matches` guards it."""
 
-    ``pairs (P, 2)``: the anchor pairs (source id, target id).
+    pairs: np.ndarray
+    heads: int
+    seed: int
+    features: tuple
+
+    def matches(self, pairs: np.ndarray, heads: int, seed: int) -> bool:
+        """Whether this is the propagation of ``pairs`` at ``heads`` and ``seed`` (the same rows, in order)."""
+        return (int(heads) == self.heads and int(seed) == self.seed
+                and np.array_equal(np.asarray(pairs).reshape(-1, 2), self.pairs))
+
+
+def join_label_propagation(emb: tuple, graphs, pairs: np.ndarray, *, heads: int, seed: int,
+                           weight: float | None = None, weights=(), held_out: np.ndarray | None = None,
+                           keep: tuple = (), mrr_breaks_ties: bool = False, given: PoolPropagation | None = None,
+                           ) -> tuple[tuple[np.ndarray, np.ndarray], dict, PoolPropagation]:
+    """``((source (N, D + 16 heads), target (M, ...)), record, propagation)``: ``emb`` joined by the propagation of
+    ``pairs``.
+
+    ``pairs (P, 2)``: the anchor pairs (source id, target id).  ``graphs``: the two KGs'
+    :func:`relation_graphs`, or a callable that builds them (called only when the propagation is computed).
+    ``given``: a :class:`PoolPropagation` computed before; used when it :meth:`~PoolPropagation.matches` ``pairs``,
+    ``heads`` and ``seed`` (the rows are then the same), else ignored (``record["propagation"]`` says which).
 
     ``weight``: the join's weight; None: the one of ``weights`` with the best Hits@1 of ``held_out (V, 2)``
     among its targets (ties to the first listed, or with ``mrr_breaks_ties`` to the best MRR, then the first:
     for held-out links that nearly every weight gets right; ``keep`` lists weights tried first whose result is
     ``emb`` itself, e.g. ``(0.0,)`` to let the held-out links refuse the join).  ``record``: anchors, shape, the
-    weight, how it was chosen and the scores (Hits@1; ``mrr`` too with ``mrr_breaks_ties``)."""
+    weight, how it was chosen and the scores (Hits@1; ``mrr`` too with ``mrr_breaks_ties``).  ``propagation``: the
+    :class:`PoolPropagation` used (to hand on)."""
     from ..evaluation import evaluate_embeddings
 
     t0 = time.perf_counter()
-    lp = pool_propagation(graphs, pairs, heads=heads, seed=seed)
+    if given is not None and given.matches(pairs, heads, seed):
+        prop, how = given, "handed over"
+    else:
+        built = graphs() if callable(graphs) else graphs
+        prop = PoolPropagation(np.array(np.asarray(pairs).reshape(-1, 2), np.int64), int(heads), int(seed),
+                               pool_propagation(built, pairs, heads=heads, seed=seed))
+        how = "computed"
+    lp = prop.features
 
     def fused(w: float) -> tuple[np.ndarray, np.ndarray]:
         if w == 0:
@@ -74,7 +105,7 @@ def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, head
         return tuple(lpm.concat_views([g, x], w) for g, x in zip(emb, lp))
 
     record = {"anchors": int(len(pairs)), "depth": LP_DEPTH, "anchor_dim": LP_DIM, "heads": heads,
-              "head_dim": LP_HEAD_DIM}
+              "head_dim": LP_HEAD_DIM, "propagation": how}
     if weight is not None:
         w, out = float(weight), fused(float(weight))
     else:  # keep the best joined pair while scoring (ties to the first listed)
@@ -91,20 +122,22 @@ def join_label_propagation(emb: tuple, graphs: tuple, pairs: np.ndarray, *, head
         if mrr_breaks_ties:
             record["mrr"] = mrrs
     record.update({"weight": w, "s": round(time.perf_counter() - t0, 2)})
-    return out, record
+    return out, record, prop
 
 
 def join_as_configured(emb: tuple, task, pairs: np.ndarray, held_out: np.ndarray, *, lp_weight: float, lp_weights,
-                       heads: int, seed: int, held_out_name: str) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+                       heads: int, seed: int, held_out_name: str, given: PoolPropagation | None = None
+                       ) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
     """:func:`join_label_propagation` of ``emb`` by ``pairs`` over ``task``'s relation triples, at a model's
     ``lp_weight``: in (0, 1] that weight; negative: chosen on ``held_out`` (at least 2 links; ``held_out_name``
     says which, e.g. ``valid links``) among 0 (no join) and ``lp_weights`` by Hits@1, ties broken by MRR (held-out
     links a model with names nearly saturates); negative with fewer held-out links: the first of ``lp_weights``.
-    ``record["chosen_by"]`` says which happened."""
+    ``record["chosen_by"]`` says which happened.  ``given``: as :func:`join_label_propagation`'s."""
     choose = lp_weight < 0 and len(held_out) >= 2
     w = None if choose else (float(lp_weight) if lp_weight > 0 else float(lp_weights[0]))
-    out, rec = join_label_propagation(emb, relation_graphs(task), pairs, heads=heads, seed=seed, weight=w,
-                                      weights=lp_weights, held_out=held_out, keep=(0.0,), mrr_breaks_ties=True)
+    out, rec, _ = join_label_propagation(emb, lambda: relation_graphs(task), pairs, heads=heads, seed=seed, weight=w,
+                                         weights=lp_weights, held_out=held_out, keep=(0.0,), mrr_breaks_ties=True,
+                                         given=given)
     rec["chosen_by"] = (f"Hits@1 (CSLS), then MRR, on {len(held_out)} {held_out_name}" if choose else
                         "set" if lp_weight > 0 else f"default (fewer than 2 {held_out_name})")
     return out, rec

@@ -197,6 +197,10 @@ class RelationalGnnModel(AlignmentModel):
         self._sampled_sizes: list[tuple[int, int]] = []  # (nodes, edges) of each sampled step
         self._held_out: tuple[np.ndarray, np.ndarray] | None = None  # the first pass's output (refit)
         self._fixed_lp_weight: float | None = None  # the refit's joined weight, chosen by the first pass
+        #: set True to keep the final join's label propagation in :attr:`final_propagation` (a caller that joins
+        #: the same final pairs again hands it on: :func:`cached_relational_gnn`); off, nothing extra is held
+        self.keep_propagation = False
+        self.final_propagation = None  # the kept :class:`~mmea.models.lp_join_math.PoolPropagation`, or None
 
     def fit(self, task, features=None) -> None:
         """Train on ``task.train`` (no features are needed: none are computed, no name is read)."""
@@ -491,8 +495,10 @@ class RelationalGnnModel(AlignmentModel):
             how = "set" if c.lp_weight > 0 else "default (no valid links)"
         else:
             w, how = None, f"Hits@1 (CSLS) on {len(self.valid)} valid links"
-        out, record = join_label_propagation(emb, self._lp_graphs, pairs, heads=c.lp_heads, seed=self.ctx.seed,
-                                             weight=w, weights=c.lp_weights, held_out=self.valid)
+        out, record, prop = join_label_propagation(emb, self._lp_graphs, pairs, heads=c.lp_heads, seed=self.ctx.seed,
+                                                   weight=w, weights=c.lp_weights, held_out=self.valid)
+        if final and self.keep_propagation:
+            self.final_propagation = prop
         if final:
             self.info["lp_fusion"] = {**record, "chosen_by": how, "in_proposals": c.lp_proposals}
             log.info("relational-gnn: joined the relational label propagation at weight %s (%s)", record["weight"],
@@ -609,8 +615,11 @@ class RelationalGnnTraining(TrainingModule):
 
 
 def pretrain_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: "RelationalGnnModel.Config", *,
-                            seed: int, device: str, progress: bool = False, label: str = "pre-trained"):
+                            seed: int, device: str, progress: bool = False, label: str = "pre-trained",
+                            keep_propagation: bool = False):
     """Train ``relational-gnn`` on ``pool (P, 2)`` (``select (S, 2)`` chooses its epoch); ``(model, seconds)``.
+    ``keep_propagation``: the model keeps its final join's label propagation (:attr:`~RelationalGnnModel.
+    final_propagation`).
 
     The encoder sees a copy of ``task`` whose train links are ``pool``, whose valid links are ``select`` and
     which has no test link: it reads the relation triples and those links only.  It is the relational input
@@ -630,6 +639,7 @@ def pretrain_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: 
                         np.asarray(pool, np.int64).reshape(-1, 2), np.asarray(select, np.int64).reshape(-1, 2),
                         np.zeros((0, 2), np.int64))
     gnn = RelationalGnnModel(config, RunContext(seed=seed, device=device, progress=progress))
+    gnn.keep_propagation = keep_propagation
     cuda = str(device).startswith("cuda") and torch.cuda.is_available()
     with torch.random.fork_rng(devices=[torch.device(device).index or 0] if cuda else []):
         gnn.fit(sub)
@@ -638,7 +648,8 @@ def pretrain_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: 
 
 def cached_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: "RelationalGnnModel.Config", *,
                           seed: int, device: str, cache_root=None, progress: bool = False,
-                          label: str = "pre-trained") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                          label: str = "pre-trained", hand_over=None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """:func:`pretrain_relational_gnn`'s ``(source (N, D), target (M, D), pairs (P', 2), info)``, cached on disk.
 
     ``source`` / ``target`` are the network's own output (:meth:`RelationalGnnModel.network_embeddings`: with
@@ -648,6 +659,10 @@ def cached_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: "R
     the fingerprint of the two KGs, ``pool``, ``select``, the encoder's config, the seed and the device type:
     a twin run (the point twin of a Gaussian model, say) then reads the very same encoder output instead of
     training it again under a time budget.  ``info["cached"]`` says which happened.
+
+    ``hand_over``: a callable given the final join's label propagation
+    (:class:`~mmea.models.lp_join_math.PoolPropagation`) when the encoder is trained here with ``lp_weight``
+    (not on a cache hit): a model that joins the same final pairs skips computing it again.
     """
     import hashlib
     from dataclasses import asdict
@@ -659,7 +674,9 @@ def cached_relational_gnn(task, pool: np.ndarray, select: np.ndarray, config: "R
 
     def compute():
         gnn, seconds = pretrain_relational_gnn(task, pool, select, config, seed=seed, device=device,
-                                               progress=progress, label=label)
+                                               progress=progress, label=label, keep_propagation=hand_over is not None)
+        if hand_over is not None and gnn.final_propagation is not None:
+            hand_over(gnn.final_propagation)
         s, t = gnn.network_embeddings()
         gi = gnn.info
         info = {"epochs_run": gi.get("epochs_run"), "best_valid": gi.get("best_valid"), "rounds": gi.get("rounds"),
