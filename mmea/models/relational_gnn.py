@@ -497,9 +497,9 @@ class RelationalGnnModel(AlignmentModel):
             w, how = None, f"Hits@1 (CSLS) on {len(self.valid)} valid links"
         out, record, prop = join_label_propagation(emb, self._lp_graphs, pairs, heads=c.lp_heads, seed=self.ctx.seed,
                                                    weight=w, weights=c.lp_weights, held_out=self.valid)
-        if final and self.keep_propagation:
-            self.final_propagation = prop
         if final:
+            if self.keep_propagation:
+                self.final_propagation = prop
             self.info["lp_fusion"] = {**record, "chosen_by": how, "in_proposals": c.lp_proposals}
             log.info("relational-gnn: joined the relational label propagation at weight %s (%s)", record["weight"],
                      how)
