@@ -138,12 +138,18 @@ class TimeBudget:
     def __init__(self, seconds: float | None = None, start: float | None = None):
         self.seconds = float(seconds) if seconds and seconds > 0 else None
         self.start = time.perf_counter() if start is None else float(start)
+        self.reserve = 0.0  # seconds held back for work after the budgeted loop (:meth:`hold_back`)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
     def out_of_time(self) -> bool:
-        return self.seconds is not None and self.elapsed() > self.seconds
+        return self.seconds is not None and self.elapsed() > self.seconds - self.reserve
+
+    def hold_back(self, seconds: float) -> None:
+        """Keep ``seconds`` of the budget for work that must still fit in it after the budgeted loop stops (a
+        model's final output): :meth:`out_of_time` turns true that much earlier.  Replaces an earlier hold."""
+        self.reserve = max(float(seconds), 0.0)
 
     def spent_fraction(self, fraction: float) -> bool:
         """More than ``fraction`` of the budget is used (never without a budget)."""

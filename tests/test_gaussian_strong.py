@@ -519,3 +519,21 @@ def test_demo_run_exports_the_uncertainty_and_lets_the_valid_links_decide_its_ca
     r = CliRunner().invoke(main, ["report", str(out)])
     assert r.exit_code == 0, r.output
     assert "precision against coverage" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_anchor_gnn_budget_can_count_its_final_join(monkeypatch):
+    import mmea.models.relational_gnn as rg
+
+    seen = []
+
+    def capture(task, seeds, valid, cfg, **kw):
+        seen.append(cfg)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(rg, "cached_relational_gnn", capture)
+    for counted in (False, True):
+        m = _model(anchor_source="relational-gnn", anchor_gnn_lp=True, anchor_gnn_budget_counts_output=counted)
+        with pytest.raises(RuntimeError, match="captured"):
+            m._gnn_anchor_features(_mm_task())
+    assert [c.budget_counts_output for c in seen] == [False, True]
+    assert all(c.lp_proposals and c.lp_weight < 0 for c in seen)

@@ -417,6 +417,31 @@ def test_rounds_can_propose_from_the_joined_embedding_without_reading_test_links
     assert not np.array_equal(gnn_only.pairs, pairs)  # False on a length mismatch too
 
 
+def test_a_budget_that_counts_the_output_stops_the_rounds_early_enough_for_the_final_join(monkeypatch):
+    kw = dict(epochs=2, iterations=2, iteration_epochs=1, lp_weight=0.5, lp_heads=8, lp_proposals=True)
+    free = _fit(_task(), **kw)
+    assert len(free.info["pairs_added_per_round"]) == 2 and free.info["budget"]["counted"] is False
+    assert free.info["budget"]["held_back_s"] == 0 and free.info["budget"]["output_s"] >= 0
+    counted = _fit(_task(), **kw, budget_counts_output=True)
+    assert counted._budget.reserve > 0 and counted.info["budget"]["counted"] is True  # the proposal's join, timed
+    np.testing.assert_array_equal(counted.pairs, free.pairs)  # an ample budget: nothing else changes
+    real = CLS.propose
+
+    def slow(self, pairs):  # a proposal (embedding + join) that took longer than the whole budget
+        out = real(self, pairs)
+        self._output_s = 1e6
+        return out
+
+    monkeypatch.setattr(CLS, "propose", slow)
+    stopped = _fit(_task(), **kw, budget_counts_output=True)
+    assert len(stopped.info["pairs_added_per_round"]) == 1  # no second round: the final join needs the time left
+    assert stopped.info["budget"]["held_back_s"] == 1e6
+    assert len(_fit(_task(), **kw).info["pairs_added_per_round"]) == 2  # not counted: the rounds run on
+    with pytest.raises(MmeaInputError, match="needs lp_proposals"):
+        CLS.Config(budget_counts_output=True, lp_weight=0.5)
+    CLS.Config(budget_counts_output=True)  # lp_weight 0: the proposal's embedding is the whole output
+
+
 def test_refit_retrains_a_fresh_network_on_train_and_valid_links_for_the_selected_epochs():
     task = _task(poisoned=True)  # reading task.test would raise
     kw = dict(epochs=5, patience=3, lp_weight=-1.0, lp_weights=(0.25, 0.75), lp_heads=8)

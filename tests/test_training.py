@@ -106,6 +106,18 @@ def test_the_time_budget_stops_after_a_validated_epoch():
     assert TimeBudget(0).out_of_time() is False and TimeBudget(None).spent_fraction(0.0) is False
 
 
+def test_a_held_back_budget_runs_out_that_much_earlier():
+    budget = TimeBudget(10.0, start=time.perf_counter() - 6.0)  # 4 s left
+    assert not budget.out_of_time()
+    budget.hold_back(5.0)  # more than what is left: out of time now
+    assert budget.out_of_time() and budget.reserve == 5.0
+    budget.hold_back(-1.0)  # a replacing hold; a negative one holds nothing back
+    assert not budget.out_of_time() and budget.reserve == 0.0
+    unlimited = TimeBudget(None)
+    unlimited.hold_back(1e9)
+    assert unlimited.out_of_time() is False
+
+
 def test_a_module_may_end_an_epoch_on_the_budget():
     class Early(Toy):
         def train_epoch(self, epoch, trainer):
