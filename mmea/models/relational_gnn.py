@@ -275,12 +275,11 @@ class RelationalGnnModel(AlignmentModel):
         first, pairs, added, rounds = self._fit_pairs(seeds, c.epochs, self.ctx.checkpoint, "relational-gnn")
         t_out = time.perf_counter()
         self._set_output(pairs)
-        output = {"output_s": round(time.perf_counter() - t_out, 2), "counted": c.budget_counts_output,
-                  "held_back_s": round(self._budget.reserve, 2)}
+        self.info["budget"] = {"max_s": c.max_minutes * 60.0, "output_s": round(time.perf_counter() - t_out, 2),
+                               "counted": c.budget_counts_output, "held_back_s": round(self._budget.reserve, 2)}
         if c.refit:
             self._refit(seeds, first)
         self._record(first, seeds, added, rounds, time.perf_counter() - t0)
-        self.info["budget"] = {"max_s": c.max_minutes * 60.0, **output}
 
     def _set_output(self, pairs: np.ndarray, also: list | None = None) -> None:
         """Keep the final training ``pairs (L', 2)`` (the seeds, then each round's proposals) and the output the run
