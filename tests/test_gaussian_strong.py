@@ -537,3 +537,26 @@ def test_the_anchor_gnn_budget_can_count_its_final_join(monkeypatch):
             m._gnn_anchor_features(_mm_task())
     assert [c.budget_counts_output for c in seen] == [False, True]
     assert all(c.lp_proposals and c.lp_weight < 0 for c in seen)
+
+
+def test_test_link_margins_read_the_search_pass():
+    """link_confidence with the search pass's top 2 (pass_top2) equals its own CSLS search on the same rows."""
+    from mmea.config import SearchConfig
+    from mmea.evaluation import evaluation_rows
+    from mmea.features import run_features
+    from mmea.pipelines.align import pass_top2
+    from mmea.search.onepass import search_once
+
+    task = _mm_task()
+    m = _model("gaussian-strong", epochs=2)
+    m.fit(task, run_features(task, m.feature_requests(m.config), m.ctx))
+    s, t = m.embeddings()
+    src_rows, tgt_rows, _, q_tgt = evaluation_rows(task.test, len(s), len(t), "test")
+    found = search_once(s, t, task.test[:, 0], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=2)
+    top = pass_top2(found, SearchConfig(), len(task.test))
+    own, read = m.link_confidence(task.test), m.link_confidence(task.test, top=top)
+    np.testing.assert_array_equal(read["correct"], own["correct"])
+    np.testing.assert_allclose(read["margin"], own["margin"], atol=1e-6)
+    np.testing.assert_allclose(read["uncertainty"], own["uncertainty"])
+    assert pass_top2(found, SearchConfig(method="cos"), len(task.test)) is None
+    assert pass_top2(None, SearchConfig(), len(task.test)) is None

@@ -302,3 +302,21 @@ def test_the_pass_hands_out_its_candidate_lists_in_eval_order():
     np.testing.assert_allclose(np.take_along_axis(S, L["src_ids"], 1), L["src_cos"], rtol=1e-6)
     np.testing.assert_allclose(np.take_along_axis(S.T, L["tgt_ids"], 1), L["tgt_cos"], rtol=1e-6)
     np.testing.assert_allclose(L["tgt_cos"], -np.sort(-S.T, axis=1)[:, :10], rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["csls", "cos"])
+def test_the_pass_keeps_each_candidates_best_score(method):
+    """OnePass.column_best: each candidate's best score over the eval sources with the pass's radii, what the
+    reciprocal ranking's first pass (column_best) computes; several blocks, a source linked twice."""
+    from mmea.search.matching import Similarity
+    from mmea.search.reciprocal import column_best
+
+    src, tgt = gaussian(70, 6, 7), gaussian(55, 6, 8)
+    test, _ = task_like(70, 55, 45, 0, seed=9)
+    test = np.concatenate([test, test[:1]])  # a source linked twice: the eval sources stay unique
+    src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(test, 70, 55, "test")
+    found = search_once(src, tgt, test[:, 0], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=2, csls_k=4,
+                        block_size=9, method=method)
+    sim = Similarity(src[src_rows], tgt[tgt_rows], method=method, csls_k=4, radius=(found.r_src, found.r_tgt))
+    assert found.column_best[method].shape == (len(tgt_rows),)
+    np.testing.assert_allclose(found.column_best[method], column_best(sim), rtol=0, atol=1e-6)

@@ -187,3 +187,49 @@ def test_auto_above_the_size_re_ranks_the_exact_pass_lists(monkeypatch):
     got = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu", short)
     assert "top-10 list" in got["ranks_from"] and got["ranked"] < 1.0 and got["hits@10"] <= got["ranked"]
     assert got["hits@1"] == pytest.approx(dense["hits@1"], abs=0.05)
+
+
+@pytest.mark.parametrize("method", ["csls", "cos"])
+def test_ranks_fed_block_by_block_equal_the_two_pass_ranks(method):
+    """ReciprocalRanks: fed each block of another pass's scores (and the column maxima), the ranks of
+    reciprocal_ranks; done only once every block with a query was fed."""
+    from mmea.search.reciprocal import ReciprocalRanks
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    y = rng.standard_normal((40, 8)).astype(np.float32)
+    sim = Similarity(x, y, method=method, csls_k=5, block_size=7)
+    rows = np.concatenate([np.arange(50)[::-1], [3, 3, 7]])  # unordered, a source linked three times
+    gold = rng.integers(0, 40, len(rows))
+    fed = ReciprocalRanks(column_best(sim), gold, rows, sim.n)
+    for a in range(0, 50, 11):  # blocks of another size than the similarity's
+        assert not fed.done
+        fed(a, min(a + 11, 50), sim.rows(np.arange(a, min(a + 11, 50))))
+    assert fed.done
+    np.testing.assert_array_equal(fed.ranks, reciprocal_ranks(sim, gold, rows))
+    np.testing.assert_array_equal(reciprocal_ranks(sim, gold, rows, col=column_best(sim)), fed.ranks)
+    with pytest.raises(MmeaInputError, match="gold target index out of range"):
+        ReciprocalRanks(column_best(sim), np.array([40]), np.array([0]), sim.n)
+
+
+def test_align_ranks_the_keys_in_the_one_to_one_pass(monkeypatch):
+    """With the exact search pass, the one-to-one pass feeds the reciprocal ranking (shared_reciprocal) and the
+    search pass's column maxima replace its first pass: no pass of its own, the same metrics."""
+    import mmea.search.reciprocal as rec
+    from mmea.evaluation import evaluation_rows, ranking_metrics
+    from mmea.pipelines.align import one_to_one_metrics, shared_reciprocal
+    from mmea.search.onepass import search_once
+
+    task, src, tgt = _task()
+    src_rows, tgt_rows, _, q_tgt = evaluation_rows(task.test, 120, 120, "test")
+    found = search_once(src, tgt, task.test[:, 0], tgt_rows, gold=q_tgt, eval_src=src_rows, topk=2)
+    direct = reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu")  # two passes of its own
+    monkeypatch.setattr(rec, "column_best", lambda *a, **k: pytest.fail("a column pass"))
+    assert reciprocal_metrics(task, src, tgt, SearchConfig(), "cpu", found) == pytest.approx(direct)
+    shared = shared_reciprocal(task, src, tgt, SearchConfig(), found)
+    plain = one_to_one_metrics(task, src, tgt, SearchConfig(), "cpu", found)
+    assert one_to_one_metrics(task, src, tgt, SearchConfig(), "cpu", found, shared) == plain
+    assert shared.done and {**ranking_metrics(shared.ranks), "n": 80} == pytest.approx(direct)
+    for off in (dict(reciprocal="off"), dict(one_to_one="off"), dict(candidates="all")):
+        assert shared_reciprocal(task, src, tgt, SearchConfig(**off), found) is None
+    assert shared_reciprocal(task, src, tgt, SearchConfig(), None) is None

@@ -777,11 +777,12 @@ class GaussianModel(AlignmentModel):
         n1 = self.data.num_source
         return mu[:n1], mu[n1:]
 
-    def rerank_metrics(self, links, *, candidates: str = "test", csls_k: int = 10) -> dict:
+    def rerank_metrics(self, links, *, candidates: str = "test", csls_k: int = 10, search_top=None) -> dict:
         """``{"src->tgt/csls+kl-rerank": metrics}``: the CSLS top-``rerank_k`` re-ranked by symmetric KL.
 
         Called by :func:`mmea.pipelines.align.run_align` after the standard
-        evaluation (the model never sees test links during :meth:`fit`).
+        evaluation (the model never sees test links during :meth:`fit`).  ``search_top``: the search pass's
+        top 2 (:func:`mmea.pipelines.align.pass_top2`), not needed here.
         """
         if self.config.rerank_k <= 0 or self.net is None:
             return {}

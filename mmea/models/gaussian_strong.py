@@ -488,28 +488,35 @@ class GaussianStrongModel(AlignmentModel):
         m = self.inputs["masks"]
         return {k: m[k].cpu().numpy() for k in self.net.heads}
 
-    def link_confidence(self, links, csls_k: int = 10) -> dict:
+    def link_confidence(self, links, csls_k: int = 10, top=None) -> dict:
         """Per link: CSLS top-1 ``correct``, ``margin`` (top-1 minus top-2 CSLS) and ``uncertainty`` (mean
-        common-space variance of the source plus that of its top-1 target); candidates are the links' targets."""
+        common-space variance of the source plus that of its top-1 target); candidates are the links' targets.
+        ``top``: ``(ids (L, 2) positions into the links' unique targets, csls (L, 2))`` when the run's search
+        pass already ranked these links' sources against them (:func:`mmea.pipelines.align.pass_top2`); else
+        one CSLS search here."""
         from ..search.csls import csls_topk
 
         links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
-        s, t = self.embeddings()
         cand = np.unique(links[:, 1])
-        res = csls_topk(s[links[:, 0]], t[cand], topk=min(2, len(cand)), csls_k=csls_k, normalize=False,
-                        index="torch")
-        top = cand[res.ids[:, 0]]  # (L,) predicted target rows
-        margin = res.csls[:, 0] - res.csls[:, 1] if res.csls.shape[1] > 1 else np.zeros(len(links))
+        if top is None:
+            s, t = self.embeddings()
+            res = csls_topk(s[links[:, 0]], t[cand], topk=min(2, len(cand)), csls_k=csls_k, normalize=False,
+                            index="torch")
+            top = (res.ids, res.csls)
+        ids, csls = top  # (L, <= 2)
+        top = cand[ids[:, 0]]  # (L,) predicted target rows
+        margin = csls[:, 0] - csls[:, 1] if csls.shape[1] > 1 else np.zeros(len(links))
         u_s, u_t = self.uncertainty()
         return {"correct": top == links[:, 1], "margin": margin, "uncertainty": u_s[links[:, 0]] + u_t[top]}
 
-    def rerank_metrics(self, links, *, candidates: str = "test", csls_k: int = 10) -> dict:
+    def rerank_metrics(self, links, *, candidates: str = "test", csls_k: int = 10, search_top=None) -> dict:
         """``{"src->tgt/<score>": metrics}`` for each score of ``scores`` (:mod:`mmea.search.distributions`).
 
         Also (called after :meth:`fit`, with the test links) ``model_info["uncertainty"]``: AUROC of the
         variance-based uncertainty and of the margin for a wrong top-1, and precision at 90% coverage with and
         without the variance (:func:`mmea.calibration.variance_confidence_report`, combination fitted on the
-        valid links only).
+        valid links only).  ``search_top``: the search pass's top 2 of the links' sources
+        (:func:`mmea.pipelines.align.pass_top2`), which the test links' margins then read instead of a search here.
         """
         from ..calibration import variance_confidence_report
         from ..evaluation import ranking_metrics
@@ -517,7 +524,7 @@ class GaussianStrongModel(AlignmentModel):
 
         if len(self.valid) >= 2 and len(links) >= 2:
             self.info["uncertainty"] = variance_confidence_report(self.link_confidence(self.valid, csls_k),
-                                                                  self.link_confidence(links, csls_k))
+                                                                  self.link_confidence(links, csls_k, search_top))
         out = {}
         (ms, vs), (mt, vt) = self.gaussians()
         for s in self.config.score_list:

@@ -16,9 +16,12 @@ stage first needs them); ``load_s``, ``train_s``; ``search_s`` the
 search (:func:`search_run`: one blockwise product pass gives the gold ranks of both
 directions and methods, each query's top-k, the reverse best matches and the validation
 sources' top 2, see :mod:`mmea.search.onepass`) and the matcher; ``evaluate_s`` the
-metrics from those ranks (+ a model's own re-ranking); ``one_to_one_s`` the one-to-one
+metrics from those ranks (+ a model's own re-ranking, whose per-link margins read the pass's top 2:
+:func:`pass_top2`); ``one_to_one_s`` the one-to-one
 assignment of the test candidates (:func:`one_to_one_hits`, ``test.hits@1_one_to_one``, the second,
-labelled H@1 next to the ranking's); ``calibrate_s`` the isotonic fit;
+labelled H@1 next to the ranking's; with the exact pass its score blocks also rank the reciprocal keys,
+:func:`shared_reciprocal`, the search pass having kept their column maxima); ``reciprocal_s`` the reciprocal
+ranking where it needs passes of its own; ``calibrate_s`` the isotonic fit;
 ``export_s`` writing ``alignment.csv``.  With a FAISS index (``search.index`` ``flat``,
 ``ivf``, ``hnsw``) the search is FAISS's, and ``evaluate_s`` / ``calibrate_s`` include
 their own ranking passes.
@@ -209,20 +212,35 @@ def evaluate_run(run_dir: Path, task, model, src_emb, tgt_emb, ranks: dict | Non
     write_test_ranks(run_dir, ev.pop("ranks"))
     rerank = getattr(model, "rerank_metrics", None)  # a model's own re-ranked rows (gaussian)
     if rerank is not None:
-        ev["test_by_method"].update(rerank(task.test, candidates=search.candidates, csls_k=search.csls_k))
+        ev["test_by_method"].update(rerank(task.test, candidates=search.candidates, csls_k=search.csls_k,
+                                           search_top=pass_top2(found, search, len(task.test))))
     return ev
+
+
+def pass_top2(found, search, num_links: int) -> tuple | None:
+    """``(ids (n, 2) positions into the test targets, csls (n, 2))``: the exact search pass's CSLS top 2 of each
+    test link's source (``task.test`` order, the pass's query rows), for a model's per-link margins
+    (``gaussian-strong``'s ``link_confidence``) without a search of their own; None when the pass did not rank
+    them so (a listed or FAISS search, ``search.candidates = "all"``, ``search.method = "cos"``)."""
+    res = getattr(found, "result", None)
+    if res is None or found.stats.get("listed") or search.candidates != "test" or search.method != "csls" \
+            or res.ids.shape != (num_links, res.ids.shape[1]) or res.ids.shape[1] < 2:
+        return None
+    return res.ids[:, :2], res.csls[:, :2]
 
 
 #: candidates per side of the one-to-one assignment's sparse graph (:func:`one_to_one_hits`)
 ONE_TO_ONE_K = 50
 def two_way_topk(src: np.ndarray, tgt: np.ndarray, r_src: np.ndarray, r_tgt: np.ndarray, k: int, *,
-                 method: str = "csls", csls_k: int = 10, device: str = "cpu") -> tuple:
+                 method: str = "csls", csls_k: int = 10, device: str = "cpu", on_block=None) -> tuple:
     """``(forward, reverse)`` :class:`~mmea.search.csls.SearchResult`: each source's and each target's
     top-``k`` by CSLS (or cosine), from **one** blockwise pass over unit rows ``src (n, d)``, ``tgt (m, d)``.
 
     Per block of source rows the ``(b, m)`` scores ``(2 cos - r_src) - r_tgt`` (the float32 expression
     of :func:`~mmea.search.csls.csls_from_cos`) give the rows' top-``k`` and are merged into the running
     top-``k`` of every column; nothing larger than one block is held.  Ties are broken by ``torch.topk``.
+    ``on_block(a, e, S)``: called with each block's scores ``S (e - a, m)`` of source rows ``a:e`` (another
+    ranking over the same scores, :class:`~mmea.search.reciprocal.ReciprocalRanks`, without a pass of its own).
     """
     import torch
 
@@ -242,6 +260,8 @@ def two_way_topk(src: np.ndarray, tgt: np.ndarray, r_src: np.ndarray, r_tgt: np.
             C = torch.from_numpy(np.ascontiguousarray(src[a:e])).to(device) @ T.T  # (b, m) cosines
             rs = torch.from_numpy(np.asarray(r_src[a:e], np.float32)).to(device)[:, None]  # (b, 1)
             S = csls_from_cos(C, rs, rt[None, :]) if method == "csls" else C  # (b, m)
+            if on_block is not None:
+                on_block(a, e, S)
             v, i = torch.topk(S, k_f, dim=1)  # (b, k_f)
             fwd[0][a:e], fwd[1][a:e] = i.cpu().numpy(), torch.gather(C, 1, i).cpu().numpy()
             fwd[2][a:e] = (csls_from_cos(torch.gather(C, 1, i), rs, rt[i]) if method == "csls" else v).cpu().numpy()
@@ -263,7 +283,7 @@ def two_way_topk(src: np.ndarray, tgt: np.ndarray, r_src: np.ndarray, r_tgt: np.
 
 def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, method: str = "csls",
                     csls_k: int = 10, device: str = "cpu", radius: tuple | None = None,
-                    sparse_k: int = ONE_TO_ONE_K, solver: str = "auto") -> dict:
+                    sparse_k: int = ONE_TO_ONE_K, solver: str = "auto", on_block=None) -> dict:
     """Hits@1 of a one-to-one assignment of the links' sources to ``cand``: ``test.hits@1_one_to_one``.
 
     The assignment maximises the total score (CSLS or cosine, the run's ``search.method``) subject to
@@ -279,7 +299,8 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
     for this one and 0.8864 for the dense optimum, hub sources filling the targets' cosine lists.)
 
     ``links (n, 2)``: (source, gold target) ids; ``radius``: ``(r_src (p,), r_tgt (m,))`` CSLS radii of
-    the unique sources and of ``cand`` (the search's, reused; else one more pass computes them).
+    the unique sources and of ``cand`` (the search's, reused; else one more pass computes them); ``on_block``: fed the pass's score blocks
+    (:func:`two_way_topk`; rows are positions into the unique sources).
     Returns ``{"hits@1", "solver", "pairs"}``: the share of links whose source is assigned its gold
     target (a source linked twice can hit once only).
     """
@@ -291,7 +312,8 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
     sim = Similarity(np.asarray(src_emb)[sources], np.asarray(tgt_emb)[cand], method=method, csls_k=csls_k,
                      device=device, radius=radius)
     k = int(min(sparse_k, len(cand), len(sources)))
-    lists = two_way_topk(sim.src, sim.tgt, sim.r_src, sim.r_tgt, k, method=method, csls_k=csls_k, device=device)
+    lists = two_way_topk(sim.src, sim.tgt, sim.r_src, sim.r_tgt, k, method=method, csls_k=csls_k, device=device,
+                         on_block=on_block)
     matching, label = solve_one_to_one(ListedSimilarity(len(sources), len(cand), *lists), solver)
     return {"hits@1": assigned_hits(matching, sources, cand, links), "pairs": int(len(matching)),
             "solver": f"{label} over each side's top-{k} by {method})"}
@@ -306,13 +328,14 @@ def pass_radius(found, search, num_sources: int, num_candidates: int) -> tuple |
     return np.asarray(found.r_src, np.float32), np.asarray(found.r_tgt, np.float32)
 
 
-def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) -> dict:
+def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None, on_block=None) -> dict:
     """The one-to-one entries of ``metrics["test"]``: ``hits@1_one_to_one`` and ``one_to_one`` (solver, pairs).
 
     Always the test sources against the test targets (the benchmark candidates), by ``search.one_to_one``
     (:func:`~mmea.search.matching.solve_one_to_one`).  ``found``: the search
     pass (:class:`~mmea.search.onepass.OnePass`); with ``search.candidates = "test"`` its radii (the
-    metrics') are reused, so only :func:`two_way_topk`'s pass is added.
+    metrics') are reused, so only :func:`two_way_topk`'s pass is added; ``on_block``: fed that pass's score blocks
+    (:func:`shared_reciprocal`).
     """
     sources, cand = np.unique(task.test[:, 0]), np.unique(task.test[:, 1])
     if found is not None and found.stats.get("listed"):  # the list-based pass's two-way lists
@@ -322,7 +345,7 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None) 
         return {"hits@1_one_to_one": o["hits@1"], "one_to_one": {"solver": o["solver"], "pairs": o["pairs"]}}
     o = one_to_one_hits(src_emb, tgt_emb, task.test, cand, method=search.method, csls_k=search.csls_k,
                         device=device, radius=pass_radius(found, search, len(sources), len(cand)),
-                        solver=search.one_to_one)
+                        solver=search.one_to_one, on_block=on_block)
     return {"hits@1_one_to_one": o["hits@1"], "one_to_one": {"solver": o["solver"], "pairs": o["pairs"]}}
 
 
@@ -351,8 +374,34 @@ def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
     sim = Similarity(np.asarray(src_emb)[src_rows], np.asarray(tgt_emb)[tgt_rows], method=search.method,
                      csls_k=search.csls_k, device=device, progress=progress,
                      radius=pass_radius(found, search, len(src_rows), len(tgt_rows)))
-    ranks = reciprocal_ranks(sim, q_tgt, q_src, progress=progress)  # (links,)
+    col = pass_column_best(found, search, len(src_rows), len(tgt_rows))  # the search pass's column maxima
+    ranks = reciprocal_ranks(sim, q_tgt, q_src, progress=progress, col=col)  # (links,)
     return {**ranking_metrics(ranks), "n": int(len(ranks))}
+
+
+def pass_column_best(found, search, num_sources: int, num_candidates: int) -> np.ndarray | None:
+    """``(m,)`` the search pass's column maxima of the run's score (:attr:`~mmea.search.onepass.OnePass.column_best`)
+    when its radii are the ones a later ranking uses (:func:`pass_radius`); else None."""
+    if pass_radius(found, search, num_sources, num_candidates) is None or found.column_best is None:
+        return None
+    return found.column_best[search.method]
+
+
+def shared_reciprocal(task, src_emb, tgt_emb, search, found=None):
+    """A :class:`~mmea.search.reciprocal.ReciprocalRanks` that the one-to-one graph's pass feeds, when both
+    rankings are on and read the same scores (exact search pass, ``search.candidates = "test"``, the dense
+    reciprocal ranking): :func:`reciprocal_metrics`' ranks at no pass of their own; else None."""
+    from ..evaluation import evaluation_rows
+    from ..search.reciprocal import RECIPROCAL_MAX_SCORES, ReciprocalRanks
+
+    if search.reciprocal == "off" or search.one_to_one == "off" or found is None or found.stats.get("listed"):
+        return None
+    src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(task.test, len(src_emb), len(tgt_emb), search.candidates)
+    if len(src_rows) * len(tgt_rows) > RECIPROCAL_MAX_SCORES and search.reciprocal == "auto":
+        return None  # the listed re-ranking (reciprocal_metrics)
+    col = pass_column_best(found, search, len(src_rows), len(tgt_rows))
+    same = np.array_equal(src_rows, np.unique(task.test[:, 0])) and np.array_equal(tgt_rows, np.unique(task.test[:, 1]))
+    return ReciprocalRanks(col, q_tgt, q_src, len(src_rows)) if col is not None and same else None
 
 
 def listed_reciprocal_metrics(found, q_src: np.ndarray, q_tgt: np.ndarray, m: int, method: str = "csls") -> dict:
@@ -491,22 +540,26 @@ def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search,
                  progress: bool = False, found=None) -> dict:
     """``test`` (the ranking metrics, then ``hits@1_one_to_one``), ``test_by_method`` and ``matched`` of
     ``metrics.json``; without test links ``test`` is empty and a note says so."""
-    from ..evaluation import alignment_metrics
+    from ..evaluation import alignment_metrics, ranking_metrics
 
     src_emb, tgt_emb = embeddings
     out: dict = {}
     if len(task.test):
         with run.stage("evaluate"):
             out.update(evaluate_run(run.path, task, model, src_emb, tgt_emb, ranks, search, progress, found))
+        shared = shared_reciprocal(task, src_emb, tgt_emb, search, found)  # fed by the one-to-one pass
         if search.one_to_one == "off":
             notes.append("search.one_to_one = off: the one-to-one H@1 (test.hits@1_one_to_one) was not computed")
         else:
             with run.stage("one_to_one"):  # the second, labelled H@1: one-to-one assignment of the test candidates
-                out["test"].update(one_to_one_metrics(task, src_emb, tgt_emb, search, device, found))
+                out["test"].update(one_to_one_metrics(task, src_emb, tgt_emb, search, device, found, shared))
         rec = None
         if search.reciprocal != "off":
             with run.stage("reciprocal"):  # a third ranking: both sides' preferences (mmea.search.reciprocal)
-                rec = reciprocal_metrics(task, src_emb, tgt_emb, search, device, found, progress)
+                if shared is not None and shared.done:  # its keys were ranked in the one-to-one pass
+                    rec = {**ranking_metrics(shared.ranks), "n": int(len(shared.ranks))}
+                else:
+                    rec = reciprocal_metrics(task, src_emb, tgt_emb, search, device, found, progress)
         if rec is not None:
             out["test_by_method"]["src->tgt/reciprocal"] = rec
     else:

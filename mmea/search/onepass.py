@@ -85,6 +85,9 @@ class OnePass:
             top-``K`` cosines ``src_cos (p, K)`` (descending; eval sources in ``eval_src`` order), and
             ``tgt_ids (m, K')`` positions into ``eval_src`` of each candidate's top eval sources,
             ``tgt_cos (m, K')``.
+        column_best: ``{"cos": (m,), "csls": (m,)}`` float32: each candidate's best score over the eval
+            sources (the metrics' radii), the column maxima ``c(v)`` of the reciprocal ranking
+            (:mod:`mmea.search.reciprocal`), kept by the pass so that ranking needs one pass less.
     """
 
     ranks: dict | None = None
@@ -96,6 +99,7 @@ class OnePass:
     num_valid_candidates: int = 0
     stats: dict = field(default_factory=dict)
     lists: dict | None = None
+    column_best: dict | None = None
 
 
 def _ids(x: Any, n: int, what: str) -> np.ndarray:
@@ -179,6 +183,7 @@ class _Lists:
     r_search: Any
     perm: Any = None  # (G * w,) the candidate columns grouped (padded by repeating the last one)
     group_max: Any = None  # (p, G) each row's largest cosine within each group
+    col_key: Any = None  # (m,) each column's largest 2 cos - r_src over the eval sources
 
     def bound(self, rows, r_cand):
         """``(n,)`` an upper bound of the CSLS ``(2 cos - r_src) - r_cand`` of each row of ``rows`` with
@@ -211,7 +216,8 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
     Per block of ``P`` rows: the cosine block, its rows' top-``K`` (and radius ``r_src``, the mean of the
     first ``csls_k``), its columns merged into the running column lists (over all rows: the metrics'
     ``r_eval``; over the query rows repeated ``counts`` times: the search radii ``r_search``, which also
-    cover the extra targets), and the gold cosine of each link whose source is in the block.
+    cover the extra targets), the gold cosine of each link whose source is in the block, and each column's
+    running maximum of ``2 cos - r_src`` (``col_key``: minus the column's radius, its best CSLS).
     """
     p, mc = P.shape[0], C.shape[0]
     kr, kc, ke, ks = min(K, m), min(csls_k, m), min(csls_k, p), min(csls_k, max(n_rows, 1))
@@ -219,7 +225,7 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
     row_v = torch.empty((p, kr), dtype=torch.float32, device=P.device)
     row_i = torch.empty((p, kr), dtype=torch.int64, device=P.device)
     r_src = torch.empty((p,), dtype=torch.float32, device=P.device)
-    col = colq = col_s = col_x = perm = None
+    col = colq = col_s = col_x = perm = col_key = None
     buf = torch.empty((min(bs, p), m), dtype=torch.float32, device=P.device)
     CT, XT = C[:m].T, C[m:].T
     with progress_bar(total=p, progress=progress, desc=desc, unit="row", leave=False) as bar:
@@ -237,6 +243,8 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
                 sel, rr = links.rows_in(i, a)
                 links.gold_cos[sel] = S[rr, links.q_tgt[sel]]
             col = _merge_column_lists(col, S, min(K, p), a)
+            key = torch.mul(S, 2).sub_(r_src[a:e, None]).amax(0)  # (m,) the first step of csls_from_cos
+            col_key = key if col_key is None else torch.maximum(col_key, key)
             q = max(0, min(e, nq) - a)
             if q and nq < p:
                 colq = _merge_column_lists(colq, S[:q], min(K, nq), a)
@@ -254,7 +262,7 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
     r_search = r_eval if same else _mean_topk_t(col_s, dim=0)
     if mc > m:
         r_search = torch.cat([r_search, _mean_topk_t(col_x, dim=0)])
-    return _Lists(row_v, row_i, col, colq if nq < p else col, r_src, r_eval, r_search, perm, group_max)
+    return _Lists(row_v, row_i, col, colq if nq < p else col, r_src, r_eval, r_search, perm, group_max, col_key)
 
 
 def _count_ranks(X, gs, idx, gidx):
@@ -554,6 +562,9 @@ def search_once(src_emb: Any, tgt_emb: Any, rows: Any, cand: Any, *, gold: Any =
     out.r_src, out.r_tgt = r_src[it_pos], r_eval.cpu().numpy()
     out.lists = {"src_ids": lists.row_i.cpu().numpy()[it_pos], "src_cos": lists.row_v.cpu().numpy()[it_pos],
                  "tgt_ids": order[lists.col[1].T.cpu().numpy()], "tgt_cos": lists.col[0].T.cpu().numpy()}
+    # (2 cos - r_src) - r_tgt rounds monotonically in its first term, so the column maximum of the CSLS is the
+    # maximum of the first term minus the radius: the same float32 value as a column maximum over the CSLS block
+    out.column_best = {"cos": lists.col[0][0].cpu().numpy(), "csls": (lists.col_key - r_eval).cpu().numpy()}
     if fwd is not None:
         out.ranks = {"src->tgt": {k: v.cpu().numpy() for k, v in fwd.items()},
                      "tgt->src": {k: v.cpu().numpy() for k, v in back.items()}}

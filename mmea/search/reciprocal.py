@@ -22,7 +22,9 @@ Measured (DBP15k zh_en, 30% seeds, relational GNN without names, seed 0): Hits@1
 this ranking of the CSLS scores, 0.783 by the one-to-one assignment.
 
 Two blockwise passes over the ``(n, m)`` scores (column maxima, then the keys); nothing larger than one
-block of rows is held.  Written here because no library ranks by these keys without the dense matrix.
+block of rows is held.  In a run both come from passes it makes anyway: the search pass keeps the column maxima
+(:attr:`mmea.search.onepass.OnePass.column_best`) and the one-to-one graph's pass feeds the keys
+(:class:`ReciprocalRanks`).  Written here because no library ranks by these keys without the dense matrix.
 
 **From candidate lists** (:func:`listed_reciprocal`, an approximate search at 1M entities, where two passes
 over ``n m`` scores are out of reach): each source's top-``K`` list (the pass's own, by the run's score) is
@@ -42,7 +44,7 @@ from ..progress import progress_bar
 from .csls import list_positions
 from .knn import row_block_size
 
-__all__ = ["column_best", "reciprocal_ranks", "reciprocal_best", "listed_column_best", "listed_reciprocal",
+__all__ = ["column_best", "reciprocal_ranks", "ReciprocalRanks", "reciprocal_best", "listed_column_best", "listed_reciprocal",
            "listed_reciprocal_ranks", "RECIPROCAL_MAX_SCORES"]
 
 #: ``search.reciprocal = "auto"`` ranks by the reciprocal keys up to this many ``(n, m)`` scores (two passes)
@@ -77,35 +79,87 @@ def _keys(S, col):
     return 2.0 * S - col
 
 
-def reciprocal_ranks(sim, gold: np.ndarray, rows: np.ndarray | None = None, *, progress: bool = False
-                     ) -> np.ndarray:
+def _checked_queries(gold, rows, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(gold (q,), rows (q,))`` int64, checked against ``n`` source rows and ``m`` targets."""
+    gold = np.asarray(gold, dtype=np.int64).reshape(-1)
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+    if len(gold) != len(rows):
+        raise MmeaInputError(f"{len(gold)} gold targets for {len(rows)} queries")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise MmeaInputError(f"query source row out of range [0, {n})")
+    if len(gold) and (gold.min() < 0 or gold.max() >= m):
+        raise MmeaInputError(f"gold target index out of range [0, {m})")
+    return gold, rows
+
+
+def _gold_ranks(S, col, gold: np.ndarray) -> np.ndarray:
+    """``(b,)`` rank of each row's ``gold`` target among the keys of the score block ``S (b, m)`` (tie rule of
+    :func:`reciprocal_ranks`)."""
+    import torch
+
+    K = _keys(S, col)  # (b, m)
+    g = torch.from_numpy(gold).to(S.device)[:, None]  # (b, 1)
+    gv = torch.gather(K, 1, g)  # (b, 1)
+    cols = torch.arange(K.shape[1], device=S.device)[None, :]  # (1, m)
+    return (1 + (K > gv).sum(1) + ((K == gv) & (cols < g)).sum(1)).cpu().numpy()
+
+
+def reciprocal_ranks(sim, gold: np.ndarray, rows: np.ndarray | None = None, *, progress: bool = False,
+                     col: np.ndarray | None = None) -> np.ndarray:
     """``ranks (q,)`` int64 of each query's gold target (an index into ``sim``'s targets) by the keys.
 
     ``rows (q,)``: each query's source row in ``sim`` (default: row ``i`` for query ``i``; a source
-    linked twice appears twice).  The column maxima are over every source row of ``sim``.  The tie rule
-    of :func:`mmea.search.csls.rank_of_targets`: ``1 + #{key > gold key} + #{key == gold key, lower
-    target index}``.
+    linked twice appears twice).  The column maxima are over every source row of ``sim``; ``col (m,)``: those
+    maxima when an earlier pass kept them (:attr:`mmea.search.onepass.OnePass.column_best`), which saves the
+    first pass.  The tie rule of :func:`mmea.search.csls.rank_of_targets`: ``1 + #{key > gold key} +
+    #{key == gold key, lower target index}``.
     """
     import torch
 
-    gold = np.asarray(gold, dtype=np.int64).reshape(-1)
-    rows = np.arange(sim.n) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
-    if len(gold) != len(rows):
-        raise MmeaInputError(f"{len(gold)} gold targets for {len(rows)} queries")
-    if len(rows) and (rows.min() < 0 or rows.max() >= sim.n):
-        raise MmeaInputError(f"query source row out of range [0, {sim.n})")
-    if len(gold) and (gold.min() < 0 or gold.max() >= sim.m):
-        raise MmeaInputError(f"gold target index out of range [0, {sim.m})")
-    col = torch.from_numpy(column_best(sim, progress)).to(sim.device)[None, :]  # (1, m)
+    gold, rows = _checked_queries(gold, rows, sim.n, sim.m)
+    col = column_best(sim, progress) if col is None else np.asarray(col, np.float32).reshape(-1)
+    col_t = torch.from_numpy(col).to(sim.device)[None, :]  # (1, m)
     ranks = np.empty(len(rows), np.int64)
-    cols = torch.arange(sim.m, device=sim.device)[None, :]  # (1, m)
     with torch.no_grad():
         for a, e, S in _blocks(sim, rows, progress, "reciprocal ranks"):
-            K = _keys(S, col)  # (b, m)
-            g = torch.from_numpy(gold[a:e]).to(sim.device)[:, None]  # (b, 1)
-            gv = torch.gather(K, 1, g)  # (b, 1)
-            ranks[a:e] = (1 + (K > gv).sum(1) + ((K == gv) & (cols < g)).sum(1)).cpu().numpy()
+            ranks[a:e] = _gold_ranks(S, col_t, gold[a:e])
     return ranks
+
+
+class ReciprocalRanks:
+    """:func:`reciprocal_ranks` fed by another blockwise pass over the same scores (the one-to-one graph's,
+    :func:`mmea.pipelines.align.two_way_topk`), so the ranking costs no pass of its own.
+
+    ``col (m,)``: the column maxima (kept by the search pass); ``gold (q,)``, ``rows (q,)`` as in
+    :func:`reciprocal_ranks`.  Call it with each block ``(a, e, S)``: ``S (e - a, m)`` the scores of source rows
+    ``a:e``; once every source row was fed, :attr:`ranks` holds the ranks (``-1`` where a row was never fed:
+    :attr:`done` is False).
+    """
+
+    def __init__(self, col: np.ndarray, gold: np.ndarray, rows: np.ndarray, n: int):
+        col = np.asarray(col, np.float32).reshape(-1)
+        self.gold, self.rows = _checked_queries(gold, rows, n, len(col))
+        self.col = col
+        self._col_t = None
+        self._order = np.argsort(self.rows, kind="stable")  # (q,) queries by source row
+        self._sorted = self.rows[self._order]
+        self.ranks = np.full(len(self.rows), -1, np.int64)
+
+    @property
+    def done(self) -> bool:
+        return bool((self.ranks > 0).all())
+
+    def __call__(self, a: int, e: int, S) -> None:
+        import torch
+
+        lo, hi = np.searchsorted(self._sorted, [a, e])
+        if lo == hi:
+            return
+        if self._col_t is None:
+            self._col_t = torch.from_numpy(self.col).to(S.device)[None, :]  # (1, m)
+        q = self._order[lo:hi]  # the queries whose source row is in the block
+        rr = torch.from_numpy(self.rows[q] - a).to(S.device)
+        self.ranks[q] = _gold_ranks(S.index_select(0, rr), self._col_t, self.gold[q])
 
 
 def reciprocal_best(sim, *, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
