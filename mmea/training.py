@@ -143,8 +143,9 @@ class TimeBudget:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def out_of_time(self) -> bool:
-        return self.seconds is not None and self.elapsed() > self.seconds - self.reserve
+    def out_of_time(self, ahead: float = 0.0) -> bool:
+        """The budget (less what is held back) is spent, or would be after ``ahead`` more seconds of work."""
+        return self.seconds is not None and self.elapsed() + max(float(ahead), 0.0) > self.seconds - self.reserve
 
     def hold_back(self, seconds: float) -> None:
         """Keep ``seconds`` of the budget for work that must still fit in it after the budgeted loop stops (a

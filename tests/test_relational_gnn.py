@@ -439,6 +439,26 @@ def test_a_budget_that_counts_the_output_stops_the_rounds_early_enough_for_the_f
     assert len(_fit(_task(), **kw).info["pairs_added_per_round"]) == 2  # not counted: the rounds run on
     with pytest.raises(MmeaInputError, match="needs lp_proposals"):
         CLS.Config(budget_counts_output=True, lp_weight=0.5)
+
+
+def test_a_round_whose_proposal_would_run_into_the_final_output_is_not_started(monkeypatch):
+    """With the output counted, a round starts only if its proposal fits before the held-back final output: a
+    proposal timed at 60% of the budget leaves room for itself once (the first round, nothing held back yet) but
+    not for a second one plus the final output; uncounted, both rounds run."""
+    kw = dict(epochs=2, iterations=2, iteration_epochs=1, lp_weight=0.5, lp_heads=8, lp_proposals=True,
+              max_minutes=5.0)
+    real = CLS.propose
+
+    def timed(self, pairs):  # the proposal "took" 60% of the budget; the clock has not moved
+        out = real(self, pairs)
+        self._output_s = 0.6 * 300.0
+        return out
+
+    monkeypatch.setattr(CLS, "propose", timed)
+    counted = _fit(_task(), **kw, budget_counts_output=True)
+    assert len(counted.info["pairs_added_per_round"]) == 1  # 180 s ahead + 180 s held back > 300 s
+    assert counted.info["budget"]["held_back_s"] == pytest.approx(180.0)
+    assert len(_fit(_task(), **kw).info["pairs_added_per_round"]) == 2
     CLS.Config(budget_counts_output=True)  # lp_weight 0: the proposal's embedding is the whole output
 
 

@@ -118,6 +118,15 @@ def test_a_held_back_budget_runs_out_that_much_earlier():
     assert unlimited.out_of_time() is False
 
 
+def test_work_ahead_counts_against_what_is_left():
+    budget = TimeBudget(10.0, start=time.perf_counter() - 6.0)  # 4 s left
+    budget.hold_back(2.0)  # 2 s left for the loop
+    assert not budget.out_of_time() and not budget.out_of_time(ahead=1.0)
+    assert budget.out_of_time(ahead=3.0)  # 3 s of work would run into the held-back 2 s
+    assert not budget.out_of_time(ahead=-5.0)  # a negative estimate counts as nothing
+    assert TimeBudget(None).out_of_time(ahead=1e9) is False
+
+
 def test_a_module_may_end_an_epoch_on_the_budget():
     class Early(Toy):
         def train_epoch(self, epoch, trainer):

@@ -302,7 +302,9 @@ class RelationalGnnModel(AlignmentModel):
         first = self._phase(seeds, epochs, checkpoint, desc, first_budget)
         pairs, added, rounds = seeds, [], []
         for r in range(c.iterations):
-            if self._budget.out_of_time():
+            # budget_counts_output: a round starts only if its own proposal (timed like the output) fits before the
+            # held-back final output; else the proposal alone would run past the budget, with no epoch to train
+            if self._budget.out_of_time(ahead=self._output_s if c.budget_counts_output else 0.0):
                 break
             new = self.propose(pairs)
             if c.budget_counts_output:  # the final output repeats the proposal's embedding (+ join): keep its time
