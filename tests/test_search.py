@@ -358,3 +358,14 @@ def test_peak_rss_restarts_at_a_reset():
     now = current_gib()
     assert now <= peak_rss_gib() <= now + 0.05
     assert peak_rss_gib() < before - 0.3 or now > before - 0.35  # lower, unless the 400 MiB stayed resident
+
+
+def test_post_benchmark_case_checks_the_shared_passes_against_one_pass_each():
+    """``python -m mmea.search.benchmark --cases post``: the shared passes give the reference's ranks, top 2 and
+    one-to-one lists (small sizes here; the figures come from the full case)."""
+    from mmea.search.benchmark import case_post
+
+    r = case_post(300, 96)
+    assert r["reciprocal_ranks_equal"] and r["top2_ids_equal"] and r["one_to_one_lists_equal"]
+    assert r["reference_s"] > 0 and r["ratio"] == pytest.approx(r["shared_s"] / r["reference_s"])
+    assert 0.0 < r["reciprocal_hits@1"] <= 1.0

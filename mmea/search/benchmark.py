@@ -16,6 +16,12 @@ Cases (each in its own subprocess, so peak RSS is per case):
 * ``approx``: ``n x n`` clustered synthetic vectors (default 1,000,000,
   d = 128): IVF (or HNSW) top-10 for every query, time, peak RSS and
   recall@10 against exact search on a sample of 10,000 queries.
+* ``post``: an ``mmea align`` run's rankings after its search on ``n x n`` correlated unit rows (default
+  10,277 x 10,277 at d = 8,960, FB15K-DB15K 20%'s test links over ``gsgl``'s joined rows): the passes as
+  they share work now (the search pass keeps the column maxima, the one-to-one pass ranks the reciprocal
+  keys, the margins read the pass's top 2) against the reference of one pass each (a CSLS top-2 search for
+  the margins, the one-to-one pass, the reciprocal ranking's two passes), with the ratio and a check that
+  both give the same ranks, top 2 and one-to-one lists.
 """
 
 from __future__ import annotations
@@ -142,6 +148,46 @@ def case_exact(n: int, d: int, seed: int = 0, sample: int = 200) -> dict:
     }
 
 
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def case_post(n: int, d: int, seed: int = 0) -> dict:
+    """The ``post`` case (module doc): shared passes against one pass per ranking, on the same rows."""
+    from ..pipelines.align import two_way_topk
+    from .csls import csls_topk
+    from .matching import Similarity
+    from .onepass import align_once
+    from .reciprocal import ReciprocalRanks, reciprocal_ranks
+
+    rng = np.random.default_rng(seed)
+    base = _unit(rng, n, 64) * 4.0  # shared structure, so the gold pair i -> i is often near the top
+    src, tgt = base + _unit(rng, n, 64), base + _unit(rng, n, 64)
+    src, tgt = (np.concatenate([x, 0.05 * _unit(rng, n, d - 64)], 1) for x in (src, tgt))
+    src /= np.linalg.norm(src, axis=1, keepdims=True)
+    tgt /= np.linalg.norm(tgt, axis=1, keepdims=True)
+    ids = np.arange(n)
+    (_, found), t_search = _timed(lambda: align_once(src, tgt, ids, ids, topk=2, gold=ids, eval_src=ids))
+    sim = Similarity(src, tgt, csls_k=10, radius=(found.r_src, found.r_tgt))
+    fed = ReciprocalRanks(found.column_best["csls"], ids, ids, n)
+    shared, t_shared = _timed(lambda: two_way_topk(sim.src, sim.tgt, sim.r_src, sim.r_tgt, 50, on_block=fed))
+    top2, t_margin = _timed(lambda: csls_topk(src, tgt, topk=2, csls_k=10, normalize=False, index="torch"))
+    lists, t_one = _timed(lambda: two_way_topk(sim.src, sim.tgt, sim.r_src, sim.r_tgt, 50))
+    ranks, t_rec = _timed(lambda: reciprocal_ranks(sim, ids))
+    reference = t_search + t_margin + t_one + t_rec
+    return {
+        "case": "post", "n": n, "m": n, "d": d, "search_s": t_search, "shared_one_to_one_s": t_shared,
+        "reference_margin_search_s": t_margin, "reference_one_to_one_s": t_one, "reference_reciprocal_s": t_rec,
+        "shared_s": t_search + t_shared, "reference_s": reference, "ratio": (t_search + t_shared) / reference,
+        "reciprocal_ranks_equal": bool(np.array_equal(ranks, fed.ranks)),
+        "top2_ids_equal": bool(np.array_equal(top2.ids, found.result.ids[:, :2])),
+        "one_to_one_lists_equal": bool(all(np.array_equal(a.ids, b.ids) for a, b in zip(lists, shared))),
+        "reciprocal_hits@1": float((fed.ranks == 1).mean()), "peak_rss_gib": peak_rss_gib(),
+    }
+
+
 def _clustered(rng, n: int, d: int, centers: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
     """Two noisy copies of a Gaussian mixture (source / target), L2-normalised: EA-like structure."""
     c = rng.standard_normal((centers, d), dtype=np.float32)
@@ -204,6 +250,8 @@ def _child(args) -> dict:
         return case_csls(args.csls_n, args.csls_d, args.reps)
     if args.child == "exact":
         return case_exact(args.exact_n, args.exact_d)
+    if args.child == "post":
+        return case_post(args.post_n, args.post_d)
     return case_approx(args.approx_n, args.approx_d, args.approx_index, args.sample, args.nlist, args.nprobe,
                        args.hnsw_m, args.ef_search, args.approx_csls)
 
@@ -218,6 +266,11 @@ def _print(r: dict) -> None:
     elif c == "exact":
         print(f"[exact]  {r['n']:,} x {r['m']:,}, d={r['d']}: CSLS {r['csls_s']:.1f} s, peak RSS "
               f"{r['peak_rss_gib']:.2f} GiB (limit 4); sampled ids equal {r['sample_top10_ids_equal']:.4f}")
+    elif c == "post":
+        print(f"[post]   {r['n']:,} x {r['m']:,}, d={r['d']}: search + shared passes {r['shared_s']:.1f} s vs one pass "
+              f"per ranking {r['reference_s']:.1f} s -> ratio {r['ratio']:.2f}; reciprocal ranks equal "
+              f"{r['reciprocal_ranks_equal']}, top 2 equal {r['top2_ids_equal']}, one-to-one lists equal "
+              f"{r['one_to_one_lists_equal']}; peak RSS {r['peak_rss_gib']:.2f} GiB")
     else:
         extra = f", approx CSLS {r['approx_csls_s']:.1f} s" if "approx_csls_s" in r else ""
         print(f"[approx] {r['n']:,} x {r['m']:,}, d={r['d']}, {r['index']}: build {r['build_s']:.1f} s + search "
@@ -227,13 +280,15 @@ def _print(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mmea.search.benchmark", description=__doc__.split("\n")[0])
-    p.add_argument("--cases", default="csls,exact,approx", help="comma-separated: csls, exact, approx")
+    p.add_argument("--cases", default="csls,exact,approx", help="comma-separated: csls, exact, approx, post")
     p.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     p.add_argument("--csls-n", type=int, default=10_500)
     p.add_argument("--csls-d", type=int, default=300)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--exact-n", type=int, default=100_000)
     p.add_argument("--exact-d", type=int, default=300)
+    p.add_argument("--post-n", type=int, default=10_277)
+    p.add_argument("--post-d", type=int, default=8_960)
     p.add_argument("--approx-n", type=int, default=1_000_000)
     p.add_argument("--approx-d", type=int, default=128)
     p.add_argument("--approx-index", choices=("ivf", "hnsw"), default="ivf")
@@ -252,13 +307,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.csls_n, args.exact_n, args.approx_n, args.sample, args.nlist = 3000, 10_000, 50_000, 1000, 256
+        args.post_n, args.post_d = 2000, 512
     forwarded = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--quick",)]
     if args.quick:
+        forwarded += ["--post-n", str(args.post_n), "--post-d", str(args.post_d)]
         forwarded += ["--csls-n", str(args.csls_n), "--exact-n", str(args.exact_n), "--approx-n",
                       str(args.approx_n), "--sample", str(args.sample), "--nlist", str(args.nlist)]
     results = []
     for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        if case not in ("csls", "exact", "approx"):
+        if case not in ("csls", "exact", "approx", "post"):
             p.error(f"unknown case {case!r}")
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "mmea.search.benchmark", "--child", case, *forwarded],
