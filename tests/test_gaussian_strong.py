@@ -495,6 +495,7 @@ def test_demo_run_exports_the_uncertainty_and_lets_the_valid_links_decide_its_ca
     out = tmp_path / "run"
     m = run_align(cfg, out=out, quiet=True)["metrics"]
     assert "uncertainty" in pd.read_csv(out / "alignment.csv").columns
+    assert m["search_pass"]["list_size"] == 64 and m["search_pass"]["redone_rows"] >= 0
     d = json.loads((out / "calibration.json").read_text())["variance"]
     assert d["fitted_on"] == "valid links" and d["n"] == m["split"]["valid"] and m["calibration"]["variance"] == d
     assert d["used"] == (d["auroc_combined_oof"] - d["auroc_margin"] >= MIN_AUROC_GAIN)

@@ -2,7 +2,8 @@
 
 The output contract (stable for every model): ``RUN_DIR/alignment.csv``,
 ``RUN_DIR/metrics.json`` with ``dataset``, ``model``, ``split`` (train / valid /
-test sizes), ``test`` (Hits@1/5/10, MR, MRR of the primary direction and
+test sizes), ``search_pass`` (the exact or listed search pass's counts: its list size, the rows and columns it
+redid against everything), ``test`` (Hits@1/5/10, MR, MRR of the primary direction and
 method), ``test_by_method``, ``timings`` (``load_s``, ``total_s`` and each
 stage), ``calibration`` and ``notes``; ``RUN_DIR/config.toml``; ``RUN_DIR/run.log``;
 ``RUN_DIR/calibration.json`` and ``RUN_DIR/valid_scores.npz`` (see :mod:`mmea.calibration`);
@@ -673,6 +674,8 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
     with run.stage("search"):  # the one pass: ranks, top-k, reverse best, validation top-2
         al, ranks, valid_scores = _search_stage(engine, task, model, (src_emb, tgt_emb), rows, cand, s, device,
                                                 progress, keep)
+    if keep.get("pass") is not None:  # what the pass settled from its lists and what it redid (its cost beyond one pass)
+        metrics["search_pass"] = {k: v for k, v in keep["pass"].stats.items() if isinstance(v, (bool, int, float, str))}
     metrics.update(test_metrics(run, task, model, (src_emb, tgt_emb), ranks, al, s, device, notes, progress,
                                 keep.get("pass")))
     with run.stage("calibrate"):
