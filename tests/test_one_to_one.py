@@ -74,7 +74,7 @@ def test_every_align_bench_table_has_the_column():
 @pytest.mark.parametrize("method", ["csls", "cos"])
 def test_two_way_lists_equal_the_searches_of_both_directions(method):
     """The one pass gives each source's and each target's top-k as the two separate searches do."""
-    from mmea.pipelines.align import two_way_topk
+    from mmea.search.matching import two_way_topk
     from mmea.search.csls import csls_radius, csls_topk
 
     rng = np.random.default_rng(1)

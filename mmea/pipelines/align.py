@@ -232,56 +232,6 @@ def pass_top2(found, search, num_links: int) -> tuple | None:
 
 #: candidates per side of the one-to-one assignment's sparse graph (:func:`one_to_one_hits`)
 ONE_TO_ONE_K = 50
-def two_way_topk(src: np.ndarray, tgt: np.ndarray, r_src: np.ndarray, r_tgt: np.ndarray, k: int, *,
-                 method: str = "csls", csls_k: int = 10, device: str = "cpu", on_block=None) -> tuple:
-    """``(forward, reverse)`` :class:`~mmea.search.csls.SearchResult`: each source's and each target's
-    top-``k`` by CSLS (or cosine), from **one** blockwise pass over unit rows ``src (n, d)``, ``tgt (m, d)``.
-
-    Per block of source rows the ``(b, m)`` scores ``(2 cos - r_src) - r_tgt`` (the float32 expression
-    of :func:`~mmea.search.csls.csls_from_cos`) give the rows' top-``k`` and are merged into the running
-    top-``k`` of every column; nothing larger than one block is held.  Ties are broken by ``torch.topk``.
-    ``on_block(a, e, S)``: called with each block's scores ``S (e - a, m)`` of source rows ``a:e`` (another
-    ranking over the same scores, :class:`~mmea.search.reciprocal.ReciprocalRanks`, without a pass of its own).
-    """
-    import torch
-
-    from ..search.csls import SearchResult, csls_from_cos
-    from ..search.knn import row_block_size
-
-    n, m = len(src), len(tgt)
-    k_f, k_b = min(k, m), min(k, n)
-    T = torch.from_numpy(np.ascontiguousarray(tgt)).to(device)  # (m, d)
-    rt = torch.from_numpy(np.asarray(r_tgt, np.float32)).to(device)  # (m,)
-    fwd = [np.zeros((n, k_f), np.int64), np.zeros((n, k_f), np.float32), np.zeros((n, k_f), np.float32)]
-    col_s = col_c = col_i = None  # running (<= k_b, m) scores, cosines and source rows of each column
-    bs = row_block_size(m)
-    with torch.no_grad():
-        for a in range(0, n, bs):
-            e = min(a + bs, n)
-            C = torch.from_numpy(np.ascontiguousarray(src[a:e])).to(device) @ T.T  # (b, m) cosines
-            rs = torch.from_numpy(np.asarray(r_src[a:e], np.float32)).to(device)[:, None]  # (b, 1)
-            S = csls_from_cos(C, rs, rt[None, :]) if method == "csls" else C  # (b, m)
-            if on_block is not None:
-                on_block(a, e, S)
-            v, i = torch.topk(S, k_f, dim=1)  # (b, k_f)
-            fwd[0][a:e], fwd[1][a:e] = i.cpu().numpy(), torch.gather(C, 1, i).cpu().numpy()
-            fwd[2][a:e] = (csls_from_cos(torch.gather(C, 1, i), rs, rt[i]) if method == "csls" else v).cpu().numpy()
-            v, i = torch.topk(S, min(k_b, e - a), dim=0)  # (<= k_b, m) this block's best rows per column
-            c, i = torch.gather(C, 0, i), i + a
-            if col_s is not None:
-                v, c, i = torch.cat([col_s, v]), torch.cat([col_c, c]), torch.cat([col_i, i])
-            top = torch.topk(v, min(k_b, len(v)), dim=0).indices  # (<= k_b, m)
-            col_s, col_c, col_i = torch.gather(v, 0, top), torch.gather(c, 0, top), torch.gather(i, 0, top)
-    r_src = np.asarray(r_src, np.float32)
-    r_tgt = np.asarray(r_tgt, np.float32)
-    bwd_ids = col_i.T.cpu().numpy()  # (m, k_b) source rows of each target, best first
-    bwd_cos = col_c.T.cpu().numpy()
-    bwd_csls = csls_from_cos(bwd_cos, r_tgt[:, None], r_src[bwd_ids]).astype(np.float32)
-    forward = SearchResult(fwd[0], fwd[1], fwd[2], r_src, r_tgt, method=method, csls_k=csls_k)
-    reverse = SearchResult(bwd_ids, bwd_cos, bwd_csls, r_tgt, r_src, method=method, csls_k=csls_k)
-    return forward, reverse
-
-
 def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, method: str = "csls",
                     csls_k: int = 10, device: str = "cpu", radius: tuple | None = None,
                     sparse_k: int = ONE_TO_ONE_K, solver: str = "auto", on_block=None) -> dict:
@@ -291,7 +241,7 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
     every source and every target being used at most once (Kuhn 1955; the published tables of
     LightEA and SEU report this "H@1 after assignment" next to the ranking one).  It is solved by
     :class:`~mmea.search.matching.HungarianMatcher` in its sparse form, exactly over the union of each
-    source's and each target's top-``sparse_k`` candidates by that score (:func:`two_way_topk`, one
+    source's and each target's top-``sparse_k`` candidates by that score (:func:`~mmea.search.matching.two_way_topk`, one
     blockwise pass), by ``scipy``'s ``min_weight_full_bipartite_matching`` (LAPJVsp), a dummy edge per
     source keeping a full matching feasible; no dense ``(n, m)`` matrix is ever built; above
     :data:`ONE_TO_ONE_EXACT_MAX` sources, or with ``solver = "sinkhorn"``, by :func:`solve_one_to_one`'s
@@ -301,11 +251,11 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
 
     ``links (n, 2)``: (source, gold target) ids; ``radius``: ``(r_src (p,), r_tgt (m,))`` CSLS radii of
     the unique sources and of ``cand`` (the search's, reused; else one more pass computes them); ``on_block``: fed the pass's score blocks
-    (:func:`two_way_topk`; rows are positions into the unique sources).
+    (:func:`~mmea.search.matching.two_way_topk`; rows are positions into the unique sources).
     Returns ``{"hits@1", "solver", "pairs"}``: the share of links whose source is assigned its gold
     target (a source linked twice can hit once only).
     """
-    from ..search.matching import ListedSimilarity, Similarity, assigned_hits, solve_one_to_one
+    from ..search.matching import ListedSimilarity, Similarity, assigned_hits, solve_one_to_one, two_way_topk
 
     links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
     cand = np.asarray(cand, dtype=np.int64).reshape(-1)
@@ -335,7 +285,7 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
     Always the test sources against the test targets (the benchmark candidates), by ``search.one_to_one``
     (:func:`~mmea.search.matching.solve_one_to_one`).  ``found``: the search
     pass (:class:`~mmea.search.onepass.OnePass`); with ``search.candidates = "test"`` its radii (the
-    metrics') are reused, so only :func:`two_way_topk`'s pass is added; ``on_block``: fed that pass's score blocks
+    metrics') are reused, so only :func:`~mmea.search.matching.two_way_topk`'s pass is added; ``on_block``: fed that pass's score blocks
     (:func:`shared_reciprocal`).
     """
     sources, cand = np.unique(task.test[:, 0]), np.unique(task.test[:, 1])

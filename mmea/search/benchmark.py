@@ -156,9 +156,8 @@ def _timed(fn):
 
 def case_post(n: int, d: int, seed: int = 0) -> dict:
     """The ``post`` case (module doc): shared passes against one pass per ranking, on the same rows."""
-    from ..pipelines.align import two_way_topk
     from .csls import csls_topk
-    from .matching import Similarity
+    from .matching import Similarity, two_way_topk
     from .onepass import align_once
     from .reciprocal import ReciprocalRanks, reciprocal_ranks
 

@@ -128,7 +128,7 @@ def reciprocal_ranks(sim, gold: np.ndarray, rows: np.ndarray | None = None, *, p
 
 class ReciprocalRanks:
     """:func:`reciprocal_ranks` fed by another blockwise pass over the same scores (the one-to-one graph's,
-    :func:`mmea.pipelines.align.two_way_topk`), so the ranking costs no pass of its own.
+    :func:`mmea.search.matching.two_way_topk`), so the ranking costs no pass of its own.
 
     ``col (m,)``: the column maxima (kept by the search pass); ``gold (q,)``, ``rows (q,)`` as in
     :func:`reciprocal_ranks`.  Call it with each block ``(a, e, S)``: ``S (e - a, m)`` the scores of source rows
