@@ -241,8 +241,9 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
     every source and every target being used at most once (Kuhn 1955; the published tables of
     LightEA and SEU report this "H@1 after assignment" next to the ranking one).  It is solved by
     :class:`~mmea.search.matching.HungarianMatcher` in its sparse form, exactly over the union of each
-    source's and each target's top-``sparse_k`` candidates by that score (:func:`~mmea.search.matching.two_way_topk`, one
-    blockwise pass), by ``scipy``'s ``min_weight_full_bipartite_matching`` (LAPJVsp), a dummy edge per
+    source's and each target's top-``sparse_k`` candidates by that score
+    (:func:`~mmea.search.matching.two_way_topk`, one blockwise pass), by ``scipy``'s
+    ``min_weight_full_bipartite_matching`` (LAPJVsp), a dummy edge per
     source keeping a full matching feasible; no dense ``(n, m)`` matrix is ever built; above
     :data:`ONE_TO_ONE_EXACT_MAX` sources, or with ``solver = "sinkhorn"``, by :func:`solve_one_to_one`'s
     Sinkhorn + greedy decode over the same graph instead.  (The search
@@ -250,8 +251,9 @@ def one_to_one_hits(src_emb, tgt_emb, links: np.ndarray, cand: np.ndarray, *, me
     for this one and 0.8864 for the dense optimum, hub sources filling the targets' cosine lists.)
 
     ``links (n, 2)``: (source, gold target) ids; ``radius``: ``(r_src (p,), r_tgt (m,))`` CSLS radii of
-    the unique sources and of ``cand`` (the search's, reused; else one more pass computes them); ``on_block``: fed the pass's score blocks
-    (:func:`~mmea.search.matching.two_way_topk`; rows are positions into the unique sources).
+    the unique sources and of ``cand`` (the search's, reused; else one more pass computes them);
+    ``on_block``: fed the pass's score blocks (:func:`~mmea.search.matching.two_way_topk`; rows are positions
+    into the unique sources).
     Returns ``{"hits@1", "solver", "pairs"}``: the share of links whose source is assigned its gold
     target (a source linked twice can hit once only).
     """
@@ -285,8 +287,8 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
     Always the test sources against the test targets (the benchmark candidates), by ``search.one_to_one``
     (:func:`~mmea.search.matching.solve_one_to_one`).  ``found``: the search
     pass (:class:`~mmea.search.onepass.OnePass`); with ``search.candidates = "test"`` its radii (the
-    metrics') are reused, so only :func:`~mmea.search.matching.two_way_topk`'s pass is added; ``on_block``: fed that pass's score blocks
-    (:func:`shared_reciprocal`).
+    metrics') are reused, so only :func:`~mmea.search.matching.two_way_topk`'s pass is added; ``on_block``: fed
+    that pass's score blocks (:func:`shared_reciprocal`).
     """
     sources, cand = np.unique(task.test[:, 0]), np.unique(task.test[:, 1])
     if found is not None and found.stats.get("listed"):  # the list-based pass's two-way lists
@@ -300,21 +302,24 @@ def one_to_one_metrics(task, src_emb, tgt_emb, search, device: str, found=None, 
     return {"hits@1_one_to_one": o["hits@1"], "one_to_one": {"solver": o["solver"], "pairs": o["pairs"]}}
 
 
-def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, progress: bool = False
-                       ) -> dict | None:
+def reciprocal_metrics(task, src_emb, tgt_emb, search, device: str, found=None, progress: bool = False,
+                       shared=None) -> dict | None:
     """``test_by_method["src->tgt/reciprocal"]``: the test links ranked by both sides' preferences over the
     run's scores (:mod:`mmea.search.reciprocal`), against the same candidates as the primary metric; ``None``
     when ``search.reciprocal = off``.  After an approximate search, and after an exact one above
     :data:`~mmea.search.reciprocal.RECIPROCAL_MAX_SCORES` scores with ``auto``: each test source's top-``K``
     list of the pass re-ranked by the keys (:func:`~mmea.search.reciprocal.listed_reciprocal`; a gold target
     outside its list is a miss, MRR a lower bound, no MR), labelled by ``ranks_from`` (``None`` when the pass
-    kept no list of these rows)."""
+    kept no list of these rows).  ``shared``: a :func:`shared_reciprocal` that another pass has fed (its ranks
+    are read, no pass here)."""
     from ..evaluation import evaluation_rows, ranking_metrics
     from ..search.matching import Similarity
     from ..search.reciprocal import RECIPROCAL_MAX_SCORES, reciprocal_ranks
 
     if search.reciprocal == "off":
         return None
+    if shared is not None and shared.done:  # its keys were ranked in the one-to-one pass
+        return {**ranking_metrics(shared.ranks), "n": int(len(shared.ranks))}
     src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(task.test, len(src_emb), len(tgt_emb), search.candidates)
     if found is not None and found.stats.get("listed"):
         return listed_reciprocal_metrics(found, q_src, q_tgt, len(tgt_rows))
@@ -350,9 +355,9 @@ def shared_reciprocal(task, src_emb, tgt_emb, search, found=None):
     src_rows, tgt_rows, q_src, q_tgt = evaluation_rows(task.test, len(src_emb), len(tgt_emb), search.candidates)
     if len(src_rows) * len(tgt_rows) > RECIPROCAL_MAX_SCORES and search.reciprocal == "auto":
         return None  # the listed re-ranking (reciprocal_metrics)
+    # a column best only with candidates = "test": src_rows are then the unique test sources, one_to_one_hits' rows
     col = pass_column_best(found, search, len(src_rows), len(tgt_rows))
-    same = np.array_equal(src_rows, np.unique(task.test[:, 0])) and np.array_equal(tgt_rows, np.unique(task.test[:, 1]))
-    return ReciprocalRanks(col, q_tgt, q_src, len(src_rows)) if col is not None and same else None
+    return ReciprocalRanks(col, q_tgt, q_src, len(src_rows)) if col is not None else None
 
 
 def listed_reciprocal_metrics(found, q_src: np.ndarray, q_tgt: np.ndarray, m: int, method: str = "csls") -> dict:
@@ -491,7 +496,7 @@ def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search,
                  progress: bool = False, found=None) -> dict:
     """``test`` (the ranking metrics, then ``hits@1_one_to_one``), ``test_by_method`` and ``matched`` of
     ``metrics.json``; without test links ``test`` is empty and a note says so."""
-    from ..evaluation import alignment_metrics, ranking_metrics
+    from ..evaluation import alignment_metrics
 
     src_emb, tgt_emb = embeddings
     out: dict = {}
@@ -507,10 +512,7 @@ def test_metrics(run: RunDir, task, model, embeddings: tuple, ranks, al, search,
         rec = None
         if search.reciprocal != "off":
             with run.stage("reciprocal"):  # a third ranking: both sides' preferences (mmea.search.reciprocal)
-                if shared is not None and shared.done:  # its keys were ranked in the one-to-one pass
-                    rec = {**ranking_metrics(shared.ranks), "n": int(len(shared.ranks))}
-                else:
-                    rec = reciprocal_metrics(task, src_emb, tgt_emb, search, device, found, progress)
+                rec = reciprocal_metrics(task, src_emb, tgt_emb, search, device, found, progress, shared)
         if rec is not None:
             out["test_by_method"]["src->tgt/reciprocal"] = rec
     else:
@@ -624,7 +626,7 @@ def _align_body(run: RunDir, cfg: RunConfig, ckpt: Checkpointer, quiet: bool, en
     with run.stage("search"):  # the one pass: ranks, top-k, reverse best, validation top-2
         al, ranks, valid_scores = _search_stage(engine, task, model, (src_emb, tgt_emb), rows, cand, s, device,
                                                 progress, keep)
-    if keep.get("pass") is not None:  # what the pass settled from its lists and what it redid (its cost beyond one pass)
+    if keep.get("pass") is not None:  # what the pass redid beyond its lists (its cost beyond one product pass)
         metrics["search_pass"] = {k: v for k, v in keep["pass"].stats.items() if isinstance(v, (bool, int, float, str))}
     metrics.update(test_metrics(run, task, model, (src_emb, tgt_emb), ranks, al, s, device, notes, progress,
                                 keep.get("pass")))

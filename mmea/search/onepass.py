@@ -227,6 +227,7 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
     r_src = torch.empty((p,), dtype=torch.float32, device=P.device)
     col = colq = col_s = col_x = perm = col_key = None
     buf = torch.empty((min(bs, p), m), dtype=torch.float32, device=P.device)
+    kbuf = torch.empty_like(buf)  # the column keys' block, reused
     CT, XT = C[:m].T, C[m:].T
     with progress_bar(total=p, progress=progress, desc=desc, unit="row", leave=False) as bar:
         for i, a in enumerate(range(0, p, bs)):
@@ -243,7 +244,7 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
                 sel, rr = links.rows_in(i, a)
                 links.gold_cos[sel] = S[rr, links.q_tgt[sel]]
             col = _merge_column_lists(col, S, min(K, p), a)
-            key = torch.mul(S, 2).sub_(r_src[a:e, None]).amax(0)  # (m,) the first step of csls_from_cos
+            key = torch.mul(S, 2, out=kbuf[:e - a]).sub_(r_src[a:e, None]).amax(0)  # (m,) csls_from_cos's first step
             col_key = key if col_key is None else torch.maximum(col_key, key)
             q = max(0, min(e, nq) - a)
             if q and nq < p:

@@ -44,8 +44,8 @@ from ..progress import progress_bar
 from .csls import list_positions
 from .knn import row_block_size
 
-__all__ = ["column_best", "reciprocal_ranks", "ReciprocalRanks", "reciprocal_best", "listed_column_best", "listed_reciprocal",
-           "listed_reciprocal_ranks", "RECIPROCAL_MAX_SCORES"]
+__all__ = ["column_best", "reciprocal_ranks", "ReciprocalRanks", "reciprocal_best", "listed_column_best",
+           "listed_reciprocal", "listed_reciprocal_ranks", "RECIPROCAL_MAX_SCORES"]
 
 #: ``search.reciprocal = "auto"`` ranks by the reciprocal keys up to this many ``(n, m)`` scores (two passes)
 RECIPROCAL_MAX_SCORES = 2_000_000_000
