@@ -218,6 +218,9 @@ def test_relational_readout_equals_the_direct_sum_over_neighbours_and_relations(
             cols = slice(2 * head, 2 * head + 2)
             ref[i, cols] += (rel[r] @ rel_proj[:, head]) * (ent[j] @ ent_proj[:, cols])
     np.testing.assert_allclose(out, lpm.l2_rows(ref), rtol=1e-4, atol=1e-5)
+    for workers in (1, 3):  # the heads' threads write their own columns: the same bits for any number
+        same = lpm.relational_readout(g, ent, rel, rel_proj, ent_proj, block_heads=2, workers=workers)
+        assert np.array_equal(same, out)
 
 
 def test_relational_readout_model_aligns_a_relabelled_copy_and_never_reads_test_links():

@@ -45,6 +45,8 @@ among entities that are not yet anchored (``best_tgt[i] = j`` and
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -286,7 +288,7 @@ def readout_projections(width: int, heads: int, head_dim: int, seed: int) -> tup
 
 
 def relational_readout(graph: RelationalGraph, ent: np.ndarray, rel: np.ndarray, rel_proj: np.ndarray,
-                       ent_proj: np.ndarray, block_heads: int = 64) -> np.ndarray:
+                       ent_proj: np.ndarray, block_heads: int = 64, workers: int | None = None) -> np.ndarray:
     """``(N, heads * head_dim)`` unit rows: each entity's neighbours, seen through the relations that reach them.
 
     For head ``h`` (``heads = rel_proj.shape[1]``) with ``a_ij[h] = sum_{r: i -r-> j} (rel P)[r, h]``,
@@ -296,21 +298,32 @@ def relational_readout(graph: RelationalGraph, ent: np.ndarray, rel: np.ndarray,
     a random sketch of ``sum_j rel_ij (x) ent_j`` (relation label tensor neighbour label): "which labelled
     neighbours, through which relations", the entity representation of LightEA (Mao et al., EMNLP 2022,
     section 3.3).  Built ``block_heads`` heads at a time: ``(N, block_heads * head_dim)`` of projected labels,
-    then one sparse product per head over the shared ``(N, N)`` pattern (:class:`RelationalGraph`).
+    then one sparse product per head over the shared ``(N, N)`` pattern (:class:`RelationalGraph`).  The heads'
+    sparse products run on ``workers`` threads (default: the usable cores, at most 8; scipy's product releases the
+    GIL, and each head writes its own columns, so the result is the same for any number): 6.5 s -> 3.9 s for
+    FB15K's 512 heads on 2 cores.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     heads = rel_proj.shape[1]
     head_dim = ent_proj.shape[1] // heads
     n = graph.num_entities
     weights = np.asarray(graph.pair_rels @ (rel @ rel_proj), dtype=np.float32)  # (P, heads)
     out = np.empty((n, heads * head_dim), np.float32)
     cols = graph.pairs[:, 1]
-    for start in range(0, heads, block_heads):
-        stop = min(heads, start + block_heads)
-        y = ent @ ent_proj[:, start * head_dim:stop * head_dim]  # (N, b * head_dim)
-        for h in range(start, stop):
-            a = sp.csr_matrix((weights[:, h], cols, graph.pair_indptr), shape=(n, n))  # (N, N)
-            lo = (h - start) * head_dim
-            out[:, h * head_dim:(h + 1) * head_dim] = a @ y[:, lo:lo + head_dim]
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+    with ThreadPoolExecutor(max(1, int(workers))) as pool:
+        for start in range(0, heads, block_heads):
+            stop = min(heads, start + block_heads)
+            y = ent @ ent_proj[:, start * head_dim:stop * head_dim]  # (N, b * head_dim)
+
+            def head(h: int, y=y, start=start) -> None:
+                a = sp.csr_matrix((weights[:, h], cols, graph.pair_indptr), shape=(n, n))  # (N, N)
+                lo = (h - start) * head_dim
+                out[:, h * head_dim:(h + 1) * head_dim] = a @ y[:, lo:lo + head_dim]  # (N, head_dim)
+
+            list(pool.map(head, range(start, stop)))
     return l2_rows(out)
 
 

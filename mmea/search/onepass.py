@@ -64,6 +64,12 @@ LIST_SIZE = 64
 GROUPS = 64
 #: rows below which a redo is always padded to the pass's block shape (tiny products take other kernels)
 MIN_ROWS = 64
+#: column keys ``2 cos - r_src`` kept per candidate column by the pass (its top ``KEYS`` eval sources)
+KEYS = 4
+#: how far a float32 score ``(2 cos - r_tgt) - r_src`` can lie above the bound ``(2 cos - r_src) - r_tgt`` built
+#: from the column key: every value is below 4 in magnitude, so each float32 rounding errs by at most 2**-22
+#: (2.4e-7); the score rounds twice, the key once and the bound's subtraction once (< 1e-6); 2e-6 leaves a margin
+KEY_ROUNDING = 2e-6
 
 
 @dataclass
@@ -183,7 +189,12 @@ class _Lists:
     r_search: Any
     perm: Any = None  # (G * w,) the candidate columns grouped (padded by repeating the last one)
     group_max: Any = None  # (p, G) each row's largest cosine within each group
-    col_key: Any = None  # (m,) each column's largest 2 cos - r_src over the eval sources
+    col_top: Any = None  # ((KEYS, m) values, (KEYS, m) iteration rows): each column's largest 2 cos - r_src, desc
+
+    @property
+    def col_key(self):
+        """``(m,)`` each column's largest ``2 cos - r_src`` over the eval sources."""
+        return self.col_top[0][0]
 
     def bound(self, rows, r_cand):
         """``(n,)`` an upper bound of the CSLS ``(2 cos - r_src) - r_cand`` of each row of ``rows`` with
@@ -194,6 +205,18 @@ class _Lists:
         rmin = r_cand[self.perm].view(G, -1).amin(1)  # (G,)
         cap = self.group_max[rows].clamp(max=self.row_v[rows, -1:])  # (n, G)
         return csls_from_cos(cap, self.r_src[rows, None], rmin[None, :]).amax(1)
+
+    def column_bound(self, listed, r_col):
+        """``(m,)`` an upper bound of the CSLS ``(2 cos - r_col) - r_src`` of each candidate column (the target as
+        the query) with every eval source outside ``listed (K, m)``, its column list's rows: the largest key
+        ``2 cos - r_src`` of the column's top :data:`KEYS` rows that is not listed (the ``KEYS``-th key when all
+        are: no other row has a larger one), minus ``r_col (m,)``, plus :data:`KEY_ROUNDING` (the two float32
+        expressions of the same sum).  Where a few sources stand out in a column, it is far tighter than the
+        list's ``K``-th cosine against the smallest radius of all sources."""
+        kv, ki = self.col_top  # (T, m)
+        listed_key = (ki[:, None, :] == listed[None, :, :]).any(1)  # (T, m): the row is in the column's list
+        out = torch.where(listed_key, torch.tensor(-torch.inf, device=kv.device), kv).amax(0)
+        return torch.maximum(out, kv[-1]) - r_col + KEY_ROUNDING
 
 
 def _column_groups(S, k: int, groups: int = GROUPS):
@@ -225,7 +248,7 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
     row_v = torch.empty((p, kr), dtype=torch.float32, device=P.device)
     row_i = torch.empty((p, kr), dtype=torch.int64, device=P.device)
     r_src = torch.empty((p,), dtype=torch.float32, device=P.device)
-    col = colq = col_s = col_x = perm = col_key = None
+    col = colq = col_s = col_x = perm = col_top = None
     buf = torch.empty((min(bs, p), m), dtype=torch.float32, device=P.device)
     kbuf = torch.empty_like(buf)  # the column keys' block, reused
     CT, XT = C[:m].T, C[m:].T
@@ -244,8 +267,8 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
                 sel, rr = links.rows_in(i, a)
                 links.gold_cos[sel] = S[rr, links.q_tgt[sel]]
             col = _merge_column_lists(col, S, min(K, p), a)
-            key = torch.mul(S, 2, out=kbuf[:e - a]).sub_(r_src[a:e, None]).amax(0)  # (m,) csls_from_cos's first step
-            col_key = key if col_key is None else torch.maximum(col_key, key)
+            key = torch.mul(S, 2, out=kbuf[:e - a]).sub_(r_src[a:e, None])  # (b, m) csls_from_cos's first step
+            col_top = _merge_column_keys(col_top, key, a)
             q = max(0, min(e, nq) - a)
             if q and nq < p:
                 colq = _merge_column_lists(colq, S[:q], min(K, nq), a)
@@ -263,7 +286,19 @@ def _list_pass(P, C, m: int, counts, nq: int, csls_k: int, n_rows: int, links: _
     r_search = r_eval if same else _mean_topk_t(col_s, dim=0)
     if mc > m:
         r_search = torch.cat([r_search, _mean_topk_t(col_x, dim=0)])
-    return _Lists(row_v, row_i, col, colq if nq < p else col, r_src, r_eval, r_search, perm, group_max, col_key)
+    return _Lists(row_v, row_i, col, colq if nq < p else col, r_src, r_eval, r_search, perm, group_max, col_top)
+
+
+def _merge_column_keys(top, key, offset: int):
+    """The running top :data:`KEYS` ``(values (T, m), iteration rows (T, m))`` of each column merged with the
+    block ``key (b, m)`` whose first row is iteration row ``offset`` (values descending)."""
+    v, i = torch.topk(key, min(KEYS, key.shape[0]), dim=0)  # (t, m)
+    i += offset
+    if top is not None:
+        v, i = torch.cat([top[0], v]), torch.cat([top[1], i])
+        v, o = torch.topk(v, min(KEYS, v.shape[0]), dim=0)
+        i = i.gather(0, o)
+    return v, i
 
 
 def _count_ranks(X, gs, idx, gidx):
@@ -294,7 +329,8 @@ def _back_from_lists(L: _Links, lists: _Lists, eval_pos, p: int):
     rt, rs = lists.r_eval[j], lists.r_src
     gold = {"cos": L.gold_cos, "csls": csls_from_cos(L.gold_cos, rt, rs[L.q_it])}
     scores = {"cos": v, "csls": csls_from_cos(v, rt[:, None], rs[rows])}
-    bound = {"cos": v[:, -1], "csls": csls_from_cos(v[:, -1], rt, rs.min())}
+    bound = {"cos": v[:, -1],
+             "csls": torch.minimum(csls_from_cos(v[:, -1], rt, rs.min()), lists.column_bound(lists.col[1], lists.r_eval)[j])}
     pos = eval_pos[rows]
     ranks = {k: _count_ranks(scores[k], gold[k], pos, L.q_eval) for k in METHODS}
     ok = (bound["cos"] < gold["cos"]) & (bound["csls"] < gold["csls"])
@@ -329,7 +365,10 @@ def _reverse_from_lists(lists: _Lists, nq: int, method: str, m: int):
     score = csls_from_cos(v, rt[None, :], rs[rows]) if method == "csls" else v  # (K, m)
     best = score.max(dim=0).values
     key = torch.where(score == best[None, :], rows, torch.iinfo(torch.int64).max).min(dim=0).values
-    bound = csls_from_cos(v[-1], rt, rs[:nq].min()) if method == "csls" else v[-1]
+    if method == "csls":  # the column keys are over every eval source: a bound over the query rows too
+        bound = torch.minimum(csls_from_cos(v[-1], rt, rs[:nq].min()), lists.column_bound(rows, rt))
+    else:
+        bound = v[-1]
     return key, (best > bound) | (v.shape[0] == nq)
 
 
