@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mmea.calibration import score_valid_sources, valid_queries, valid_scores_from_top
 from mmea.errors import MmeaInputError
@@ -320,3 +321,32 @@ def test_the_pass_keeps_each_candidates_best_score(method):
     sim = Similarity(src[src_rows], tgt[tgt_rows], method=method, csls_k=4, radius=(found.r_src, found.r_tgt))
     assert found.column_best[method].shape == (len(tgt_rows),)
     np.testing.assert_allclose(found.column_best[method], column_best(sim), rtol=0, atol=1e-6)
+
+
+def test_the_column_keys_settle_the_columns_a_short_list_cannot(monkeypatch):
+    """A candidate column whose best source stands out is settled by the pass's column keys (its top sources by
+    ``2 cos - r_src``), though its short cosine list, against the smallest radius of all sources (here loners far
+    from every target), cannot settle it: far fewer columns are redone, with the reverse best and top-1 of the
+    two-pass search (the seed expansion's search), and with every rank of the separate computations."""
+    from mmea.search.csls import csls_topk
+    from mmea.search.onepass import _Lists
+
+    rng = np.random.default_rng(21)
+    base = np.concatenate([gaussian(300, 16, 21), np.zeros((300, 8), np.float32)], 1)
+    loners = np.concatenate([np.zeros((10, 16), np.float32), gaussian(10, 8, 25)], 1)  # cosine 0, radius 0
+    src = np.concatenate([base + 0.3 * np.pad(gaussian(300, 16, 22), ((0, 0), (0, 8))), loners])
+    tgt = np.concatenate([base + 0.3 * np.pad(gaussian(300, 16, 23), ((0, 0), (0, 8))),
+                          np.pad(gaussian(120, 16, 24), ((0, 0), (0, 8)))])  # 120 unlinked targets
+    ref = csls_topk(src, tgt, topk=1, reverse=True)
+    redone = {}
+    for how in ("keys", "lists only"):
+        if how == "lists only":
+            monkeypatch.setattr(_Lists, "column_bound", lambda self, listed, r_col: torch.full_like(r_col, torch.inf))
+        found = search_once(src, tgt, np.arange(len(src)), np.arange(len(tgt)), topk=1, reverse=True, list_size=4)
+        np.testing.assert_array_equal(found.result.reverse_best, ref.reverse_best)
+        np.testing.assert_array_equal(found.result.ids, ref.ids)
+        redone[how] = found.stats["redone_columns"]
+        ids = rng.permutation(300)  # with gold links (the loners' among them): every rank as computed separately
+        test = np.concatenate([np.stack([ids[:240], ids[:240]], 1), np.stack([np.arange(300, 310), ids[260:270]], 1)])
+        check_fused(src, tgt, test, np.stack([ids[240:260], ids[240:260]], 1), "all", "csls", csls_k=10, list_size=4)
+    assert redone["keys"] * 4 < redone["lists only"], redone

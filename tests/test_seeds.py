@@ -126,6 +126,31 @@ def test_expansion_never_proposes_an_entity_twice_nor_a_used_one():
     assert expand_seeds(s[free_s], t[free_t], free_s, free_t, min_cos=1.01).shape == (0, 2)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_expansion_from_one_pass_equals_the_two_pass_search(monkeypatch, ties):
+    """expand_seeds settles the mutual pairs from one pass (search_once); the pairs are those of csls_topk's two
+    passes, also with exact ties (quantised rows) and short lists that leave rows and columns to the redo."""
+    import mmea.search.onepass as onepass
+    from mmea.search.csls import csls_topk
+
+    rng = np.random.default_rng(5)
+    if ties:  # cosines that are multiples of 1/4: real ties, broken by the lower index in both searches
+        s, t = (np.zeros((n, 6), np.float32) for n in (70, 90))
+        for x in (s, t):
+            for row in x:
+                row[rng.choice(6, 4, replace=False)] = rng.choice([-1.0, 1.0], 4)
+    else:  # correlated rows, more targets than sources
+        base = rng.standard_normal((90, 12)).astype(np.float32)
+        s = base[:70] + 0.5 * rng.standard_normal((70, 12)).astype(np.float32)
+        t = base + 0.5 * rng.standard_normal((90, 12)).astype(np.float32)
+    free_s, free_t = np.arange(100, 170), np.arange(200, 290)
+    ref = propose_mutual_pairs(csls_topk(s, t, topk=1, reverse=True), free_s, free_t, min_score=0.1, score="cos")
+    assert len(ref) > 10
+    for size in (3, 64):
+        monkeypatch.setattr(onepass, "LIST_SIZE", size)
+        assert np.array_equal(expand_seeds(s, t, free_s, free_t, 0.1), ref)
+
+
 def test_expansion_threshold_is_the_quantile_of_held_out_pairs():
     assert expansion_threshold(np.array([0.2, 0.4, 0.6, 0.8, 1.0]), 0.5) == pytest.approx(0.6)
     assert expansion_threshold(np.zeros(0), 0.5) == 0.0
