@@ -22,7 +22,9 @@ per block only short lists:
    everything outside the list provably scores below it: outside the list a cosine is at most the
    list's ``K``-th (and the group's largest), and a CSLS ``(2 cos - r_query) - r_candidate`` at
    most that bound with the group's smallest radius (float rounding is monotone, so the bound
-   holds for the float32 scores).  A gold target outside its list, or a list whose bound is not
+   holds for the float32 scores).  A candidate column (the target as the query) also keeps its
+   top :data:`KEYS` sources by ``2 cos - r_src``: no source outside its list scores above the
+   largest unlisted one of them (minus the column's radius, plus :data:`KEY_ROUNDING`).  A gold target outside its list, or a list whose bound is not
    strictly below the score it must settle, is **redone**: that source row (or that target
    column) against everything, each at most once; a DBP15k run redoes a few hundred of 10,500.
    A redone product whose cosines differ in any bit from the pass's list values (small products
@@ -329,8 +331,8 @@ def _back_from_lists(L: _Links, lists: _Lists, eval_pos, p: int):
     rt, rs = lists.r_eval[j], lists.r_src
     gold = {"cos": L.gold_cos, "csls": csls_from_cos(L.gold_cos, rt, rs[L.q_it])}
     scores = {"cos": v, "csls": csls_from_cos(v, rt[:, None], rs[rows])}
-    bound = {"cos": v[:, -1],
-             "csls": torch.minimum(csls_from_cos(v[:, -1], rt, rs.min()), lists.column_bound(lists.col[1], lists.r_eval)[j])}
+    keys = lists.column_bound(lists.col[1], lists.r_eval)[j]  # (n,) by the column keys
+    bound = {"cos": v[:, -1], "csls": torch.minimum(csls_from_cos(v[:, -1], rt, rs.min()), keys)}
     pos = eval_pos[rows]
     ranks = {k: _count_ranks(scores[k], gold[k], pos, L.q_eval) for k in METHODS}
     ok = (bound["cos"] < gold["cos"]) & (bound["csls"] < gold["csls"])
