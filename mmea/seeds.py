@@ -231,7 +231,7 @@ def expand_seeds(src_emb: np.ndarray, tgt_emb: np.ndarray, free_src: np.ndarray,
         from .search import onepass
 
         res = onepass.search_once(src_emb, tgt_emb, np.arange(len(src_emb)), np.arange(len(tgt_emb)), topk=1,
-                                  reverse=True, method="csls", list_size=onepass.LIST_SIZE).result
+                                  reverse=True, method="csls").result
     else:
         res = csls_topk(src_emb, tgt_emb, topk=1, reverse=True)
     return propose_mutual_pairs(res, free_src, free_tgt, min_score=min_cos, score="cos")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -146,8 +148,9 @@ def test_expansion_from_one_pass_equals_the_two_pass_search(monkeypatch, ties):
     free_s, free_t = np.arange(100, 170), np.arange(200, 290)
     ref = propose_mutual_pairs(csls_topk(s, t, topk=1, reverse=True), free_s, free_t, min_score=0.1, score="cos")
     assert len(ref) > 10
+    search_once = onepass.search_once
     for size in (3, 64):
-        monkeypatch.setattr(onepass, "LIST_SIZE", size)
+        monkeypatch.setattr(onepass, "search_once", functools.partial(search_once, list_size=size))
         assert np.array_equal(expand_seeds(s, t, free_s, free_t, 0.1), ref)
 
 

@@ -24,9 +24,10 @@ per block only short lists:
    most that bound with the group's smallest radius (float rounding is monotone, so the bound
    holds for the float32 scores).  A candidate column (the target as the query) also keeps its
    top :data:`KEYS` sources by ``2 cos - r_src``: no source outside its list scores above the
-   largest unlisted one of them (minus the column's radius, plus :data:`KEY_ROUNDING`).  A gold target outside its list, or a list whose bound is not
-   strictly below the score it must settle, is **redone**: that source row (or that target
-   column) against everything, each at most once; a DBP15k run redoes a few hundred of 10,500.
+   largest unlisted one of them (minus the column's radius, plus :data:`KEY_ROUNDING`).  A gold
+   target outside its list, or a list whose bound is not strictly below the score it must settle,
+   is **redone**: that source row (or that target column) against everything, each at most once;
+   a DBP15k run redoes a few hundred of 10,500.
    A redone product whose cosines differ in any bit from the pass's list values (small products
    take other float32 kernels) is computed again padded to the pass's block shape.
 3. the validation sources against the candidates + their own targets: their top-2.
